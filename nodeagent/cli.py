@@ -1,0 +1,151 @@
+"""The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from nodeagent import __version__
+from nodeagent.config import EX_CONFIG, ConfigError
+
+
+def _flags(pairs: Sequence[str]) -> Dict[str, str]:
+    flags: Dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(key or pair, "--set takes KEY=value")
+        flags[key.strip().upper()] = value
+    return flags
+
+
+def _load_settings(args: argparse.Namespace):
+    from nodeagent import config
+
+    return config.load(os.environ, _flags(getattr(args, "set", None) or []))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from nodeagent import logs
+
+    try:
+        settings = _load_settings(args)
+    except ConfigError as error:
+        print(f"<3>{error}", file=sys.stderr, flush=True)
+        return EX_CONFIG
+    logs.setup(settings.log_level)
+    log = logging.getLogger("nodeagent")
+    if not settings.enabled:
+        log.info("disabled by config (ENABLED=false from %s); exiting", settings.sources.get("ENABLED"))
+        return 0
+    from nodeagent.agent import Agent, LoggingResponder
+    from nodeagent.report import build_reporters
+
+    if args.log_only:
+        responder = LoggingResponder()
+    else:
+        from nodeagent.kube.responder import KubeResponder
+
+        responder = KubeResponder(settings)
+    agent = Agent(settings, responder, reporters=build_reporters(settings, responder),
+                  reload_settings=lambda: _load_settings(args))
+    agent.install_signal_handlers()
+    log.info("nodeagent %s starting (python %s)", __version__, sys.version.split()[0])
+    return agent.run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from nodeagent import config
+
+    try:
+        settings = _load_settings(args)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        return EX_CONFIG
+    rows = config.describe(settings)
+    width = max(len(key) for key, _, _ in rows)
+    value_width = min(48, max(len(value) for _, value, _ in rows))
+    for key, value, source in rows:
+        print(f"{key:<{width}}  {value:<{value_width}}  ({source})")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def cmd_imds_sim(args: argparse.Namespace) -> int:
+    from nodeagent.sim.imds import main_imds_sim
+
+    return main_imds_sim(args.port, args.host)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nodeagent.status import main_status
+
+    return main_status(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nodeagent.demo import main_demo
+
+    return main_demo(args)
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from nodeagent.drill import main_drill
+
+    return main_drill(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodeagent", description="Spot-interruption handler for EKS nodes.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    def config_flags(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                             help="override a config key (highest precedence)")
+
+    run = add("run", cmd_run, "the daemon (systemd Type=notify)")
+    config_flags(run)
+    run.add_argument("--log-only", action="store_true", help="watch and log; take no Kubernetes actions")
+    config_flags(add("check-config", cmd_check_config, "print the effective config and where each value came from"))
+    status = add("status", cmd_status, "the daemon's state, last notice, drain progress and reachability")
+    config_flags(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--no-probe", action="store_true", help="don't contact IMDS or the API")
+    drill = add("drill", cmd_drill, "rehearse a notice on this node through the real pipeline")
+    config_flags(drill)
+    drill.add_argument("--kind", choices=("spot-itn", "rebalance", "scheduled", "asg"), default="spot-itn")
+    drill.add_argument("--in", dest="in_", default="120s", help="deadline from now (default 120s)")
+    drill.add_argument("--dry-run", action="store_true", help="server-side dry run: nothing changes")
+    drill.add_argument("--yes", action="store_true", help="really cordon and drain this node")
+    drill.add_argument("--undo", action="store_true", help="uncordon and remove our labels at the end")
+    demo = add("demo", cmd_demo, "the whole pipeline against both simulators, with a timeline")
+    demo.add_argument("--quick", action="store_true", help="shorter deadlines (used by CI)")
+    imds_sim = add("imds-sim", cmd_imds_sim, "run the IMDS simulator")
+    imds_sim.add_argument("--port", type=int, default=1338)
+    imds_sim.add_argument("--host", default="127.0.0.1")
+    add("version", cmd_version, "print the version")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,389 @@
+"""The kubelet's kubeconfig, one kept-alive API client, and who this node is.
+
+The kubernetes client refreshes exec-plugin tokens lazily on the request path, and its exec
+provider has no timeout. EKS runs `aws eks get-token` (about a second), so the first call after
+a notice would wait for it, and a hung plugin would hang the drain. TokenKeeper runs the
+kubeconfig's own exec plugin (through the library's ExecProvider) on a background thread ahead
+of expiry and with a timeout; requests only ever read the cached token.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+log = logging.getLogger("nodeagent.kube")
+
+REFRESH_AHEAD = timedelta(minutes=6)  # before the library's own 5 min skew would kick in
+MIN_REFRESH_GAP = timedelta(seconds=10)
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+
+class KubeError(Exception):
+    expected = True
+
+
+class KubeconfigMissing(KubeError):
+    pass
+
+
+class KubeconfigInvalid(KubeError):
+    pass
+
+
+class CredentialError(KubeError):
+    pass
+
+
+class ApiUnavailable(KubeError):
+    """Connection refused, reset or timed out."""
+
+
+class ApiError(KubeError):
+    def __init__(self, status: int, reason: str, message: str, method: str, path: str):
+        super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class TokenKeeper:
+    """Keeps a valid exec-plugin token ready, refreshing ahead of expiry with a timeout."""
+
+    def __init__(self, exec_config: Dict[str, object], base_path: str, timeout_s: float):
+        from kubernetes.config.config_exception import ConfigException
+        from kubernetes.config.exec_provider import ExecProvider
+        from kubernetes.config.kube_config import ConfigNode
+
+        try:
+            self._provider = ExecProvider(ConfigNode("exec", exec_config), base_path)
+        except ConfigException as error:
+            raise KubeconfigInvalid(f"exec credential plugin: {error}") from None
+        self._command = str(exec_config.get("command", "?"))
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._token: Optional[str] = None
+        self._expiry: Optional[datetime] = None
+        self._last_attempt: Optional[datetime] = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="exec-plugin")
+        self._inflight: Optional[concurrent.futures.Future] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.invocations = 0
+
+    @property
+    def expiry(self) -> Optional[datetime]:
+        return self._expiry
+
+    def token(self) -> str:
+        """The cached token; refreshes synchronously only when there is none or it has expired."""
+        if self._token is None or (self._expiry is not None and self._expiry <= utcnow()):
+            self.refresh()
+        if self._token is None:
+            raise CredentialError(f"no token from credential plugin {self._command!r}")
+        return self._token
+
+    def refresh(self, force: bool = False) -> None:
+        with self._lock:
+            if not force and self._token is not None and not self._due():
+                return
+            if self._inflight is None or self._inflight.done():
+                self.invocations += 1
+                self._inflight = self._pool.submit(self._provider.run)
+            future = self._inflight
+            self._last_attempt = utcnow()
+        try:
+            status = future.result(timeout=self._timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise CredentialError(
+                f"credential plugin {self._command!r} did not answer within {self._timeout_s:g}s"
+            ) from None
+        except Exception as error:
+            raise CredentialError(f"credential plugin {self._command!r} failed: {error}") from None
+        token = status.get("token") if isinstance(status, dict) else None
+        if not token:
+            raise CredentialError(f"credential plugin {self._command!r} returned no token")
+        expiry = status.get("expirationTimestamp")
+        with self._lock:
+            self._token = str(token)
+            self._expiry = _parse_time(expiry) if expiry else None
+        log.debug("credential plugin refreshed the token (expires %s)", expiry or "never")
+
+    def _due(self) -> bool:
+        return self._expiry is not None and self._expiry - REFRESH_AHEAD <= utcnow()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._keep_fresh, name="token-keeper", daemon=True)
+        self._thread.start()
+
+    def _keep_fresh(self) -> None:
+        while not self._stop.is_set():
+            wait_s = 60.0
+            if self._expiry is not None:
+                wait_s = max(MIN_REFRESH_GAP.total_seconds(), (self._expiry - REFRESH_AHEAD - utcnow()).total_seconds())
+            if self._stop.wait(min(wait_s, 300.0)):
+                return
+            if self._due():
+                try:
+                    self.refresh()
+                except CredentialError as error:
+                    log.warning("%s; will retry", error)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False)
+
+
+def _parse_time(text: str) -> datetime:
+    from nodeagent.notices import parse_rfc3339_utc
+
+    return parse_rfc3339_utc(text)
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    kubeconfig: str
+    exec_timeout_s: float = 20.0
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    pool_size: int = 40
+
+
+class KubeApi:
+    """A thin JSON front on the kubernetes client's ApiClient: one pool, raw dicts, clear errors."""
+
+    def __init__(self, options: KubeOptions):
+        self.options = options
+        self.tokens: Optional[TokenKeeper] = None
+        self.requests = 0
+        self._api_client = self._load()
+
+    def _load(self):
+        path = self.options.kubeconfig
+        if not os.path.exists(path):
+            raise KubeconfigMissing(f"kubeconfig {path} does not exist yet")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as error:
+            raise KubeconfigInvalid(f"cannot read kubeconfig {path}: {error}") from None
+        import yaml
+
+        try:
+            config_dict = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: {error}") from None
+        if not isinstance(config_dict, dict):
+            raise KubeconfigInvalid(f"kubeconfig {path} is not a kubeconfig (no mapping at top level)")
+
+        from kubernetes import client
+        from kubernetes.config.config_exception import ConfigException
+        from kubernetes.config.kube_config import KubeConfigLoader
+
+        config_dict = copy.deepcopy(config_dict)
+        exec_config = _pop_exec_config(config_dict)
+        configuration = client.Configuration()
+        try:
+            KubeConfigLoader(config_dict, config_base_path=os.path.dirname(path)).load_and_set(configuration)
+        except (ConfigException, KeyError, TypeError, ValueError) as error:
+            raise KubeconfigInvalid(f"kubeconfig {path}: {error}") from None
+        configuration.connection_pool_maxsize = self.options.pool_size
+        if exec_config is not None:
+            self.tokens = TokenKeeper(exec_config, os.path.dirname(path), self.options.exec_timeout_s)
+            configuration.api_key_prefix["authorization"] = "Bearer"
+            tokens = self.tokens
+
+            def use_cached_token(config) -> None:
+                config.api_key["authorization"] = tokens.token()
+
+            configuration.refresh_api_key_hook = use_cached_token
+        return client.ApiClient(configuration)
+
+    @property
+    def host(self) -> str:
+        return self._api_client.configuration.host
+
+    def warm_up(self) -> None:
+        """Fetch the first exec token now, then keep it fresh in the background."""
+        if self.tokens is not None:
+            self.tokens.refresh()
+            self.tokens.start()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[Tuple[str, str]] = (),
+        body: Optional[object] = None,
+        content_type: str = JSON,
+        timeout: Optional[Tuple[float, float]] = None,
+    ) -> Dict[str, object]:
+        response = self._call(method, path, query, body, content_type, timeout, stream=False)
+        data = response.data
+        if not data:
+            return {}
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ApiError(response.status, "BadBody", "response is not JSON", method, path) from None
+
+    def stream_lines(
+        self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
+    ) -> Iterator[Dict[str, object]]:
+        """A watch: yields each decoded event; ends when the server closes the stream."""
+        response = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True)
+        buffer = b""
+        try:
+            for chunk in response.stream(4096, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        except Exception as error:
+            if isinstance(error, ValueError):
+                raise ApiError(200, "BadWatch", f"undecodable watch event: {error}", "GET", path) from None
+            raise ApiUnavailable(f"watch {path} ended: {error}") from None
+        finally:
+            response.release_conn()
+
+    def _call(self, method, path, query, body, content_type, timeout, stream):
+        from kubernetes.client.exceptions import ApiException
+
+        timeout = timeout or (self.options.connect_timeout_s, self.options.read_timeout_s)
+        for attempt in (1, 2):
+            self.requests += 1
+            try:
+                return self._api_client.call_api(
+                    path, method, query_params=list(query), body=body,
+                    header_params={"Content-Type": content_type, "Accept": JSON},
+                    auth_settings=["BearerToken"], _preload_content=False,
+                    _return_http_data_only=True, _request_timeout=timeout,
+                )
+            except ApiException as error:
+                if error.status == 401 and attempt == 1 and self.tokens is not None:
+                    log.info("API said 401; refreshing the exec credential once")
+                    self.tokens.refresh(force=True)
+                    continue
+                if error.status == 0 or error.status is None:
+                    raise ApiUnavailable(f"{method} {path}: {error.reason}") from None
+                raise _api_error(error, method, path) from None
+            except CredentialError:
+                raise
+            except Exception as error:  # urllib3 connection/timeouts/SSL
+                raise ApiUnavailable(f"{method} {path}: {type(error).__name__}: {_short(error)}") from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.tokens is not None:
+            self.tokens.close()
+        try:
+            self._api_client.close()
+        except Exception:
+            pass
+
+
+def _pop_exec_config(config_dict: Dict[str, object]) -> Optional[Dict[str, object]]:
+    """Remove the current user's exec section (TokenKeeper runs it) and return it."""
+    context_name = config_dict.get("current-context")
+    contexts = config_dict.get("contexts") or []
+    users = config_dict.get("users") or []
+    if not isinstance(contexts, list) or not isinstance(users, list):
+        raise KubeconfigInvalid("kubeconfig contexts/users are not lists")
+    context = next((c for c in contexts if isinstance(c, dict) and c.get("name") == context_name), None)
+    if context is None and len(contexts) == 1 and isinstance(contexts[0], dict):
+        context = contexts[0]
+        config_dict["current-context"] = context.get("name")
+    if context is None:
+        raise KubeconfigInvalid(f"kubeconfig has no context named {context_name!r}")
+    user_name = (context.get("context") or {}).get("user")
+    for user in users:
+        if isinstance(user, dict) and user.get("name") == user_name and isinstance(user.get("user"), dict):
+            return user["user"].pop("exec", None)
+    return None
+
+
+def _api_error(error, method: str, path: str) -> ApiError:
+    message = error.reason or ""
+    reason = error.reason or ""
+    try:
+        body = json.loads(error.body or "{}")
+        message = body.get("message", message)
+        reason = body.get("reason", reason)
+    except (ValueError, AttributeError):
+        pass
+    return ApiError(int(error.status), str(reason), str(message), method, path)
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    name: str
+    provider_id: str
+    labels: Dict[str, str]
+    unschedulable: bool
+    how: str  # how the name was learned
+
+
+def whoami(api: KubeApi) -> str:
+    review = api.request(
+        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    return str(((review.get("status") or {}).get("userInfo") or {}).get("username", ""))
+
+
+def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone: Optional[str]) -> NodeIdentity:
+    """Learn this node's name (NODE_NAME, else SelfSubjectReview) and check its providerID."""
+    tried: List[str] = []
+    if override_name:
+        name, how = override_name, "NODE_NAME"
+    else:
+        try:
+            username = whoami(api)
+        except ApiError as error:
+            raise KubeError(f"cannot tell which node this is: SelfSubjectReview failed ({error}); set NODE_NAME") from None
+        tried.append(f"SelfSubjectReview says {username!r}")
+        if not username.startswith("system:node:"):
+            raise KubeError(
+                f"cannot tell which node this is: {'; '.join(tried)}, which is not a node credential "
+                "(system:node:<name>); set NODE_NAME"
+            )
+        name, how = username[len("system:node:"):], "SelfSubjectReview"
+    try:
+        node = api.request("GET", f"/api/v1/nodes/{name}")
+    except ApiError as error:
+        raise KubeError(f"node {name!r} (from {how}) could not be read: {error}") from None
+    spec = node.get("spec") or {}
+    provider_id = str(spec.get("providerID") or "")
+    if instance_id and zone:
+        expected = f"aws:///{zone}/{instance_id}"
+        if provider_id and provider_id != expected:
+            raise KubeError(
+                f"node {name!r} (from {how}) has providerID {provider_id!r}, but IMDS says this instance "
+                f"is {expected!r}; refusing to act on another node"
+            )
+        if not provider_id:
+            log.warning("node %s has no providerID; trusting %s", name, how)
+    metadata = node.get("metadata") or {}
+    return NodeIdentity(
+        name=name, provider_id=provider_id, labels=dict(metadata.get("labels") or {}),
+        unschedulable=bool(spec.get("unschedulable")), how=how,
+    )

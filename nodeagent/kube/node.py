@@ -1,0 +1,124 @@
+"""Actions on this node's own Node object: cordon, labels, annotations, the taint attempt.
+
+Each action is idempotent. Everything here carries out orders from the agent.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from nodeagent.kube.client import MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
+
+log = logging.getLogger("nodeagent.kube.node")
+
+PREFIX = "nodeagent.io"
+LABEL_KIND = f"{PREFIX}/interruption"
+LABEL_NOTICE = f"{PREFIX}/notice-id"
+LABEL_AGENT = f"{PREFIX}/agent"
+LABEL_VERSION = f"{PREFIX}/version"
+ANNOTATION_DEADLINE = f"{PREFIX}/deadline"
+ANNOTATION_ACTION = f"{PREFIX}/action"
+ANNOTATION_RECORD = f"{PREFIX}/record"
+EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
+SPOT_LABEL = ("lifecycle", "Ec2Spot")
+OUR_LABELS = (LABEL_KIND, LABEL_NOTICE, EXCLUDE_LB)
+OUR_ANNOTATIONS = (ANNOTATION_DEADLINE, ANNOTATION_ACTION, ANNOTATION_RECORD)
+
+
+@dataclass
+class NodeActions:
+    api: KubeApi
+    name: str
+    dry_run: bool = False
+    taint_forbidden: bool = False
+
+    def _query(self) -> Tuple[Tuple[str, str], ...]:
+        return (("dryRun", "All"),) if self.dry_run else ()
+
+    def get(self) -> Dict[str, object]:
+        return self.api.request("GET", f"/api/v1/nodes/{self.name}")
+
+    def set_unschedulable(self, unschedulable: bool) -> bool:
+        """Returns True when the node changed (so an undo knows whether it was ours)."""
+        node = self.get()
+        current = bool((node.get("spec") or {}).get("unschedulable"))
+        if current == unschedulable:
+            return False
+        self.api.request(
+            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+            body={"spec": {"unschedulable": unschedulable}}, content_type=STRATEGIC_MERGE_PATCH,
+        )
+        return True
+
+    def cordon(self) -> None:
+        """Blind patch: one request, no read first (this is the latency-critical path)."""
+        self.api.request(
+            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+            body={"spec": {"unschedulable": True}}, content_type=STRATEGIC_MERGE_PATCH,
+        )
+
+    def uncordon(self) -> None:
+        self.api.request(
+            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+            body={"spec": {"unschedulable": False}}, content_type=STRATEGIC_MERGE_PATCH,
+        )
+
+    def label(self, labels: Dict[str, Optional[str]], annotations: Optional[Dict[str, Optional[str]]] = None) -> None:
+        """Merge patch; a None value removes the key."""
+        metadata: Dict[str, object] = {"labels": labels}
+        if annotations:
+            metadata["annotations"] = annotations
+        self.api.request(
+            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+            body={"metadata": metadata}, content_type=MERGE_PATCH,
+        )
+
+    def try_taint(self, key: str, value: str, effect: str) -> bool:
+        """Node credentials may not touch spec.taints; the cordon's own taint is the fallback."""
+        if self.taint_forbidden:
+            return False
+        try:
+            self.api.request(
+                "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+                body={"spec": {"taints": [{"key": key, "value": value, "effect": effect}]}},
+                content_type=STRATEGIC_MERGE_PATCH,
+            )
+            return True
+        except ApiError as error:
+            if error.status == 403:
+                self.taint_forbidden = True
+                log.warning(
+                    "node credentials cannot taint (%s); the cordon's own "
+                    "node.kubernetes.io/unschedulable:NoSchedule taint keeps new pods off instead",
+                    error.message,
+                )
+                return False
+            raise
+
+    def remove_taint(self, key: str) -> None:
+        if self.taint_forbidden:
+            return
+        node = self.get()
+        taints = (node.get("spec") or {}).get("taints") or []
+        kept = [t for t in taints if t.get("key") != key]
+        if len(kept) == len(taints):
+            return
+        try:
+            self.api.request(
+                "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+                body={"spec": {"taints": kept}}, content_type=MERGE_PATCH,
+            )
+        except ApiError as error:
+            if error.status != 403:
+                raise
+
+
+def parse_taint(spec: str, kind: str, notice_id: str) -> Optional[Tuple[str, str, str]]:
+    """'key[=value]:Effect' with <kind>/<id> placeholders -> (key, value, effect)."""
+    if not spec:
+        return None
+    key_value, effect = spec.rsplit(":", 1)
+    key, _, value = key_value.partition("=")
+    value = value.replace("<kind>", kind).replace("<id>", notice_id)[:63]
+    return key, value, effect

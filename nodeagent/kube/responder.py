@@ -1,0 +1,224 @@
+"""Carries out the agent's plans on this node through the Kubernetes API."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from typing import Callable, Dict, Optional, TypeVar
+
+from nodeagent import __version__
+from nodeagent.config import Settings
+from nodeagent.imds import InstanceIdentity
+from nodeagent.kube import node as node_keys
+from nodeagent.kube.client import (
+    ApiError,
+    KubeApi,
+    KubeconfigMissing,
+    KubeError,
+    KubeOptions,
+    NodeIdentity,
+    find_node,
+)
+from nodeagent.kube.drain import DrainOptions, Drainer, DrainResult
+from nodeagent.kube.node import NodeActions, parse_taint
+
+log = logging.getLogger("nodeagent.kube")
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class KubeResponder:
+    def __init__(self, settings: Settings, api_factory: Callable[[KubeOptions], KubeApi] = KubeApi):
+        self.settings = settings
+        self.api_factory = api_factory
+        self.api: Optional[KubeApi] = None
+        self.node: Optional[NodeIdentity] = None
+        self.actions: Optional[NodeActions] = None
+        self._said = ""
+        self.last_result: Optional[DrainResult] = None
+
+    # ------------------------------------------------------------ startup
+
+    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+        path = self.settings.kubeconfig
+        if self.api is None:
+            try:
+                self.api = self.api_factory(KubeOptions(
+                    kubeconfig=path, exec_timeout_s=self.settings.exec_plugin_timeout,
+                    pool_size=self.settings.drain_parallelism + 8))
+            except KubeconfigMissing:
+                return self._say(f"waiting for {path}", logging.INFO)
+            except KubeError as error:
+                return self._say(str(error), logging.ERROR)
+        try:
+            self.api.warm_up()
+            self.node = find_node(
+                self.api, self.settings.node_name,
+                identity.instance_id if identity else None,
+                identity.availability_zone if identity else None,
+            )
+        except KubeError as error:
+            return self._say(f"Kubernetes not ready: {error}", logging.WARNING)
+        self.actions = NodeActions(self.api, self.node.name, dry_run=self.settings.dry_run)
+        log.info("acting on node %s (learned from %s, providerID %s) via %s",
+                 self.node.name, self.node.how, self.node.provider_id or "unset", self.api.host)
+        self._startup_labels(identity)
+        return None
+
+    def _say(self, text: str, level: int) -> str:
+        if text != self._said:
+            self._said = text
+            log.log(level, "%s", text)
+        return text
+
+    def _startup_labels(self, identity: Optional[InstanceIdentity]) -> None:
+        assert self.actions is not None and self.node is not None
+        labels: Dict[str, Optional[str]] = {node_keys.LABEL_AGENT: "watching", node_keys.LABEL_VERSION: __version__}
+        key, value = node_keys.SPOT_LABEL
+        if (
+            self.settings.spot_label and identity is not None and identity.life_cycle == "spot"
+            and self.node.labels.get(key) != value
+        ):
+            log.info("node registered without %s=%s; setting it (SPOT_LABEL=true)", key, value)
+            labels[key] = value
+        try:
+            self.actions.label(labels)
+            self.node.labels.update({k: v for k, v in labels.items() if v is not None})
+        except KubeError as error:
+            log.warning("could not set the presence labels: %s", error)
+
+    def describe(self) -> str:
+        return f"node {self.node.name}" if self.node else "node unknown"
+
+    def spot_label(self) -> Optional[bool]:
+        if self.node is None:
+            return None
+        key, value = node_keys.SPOT_LABEL
+        return self.node.labels.get(key) == value
+
+    def agent_state_changed(self, agent_state: str) -> None:
+        if self.actions is None:
+            return
+        try:
+            self.actions.label({node_keys.LABEL_AGENT: agent_state})
+        except KubeError as error:
+            log.warning("could not update %s: %s", node_keys.LABEL_AGENT, error)
+
+    # ------------------------------------------------------------ acting
+
+    def execute(self, plan, record, hooks) -> None:
+        assert self.actions is not None and self.api is not None and self.node is not None
+        actions = NodeActions(self.api, self.node.name, dry_run=plan.dry_run,
+                              taint_forbidden=self.actions.taint_forbidden)
+        if not record.cordoned:
+            self._until_deadline(plan.deadline, "cordon", actions.cordon, hooks)
+            record.cordoned = True
+            hooks.checkpoint()
+            hooks.step(record, "Cordoned", f"cordoned for {plan.kind} {plan.notice_id}")
+            log.info("cordoned %s for %s%s", self.node.name, plan.notice_id, " (dry run)" if plan.dry_run else "")
+        if not record.labelled:
+            labels: Dict[str, Optional[str]] = {node_keys.LABEL_KIND: plan.kind, node_keys.LABEL_NOTICE: plan.notice_id}
+            if plan.exclude_from_lb and plan.response == "drain":
+                labels[node_keys.EXCLUDE_LB] = "true"
+            annotations = {node_keys.ANNOTATION_DEADLINE: _iso(plan.deadline),
+                           node_keys.ANNOTATION_ACTION: plan.action}
+            self._until_deadline(plan.deadline, "label", lambda: actions.label(labels, annotations), hooks)
+            record.labelled = True
+            hooks.checkpoint()
+            taint = parse_taint(self.settings.taint, plan.kind, plan.notice_id)
+            if taint:
+                try:
+                    actions.try_taint(*taint)
+                except KubeError as error:
+                    log.warning("taint attempt failed: %s", error)
+                self.actions.taint_forbidden = actions.taint_forbidden
+        if plan.response != "drain":
+            record.outcome = "cordoned"
+            return
+        options = DrainOptions(
+            deadline=plan.deadline, margin_s=self.settings.drain_margin,
+            force_at_deadline=plan.force_at_deadline, dry_run=plan.dry_run,
+            parallelism=self.settings.drain_parallelism,
+            evict_local_storage=self.settings.evict_local_storage,
+            evict_unmanaged=self.settings.evict_unmanaged,
+            last_tier_classes=self.settings.last_tier(),
+        )
+        if record.drain_started is None:
+            record.drain_started = _iso(utcnow())
+            hooks.checkpoint()
+        hooks.step(record, "DrainStarted", f"draining for {plan.kind} {plan.notice_id}, deadline {_iso(plan.deadline)}")
+        drainer = Drainer(self.api, self.node.name, options,
+                          progress=lambda gone, total: hooks.progress(gone, total, plan.deadline),
+                          should_stop=hooks.should_stop)
+        started = time.monotonic()
+        result = drainer.run()
+        self.last_result = result
+        record.evicted += len(result.evicted)
+        record.forced += len(result.forced)
+        record.failed += len(result.failed)
+        record.left = result.left
+        if result.interrupted:
+            record.outcome = "drain interrupted (resumes on the next start)"
+            return
+        record.drain_finished = _iso(utcnow())
+        summary = (f"{len(result.evicted)} evicted, {len(result.forced)} forced, {len(result.left)} left, "
+                   f"{len(result.failed)} failed of {result.total} in {time.monotonic() - started:.1f}s"
+                   f"{' (dry run)' if plan.dry_run else ''}")
+        record.outcome = ("drained: " if result.ok else "drain incomplete: ") + summary
+        hooks.step(record, "DrainFinished" if result.ok else "DrainFailed", summary)
+        if result.left:
+            log.error("pods left on the node at the deadline: %s", ", ".join(result.left[:20]))
+
+    def _until_deadline(self, deadline: datetime, what: str, action: Callable[[], T], hooks) -> T:
+        backoff = 0.2
+        said = False
+        while True:
+            try:
+                return action()
+            except ApiError as error:
+                if error.status < 500 and error.status not in (429, 409):
+                    raise
+                problem = str(error)
+            except KubeError as error:
+                problem = str(error)
+            if utcnow() + _seconds(backoff) >= deadline or hooks.should_stop():
+                raise KubeError(f"{what} did not succeed before the deadline: {problem}")
+            if not said:
+                log.warning("%s failed (%s); retrying until the deadline", what, problem)
+                said = True
+            time.sleep(backoff)
+            backoff = min(1.0, backoff * 2)
+
+    def undo(self, record, reason: str) -> None:
+        if self.actions is None:
+            raise KubeError("Kubernetes is not ready")
+        if record.cordoned:
+            self.actions.uncordon()
+            log.info("uncordoned %s: %s", self.node.name if self.node else "?", reason)
+        removal: Dict[str, Optional[str]] = {key: None for key in node_keys.OUR_LABELS}
+        self.actions.label(removal, {key: None for key in node_keys.OUR_ANNOTATIONS})
+        taint = parse_taint(self.settings.taint, record.kind, record.id)
+        if taint:
+            self.actions.remove_taint(taint[0])
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.close()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(value: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=value)
+
+
+def kubeconfig_exists(path: str) -> bool:
+    return os.path.exists(path)

@@ -1,0 +1,414 @@
+"""Pure parsers: IMDS response bodies -> Notice. No I/O here.
+
+Every parser takes the body as bytes (or str) plus `now` (an aware UTC datetime, passed in so
+that parsing stays pure) and returns a Notice, None when the body means "nothing pending",
+or raises NoticeParseError for malformed input.
+
+Contract (checked by property tests): for *any* input the parsers either return or raise
+NoticeParseError -- never another exception. Notice ids are derived from the body only (never
+from `now`), so the same notice gets the same id across polls and restarts, and every id is a
+valid Kubernetes label value (the agent stores it in a node label/annotation).
+
+Paths are relative to /latest/meta-data/ (the form ImdsClient.get takes).
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Dict, List, Optional, Union
+
+
+class NoticeKind(str, enum.Enum):
+    SPOT_ITN = "spot-itn"
+    REBALANCE = "rebalance"
+    SCHEDULED = "scheduled"
+    ASG = "asg"
+
+
+class NoticeParseError(ValueError):
+    """A body that does not match the documented IMDS format."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: NoticeKind
+    # Stable for the same notice across polls and restarts (derived from the body, never from now).
+    id: str
+    # Aware UTC datetime. For kinds without a time of their own, now + a configured window is
+    # applied later by the agent; parsers set the time IMDS gives (may be in the past).
+    deadline: datetime
+    # terminate|stop|hibernate (spot-itn), rebalance, the scheduled event Code, or the ASG state.
+    action: str
+    raw: str
+    # Scheduled events: active|completed|canceled. Others: "active".
+    state: str = "active"
+
+
+# --- IMDS paths (relative to /latest/meta-data/) ---------------------------------------------
+
+SPOT_ACTION_PATH = "spot/instance-action"
+# Legacy plain-text form of the spot time. Served by IMDS, deliberately not parsed: DESIGN.md B
+# says not to rely on it, and spot/instance-action carries the same time plus the action.
+SPOT_TERMINATION_TIME_PATH = "spot/termination-time"
+REBALANCE_PATH = "events/recommendations/rebalance"
+# Real IMDS answers 200 with "[]" here when nothing is scheduled (NTH treats any non-2xx on this
+# path as an error and polls it on every node, which only works if "[]" is the normal answer).
+# A 404 is still handled gracefully by callers: ImdsClient.get returns None.
+SCHEDULED_PATH = "events/maintenance/scheduled"
+ASG_PATH = "autoscaling/target-lifecycle-state"
+
+INSTANCE_ID_PATH = "instance-id"
+INSTANCE_TYPE_PATH = "instance-type"
+INSTANCE_LIFE_CYCLE_PATH = "instance-life-cycle"
+LOCAL_HOSTNAME_PATH = "local-hostname"
+AVAILABILITY_ZONE_PATH = "placement/availability-zone"
+REGION_PATH = "placement/region"
+
+SPOT_ACTIONS = frozenset({"terminate", "stop", "hibernate"})
+SCHEDULED_CODES = frozenset(
+    {"system-reboot", "instance-reboot", "system-maintenance", "instance-retirement", "instance-stop"}
+)
+SCHEDULED_STATES = frozenset({"active", "completed", "canceled"})
+
+ASG_TERMINATED = "Terminated"
+ASG_NOTICE_ID = "asg-terminated"
+# Longest ASG state text we accept; real ones are short ("Warmed:Hibernated" is 17 chars).
+ASG_STATE_MAX_LEN = 64
+
+# Bodies come from ImdsClient capped at 64 KiB; this is a second, generous guard so the parsers
+# stay cheap for any caller.
+MAX_BODY_CHARS = 1 << 20
+
+LABEL_VALUE_MAX_LEN = 63
+_LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+Body = Union[bytes, bytearray, memoryview, str]
+
+
+def is_valid_label_value(value: str) -> bool:
+    """True if `value` is a valid non-empty Kubernetes label value."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= LABEL_VALUE_MAX_LEN
+        and _LABEL_VALUE_RE.fullmatch(value) is not None
+    )
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
+def parse_rfc3339_utc(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp ("2017-09-18T08:22:00Z", fractions, offsets) to aware UTC.
+
+    Works on Python 3.9 (whose fromisoformat rejects "Z"). Raises ValueError on anything else,
+    including a missing offset: a naive time from IMDS would be ambiguous.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string timestamp, got {type(text).__name__}")
+    m = _RFC3339_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {_preview(text)}")
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    fraction = m.group(7) or ""
+    microsecond = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    if m.group(8):
+        tz = timezone.utc
+    else:
+        off_h, off_m = int(m.group(10)), int(m.group(11))
+        if off_h > 23 or off_m > 59:
+            raise ValueError(f"bad UTC offset in {_preview(text)}")
+        offset = timedelta(hours=off_h, minutes=off_m)
+        tz = timezone(-offset if m.group(9) == "-" else offset)
+    try:
+        local = datetime(year, month, day, hour, minute, second, microsecond, tzinfo=tz)
+        return local.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"invalid date/time {_preview(text)}: {exc}") from None
+
+
+# Locale-independent: strptime's %b depends on LC_TIME.
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+        start=1,
+    )
+}
+# "21 Jan 2019 09:00:43 GMT"; the day is not zero-padded ("1 Jan 2020 01:03:47 GMT").
+_SCHEDULED_TIME_RE = re.compile(
+    r"(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) (?:GMT|UTC)", re.ASCII
+)
+
+
+def parse_scheduled_time(text: str) -> datetime:
+    """Parse the scheduled-event date format ("21 Jan 2019 09:00:43 GMT") to aware UTC."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string date, got {type(text).__name__}")
+    m = _SCHEDULED_TIME_RE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not a 'D Mon YYYY HH:MM:SS GMT' date: {_preview(text)}")
+    month = _MONTHS.get(m.group(2).lower())
+    if month is None:
+        raise ValueError(f"unknown month {m.group(2)!r} in {_preview(text)}")
+    day, year, hour, minute, second = (int(g) for g in m.group(1, 3, 4, 5, 6))
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise ValueError(f"invalid date {_preview(text)}: {exc}") from None
+
+
+def _compact_utc(moment: datetime) -> str:
+    # Manual formatting: strftime("%Y") does not zero-pad years < 1000 on glibc.
+    return (
+        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
+        f"T{moment.hour:02d}{moment.minute:02d}{moment.second:02d}Z"
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _preview(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _as_text(path: str, body: object) -> str:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NoticeParseError(path, f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    elif isinstance(body, str):
+        text = body
+    else:
+        raise NoticeParseError(path, f"body must be bytes or str, got {type(body).__name__}")
+    if len(text) > MAX_BODY_CHARS:
+        raise NoticeParseError(path, f"body is too large ({len(text)} characters)")
+    return text
+
+
+def _load_json(path: str, body: object) -> object:
+    text = _as_text(path, body).strip()
+    if not text:
+        raise NoticeParseError(path, "body is empty")
+    try:
+        return json.loads(text)
+    # RecursionError: deeply nested arrays; ValueError covers JSONDecodeError and huge ints.
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise NoticeParseError(path, f"body is not valid JSON ({reason})") from None
+
+
+def _require_str(path: str, obj: Dict[str, object], key: str, where: str = "") -> str:
+    if key not in obj:
+        raise NoticeParseError(path, f"missing key {key!r}{where}")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise NoticeParseError(
+            path, f"{key!r}{where} must be a string, got {type(value).__name__}"
+        )
+    return value
+
+
+def _aware_utc(now: datetime) -> datetime:
+    if not isinstance(now, datetime):
+        raise TypeError("now must be a datetime")  # a caller bug, not bad input from IMDS
+    if now.tzinfo is None:
+        return now.replace(tzinfo=timezone.utc)
+    return now.astimezone(timezone.utc)
+
+
+def _time_field(path: str, obj: Dict[str, object], key: str) -> datetime:
+    value = _require_str(path, obj, key)
+    try:
+        return parse_rfc3339_utc(value)
+    except ValueError as exc:
+        raise NoticeParseError(path, f"{key!r}: {exc}") from None
+
+
+# --- parsers ----------------------------------------------------------------------------------
+
+
+def parse_spot_action(body: Body, now: datetime) -> Notice:
+    """spot/instance-action: {"action": "terminate"|"stop"|"hibernate", "time": RFC 3339}."""
+    path = SPOT_ACTION_PATH
+    doc = _load_json(path, body)
+    if not isinstance(doc, dict):
+        raise NoticeParseError(path, f"expected a JSON object, got {type(doc).__name__}")
+    action = _require_str(path, doc, "action")
+    if action not in SPOT_ACTIONS:
+        raise NoticeParseError(
+            path, f"unknown action {_preview(action)} (expected one of {sorted(SPOT_ACTIONS)})"
+        )
+    deadline = _time_field(path, doc, "time")
+    return Notice(
+        kind=NoticeKind.SPOT_ITN,
+        id=f"spot-itn-{_compact_utc(deadline)}",
+        deadline=deadline,
+        action=action,
+        raw=_as_text(path, body).strip(),
+    )
+
+
+def parse_rebalance(body: Body, now: datetime) -> Notice:
+    """events/recommendations/rebalance: {"noticeTime": RFC 3339}."""
+    path = REBALANCE_PATH
+    doc = _load_json(path, body)
+    if not isinstance(doc, dict):
+        raise NoticeParseError(path, f"expected a JSON object, got {type(doc).__name__}")
+    notice_time = _time_field(path, doc, "noticeTime")
+    return Notice(
+        kind=NoticeKind.REBALANCE,
+        id=f"rebalance-{_compact_utc(notice_time)}",
+        deadline=notice_time,
+        action="rebalance",
+        raw=_as_text(path, body).strip(),
+    )
+
+
+def scheduled_notice_id(event_id: str) -> str:
+    """`scheduled-<EventId>`, made into a valid label value deterministically.
+
+    Ids that already fit are kept verbatim (real ones do: "instance-event-" + 17 hex). Anything
+    longer or with characters a label cannot hold is sanitised, truncated, and suffixed with a
+    hash of the original EventId, so distinct events keep distinct ids.
+    """
+    candidate = f"scheduled-{event_id}"
+    if is_valid_label_value(candidate):
+        return candidate
+    digest = hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", event_id)
+    room = LABEL_VALUE_MAX_LEN - len("scheduled-") - len(digest) - 1
+    stem = cleaned[:room].strip("-_.")
+    return f"scheduled-{stem}-{digest}" if stem else f"scheduled-{digest}"
+
+
+def parse_scheduled(body: Body, now: datetime) -> List[Notice]:
+    """events/maintenance/scheduled: a JSON list of events; `[]` means none.
+
+    One Notice per event, completed and canceled ones included (state = State, lower-cased) so
+    the agent can cancel what it started. Only the fields we use are validated: NotBefore, Code,
+    EventId and State are required; Description/NotAfter/NotBeforeDeadline are ignored.
+    Duplicate EventIds keep the first occurrence.
+    """
+    path = SCHEDULED_PATH
+    doc = _load_json(path, body)
+    if not isinstance(doc, list):
+        raise NoticeParseError(path, f"expected a JSON list, got {type(doc).__name__}")
+    notices: List[Notice] = []
+    seen = set()
+    for index, event in enumerate(doc):
+        where = f" in event #{index}"
+        if not isinstance(event, dict):
+            raise NoticeParseError(
+                path, f"event #{index} must be a JSON object, got {type(event).__name__}"
+            )
+        code = _require_str(path, event, "Code", where)
+        if code not in SCHEDULED_CODES:
+            raise NoticeParseError(
+                path,
+                f"unknown Code {_preview(code)}{where} (expected one of {sorted(SCHEDULED_CODES)})",
+            )
+        event_id = _require_str(path, event, "EventId", where)
+        if not event_id.strip():
+            raise NoticeParseError(path, f"empty 'EventId'{where}")
+        state = _require_str(path, event, "State", where).strip().lower()
+        if state == "cancelled":
+            state = "canceled"
+        if state not in SCHEDULED_STATES:
+            raise NoticeParseError(
+                path,
+                f"unknown State {_preview(state)}{where} (expected one of {sorted(SCHEDULED_STATES)})",
+            )
+        not_before = _require_str(path, event, "NotBefore", where)
+        try:
+            deadline = parse_scheduled_time(not_before)
+        except ValueError as exc:
+            raise NoticeParseError(path, f"'NotBefore'{where}: {exc}") from None
+        notice_id = scheduled_notice_id(event_id)
+        if notice_id in seen:
+            continue
+        seen.add(notice_id)
+        notices.append(
+            Notice(
+                kind=NoticeKind.SCHEDULED,
+                id=notice_id,
+                deadline=deadline,
+                action=code,
+                raw=json.dumps(event, sort_keys=True, ensure_ascii=True),
+                state=state,
+            )
+        )
+    return notices
+
+
+_ASG_STATE_RE = re.compile(r"[A-Za-z]+(?::[A-Za-z]+)*", re.ASCII)
+
+
+def parse_asg_state(body: Body, now: datetime) -> Optional[Notice]:
+    """autoscaling/target-lifecycle-state: plain text such as InService or Terminated.
+
+    Only "Terminated" is a notice; its id is constant ("asg-terminated") because an instance is
+    terminated at most once, and its deadline is `now` (the agent applies its own window).
+    """
+    path = ASG_PATH
+    text = _as_text(path, body).strip()
+    if not text:
+        raise NoticeParseError(path, "empty lifecycle state")
+    if len(text) > ASG_STATE_MAX_LEN:
+        raise NoticeParseError(path, f"lifecycle state too long ({len(text)} characters)")
+    if _ASG_STATE_RE.fullmatch(text) is None:
+        raise NoticeParseError(path, f"malformed lifecycle state {_preview(text)}")
+    if text != ASG_TERMINATED:
+        return None
+    return Notice(
+        kind=NoticeKind.ASG,
+        id=ASG_NOTICE_ID,
+        deadline=_aware_utc(now),
+        action=ASG_TERMINATED,
+        raw=text,
+    )
+
+
+# --- path -> parser ---------------------------------------------------------------------------
+
+Parser = Callable[[Body, datetime], Union[Notice, List[Notice], None]]
+
+PARSERS: Dict[str, Parser] = {
+    SPOT_ACTION_PATH: parse_spot_action,
+    REBALANCE_PATH: parse_rebalance,
+    SCHEDULED_PATH: parse_scheduled,
+    ASG_PATH: parse_asg_state,
+}
+
+# The paths the agent polls for notices, most urgent first.
+NOTICE_PATHS = (SPOT_ACTION_PATH, ASG_PATH, REBALANCE_PATH, SCHEDULED_PATH)
+
+
+def parse_path(path: str, body: Optional[Body], now: datetime) -> List[Notice]:
+    """Uniform entry point: the notices a body at `path` holds (None body = 404 = nothing)."""
+    if path not in PARSERS:
+        raise KeyError(f"no parser for IMDS path {path!r}")
+    if body is None:
+        return []
+    result = PARSERS[path](body, now)
+    if result is None:
+        return []
+    if isinstance(result, Notice):
+        return [result]
+    return list(result)

@@ -1,0 +1,184 @@
+"""The durable record of what has been done, as atomic JSON under STATE_DIR.
+
+The file is the truth across restarts. Writes are write + fsync + rename (+ fsync of the
+directory). A corrupt file is quarantined, never silently overwritten. A state directory that
+cannot be written leaves the agent running from memory, and `writable` says so.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+log = logging.getLogger("nodeagent.state")
+
+STATE_FILE = "state.json"
+SCHEMA = 1
+
+# Phases of one notice. "acting" means the response has started and must be finished on restart.
+SEEN, ACTING, DONE, CANCELLED, SKIPPED, EXPIRED = "seen", "acting", "done", "cancelled", "skipped", "expired"
+OPEN_PHASES = (SEEN, ACTING)
+
+
+@dataclass
+class NoticeRecord:
+    id: str
+    kind: str
+    action: str
+    deadline: str  # ISO 8601 UTC, fixed at first sight
+    first_seen: str
+    response: str  # drain | cordon | ignore | gated
+    phase: str = SEEN
+    cordoned: bool = False
+    labelled: bool = False
+    drain_started: Optional[str] = None
+    drain_finished: Optional[str] = None
+    evicted: int = 0
+    forced: int = 0
+    failed: int = 0
+    left: List[str] = field(default_factory=list)
+    outcome: str = ""
+    handled_at: Optional[float] = None  # wall-clock seconds; with /proc/uptime tells "before a reboot"
+
+
+@dataclass
+class AgentState:
+    notices: Dict[str, NoticeRecord] = field(default_factory=dict)
+    last_notice: Optional[str] = None
+    status: str = "starting"  # what STATUS= says, for `nodeagent status`
+    agent_state: str = "watching"  # watching | draining | drained | cordoned
+    drain_progress: Optional[Dict[str, object]] = None
+    updated_at: float = 0.0
+    pid: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return any(record.phase == ACTING for record in self.notices.values())
+
+    def to_json(self) -> Dict[str, object]:
+        return {
+            "schema": SCHEMA,
+            "busy": self.busy,
+            "last_notice": self.last_notice,
+            "status": self.status,
+            "agent_state": self.agent_state,
+            "drain_progress": self.drain_progress,
+            "updated_at": self.updated_at,
+            "pid": self.pid,
+            "notices": {key: asdict(record) for key, record in self.notices.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Dict[str, object]) -> "AgentState":
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise ValueError("not a nodeagent state file (schema mismatch)")
+        raw_notices = data.get("notices") or {}
+        if not isinstance(raw_notices, dict):
+            raise ValueError("notices is not an object")
+        notices = {key: NoticeRecord(**value) for key, value in raw_notices.items()}
+        return cls(
+            notices=notices,
+            last_notice=data.get("last_notice"),  # type: ignore[arg-type]
+            status=str(data.get("status", "")),
+            agent_state=str(data.get("agent_state", "watching")),
+            drain_progress=data.get("drain_progress"),  # type: ignore[arg-type]
+            updated_at=float(data.get("updated_at", 0.0)),  # type: ignore[arg-type]
+            pid=int(data.get("pid", 0)),  # type: ignore[arg-type]
+        )
+
+
+class StateStore:
+    def __init__(self, state_dir: str):
+        self.path = Path(state_dir) / STATE_FILE
+        self.writable = True
+        self.last_error: Optional[str] = None
+
+    def load(self) -> "LoadResult":
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return LoadResult(AgentState(), quarantined=None)
+        except OSError as error:
+            return LoadResult(AgentState(), quarantined=None, error=f"cannot read {self.path}: {error.strerror}")
+        try:
+            return LoadResult(AgentState.from_json(json.loads(data.decode("utf-8"))), quarantined=None)
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            return LoadResult(AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {error}")
+
+    def _quarantine(self) -> Optional[str]:
+        target = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
+        try:
+            os.replace(self.path, target)
+            return str(target)
+        except OSError:
+            return None
+
+    def save(self, state: AgentState) -> bool:
+        state.updated_at = time.time()
+        payload = json.dumps(state.to_json(), indent=1, sort_keys=True).encode("utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=str(self.path.parent), prefix=".state.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(tmp_name, 0o644)
+                os.replace(tmp_name, self.path)
+            except BaseException:
+                _remove_quietly(tmp_name)
+                raise
+            _fsync_dir(self.path.parent)
+        except OSError as error:
+            message = f"cannot write {self.path} ({error.strerror}); carrying on from memory"
+            if self.writable or message != self.last_error:
+                log.warning("%s", message)
+            self.writable = False
+            self.last_error = message
+            return False
+        if not self.writable:
+            log.info("state directory is writable again: %s", self.path)
+        self.writable = True
+        self.last_error = None
+        return True
+
+
+@dataclass
+class LoadResult:
+    state: AgentState
+    quarantined: Optional[str]
+    error: Optional[str] = None
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(str(directory), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_state_file(state_dir: str) -> Optional[Dict[str, object]]:
+    """Raw read for `nodeagent status` (works as non-root when the file is world-readable)."""
+    try:
+        return json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
