@@ -1,0 +1,131 @@
+"""Shared test machinery: the real daemon as a subprocess, and a real NOTIFY_SOCKET."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return bool(condition())
+
+
+@dataclass
+class Line:
+    t: float
+    text: str
+
+
+@dataclass
+class Daemon:
+    """`python -m nodeagent run` in a subprocess; stdout lines are collected with their arrival time."""
+
+    env: Dict[str, str]
+    args: Sequence[str] = ("run",)
+    python: str = sys.executable
+    lines: List[Line] = field(default_factory=list)
+    process: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Daemon":
+        self.process = subprocess.Popen(
+            [self.python, "-m", "nodeagent", *self.args], env=self.env, cwd=str(REPO),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.append(Line(time.monotonic(), raw.rstrip("\n")))
+
+    def output(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+    def find(self, pattern: str) -> List[Line]:
+        regex = re.compile(pattern)
+        return [line for line in list(self.lines) if regex.search(line.text)]
+
+    def wait_line(self, pattern: str, timeout_s: float = 10.0) -> Line:
+        if not wait_for(lambda: self.find(pattern), timeout_s):
+            raise AssertionError(f"no line matching {pattern!r} within {timeout_s}s; output:\n{self.output()}")
+        return self.find(pattern)[0]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"daemon did not stop within {timeout_s}s; output:\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def daemon_env(tmp_path: Path, **keys: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODEAGENT_") and k != "NOTIFY_SOCKET"}
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir(exist_ok=True)
+    env["NODEAGENT_CONFIG_DIR"] = str(config_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    defaults = {"STATE_DIR": str(tmp_path / "state"), "POLL_INTERVAL": "0.5s"}
+    defaults.update(keys)
+    for key, value in defaults.items():
+        env[f"NODEAGENT_{key}"] = value
+    return env
+
+
+class NotifySocket:
+    """A SOCK_DGRAM socket bound like systemd's, collecting sd_notify datagrams."""
+
+    def __init__(self, directory: Path):
+        self.path = str(directory / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: List[Line] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            for part in data.decode().split("\n"):
+                if part:
+                    self.messages.append(Line(time.monotonic(), part))
+
+    def texts(self) -> List[str]:
+        return [m.text for m in list(self.messages)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
