@@ -29,13 +29,17 @@ class NullNotifier:
     def __init__(self, timeline: "Timeline"):
         self.timeline = timeline
         self.last_status = ""
+        self._last_shown = 0.0
 
     def ready(self) -> None:
         self.timeline.say("agent", "READY=1")
 
     def status(self, text: str) -> None:
-        if text != self.last_status and not text.startswith("watching"):
+        # One STATUS line a second is plenty for a person reading the timeline.
+        now = time.monotonic()
+        if text != self.last_status and not text.startswith("watching") and now - self._last_shown >= 1.0:
             self.timeline.say("status", text)
+            self._last_shown = now
         self.last_status = text
 
     def watchdog(self) -> None:

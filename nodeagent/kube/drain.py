@@ -176,6 +176,8 @@ class PodWatch:
                 self._watch_once()
                 backoff = 0.2
             except (KubeError, ValueError) as error:
+                if self._stop.is_set():
+                    return
                 self.breaks += 1
                 log.warning("pod watch broke (%s); re-listing", error)
                 if self._stop.wait(backoff):
@@ -302,7 +304,7 @@ class Drainer:
                     result.interrupted = True
                     break
                 now_mono = time.monotonic()
-                self._open_tiers(tiers, by_tier, opened, watch, queue, counter, now_mono)
+                self._open_tiers(tiers, by_tier, opened, watch, queue, counter, now_mono, started)
                 while queue and queue[0][0] <= now_mono and len(inflight) < self.options.parallelism:
                     _, _, pod, mode, backoff = heapq.heappop(queue)
                     future = pool.submit(self._attempt, pod, mode, started)
@@ -320,12 +322,12 @@ class Drainer:
         finally:
             pool.shutdown(wait=True)
 
-    def _open_tiers(self, tiers, by_tier, opened, watch, queue, counter, now_mono) -> None:
+    def _open_tiers(self, tiers, by_tier, opened, watch, queue, counter, now_mono, started) -> None:
         for index, tier in enumerate(tiers):
             if tier in opened:
                 continue
             earlier = [p for t in tiers[:index] for p in by_tier[t]]
-            start_by = self.options.pods_gone_by - timedelta(seconds=max(p.grace_s for p in by_tier[tier]))
+            start_by = min(last_safe_moment(p, started, self.options) for p in by_tier[tier])
             if all(watch.gone(p.uid) for p in earlier) or utcnow() >= start_by or self.options.dry_run:
                 opened.add(tier)
                 if index > 0:
