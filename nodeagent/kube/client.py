@@ -203,6 +203,8 @@ class KubeApi:
         if exec_config is not None:
             self.tokens = TokenKeeper(exec_config, os.path.dirname(path), self.options.exec_timeout_s)
             configuration.api_key_prefix["authorization"] = "Bearer"
+            # auth_settings() consults the hook only when the key exists; the hook fills it in.
+            configuration.api_key["authorization"] = ""
             tokens = self.tokens
 
             def use_cached_token(config) -> None:

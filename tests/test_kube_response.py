@@ -1,0 +1,368 @@
+"""The response: the real daemon, the real kubernetes client over HTTPS with node credentials,
+against the Kubernetes API simulator's Node authorizer and NodeRestriction rules."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from nodeagent.sim.imds import ImdsSim
+from nodeagent.sim.kube import KubeSim
+from tests.helpers import Daemon, daemon_env, wait_for
+
+NODE = "ip-10-0-1-2.ec2.internal"
+OTHER = "ip-10-0-9-9.ec2.internal"
+PROVIDER = "aws:///us-east-1a/i-0123456789abcdef0"
+CRITICAL = ("system-cluster-critical", "system-node-critical")
+
+
+@dataclass
+class Cluster:
+    imds: ImdsSim
+    kube: KubeSim
+    kubeconfig: str
+
+    def evictable_left(self):
+        return [p for p in self.kube.pods(node=NODE)
+                if not _ds_or_mirror(p) and p["status"].get("phase") not in ("Succeeded", "Failed")]
+
+    def writes(self, path_regex: str = ""):
+        rx = re.compile(path_regex)
+        return [r for r in list(self.kube.requests)
+                if r.method in ("PATCH", "POST", "DELETE", "PUT") and rx.search(r.path)
+                and "selfsubjectreviews" not in r.path]
+
+    def evictions(self, name: str = ""):
+        return [r for r in self.writes(r"/eviction$") if name in r.path]
+
+
+def _ds_or_mirror(pod) -> bool:
+    meta = pod["metadata"]
+    return "kubernetes.io/config.mirror" in (meta.get("annotations") or {}) or any(
+        o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or [])
+
+
+def make_cluster(tmp_path, *, time_scale=0.02, life_cycle="spot", labels=None, exec_delay=None, replace=False):
+    imds = ImdsSim(life_cycle=life_cycle).start()
+    kube = KubeSim(time_scale=time_scale, replace_evicted=replace).start()
+    kube.add_node(NODE, provider_id=PROVIDER, labels={"lifecycle": "Ec2Spot"} if labels is None else labels)
+    kube.add_node(OTHER, provider_id="aws:///us-east-1a/i-0fffffffffffffff0")
+    kube.add_pod("other-node-web", node=OTHER, owner_kind="ReplicaSet", owner_name="w")
+    if exec_delay is None:
+        kubeconfig = kube.write_kubeconfig(str(tmp_path / "kubeconfig"), kube.add_node_token(NODE))
+    else:
+        kubeconfig = kube.write_exec_kubeconfig(str(tmp_path / "kubeconfig"), NODE, delay_s=exec_delay)
+    return Cluster(imds, kube, kubeconfig)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    made = make_cluster(tmp_path)
+    yield made
+    made.kube.stop()
+    made.imds.stop()
+
+
+def start_agent(tmp_path, cluster: Cluster, **keys) -> Daemon:
+    settings = dict(IMDS_URL=cluster.imds.url, KUBECONFIG=cluster.kubeconfig, POLL_INTERVAL="0.5s",
+                    DRAIN_MARGIN="2s", LOG_LEVEL="debug")
+    settings.update(keys)
+    daemon = Daemon(daemon_env(tmp_path, **settings)).start()
+    daemon.wait_line(r"acting on node|refusing|not a spot node|Kubernetes not ready", timeout_s=20)
+    return daemon
+
+
+def standard_pods(kube: KubeSim) -> None:
+    for i in range(6):
+        kube.add_pod(f"web-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="web", labels={"app": "web"})
+    kube.add_pod("db-0", node=NODE, owner_kind="StatefulSet", owner_name="db", grace_s=20)
+    kube.add_pod("bare", node=NODE, grace_s=5)
+    kube.add_pod("cache", node=NODE, owner_kind="ReplicaSet", owner_name="cache", emptydir=True)
+    kube.add_pod("coredns-0", "kube-system", node=NODE, owner_kind="ReplicaSet", owner_name="coredns",
+                 priority_class="system-cluster-critical")
+    kube.add_pod("cni-agent", "kube-system", node=NODE, owner_kind="DaemonSet", owner_name="aws-node",
+                 priority_class="system-node-critical")
+    kube.add_pod("static-probe", "kube-system", node=NODE, mirror=True)
+    kube.add_pod("job-done", node=NODE, owner_kind="Job", owner_name="j", phase="Succeeded")
+
+
+def test_basic_drain(tmp_path, cluster):
+    standard_pods(cluster.kube)
+    daemon = start_agent(tmp_path, cluster)
+    try:
+        cluster.imds.schedule_spot(30)
+        deadline = time.monotonic() + 30
+        daemon.wait_line(r"drained: ", timeout_s=30)
+        finished = time.monotonic()
+        assert finished < deadline
+        node = cluster.kube.node(NODE)
+        assert node["spec"]["unschedulable"] is True
+        assert {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}.items() <= node["spec"]["taints"][0].items()
+        labels = node["metadata"]["labels"]
+        assert labels["nodeagent.io/interruption"] == "spot-itn"
+        assert labels["node.kubernetes.io/exclude-from-external-load-balancers"] == "true"
+        assert "nodeagent.io/deadline" in node["metadata"]["annotations"]
+        # The taint attempt was refused and the fallback said so exactly once.
+        assert len(daemon.find("node credentials cannot taint")) == 1
+        assert cluster.kube.count(status=403, path_regex=f"/nodes/{re.escape(NODE)}$") >= 1
+        # DaemonSet, mirror and finished pods untouched; everything else gone.
+        left = {p["metadata"]["name"] for p in cluster.kube.pods(node=NODE)}
+        assert left == {"cni-agent", "static-probe", "job-done"}
+        assert not cluster.evictions("cni-agent") and not cluster.evictions("static-probe")
+        # Critical pods evicted after all the others.
+        critical = cluster.evictions("coredns-0")
+        ordinary = [r for r in cluster.evictions() if "coredns" not in r.path]
+        assert critical and ordinary
+        assert min(r.t_monotonic for r in critical) > max(r.t_monotonic for r in ordinary)
+        # Nothing touched the other node or its pods.
+        assert not cluster.writes(re.escape(OTHER)) and not cluster.writes("other-node-web")
+        assert cluster.kube.pod("default", "other-node-web") is not None
+        # No per-pod polling: no GET of single pods at all.
+        assert cluster.kube.count(method="GET", path_regex=r"/pods/[^/]+$") == 0
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_pdb_deadlock(tmp_path, cluster, force):
+    for i in range(3):
+        cluster.kube.add_pod(f"guarded-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="guarded",
+                             labels={"app": "guarded"}, grace_s=4)
+    cluster.kube.add_pdb("guarded", "default", selector={"app": "guarded"}, min_available=3)
+    cluster.kube.add_pod("free", node=NODE, owner_kind="ReplicaSet", owner_name="free")
+    daemon = start_agent(tmp_path, cluster, FORCE_AT_DEADLINE="true" if force else "false")
+    try:
+        cluster.imds.schedule_spot(16)
+        notice_deadline = datetime.now(timezone.utc) + timedelta(seconds=16)
+        daemon.wait_line(r"drained: |drain incomplete: ", timeout_s=30)
+        refused = cluster.kube.count(path_regex=r"guarded-0/eviction$", status=429)
+        assert refused >= 3, "PDB refusals were retried"
+        deletes = [r for r in cluster.writes(r"/pods/guarded-\d$") if r.method == "DELETE"]
+        if force:
+            assert len(deletes) == 3
+            assert daemon.find(r"forced default/guarded-0")
+            assert not [p for p in cluster.kube.pods(node=NODE) if "guarded" in p["metadata"]["name"]]
+            # Forced at the last safe moment, before the deadline minus the margin.
+            last_write = max(r.t_monotonic for r in cluster.writes())
+            assert datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - last_write) < notice_deadline
+            assert daemon.find(r"drained: .*3 forced")
+        else:
+            assert deletes == []
+            assert daemon.find(r"left default/guarded-0: its PDB refused")
+            assert daemon.find(r"pods left on the node at the deadline: .*guarded")
+            assert len([p for p in cluster.kube.pods(node=NODE) if "guarded" in p["metadata"]["name"]]) == 3
+        assert cluster.kube.pod("default", "free") is None
+    finally:
+        daemon.stop()
+
+
+def test_grace_is_clamped_to_the_deadline(tmp_path):
+    cluster = make_cluster(tmp_path, time_scale=0.05)
+    try:
+        cluster.kube.add_pod("slow", node=NODE, owner_kind="ReplicaSet", owner_name="slow", grace_s=600)
+        daemon = start_agent(tmp_path, cluster, DRAIN_MARGIN="15s")
+        try:
+            cluster.imds.schedule_spot(120)
+            seen = {}
+
+            def terminating():
+                pod = cluster.kube.pod("default", "slow")
+                if pod and pod["metadata"].get("deletionTimestamp"):
+                    seen["grace"] = pod["metadata"]["deletionGracePeriodSeconds"]
+                return "grace" in seen
+
+            assert wait_for(terminating, 10)
+            assert 100 <= seen["grace"] <= 120 - 15
+        finally:
+            daemon.stop()
+    finally:
+        cluster.kube.stop()
+        cluster.imds.stop()
+
+
+def test_cancelled_scheduled_event_uncordons_and_removes_labels(tmp_path, cluster):
+    event = {"NotBefore": (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%d %b %Y %H:%M:%S GMT"),
+             "Code": "instance-retirement", "Description": "retiring", "EventId": "instance-event-0d59937288b749b32",
+             "NotAfter": "", "State": "active"}
+    daemon = start_agent(tmp_path, cluster, ON_SCHEDULED_EVENT="cordon")
+    try:
+        cluster.imds.set_scheduled([event])
+        assert wait_for(lambda: cluster.kube.node(NODE)["spec"].get("unschedulable") is True, 10)
+        assert cluster.kube.node(NODE)["metadata"]["labels"]["nodeagent.io/interruption"] == "scheduled"
+        cluster.imds.set_scheduled([dict(event, State="canceled")])
+        daemon.wait_line(r"cancelled: scheduled event is now canceled")
+        assert wait_for(lambda: not cluster.kube.node(NODE)["spec"].get("unschedulable"), 10)
+        node = cluster.kube.node(NODE)
+        assert not [k for k in node["metadata"]["labels"] if k in ("nodeagent.io/interruption", "nodeagent.io/notice-id")]
+        assert "nodeagent.io/deadline" not in (node["metadata"].get("annotations") or {})
+        assert node["metadata"]["labels"]["nodeagent.io/agent"] == "watching"
+    finally:
+        daemon.stop()
+
+
+def test_restart_mid_drain_finishes_without_repeating(tmp_path):
+    cluster = make_cluster(tmp_path, time_scale=0.1)
+    try:
+        for i in range(12):
+            cluster.kube.add_pod(f"app-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="app",
+                                 grace_s=60 if i < 6 else 5)
+        first = start_agent(tmp_path, cluster, DRAIN_PARALLELISM="2")
+        cluster.imds.schedule_spot(40)
+        assert wait_for(lambda: len(cluster.evictions()) >= 4, 20)
+        first.kill()  # kill -9 mid-drain
+        evicted_before = {r.path for r in cluster.evictions()}
+        second = start_agent(tmp_path, cluster)
+        try:
+            second.wait_line(r"drained: ", timeout_s=40)
+            assert not second.find(r"notice spot-itn\S* \(spot-itn"), "handled twice"
+            assert second.find(r"resuming drain for spot-itn")
+            after = [r.path for r in cluster.evictions()][len(evicted_before):]
+            assert not set(after) & evicted_before, "evicted again after the restart"
+            assert cluster.evictable_left() == []
+        finally:
+            second.stop()
+        state = json.loads((tmp_path / "state" / "state.json").read_text())
+        spot = [r for r in state["notices"].values() if r["kind"] == "spot-itn"]
+        assert len(spot) == 1 and spot[0]["phase"] == "done"
+    finally:
+        cluster.kube.stop()
+        cluster.imds.stop()
+
+
+def notice_to_cordon(tmp_path, cluster) -> float:
+    cordoned = []
+    cluster.kube.on_patch_node(lambda name, t, node: cordoned.append(t) if node["spec"].get("unschedulable") else None)
+    daemon = start_agent(tmp_path, cluster)
+    try:
+        time.sleep(1.0)
+        appeared = time.monotonic()
+        cluster.imds.schedule_spot(60)
+        assert wait_for(lambda: cordoned, 10)
+        return cordoned[0] - appeared
+    finally:
+        daemon.stop()
+
+
+def test_slow_credentials_do_not_slow_the_cordon(tmp_path):
+    slow = make_cluster(tmp_path, exec_delay=1.0)
+    try:
+        kubeconfig_dir = tmp_path
+        latency = notice_to_cordon(tmp_path, slow)
+        invocations = KubeSim.exec_invocations(slow.kubeconfig)
+        # The plugin ran at start only (token pre-warmed), never on the notice path...
+        assert invocations == 1, invocations
+        # ...so the cordon came within one poll (0.5s) plus a generous allowance for a busy machine.
+        assert latency < 0.5 + 0.9, latency
+        assert kubeconfig_dir
+    finally:
+        slow.kube.stop()
+        slow.imds.stop()
+
+
+def test_never_the_wrong_node_on_provider_id_mismatch(tmp_path):
+    cluster = make_cluster(tmp_path)
+    try:
+        cluster.kube.mutate_node(NODE, lambda n: n["spec"].update(providerID="aws:///us-east-1b/i-0aaaaaaaaaaaaaaa0"))
+        daemon = start_agent(tmp_path, cluster)
+        try:
+            daemon.wait_line(r"refusing to act on another node")
+            cluster.imds.schedule_spot(30)
+            time.sleep(2)
+            assert not cluster.writes(r"/nodes/"), "patched a node it could not prove was its own"
+            assert daemon.alive()
+        finally:
+            daemon.stop()
+    finally:
+        cluster.kube.stop()
+        cluster.imds.stop()
+
+
+def test_on_demand_node_is_left_alone_when_the_gate_says_no(tmp_path):
+    cluster = make_cluster(tmp_path, life_cycle="on-demand", labels={})
+    try:
+        daemon = start_agent(tmp_path, cluster, SPOT_GATE="label-or-imds")
+        try:
+            cluster.imds.schedule_spot(30)
+            daemon.wait_line(r"SPOT_GATE=label-or-imds says this is not a spot node")
+            time.sleep(1.5)
+            assert not cluster.kube.node(NODE)["spec"].get("unschedulable")
+            assert not cluster.evictions()
+        finally:
+            daemon.stop()
+    finally:
+        cluster.kube.stop()
+        cluster.imds.stop()
+
+
+def test_spot_label_fallback_sets_lifecycle_label(tmp_path):
+    cluster = make_cluster(tmp_path, labels={})
+    try:
+        daemon = start_agent(tmp_path, cluster)
+        try:
+            assert wait_for(lambda: cluster.kube.node(NODE)["metadata"]["labels"].get("lifecycle") == "Ec2Spot", 10)
+        finally:
+            daemon.stop()
+    finally:
+        cluster.kube.stop()
+        cluster.imds.stop()
+
+
+def test_dry_run_changes_nothing(tmp_path, cluster):
+    standard_pods(cluster.kube)
+    before = {p["metadata"]["name"] for p in cluster.kube.pods(node=NODE)}
+    daemon = start_agent(tmp_path, cluster, DRY_RUN="true")
+    try:
+        cluster.imds.schedule_spot(30)
+        daemon.wait_line(r"drained: .*\(dry run\)", timeout_s=20)
+        assert not cluster.kube.node(NODE)["spec"].get("unschedulable")
+        assert {p["metadata"]["name"] for p in cluster.kube.pods(node=NODE)} == before
+        assert all(r.query.get("dryRun") == "All" for r in cluster.evictions())
+        assert cluster.evictions()
+    finally:
+        daemon.stop()
+
+
+def test_kubeconfig_appearing_later_is_waited_for(tmp_path, cluster):
+    import os
+    import shutil
+
+    real = cluster.kubeconfig
+    missing = str(tmp_path / "later" / "kubeconfig")
+    daemon = Daemon(daemon_env(tmp_path, IMDS_URL=cluster.imds.url, KUBECONFIG=missing, POLL_INTERVAL="0.5s")).start()
+    try:
+        daemon.wait_line(rf"waiting for {re.escape(missing)}")
+        daemon.wait_line(r"ready: watching IMDS")
+        os.makedirs(os.path.dirname(missing))
+        shutil.copy(real, missing)
+        daemon.wait_line(r"acting on node", timeout_s=10)
+        assert daemon.alive()
+    finally:
+        daemon.stop()
+    assert daemon.process.returncode == 0
+
+
+def test_sigterm_mid_drain_exits_and_restart_resumes(tmp_path):
+    cluster = make_cluster(tmp_path, time_scale=0.2)
+    try:
+        for i in range(4):
+            cluster.kube.add_pod(f"app-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="app", grace_s=30)
+        first = start_agent(tmp_path, cluster)
+        cluster.imds.schedule_spot(40)
+        first.wait_line(r"draining 4 pods")
+        assert first.stop(signal.SIGTERM, timeout_s=15) == 0
+        assert first.find(r"drain interrupted, it resumes on the next start")
+        state = json.loads((tmp_path / "state" / "state.json").read_text())
+        assert state["busy"] is True
+        second = start_agent(tmp_path, cluster)
+        try:
+            second.wait_line(r"drained: ", timeout_s=40)
+        finally:
+            second.stop()
+    finally:
+        cluster.kube.stop()
+        cluster.imds.stop()
