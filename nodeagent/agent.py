@@ -289,6 +289,8 @@ class Agent:
                 self.imds.close()
                 self.imds = ImdsClient(_imds_options(new_settings))
             self.settings = new_settings
+            if hasattr(self.responder, "settings"):
+                self.responder.settings = new_settings
             logging.getLogger("nodeagent").setLevel(new_settings.log_level.upper())
             log.info("config reloaded")
         self.notifier.ready()

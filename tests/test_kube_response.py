@@ -193,7 +193,7 @@ def test_cancelled_scheduled_event_uncordons_and_removes_labels(tmp_path, cluste
     try:
         cluster.imds.set_scheduled([event])
         assert wait_for(lambda: cluster.kube.node(NODE)["spec"].get("unschedulable") is True, 10)
-        assert cluster.kube.node(NODE)["metadata"]["labels"]["nodeagent.io/interruption"] == "scheduled"
+        assert wait_for(lambda: cluster.kube.node(NODE)["metadata"]["labels"].get("nodeagent.io/interruption") == "scheduled", 10)
         cluster.imds.set_scheduled([dict(event, State="canceled")])
         daemon.wait_line(r"cancelled: scheduled event is now canceled")
         assert wait_for(lambda: not cluster.kube.node(NODE)["spec"].get("unschedulable"), 10)
