@@ -200,7 +200,7 @@ def test_exec_token_inside_the_clients_5min_skew_is_refreshed_on_every_request(s
 
 def test_expired_exec_token_is_401_and_the_client_reruns_the_plugin(sim, tmp_path):
     path = str(tmp_path / "exec.kubeconfig")
-    sim.write_exec_kubeconfig(path, ME, ttl_s=1, delay_s=0.05)
+    sim.write_exec_kubeconfig(path, ME, ttl_s=2, delay_s=0.05)
     cfg = client.Configuration()
     config.load_kube_config(config_file=path, client_configuration=cfg)
     stale = client.Configuration()
@@ -352,6 +352,19 @@ def test_label_rules_for_the_node_user(sim, node_api):
     assert patch({"bad key!": "x"})[0] == 422
 
 
+def test_read_modify_write_of_the_whole_node(sim, node_api):
+    v1 = client.CoreV1Api(node_api)
+    v1.patch_node(ME, {"spec": {"unschedulable": True}})
+    node = v1.read_node(ME)  # carries the controller's taint, with timeAdded as a datetime
+    node.metadata.labels["lifecycle"] = "Ec2Spot"
+    current = v1.replace_node(ME, node)  # the client writes times as +00:00: still the same taints
+    assert sim.node(ME)["metadata"]["labels"]["lifecycle"] == "Ec2Spot"
+    v1.patch_node(ME, current)  # a whole-object strategic patch, likewise
+    assert status_of(v1.replace_node, ME, node) == 409  # node carries an old resourceVersion
+    current.spec.taints = None
+    assert status_of(v1.replace_node, ME, current) == 403
+
+
 def test_patch_conflict_and_unsupported_type(sim, node_api):
     rv = sim.node(ME)["metadata"]["resourceVersion"]
     status, _, _ = call(node_api, "PATCH", "/api/v1/nodes/me",
@@ -481,7 +494,8 @@ def test_pdb_max_unavailable_and_percentages(sim, node_api):
     assert evict(node_api, "a-0")[0] == 201
     status, body, _ = evict(node_api, "a-1")
     assert status == 429
-    assert body["details"]["causes"][0]["message"] == "The disruption budget a-pdb needs 2 healthy pods and has 2 currently"
+    assert body["details"]["causes"][0]["message"] == \
+        "The disruption budget a-pdb needs 2 healthy pods and has 2 currently"
     # minAvailable 50% of 4 rounds up to 2: two evictions pass, the third waits
     for i in range(4):
         sim.add_pod("b-%d" % i, node=ME, labels={"app": "b"}, owner_kind="StatefulSet", owner_name="b")
@@ -642,15 +656,14 @@ def test_watch_bookmarks_initial_events_and_timeout(tmp_path):
         sim.add_pod("a", node=ME)
         api = api_for(sim, str(tmp_path / "kc"), sim.add_node_token(ME))
         t0 = time.monotonic()
-        status, _, _ = 200, None, None
         resp = client.CoreV1Api(api).list_pod_for_all_namespaces(
             field_selector="spec.nodeName=me", watch=True, allow_watch_bookmarks=True, send_initial_events=True,
             resource_version_match="NotOlderThan", timeout_seconds=1, _preload_content=False)
         events = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
-        assert 0.9 < time.monotonic() - t0 < 5
+        assert 0.9 < time.monotonic() - t0 < 20  # the server ends the stream at timeoutSeconds
         assert events[0]["type"] == "ADDED" and events[1]["type"] == "BOOKMARK"
         assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
-        assert sum(1 for e in events if e["type"] == "BOOKMARK") >= 3
+        assert sum(1 for e in events if e["type"] == "BOOKMARK") >= 2  # initial-end + periodic
         # node watch by a node user, scoped to itself
         resp = client.CoreV1Api(api).list_node(field_selector="metadata.name=me", watch=True, timeout_seconds=1,
                                                 _preload_content=False)
@@ -747,13 +760,35 @@ def test_inject_500_429_and_delay(sim, node_api):
     assert time.monotonic() - t0 >= 0.3
 
 
+def test_dropped_connections_before_and_after_the_change(sim, node_api):
+    sim.add_pod("p", node=ME)
+    sim.inject(drop="before", path_regex=r"/eviction$")
+    assert evict_status(node_api, "p") == 0
+    assert sim.pod("default", "p")["metadata"].get("deletionTimestamp") is None
+    sim.inject(drop="after", path_regex=r"/eviction$")
+    assert evict_status(node_api, "p") == 0  # the eviction happened; the answer was lost
+    assert sim.pod("default", "p")["metadata"].get("deletionTimestamp")
+    assert evict(node_api, "p")[0] == 201  # evicting a terminating pod again is fine
+    assert [r.status for r in sim.requests if r.subresource == "eviction"] == [0, 0, 201]
+
+
+def evict_status(api: client.ApiClient, name: str) -> int:
+    """Eviction status through the typed client (0: no HTTP answer; urllib3 does not retry a POST)."""
+    return status_of(client.CoreV1Api(api).create_namespaced_pod_eviction, name, "default",
+                     client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace="default")))
+
+
 def test_down_for_then_back(sim, node_api):
     v1 = client.CoreV1Api(node_api)
     assert status_of(v1.read_node, ME) == 200
-    sim.down_for(0.5)
-    with pytest.raises(urllib3.exceptions.HTTPError):
-        v1.read_node(ME, _request_timeout=2)
-    wait_for(lambda: status_of(v1.read_node, ME, _request_timeout=2) == 200, timeout=5, interval=0.1)
+    sim.down_for(60)
+    with pytest.raises(urllib3.exceptions.HTTPError):  # the kept-alive connection is cut, new ones too
+        v1.read_node(ME, _request_timeout=5)
+    assert sim.is_down()
+    sim.up()
+    assert status_of(v1.read_node, ME, _request_timeout=5) == 200
+    sim.down_for(0.2)  # and it comes back by itself
+    wait_for(lambda: status_of(v1.read_node, ME, _request_timeout=5) == 200, timeout=10, interval=0.1)
 
 
 def test_cut_watches_cleanly_and_abruptly(sim, node_api):
@@ -769,7 +804,7 @@ def test_cut_watches_cleanly_and_abruptly(sim, node_api):
                 resp.read()
         else:
             assert resp.read() == b""
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 20  # promptly, not at the 30 s timeout
         resp.release_conn()
 
 

@@ -12,8 +12,18 @@ Stdlib only. Threads: one per connection (HTTP/1.1 keep-alive), one timer thread
     ...
     sim.stop()
 
-Module map: kube_api (behaviour), kube_store (objects, watches, timers), kube_auth (tokens,
-authorizer, kubeconfigs), kube_patch, kube_select, kube_objects, kube_discovery, kube_tls.
+Module map: kube_api (routing and behaviour), kube_store (objects, watches, timers), kube_auth
+(tokens, Node authorizer, kubeconfigs, exec plugin), kube_admission (NodeRestriction, node
+validation), kube_pdb (budgets), kube_patch, kube_select, kube_objects, kube_discovery, kube_tls.
+
+Where the simulator departs from a real server, on purpose:
+- the node lifecycle controller's `node.kubernetes.io/unschedulable` taint is written right after a
+  cordon (a separate write and MODIFIED event; `controller_delay_s` delays it);
+- PDB status is computed at each eviction (see kube_pdb for the expected-count model);
+- a pod is removed when its grace period (times time_scale) ends, or earlier when added with
+  `shutdown_s`; deletionTimestamp carries the unscaled API value;
+- watch bookmarks come every `bookmark_interval_s` (5 s) instead of about a minute;
+- no aggregated discovery, no OpenAPI (404), no protobuf: clients fall back to JSON.
 """
 
 from __future__ import annotations
@@ -29,9 +39,9 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Pattern, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Pattern, Set
 
 from . import kube_auth
 from .kube_api import (
@@ -39,7 +49,7 @@ from .kube_api import (
 )
 from .kube_auth import TokenBook, UserInfo, node_user
 from .kube_objects import (
-    ApiError, clone, injected_error, make_daemonset, make_node, make_pdb, make_pod, new_uid, owner_api_version,
+    clone, injected_error, make_daemonset, make_node, make_pdb, make_pod, new_uid, owner_api_version,
 )
 from .kube_store import Watcher
 from .kube_tls import ServerCert, make_server_cert
@@ -54,6 +64,8 @@ _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 
 
 @dataclass
 class RequestRecord:
+    """One request as the server saw it. status 0: the connection was cut without an answer."""
+
     t_monotonic: float
     method: str
     path: str
@@ -79,6 +91,7 @@ class Fault:
     method: Optional[str]
     path_regex: Optional[Pattern[str]]
     body: Any = None
+    drop: Optional[str] = None  # "before": cut the connection unanswered; "after": serve it, then cut
     hits: int = 0
 
     @property
@@ -350,11 +363,18 @@ class KubeSim:
     # -- faults ---------------------------------------------------------------------------------
 
     def inject(self, *, count: int = 1, status: Optional[int] = 500, delay_s: float = 0.0,
-               method: Optional[str] = None, path_regex: Optional[str] = None, body: Any = None) -> Fault:
+               method: Optional[str] = None, path_regex: Optional[str] = None, body: Any = None,
+               drop: Optional[str] = None) -> Fault:
         """The next `count` matching requests wait delay_s, then get `status` with a real-looking
         Status body (or `body`); 429 carries Retry-After: 1. status=None: only the delay, then the
-        request is served normally. Faults apply before authentication, in the order added."""
-        fault = Fault(count, status, delay_s, method, re.compile(path_regex) if path_regex else None, body)
+        request is served normally. drop="before" closes the connection without an answer;
+        drop="after" carries the request out, then closes the connection instead of answering (the
+        change happened, the client cannot know). Faults apply before authentication, in the order
+        added; path_regex is searched in the path (without the query)."""
+        if drop not in (None, "before", "after"):
+            raise ValueError("drop must be None, 'before' or 'after'")
+        fault = Fault(count, None if drop else status, delay_s, method,
+                      re.compile(path_regex) if path_regex else None, body, drop)
         with self._faults_lock:
             self._faults.append(fault)
         return fault
@@ -455,7 +475,7 @@ class _Server(ThreadingHTTPServer):
             self._conns.add(conn)
         try:
             _Handler(conn, client_address, self)
-        except (OSError, ssl.SSLError, ValueError):
+        except (OSError, ssl.SSLError, ValueError, _Aborted):
             pass  # the client went away, or the connection was cut on purpose
         finally:
             with self._conns_lock:
@@ -473,6 +493,14 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # connection-level noise (resets, TLS failures) is expected in fault tests
+
+
+def _outcome_of(sim: KubeSim, req: Request) -> Outcome:
+    """What a request would have been recorded as, for one a fault answers instead of the server."""
+    attrs = request_attributes(req)
+    user = sim._cluster.authenticate(req)
+    return Outcome(user.username if user else "", attrs.verb, attrs.resource, attrs.subresource,
+                   attrs.namespace, attrs.name)
 
 
 def _hard_close(sock: Any) -> None:
@@ -531,17 +559,20 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             if fault.delay_s:
                 time.sleep(fault.delay_s)
+            if fault.drop == "before":
+                sim._record(t0, req, _outcome_of(sim, req), 0, injected=True)
+                raise _Aborted()
             injected = fault.response()
             if injected is not None:
-                attrs = request_attributes(req)
-                user = sim._cluster.authenticate(req)
-                out.user, out.verb = (user.username if user else ""), attrs.verb
-                out.resource, out.subresource, out.namespace, out.name = (
-                    attrs.resource, attrs.subresource, attrs.namespace, attrs.name)
-                sim._record(t0, req, out, injected.status, injected=True)  # before the client can see it
+                sim._record(t0, req, _outcome_of(sim, req), injected.status, injected=True)  # before the client sees it
                 self._write(injected)
                 return
         result = sim._cluster.handle(req, out)
+        if fault is not None and fault.drop == "after":
+            if isinstance(result, WatchStream):
+                result.store.unwatch(result.watcher)
+            sim._record(t0, req, out, 0, injected=True)
+            raise _Aborted()
         if isinstance(result, WatchStream):
             sim._record(t0, req, out, 200)
             self._stream(result)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import threading
 import time
 import uuid
@@ -17,17 +16,19 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qs
 
 from . import kube_discovery as discovery
+from . import kube_pdb
+from .kube_admission import check_node_update
 from .kube_auth import Attributes, TokenBook, UserInfo, authorize, forbidden_error
 from .kube_objects import (
     MIRROR_ANNOTATION, UNSCHEDULABLE_TAINT_KEY, ApiError, already_exists, bad_request, clone, conflict,
-    controller_ref, dumps, forbidden, internal_error, invalid, make_pod, method_not_supported, micro_time,
-    new_uid, no_such_path, not_found, owner_api_version, pod_ready, rfc3339, scaled_value, status_body,
-    too_many_requests, unauthorized, unprocessable, unschedulable_taint, unsupported_media_type,
+    controller_ref, dumps, forbidden, invalid, make_node, make_pod, method_not_supported, micro_time, new_uid,
+    no_such_path, not_found, parse_rfc3339, rfc3339, status_body, unauthorized, unprocessable,
+    unschedulable_taint, unsupported_media_type,
 )
 from .kube_patch import GENERIC_SCHEMA, NODE_SCHEMA, PATCH_TYPES, POD_SCHEMA, PatchError, apply_patch
 from .kube_select import (
-    FieldReq, LabelReq, SelectorError, check_fields, exact_match, fields_match, label_selector_from_object,
-    labels_match, parse_field_selector, parse_label_selector,
+    FieldReq, LabelReq, SelectorError, check_fields, exact_match, fields_match, labels_match,
+    parse_field_selector, parse_label_selector,
 )
 from .kube_store import Gone, Scheduler, Store, Watcher
 
@@ -167,59 +168,6 @@ RESOURCES: Dict[Tuple[str, str], ResourceInfo] = {
     ("policy", "poddisruptionbudgets"): ResourceInfo("poddisruptionbudgets", "PodDisruptionBudget", "policy/v1",
                                                      True),
 }
-
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-_KUBELET_LABELS = frozenset({
-    "kubernetes.io/hostname", "topology.kubernetes.io/zone", "topology.kubernetes.io/region",
-    "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
-    "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type", "kubernetes.io/os",
-    "kubernetes.io/arch", "beta.kubernetes.io/os", "beta.kubernetes.io/arch",
-})
-
-
-def _label_ns(key: str) -> str:
-    return key.split("/", 1)[0] if "/" in key else ""
-
-
-def _in_ns(ns: str, domain: str) -> bool:
-    return ns == domain or ns.endswith("." + domain)
-
-
-def is_kubelet_label(key: str) -> bool:
-    """k8s.io/kubelet/pkg/apis.IsKubeletLabel."""
-    ns = _label_ns(key)
-    return key in _KUBELET_LABELS or _in_ns(ns, "kubelet.kubernetes.io") or _in_ns(ns, "node.kubernetes.io")
-
-
-def forbidden_node_labels(old: Dict[str, str], new: Dict[str, str]) -> List[str]:
-    """NodeRestriction getForbiddenLabels over the labels a node user changed."""
-    changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
-    bad = []
-    for key in changed:
-        ns = _label_ns(key)
-        if _in_ns(ns, "node-restriction.kubernetes.io"):
-            bad.append(key)
-        elif (_in_ns(ns, "kubernetes.io") or _in_ns(ns, "k8s.io")) and not is_kubelet_label(key):
-            bad.append(key)
-    return sorted(bad)
-
-
-def validate_label_key(key: str) -> Optional[str]:
-    prefix, _, name = key.rpartition("/")
-    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return "prefix part must be a lowercase RFC 1123 subdomain"
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        return ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
-                "and end with an alphanumeric character")
-    return None
-
-
-def _taints_normal(taints: Any) -> List[Tuple[str, str, str, str]]:
-    return [(str(t.get("key", "")), str(t.get("value", "") or ""), str(t.get("effect", "")),
-             str(t.get("timeAdded") or "")) for t in (taints or []) if isinstance(t, dict)]
-
 
 def _without_rv(obj: dict) -> dict:
     out = dict(obj)
@@ -546,7 +494,7 @@ class Cluster:
                 if (new.get("metadata") or {}).get("name") != a.name:
                     raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
                                       % ((new.get("metadata") or {}).get("name"), a.name))
-            new = self._check_node_update(user, current, new, require_rv=(a.verb == "update"))
+            new = check_node_update(user.node_name, current, new, require_rv=(a.verb == "update"))
             if _without_rv(new) == _without_rv(current) or dry:
                 return json_response(200, new if dry else current)
             stored = self.store.put("nodes", new)
@@ -554,86 +502,6 @@ class Cluster:
         self._after_node_write(a.name)
         self._run_node_hooks(a.name, committed_at, stored)
         return json_response(200, stored)
-
-    def _check_node_update(self, user: UserInfo, current: dict, new: dict, require_rv: bool) -> dict:
-        name = current["metadata"]["name"]
-        meta = new.get("metadata")
-        if not isinstance(meta, dict):
-            raise invalid("Node", name, "metadata", "Required value")
-        rv = meta.get("resourceVersion")
-        if rv and rv != current["metadata"]["resourceVersion"]:
-            raise conflict("nodes", name, "the object has been modified; please apply your changes to the "
-                                          "latest version and try again")
-        if require_rv and not rv:
-            raise invalid("Node", name, "metadata.resourceVersion",
-                          "Invalid value: 0x0: must be specified for an update", "FieldValueInvalid")
-        if meta.get("name") != name:
-            raise invalid("Node", name, "metadata.name", "Invalid value: %s: field is immutable"
-                          % json.dumps(meta.get("name")))
-        meta["uid"] = current["metadata"]["uid"]
-        meta["creationTimestamp"] = current["metadata"]["creationTimestamp"]
-        meta["resourceVersion"] = current["metadata"]["resourceVersion"]
-        new["kind"], new["apiVersion"] = "Node", "v1"
-        new.setdefault("spec", {})
-        new.setdefault("status", current.get("status", {}))
-        self._validate_node(name, current, new)
-        node = user.node_name
-        if node is not None:  # NodeRestriction admission
-            if node != name:
-                raise forbidden("nodes", name, 'node "%s" is not allowed to modify node "%s"' % (node, name))
-            if _taints_normal(new["spec"].get("taints")) != _taints_normal(current["spec"].get("taints")):
-                raise forbidden("nodes", name, 'node "%s" is not allowed to modify taints' % node)
-            bad = forbidden_node_labels(current["metadata"].get("labels") or {}, meta.get("labels") or {})
-            if bad:
-                raise forbidden("nodes", name, "is not allowed to modify labels: %s" % ", ".join(bad))
-        return new
-
-    def _validate_node(self, name: str, current: dict, new: dict) -> None:
-        meta, spec = new["metadata"], new["spec"]
-        for field_name in ("labels", "annotations"):
-            values = meta.get(field_name)
-            if values is None:
-                continue
-            if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-                raise bad_request("Node in version \"v1\" cannot be handled as a Node: json: cannot unmarshal "
-                                  "into Go struct field ObjectMeta.metadata.%s of type string" % field_name)
-            for key, value in values.items():
-                problem = validate_label_key(key)
-                if problem:
-                    raise invalid("Node", name, "metadata.%s" % field_name,
-                                  'Invalid value: "%s": %s' % (key, problem))
-                if field_name == "labels" and value and (len(value) > 63 or not _LABEL_NAME.match(value)):
-                    raise invalid("Node", name, "metadata.labels",
-                                  'Invalid value: "%s": a valid label must be an empty string or consist of '
-                                  "alphanumeric characters, '-', '_' or '.', and must start and end with an "
-                                  "alphanumeric character" % value)
-        if "unschedulable" in spec and not isinstance(spec["unschedulable"], bool):
-            raise bad_request("Node in version \"v1\" cannot be handled as a Node: json: cannot unmarshal %s "
-                              "into Go struct field NodeSpec.spec.unschedulable of type bool"
-                              % type(spec["unschedulable"]).__name__)
-        old_provider = current["spec"].get("providerID", "")
-        if old_provider and spec.get("providerID", "") != old_provider:
-            raise invalid("Node", name, "spec.providerID",
-                          'Forbidden: node updates may not change providerID except from "" to valid',
-                          "FieldValueForbidden")
-        taints = spec.get("taints")
-        if taints is None:
-            return
-        if not isinstance(taints, list):
-            raise bad_request("json: cannot unmarshal into Go struct field NodeSpec.spec.taints of type []v1.Taint")
-        seen = set()
-        for i, taint in enumerate(taints):
-            if not isinstance(taint, dict) or not taint.get("key"):
-                raise invalid("Node", name, "metadata.taints[%d].key" % i, "Required value", "FieldValueRequired")
-            effect = taint.get("effect", "")
-            if effect not in _TAINT_EFFECTS:
-                raise invalid("Node", name, "metadata.taints[%d].effect" % i,
-                              'Unsupported value: "%s": supported values: "NoSchedule", "PreferNoSchedule", '
-                              '"NoExecute"' % effect, "FieldValueNotSupported")
-            if (taint["key"], effect) in seen:
-                raise invalid("Node", name, "metadata.taints[%d]" % i,
-                              'Duplicate value: "%s:%s"' % (taint["key"], effect), "FieldValueDuplicate")
-            seen.add((taint["key"], effect))
 
     def _after_node_write(self, name: str) -> None:
         if self.opt.controller_delay_s > 0:
@@ -822,104 +690,26 @@ class Cluster:
             if phase in ("Succeeded", "Failed", "Pending") or pod["metadata"].get("deletionTimestamp"):
                 self.delete_pod_locked(pod, grace, dry)  # terminal, pending or terminating: no PDB check
                 return _eviction_success()
-            pdbs = self._pdbs_for(pod)
+            pdbs = kube_pdb.pdbs_for(pod, self.store.values("poddisruptionbudgets", a.namespace))
             if len(pdbs) > 1:
                 return json_response(500, status_body(
                     500, "", "This pod has more than one PodDisruptionBudget, which the eviction subresource "
                              "does not support."))
             if pdbs:
-                pdb = pdbs[0]
-                st = self.pdb_status(pdb)
-                policy = pdb["spec"].get("unhealthyPodEvictionPolicy")
-                unready = not pod_ready(pod)
-                if unready and policy == "AlwaysAllow":
-                    pass
-                elif unready and st["currentHealthy"] >= st["desiredHealthy"] and st["desiredHealthy"] > 0:
-                    pass
-                elif st["disruptionsAllowed"] <= 0:
-                    raise too_many_requests(
-                        "Cannot evict pod as it would violate the pod's disruption budget.",
-                        causes=[{"reason": "DisruptionBudget",
-                                 "message": "The disruption budget %s needs %d healthy pods and has %d currently"
-                                            % (pdb["metadata"]["name"], st["desiredHealthy"],
-                                               st["currentHealthy"])}])
+                refusal = kube_pdb.eviction_refusal(pod, pdbs[0], self.pdb_status(pdbs[0]))
+                if refusal is not None:
+                    raise refusal
             self.delete_pod_locked(pod, grace, dry)
         return _eviction_success()
 
     # -- PodDisruptionBudgets (status as the disruption controller computes it) ----------------
 
-    def _pdbs_for(self, pod: dict) -> List[dict]:
-        ns = pod["metadata"]["namespace"]
-        labels = pod["metadata"].get("labels") or {}
-        out = []
-        for pdb in self.store.values("poddisruptionbudgets", ns):
-            try:
-                sel = label_selector_from_object(pdb["spec"].get("selector"))
-            except SelectorError:
-                continue
-            if not sel:  # a nil or empty selector matches nothing for eviction
-                continue
-            if labels_match(sel, labels):
-                out.append(pdb)
-        return out
-
     def pdb_status(self, pdb: dict) -> Dict[str, int]:
-        ns = pdb["metadata"]["namespace"]
-        try:
-            sel = label_selector_from_object(pdb["spec"].get("selector"))
-        except SelectorError:
-            sel = None
-        pods = [] if sel is None else [p for p in self.store.values("pods", ns)
-                                       if labels_match(sel, p["metadata"].get("labels"))]
-        spec = pdb["spec"]
-        if spec.get("maxUnavailable") is not None:
-            expected = self._expected_scale(ns, pods)
-            desired = max(0, expected - scaled_value(spec["maxUnavailable"], expected, True))
-        elif isinstance(spec.get("minAvailable"), int):
-            expected, desired = len(pods), spec["minAvailable"]
-        elif spec.get("minAvailable") is not None:
-            expected = self._expected_scale(ns, pods)
-            desired = scaled_value(spec["minAvailable"], expected, True)
-        else:
-            expected, desired = len(pods), 0
-        healthy = sum(1 for p in pods if not p["metadata"].get("deletionTimestamp") and pod_ready(p))
-        return {"currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
-                "disruptionsAllowed": max(0, healthy - desired)}
-
-    def _expected_scale(self, ns: str, pods: List[dict]) -> int:
-        """Sum of the scale of the pods' controllers; pods without one count as one each."""
-        total, seen = 0, set()
-        for p in pods:
-            ref = controller_ref(p)
-            if ref is None:
-                total += 1
-                continue
-            key = (ns, ref.get("kind", ""), ref.get("name", ""))
-            if key in seen:
-                continue
-            seen.add(key)
-            if key in self._scale:
-                total += self._scale[key]
-            else:
-                total += sum(1 for q in pods if controller_ref(q) and
-                             (controller_ref(q) or {}).get("name") == key[2] and
-                             (controller_ref(q) or {}).get("kind") == key[1])
-        return total
+        """Store lock held."""
+        return kube_pdb.pdb_status(pdb, self.store.values("pods", pdb["metadata"]["namespace"]), self._scale)
 
     def _with_pdb_status(self, pdb: dict) -> dict:
-        st = self.pdb_status(pdb)
-        out = dict(pdb)
-        allowed = st["disruptionsAllowed"] > 0
-        out["status"] = {
-            "observedGeneration": pdb["metadata"].get("generation", 1),
-            "disruptionsAllowed": st["disruptionsAllowed"], "currentHealthy": st["currentHealthy"],
-            "desiredHealthy": st["desiredHealthy"], "expectedPods": st["expectedPods"],
-            "conditions": [{"type": "DisruptionAllowed", "status": "True" if allowed else "False",
-                            "reason": "SufficientPods" if allowed else "InsufficientPods",
-                            "message": "", "observedGeneration": pdb["metadata"].get("generation", 1),
-                            "lastTransitionTime": pdb["metadata"]["creationTimestamp"]}],
-        }
-        return out
+        return kube_pdb.with_status(pdb, self.pdb_status(pdb))
 
     def add_scale(self, namespace: str, kind: str, name: str, delta: int = 1) -> None:
         with self.store.lock:
@@ -960,7 +750,6 @@ class Cluster:
                                                        uuid.uuid4().hex[:5])
         with self.store.lock:
             if self.store.get("nodes", "", self.opt.replacement_node) is None:
-                from .kube_objects import make_node
                 self.store.put("nodes", make_node(self.opt.replacement_node, provider_id=None, labels=None,
                                                   unschedulable=False,
                                                   kubelet_version="v1.%d.5-eks-sim" % self.opt.k8s_minor))
@@ -1058,7 +847,6 @@ def _eviction_success() -> Response:
 
 
 def _epoch(ts: str) -> float:
-    from .kube_objects import parse_rfc3339
     return parse_rfc3339(ts)
 
 

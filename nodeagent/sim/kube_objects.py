@@ -7,6 +7,7 @@ shape; the store treats them as immutable, so every change goes through `clone` 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -40,6 +41,28 @@ def parse_rfc3339(text: str) -> float:
         body, digits = body.split(".", 1)
         frac = float("0." + digits)
     return calendar.timegm(time.strptime(body, "%Y-%m-%dT%H:%M:%S")) + frac
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:?\d\d)?$")
+
+
+def normal_time(text: Any) -> Any:
+    """A metav1.Time as the server would write it back ('+00:00' -> 'Z', whole seconds);
+    anything unparseable is returned unchanged."""
+    import calendar
+
+    if not isinstance(text, str):
+        return text
+    m = _RFC3339.match(text.strip())
+    if not m:
+        return text
+    t = calendar.timegm(time.strptime(m.group(1) + "T" + m.group(2), "%Y-%m-%dT%H:%M:%S"))
+    offset = m.group(4) or "Z"
+    if offset not in ("Z", "z"):
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        t -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return rfc3339(t)
 
 
 def new_uid() -> str:
