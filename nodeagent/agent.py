@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 from nodeagent import notices as notice_parsers
 from nodeagent.config import Settings
-from nodeagent.imds import ImdsClient, ImdsError, InstanceIdentity
+from nodeagent.imds import ImdsClient, ImdsError, ImdsUnavailable, InstanceIdentity
 from nodeagent.notices import Notice, NoticeKind, NoticeParseError
 from nodeagent.notify import SystemdNotifier
 from nodeagent.state import (
@@ -392,8 +392,11 @@ class Agent:
                 body = self.imds.get(path)
             except ImdsError as error:
                 errors[kind] = str(error)
-                # One unreachable path means the rest will be too; don't stall the loop.
-                break
+                # One unreachable IMDS means the rest will be too; don't stall the loop. A bad body
+                # on one path (too large, not UTF-8) says nothing about the others: poll them.
+                if isinstance(error, ImdsUnavailable):
+                    break
+                continue
             answered.append(kind)
             if body is None:
                 continue
@@ -431,7 +434,20 @@ class Agent:
                     continue
                 if record is None:
                     self._accept(notice)
+                elif record.phase == CANCELLED:
+                    self._log_once(f"back-{record.id}",
+                                   f"notice {record.id} is back (active) after it was cancelled; "
+                                   "not acting on the same notice twice", logging.WARNING)
             for record in list(self.state.notices.values()):
+                if (
+                    record.kind == NoticeKind.SPOT_ITN.value
+                    and record.kind in result.answered_kinds
+                    and record.id not in result.notices
+                    and record.phase in OPEN_PHASES
+                ):
+                    self._log_once(f"vanished-{record.id}",
+                                   f"notice {record.id} is no longer in IMDS; carrying on: "
+                                   "a spot interruption is never withdrawn", logging.INFO)
                 if (
                     record.kind in (NoticeKind.REBALANCE.value, NoticeKind.SCHEDULED.value)
                     and record.kind in result.answered_kinds
@@ -560,6 +576,13 @@ class Agent:
             record = self.state.notices.get(plan.notice_id)
             if record is None or record.phase not in OPEN_PHASES:
                 return
+            if plan.deadline <= utcnow():  # e.g. Kubernetes became ready too late: never act after it
+                record.phase = EXPIRED
+                record.outcome = "deadline passed before the response could start"
+                log.error("notice %s: its deadline %s passed before Kubernetes was ready; not acting",
+                          plan.notice_id, iso(plan.deadline))
+                self._save()
+                return
             record.phase = ACTING
             self._active_plan = plan
             self._set_agent_state("draining" if plan.response == "drain" else "cordoning")
@@ -580,7 +603,11 @@ class Agent:
                 return
             record.phase = DONE if record.phase == ACTING else record.phase
             record.handled_at = time.time()
-            self._set_agent_state("drained" if plan.response == "drain" else "cordoned")
+            finished_state = "drained" if plan.response == "drain" else "cordoned"
+            if utcnow() < plan.deadline:
+                self._set_agent_state(finished_state)
+            else:  # a drain that ran to its deadline: record it, but write nothing more to the node
+                self.state.agent_state = finished_state
             self._save()
         log.info("notice %s: %s", plan.notice_id, record.outcome or "done")
         for reporter in self.reporters:
@@ -680,11 +707,10 @@ def _pid() -> int:
 
 
 def _boot_time() -> float:
+    """Wall-clock time of boot. CLOCK_BOOTTIME, not /proc/uptime: the unit's ProcSubset=pid hides it."""
     try:
-        with open("/proc/uptime", encoding="ascii") as handle:
-            uptime = float(handle.read().split()[0])
-        return time.time() - uptime
-    except (OSError, ValueError, IndexError):
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
         return 0.0
 
 

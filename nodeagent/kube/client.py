@@ -13,6 +13,8 @@ import copy
 import json
 import logging
 import os
+import signal
+import subprocess
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -25,6 +27,7 @@ MIN_REFRESH_GAP = timedelta(seconds=10)
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class KubeError(Exception):
@@ -101,15 +104,17 @@ class TokenKeeper:
                 return
             if self._inflight is None or self._inflight.done():
                 self.invocations += 1
-                self._inflight = self._pool.submit(self._provider.run)
+                self._inflight = self._pool.submit(self._run_plugin)
             future = self._inflight
             self._last_attempt = utcnow()
         try:
-            status = future.result(timeout=self._timeout_s)
+            status = future.result(timeout=self._timeout_s + 5)  # _run_plugin kills at _timeout_s
         except concurrent.futures.TimeoutError:
             raise CredentialError(
                 f"credential plugin {self._command!r} did not answer within {self._timeout_s:g}s"
             ) from None
+        except CredentialError:
+            raise
         except Exception as error:
             raise CredentialError(f"credential plugin {self._command!r} failed: {error}") from None
         token = status.get("token") if isinstance(status, dict) else None
@@ -121,10 +126,47 @@ class TokenKeeper:
             self._expiry = _parse_time(expiry) if expiry else None
         log.debug("credential plugin refreshed the token (expires %s)", expiry or "never")
 
+    def _run_plugin(self) -> Dict[str, object]:
+        """The library's ExecProvider.run waits for the plugin forever, so one hung `aws eks
+        get-token` would block every later refresh. Run the same command (args, env, cwd from the
+        provider) in its own process group and kill the group at the timeout."""
+        provider = self._provider
+        env = dict(provider.env)
+        env["KUBERNETES_EXEC_INFO"] = json.dumps({"apiVersion": provider.api_version, "kind": "ExecCredential",
+                                                  "spec": {"interactive": False}})
+        try:
+            process = subprocess.Popen(provider.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, cwd=provider.cwd, env=env,
+                                       start_new_session=True)
+        except OSError as error:
+            raise CredentialError(f"credential plugin {self._command!r} could not be started: {error}") from None
+        try:
+            stdout, stderr = process.communicate(timeout=self._timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise CredentialError(
+                f"credential plugin {self._command!r} did not answer within {self._timeout_s:g}s; killed it"
+            ) from None
+        if process.returncode != 0:
+            detail = stderr.decode("utf-8", "replace").strip()[-300:]
+            raise CredentialError(f"credential plugin {self._command!r} failed: exit status "
+                                  f"{process.returncode}{': ' + detail if detail else ''}")
+        try:
+            credential = json.loads(stdout)
+            status = credential["status"]
+        except (ValueError, KeyError, TypeError):
+            raise CredentialError(f"credential plugin {self._command!r} printed no ExecCredential") from None
+        if credential.get("apiVersion") != provider.api_version or not isinstance(status, dict):
+            raise CredentialError(f"credential plugin {self._command!r} answered apiVersion "
+                                  f"{credential.get('apiVersion')!r}, expected {provider.api_version!r}")
+        return status
+
     def _due(self) -> bool:
         return self._expiry is not None and self._expiry - REFRESH_AHEAD <= utcnow()
 
     def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return  # warm_up runs again on every startup retry: keep one refresher, not one per try
         self._thread = threading.Thread(target=self._keep_fresh, name="token-keeper", daemon=True)
         self._thread.start()
 
@@ -144,6 +186,14 @@ class TokenKeeper:
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False)
+
+
+def _kill_group(process: "subprocess.Popen[bytes]") -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        process.kill()
+    process.communicate()
 
 
 def _parse_time(text: str) -> datetime:
@@ -188,6 +238,9 @@ class KubeApi:
         if not isinstance(config_dict, dict):
             raise KubeconfigInvalid(f"kubeconfig {path} is not a kubeconfig (no mapping at top level)")
 
+        from nodeagent.kube import light_import
+
+        light_import.prepare()  # skip kubernetes' API and model classes: ~30 MB RSS we never use
         from kubernetes import client
         from kubernetes.config.config_exception import ConfigException
         from kubernetes.config.kube_config import KubeConfigLoader

