@@ -159,3 +159,20 @@ def test_disabled_by_config_exits_zero(tmp_path, imds):
     daemon = Daemon(env, args=("run",)).start()
     assert daemon.process.wait(timeout=20) == 0
     assert daemon.find("disabled by config")
+
+
+def test_sighup_reloads_config_and_a_bad_reload_keeps_the_running_one(tmp_path, imds):
+    daemon = start_daemon(tmp_path, imds)
+    conf = tmp_path / "etc" / "nodeagent.conf"
+    try:
+        conf.write_text("ON_REBALANCE=drain\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_line(r"config reloaded")
+        imds.set_rebalance()
+        daemon.wait_line(r"notice rebalance-\S+ .*response: drain")
+        conf.write_text("ON_REBALANCE=sometimes\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_line(r"reload failed, keeping the running config: config: ON_REBALANCE")
+        assert daemon.alive()
+    finally:
+        assert daemon.stop() == 0
