@@ -152,7 +152,7 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("EVENTS", "true", parse_bool, "write Kubernetes Events on the Node"),
     KeySpec("WEBHOOK_URL", "", _optional_url, "webhook receiver (never logged)", secret=True),
     KeySpec("WEBHOOK_FORMAT", "json", _enum(("json", "slack")), "json or slack"),
-    KeySpec("WEBHOOK_TEMPLATE", "", _optional_path, "file with a str.format template for the webhook body"),
+    KeySpec("WEBHOOK_TEMPLATE", "", _optional_path, "file with a `${field}` template (string.Template) for the webhook body; must render to JSON"),
     KeySpec("WEBHOOK_HEADERS", "", _string, "extra headers, 'Name: value; Name2: value2' (never logged)", secret=True),
     KeySpec("METRICS_TEXTFILE", "", _optional_path, "node_exporter textfile to write (no listening port)"),
 )

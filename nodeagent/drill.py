@@ -1,0 +1,459 @@
+"""`nodeagent drill`: rehearse a notice on this node through the real pipeline.
+
+    nodeagent drill [--kind spot-itn|rebalance|scheduled|asg] [--in 120s] [--dry-run] [--yes] [--undo]
+
+The real Agent and KubeResponder, the real kubeconfig and cluster, and the reporters the config
+asks for (Events, webhook: marked "[drill]"), against a one-shot IMDS simulator on 127.0.0.1 that
+presents this instance's real identity (read first from IMDS_URL, so the providerID check passes)
+and serves the chosen notice. Like an AWS FIS spot interruption, but local and instant.
+
+Safety:
+- The drill's state lives in a temporary STATE_DIR; the daemon's state file is only read.
+- It refuses while the daemon's state file says `busy` (a real notice is being handled).
+- `--dry-run` turns on DRY_RUN: every write is server-side dryRun=All, so nothing changes.
+  Without `--dry-run` (or DRY_RUN=true in the config) it refuses unless `--yes` is given.
+- `--undo` puts the node back as the drill found it at the end: schedulability, and our labels
+  and annotations (nodeagent.io/*, exclude-from-external-load-balancers).
+- Metrics go to `<drill dir>/nodeagent.prom`, not to the daemon's METRICS_TEXTFILE, unless
+  `--set METRICS_TEXTFILE=...` names a file for the drill.
+
+Exit status: 0 when the response finished as configured (a drain with no evictable pod left, or
+a cordon); 1 when it did not, or the drill could not start; 2 refused (no --yes, bad --in);
+75 refused because the daemon is handling a real notice; 78 bad config.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Dict, List, Optional
+
+from nodeagent import config
+
+EX_USAGE = 2
+EX_BUSY = 75
+KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
+RESPONSE_KEY = {"spot-itn": "ON_SPOT_INTERRUPTION", "rebalance": "ON_REBALANCE",
+                "scheduled": "ON_SCHEDULED_EVENT", "asg": "ON_ASG_TERMINATION"}
+TERMINAL_PHASES = ("done", "expired", "cancelled", "skipped")
+READY_TIMEOUT_S = 45.0
+
+
+class DrillError(Exception):
+    """The drill cannot start; the message says why. `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """What --undo restores: the node as the drill found it."""
+
+    name: str
+    unschedulable: bool
+    labels: Dict[str, Optional[str]]
+    annotations: Dict[str, Optional[str]]
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ------------------------------------------------------------------ checks before anything runs
+
+
+def check_daemon_not_busy(state_dir: str) -> str:
+    """Refuse while the daemon handles a real notice. Returns a note for the header."""
+    from nodeagent.status import process_is_nodeagent, read_daemon_state
+
+    read = read_daemon_state(state_dir)
+    if read.missing:
+        return f"no daemon state at {read.path}"
+    if read.data is None:
+        raise DrillError(f"drill refused: cannot check that the daemon is idle: {read.error}", EX_BUSY)
+    if read.data.get("busy"):
+        last = read.data.get("last_notice") or "?"
+        pid = int(read.data.get("pid") or 0)
+        alive = process_is_nodeagent(pid)
+        note = "" if alive is not False else f" (daemon pid {pid} is not running; it resumes that notice when it starts)"
+        raise DrillError(
+            f"drill refused: the daemon's state file {read.path} says a real notice is being handled "
+            f"(last notice {last}){note}. Wait until it is done (`nodeagent status`).", EX_BUSY)
+    return f"daemon state {read.path}: idle ({read.data.get('agent_state', '?')})"
+
+
+def read_identity(settings):
+    """This instance's identity from the configured IMDS; None when IMDS is unreachable."""
+    from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
+
+    options = ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1, retry_attempts=2)
+    try:
+        with ImdsClient(options) as client:
+            return client.identity(), ""
+    except ImdsError as error:
+        return None, str(error)
+
+
+def identity_from_node(node: Dict[str, object], name: str):
+    """When IMDS is unreachable: the identity the Node itself claims (providerID aws:///<az>/<id>)."""
+    from nodeagent.imds import InstanceIdentity
+
+    spec = node.get("spec") or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    provider = str(spec.get("providerID") or "")
+    parts = provider[len("aws:///"):].split("/") if provider.startswith("aws:///") else []
+    spot = (labels.get("lifecycle") == "Ec2Spot" or labels.get("eks.amazonaws.com/capacityType") == "SPOT"
+            or labels.get("karpenter.sh/capacity-type") == "spot")
+    return InstanceIdentity(
+        instance_id=parts[1] if len(parts) == 2 else "i-unknown",
+        availability_zone=parts[0] if len(parts) == 2 else "unknown",
+        region=None, instance_type=labels.get("node.kubernetes.io/instance-type"),
+        life_cycle="spot" if spot else "on-demand", local_hostname=name,
+    )
+
+
+def snapshot(node: Dict[str, object]) -> NodeSnapshot:
+    from nodeagent.kube import node as keys
+
+    metadata = node.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    ours = keys.OUR_LABELS + (keys.LABEL_AGENT, keys.LABEL_VERSION)
+    return NodeSnapshot(
+        name=str(metadata.get("name", "")),
+        unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
+        labels={key: labels.get(key) for key in ours},
+        annotations={key: annotations.get(key) for key in keys.OUR_ANNOTATIONS},
+    )
+
+
+# ------------------------------------------------------------------ the simulated notice
+
+
+def serve_notice(sim, kind: str, in_s: float, now: Optional[datetime] = None) -> None:
+    now = now or datetime.now(timezone.utc)
+    if kind == "spot-itn":
+        sim.schedule_spot(in_s, "terminate")
+    elif kind == "rebalance":
+        sim.set_rebalance(now)
+    elif kind == "scheduled":
+        not_before = now + timedelta(seconds=in_s)
+        sim.set_scheduled([{
+            "NotBefore": _scheduled_time(not_before),
+            "NotAfter": _scheduled_time(not_before + timedelta(hours=2)),
+            "Code": "system-maintenance",
+            "Description": "nodeagent drill",
+            "EventId": f"instance-event-drill{int(now.timestamp()):x}",
+            "State": "active",
+        }])
+    else:
+        sim.set_asg_state("Terminated")
+
+
+def _scheduled_time(moment: datetime) -> str:
+    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    moment = moment.astimezone(timezone.utc)
+    return f"{moment.day} {months[moment.month - 1]} {moment.year} {moment:%H:%M:%S} GMT"
+
+
+# ------------------------------------------------------------------ the drill
+
+
+@dataclass
+class DrillPlan:
+    kind: str
+    in_s: float
+    dry_run: bool
+    undo: bool
+    workdir: str
+
+
+def drill_settings(base, flags: Dict[str, str], plan: DrillPlan, imds_url: str, node_name: str):
+    """The daemon's config with the drill's overrides (CLI flags still win for what they name)."""
+    overrides = {
+        "IMDS_URL": imds_url,
+        "STATE_DIR": os.path.join(plan.workdir, "state"),
+        "NODE_NAME": node_name,
+        "POLL_INTERVAL": "0.5s",
+    }
+    if plan.dry_run:
+        overrides["DRY_RUN"] = "true"
+    if plan.kind in ("rebalance", "asg"):
+        overrides["DRAIN_WINDOW"] = f"{plan.in_s:g}s"
+    if base.sources.get("METRICS_TEXTFILE") != "flag":
+        overrides["METRICS_TEXTFILE"] = os.path.join(plan.workdir, "nodeagent.prom")
+    merged = dict(flags)
+    merged.update(overrides)
+    return config.load(os.environ, merged)
+
+
+def main_drill(args) -> int:
+    from nodeagent.cli import _flags
+
+    flags = _flags(getattr(args, "set", None) or [])
+    base = config.load(os.environ, flags)
+    try:
+        return run_drill(args, base, flags)
+    except DrillError as error:
+        print(str(error), file=sys.stderr, flush=True)
+        return error.code
+
+
+def run_drill(args, base, flags: Dict[str, str]) -> int:
+    kind = args.kind
+    try:
+        in_s = config.parse_duration(args.in_)
+    except ValueError as error:
+        raise DrillError(f"drill: --in: {error}", EX_USAGE) from None
+    if in_s < 1:
+        raise DrillError("drill: --in must be at least 1s", EX_USAGE)
+    dry_run = bool(args.dry_run or base.dry_run)
+    if not dry_run and not args.yes:
+        raise DrillError(
+            "drill refused: without --dry-run this really cordons and drains this node "
+            "(pods are evicted). Re-run with --yes to do it, or with --dry-run to rehearse without "
+            "changing anything.", EX_USAGE)
+    if base.response_for(kind) == "ignore":
+        raise DrillError(f"drill: {RESPONSE_KEY[kind]}=ignore, so the agent would ignore a {kind} notice; "
+                         f"nothing to rehearse", EX_USAGE)
+    daemon_note = check_daemon_not_busy(base.state_dir)
+
+    from nodeagent.demo import Timeline, TimelineHandler
+
+    workdir = tempfile.mkdtemp(prefix="nodeagent-drill-")
+    plan = DrillPlan(kind=kind, in_s=in_s, dry_run=dry_run, undo=bool(args.undo), workdir=workdir)
+    timeline = Timeline(time.monotonic())
+    identity, imds_problem = read_identity(base)
+    preflight = _Preflight(base, identity, imds_problem)
+    try:
+        preflight.find_node()
+        return _run(plan, base, flags, preflight, timeline, daemon_note, TimelineHandler)
+    finally:
+        preflight.close()
+
+
+class _Preflight:
+    """The node, found and checked before the agent starts; its API client also does --undo."""
+
+    def __init__(self, base, identity, imds_problem: str):
+        self.base = base
+        self.identity = identity
+        self.imds_problem = imds_problem
+        self.api = None
+        self.node_name = ""
+        self.node_how = ""
+        self.before: Optional[NodeSnapshot] = None
+
+    def find_node(self) -> None:
+        from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+
+        if self.identity is None and not self.base.node_name:
+            raise DrillError(
+                f"drill: IMDS at {self.base.imds_url} is unreachable ({self.imds_problem}), so this "
+                "instance's identity is unknown. Set NODE_NAME (e.g. --set NODE_NAME=<this node>) to drill "
+                "with the identity the Node's providerID claims.")
+        try:
+            self.api = KubeApi(KubeOptions(kubeconfig=self.base.kubeconfig,
+                                           exec_timeout_s=self.base.exec_plugin_timeout, pool_size=4))
+            self.api.warm_up()
+            node = find_node(self.api, self.base.node_name,
+                             self.identity.instance_id if self.identity else None,
+                             self.identity.availability_zone if self.identity else None)
+            raw = self.api.request("GET", f"/api/v1/nodes/{node.name}")
+        except KubeError as error:
+            raise DrillError(f"drill: cannot reach this node through {self.base.kubeconfig}: {error}") from None
+        self.node_name, self.node_how = node.name, node.how
+        self.before = snapshot(raw)
+        if self.identity is None:
+            self.identity = identity_from_node(raw, node.name)
+
+    def pods(self) -> List[Dict[str, object]]:
+        listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node_name}")])
+        return list(listing.get("items") or [])
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.close()
+
+
+def _evictable(pods: List[Dict[str, object]], settings) -> List[str]:
+    from nodeagent.kube.drain import DrainOptions, select_pods
+
+    options = DrainOptions(deadline=datetime.now(timezone.utc), margin_s=0, force_at_deadline=False,
+                           evict_local_storage=settings.evict_local_storage,
+                           evict_unmanaged=settings.evict_unmanaged, last_tier_classes=settings.last_tier())
+    return [pod.key for pod in select_pods(pods, options).evict]
+
+
+def _run(plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class) -> int:
+    from nodeagent.agent import Agent
+    from nodeagent.demo import NullNotifier
+    from nodeagent.kube.responder import KubeResponder
+    from nodeagent.report import build_reporters, flush_reporters
+    from nodeagent.sim.imds import ImdsSim
+
+    ident = preflight.identity
+    sim = ImdsSim(
+        instance_id=ident.instance_id or "i-unknown", availability_zone=ident.availability_zone or "unknown",
+        region=ident.region or "unknown", instance_type=ident.instance_type or "unknown",
+        life_cycle=ident.life_cycle if ident.life_cycle in ("spot", "on-demand", "scheduled") else "on-demand",
+        local_hostname=ident.local_hostname or preflight.node_name,
+    ).start()
+    try:
+        settings = drill_settings(base, flags, plan, sim.url, preflight.node_name)
+        pods_before = preflight.pods()
+        evictable_before = _evictable(pods_before, settings)
+        response = settings.response_for(plan.kind)
+        _say(f"nodeagent drill: {plan.kind} notice, deadline in {plan.in_s:g}s, on node {preflight.node_name}"
+             f" (from {preflight.node_how})")
+        _say(f"  mode: {'DRY RUN: server-side dryRun=All, nothing changes' if plan.dry_run else 'REAL: the node is cordoned and drained'}"
+             f"; response: {response} ({RESPONSE_KEY[plan.kind]}){'; --undo at the end' if plan.undo else ''}")
+        where = (f"from IMDS {base.imds_url}" if not preflight.imds_problem
+                 else f"from the Node's providerID (IMDS unreachable: {preflight.imds_problem})")
+        _say(f"  instance {ident.instance_id} in {ident.availability_zone}, {ident.life_cycle} ({where});"
+             f" drill IMDS {sim.url}")
+        _say(f"  API {preflight.api.host}; {len(pods_before)} pods on the node, {len(evictable_before)} evictable")
+        _say(f"  drill state {settings.state_dir}; {daemon_note} (untouched)")
+        _say()
+
+        handler = handler_class(timeline)
+        root = logging.getLogger("nodeagent")
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        root.propagate = False
+        responder = KubeResponder(settings)
+        reporters = build_reporters(settings, responder, drill=True)
+        agent = Agent(settings, responder, notifier=NullNotifier(timeline), reporters=reporters)
+        runner = threading.Thread(target=agent.run, name="agent", daemon=True)
+        runner.start()
+        record = None
+        try:
+            if not _wait(lambda: agent.responder_ready, READY_TIMEOUT_S):
+                timeline.say("drill", f"the agent did not reach Kubernetes within {READY_TIMEOUT_S:g}s")
+                return 1
+            timeline.say("imds", f"{plan.kind} notice posted (deadline in {plan.in_s:g}s)")
+            serve_notice(sim, plan.kind, plan.in_s)
+            if not _wait(lambda: _record(agent) is not None, 15):
+                timeline.say("drill", "the agent did not see the notice")
+                return 1
+            _wait(lambda: _record(agent).phase in TERMINAL_PHASES, plan.in_s + 15)
+            record = _record(agent)
+            timeline.say("drill", f"response ended: phase {record.phase}; {record.outcome or 'no outcome'}")
+            flush_reporters(reporters, 30)
+            if plan.undo:
+                _undo(preflight, settings, record, reporters, timeline)
+        finally:
+            agent.request_stop()
+            runner.join(timeout=40)
+        return _summary(plan, settings, preflight, record, reporters)
+    finally:
+        sim.stop()
+
+
+def _record(agent):
+    return next((r for r in list(agent.state.notices.values())), None)
+
+
+def _wait(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
+    """Put the node back as the drill found it: schedulability, our labels and annotations."""
+    from nodeagent.kube.client import KubeError
+    from nodeagent.kube.node import NodeActions, parse_taint
+
+    before = preflight.before
+    assert before is not None
+    actions = NodeActions(preflight.api, preflight.node_name, dry_run=settings.dry_run)
+    try:
+        changed = actions.set_unschedulable(before.unschedulable)
+        actions.label(dict(before.labels), dict(before.annotations))
+        taint = parse_taint(settings.taint, record.kind, record.id)
+        if taint:
+            actions.remove_taint(taint[0])  # only a privileged kubeconfig could have set it
+    except KubeError as error:
+        timeline.say("drill", f"--undo failed: {error}; the node may stay cordoned (kubectl uncordon {preflight.node_name})")
+        return
+    if settings.dry_run:
+        text = "nothing to undo (dry run); the restore requests were sent with dryRun=All too"
+    elif before.unschedulable:
+        text = "left cordoned: it was cordoned before the drill; our labels restored"
+    else:
+        text = "uncordoned; our labels restored" if changed else "our labels restored (it was not cordoned)"
+    timeline.say("drill", f"--undo: {text}")
+    if not before.unschedulable:
+        for reporter in reporters:
+            step = getattr(reporter, "step", None)
+            if step is not None:
+                try:
+                    step(record, "Uncordoned", "uncordoned: drill undone")
+                except Exception:
+                    pass
+        from nodeagent.report import flush_reporters
+
+        flush_reporters(reporters, 10)
+
+
+def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters) -> int:
+    _say()
+    _say("drill result")
+    if record is None:
+        _say("  no notice was handled")
+        return 1
+    try:
+        pods_after = preflight.pods()
+        node = preflight.api.request("GET", f"/api/v1/nodes/{preflight.node_name}")
+    except Exception as error:
+        _say(f"  could not read the node afterwards: {error}")
+        return 1
+    # Only a real drain is expected to empty the node; a cordon or a dry run leaves the pods.
+    left = _evictable(pods_after, settings) if record.response == "drain" and not plan.dry_run else []
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    ours = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("nodeagent.io/") or "exclude-from" in k)
+    _say(f"  notice {record.id}: response {record.response}, phase {record.phase}")
+    _say(f"  outcome: {record.outcome or '-'}")
+    _say(f"  node {preflight.node_name}: unschedulable={bool((node.get('spec') or {}).get('unschedulable'))}; "
+         f"labels: {ours or 'none of ours'}")
+    if record.response == "cordon":
+        left_text = "not drained (the response is a cordon)"
+    elif record.response != "drain":
+        left_text = "not drained"
+    elif plan.dry_run:
+        left_text = "not evicted (dry run)"
+    else:
+        left_text = f"evictable pods left: {len(left)}{' -> ' + ', '.join(left[:10]) if left else ''}"
+    _say(f"  pods on the node now: {len(pods_after)}; {left_text}")
+    from nodeagent.report.events import EventsReporter
+
+    events = next((r for r in reporters if isinstance(r, EventsReporter)), None)
+    if events is not None:
+        _say(f"  Events: {events.sent} written{' (dryRun=All)' if plan.dry_run else ''}; "
+             f"kubectl get events --field-selector involvedObject.name={preflight.node_name}")
+    _say(f"  state: {os.path.join(settings.state_dir, 'state.json')}")
+    if settings.metrics_textfile:
+        _say(f"  metrics: {settings.metrics_textfile}")
+    ok = record.phase == "done" and not record.failed and not record.left and not left
+    if record.response == "drain":
+        ok = ok and record.drain_finished is not None
+    elif record.response == "cordon":
+        ok = ok and (record.outcome == "cordoned")
+    else:
+        ok = False
+        _say(f"  the agent did not act: {record.outcome}")
+        if record.response == "gated":
+            _say("  (that is what a real notice would get here; --set SPOT_GATE=off rehearses the drain anyway)")
+    _say(f"  drill {'PASSED' if ok else 'FAILED'}")
+    return 0 if ok else 1

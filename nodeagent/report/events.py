@@ -1,0 +1,230 @@
+"""Kubernetes Events (core/v1) on this node's Node object, written with the node's own credentials.
+
+Node credentials may create and patch core/v1 events but may not list or get them, so the
+aggregation is ours: one Event per (notice, reason), named deterministically; a repeat of the same
+reason for the same notice PATCHes `count`, `lastTimestamp` and `message` of that Event instead of
+creating another. That keeps a notice to a handful of Events however often a step repeats (a drain
+resumed after a restart, a second uncordon).
+
+Reasons (filter with `kubectl get events --field-selector involvedObject.name=<node>,reason=<R>`):
+SpotInterruptionNotice, RebalanceRecommendation, ScheduledMaintenance, ASGTermination (the notice),
+NodeCordoned, DrainStarted, DrainFinished, DrainFailed, NodeUncordoned, NoticeCancelled.
+
+Events go to the `default` namespace with involvedObject {kind: Node, name: <node>, uid: <node>},
+as the kubelet writes its own node events, so `kubectl describe node` lists them too. They are sent
+from a background thread, retried with backoff until the notice's deadline, and written with
+dryRun=All when DRY_RUN is on.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Dict, Optional, Tuple
+
+from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
+from nodeagent.report.worker import Worker
+
+log = logging.getLogger("nodeagent.report.events")
+
+NAMESPACE = "default"
+COMPONENT = "nodeagent"
+NOTICE_REASONS = {
+    "spot-itn": "SpotInterruptionNotice",
+    "rebalance": "RebalanceRecommendation",
+    "scheduled": "ScheduledMaintenance",
+    "asg": "ASGTermination",
+}
+STEP_REASONS = {
+    "Cordoned": "NodeCordoned",
+    "DrainStarted": "DrainStarted",
+    "DrainFinished": "DrainFinished",
+    "DrainFailed": "DrainFailed",
+    "Uncordoned": "NodeUncordoned",
+}
+CANCELLED_REASON = "NoticeCancelled"
+WARNING_REASONS = frozenset(NOTICE_REASONS.values()) | {"DrainFailed"}
+ALL_REASONS = tuple(NOTICE_REASONS.values()) + tuple(STEP_REASONS.values()) + (CANCELLED_REASON,)
+MAX_MESSAGE = 1024
+MIN_RETRY_WINDOW_S = 30.0
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_name(node: str, notice_id: str, reason: str) -> str:
+    """Stable per (node, notice, reason): a restarted agent finds its own Event again."""
+    digest = hashlib.sha256(f"{node}\0{notice_id}\0{reason}".encode("utf-8")).hexdigest()[:16]
+    return f"{node[:230]}.{digest}"
+
+
+def event_body(name: str, node: str, reason: str, message: str, count: int,
+               first: datetime, last: datetime) -> Dict[str, object]:
+    """A core/v1 Event about the Node. Pure."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        # uid = the node's name, as the kubelet does for node events (kubectl describe node
+        # searches by both the real uid and the name).
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node},
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "type": "Warning" if reason in WARNING_REASONS else "Normal",
+        "count": count,
+        "firstTimestamp": _rfc3339(first),
+        "lastTimestamp": _rfc3339(last),
+        "source": {"component": COMPONENT, "host": node},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": node,
+    }
+
+
+def notice_message(record, drill: bool) -> str:
+    from nodeagent.report.webhook import KIND_TEXT
+
+    deadline = _parse(record.deadline)
+    text = (f"{KIND_TEXT.get(record.kind, record.kind)} {record.id} ({record.action}), "
+            f"deadline {_rfc3339(deadline) if deadline else record.deadline}; response: {record.response}")
+    if record.outcome:
+        text += f" ({record.outcome})"
+    return ("[drill] " if drill else "") + text
+
+
+@dataclass
+class _Aggregate:
+    name: str
+    count: int
+    first: datetime
+    created: bool = False
+
+
+class EventsReporter:
+    def __init__(self, settings, responder, *, drill: bool = False, close_timeout_s: float = 3.0):
+        self.settings = settings
+        self.responder = responder
+        self.drill = drill
+        self.close_timeout_s = close_timeout_s
+        self.worker = Worker("events")
+        self._lock = threading.Lock()
+        self._aggregates: Dict[Tuple[str, str], _Aggregate] = {}
+        self._deadlines: Dict[str, datetime] = {}
+        self._said: Dict[str, str] = {}
+        self.sent = 0
+        self.failed = 0
+
+    # ---- Reporter
+
+    def notice_received(self, notice, record, plan) -> None:
+        self._emit(record, NOTICE_REASONS.get(record.kind, "InterruptionNotice"), notice_message(record, self.drill))
+
+    def step(self, record, reason: str, message: str) -> None:
+        self._emit(record, STEP_REASONS.get(reason, reason), ("[drill] " if self.drill else "") + message)
+
+    def finished(self, record) -> None:
+        pass  # DrainFinished / DrainFailed / NodeCordoned already carry the outcome
+
+    def cancelled(self, record) -> None:
+        self._emit(record, CANCELLED_REASON,
+                   ("[drill] " if self.drill else "") + f"notice {record.id} cancelled: {record.outcome}")
+
+    def polled(self, ok: bool, errors) -> None:
+        pass
+
+    def flush(self, timeout_s: float) -> bool:
+        return self.worker.wait_idle(timeout_s)
+
+    def close(self) -> None:
+        self.worker.close(self.close_timeout_s)
+
+    # ---- sending
+
+    def _emit(self, record, reason: str, message: str) -> None:
+        now = datetime.now(timezone.utc)
+        with self._lock:
+            key = (record.id, reason)
+            aggregate = self._aggregates.get(key)
+            if aggregate is None:
+                aggregate = self._aggregates[key] = _Aggregate(name="", count=0, first=now)
+            aggregate.count += 1
+            count = aggregate.count
+        deadline = _parse(record.deadline)
+        to_deadline = 0.0 if deadline is None else (deadline - now).total_seconds()
+        # Until the deadline (after it the instance is gone: nothing more is written); a notice
+        # whose deadline has already passed (a late cancellation) still gets MIN_RETRY_WINDOW_S.
+        give_up_at = time.monotonic() + (to_deadline if to_deadline > 0 else MIN_RETRY_WINDOW_S)
+        self.worker.submit(lambda: self._send(aggregate, record.id, reason, message, count, now, give_up_at))
+
+    def _send(self, aggregate: _Aggregate, notice_id: str, reason: str, message: str, count: int,
+              when: datetime, give_up_at: float) -> None:
+        backoff = 0.5
+        while True:
+            api, node = self.responder.api, self.responder.node
+            if api is not None and node is not None:
+                try:
+                    self._write(api, node.name, aggregate, notice_id, reason, message, count, when)
+                    self.sent += 1
+                    return
+                except ApiError as error:
+                    if error.status < 500 and error.status != 429:
+                        self._give_up(reason, f"HTTP {error.status} {error.reason}: {error.message}")
+                        return
+                    problem = str(error)
+                except KubeError as error:
+                    problem = str(error)
+            else:
+                problem = "Kubernetes is not ready yet"
+            if time.monotonic() + backoff >= give_up_at or not self.worker.sleep(backoff):
+                self._give_up(reason, problem)
+                return
+            backoff = min(5.0, backoff * 2)
+
+    def _write(self, api, node: str, aggregate: _Aggregate, notice_id: str, reason: str, message: str,
+               count: int, when: datetime) -> None:
+        name = aggregate.name or event_name(node, notice_id, reason)
+        aggregate.name = name
+        query = (("dryRun", "All"),) if self.settings.dry_run else ()
+        path = f"/api/v1/namespaces/{NAMESPACE}/events"
+        if not aggregate.created:
+            body = event_body(name, node, reason, message, count, aggregate.first, when)
+            try:
+                api.request("POST", path, query=query, body=body)
+                aggregate.created = True
+                log.debug("event %s created", reason)
+                return
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+                # Written by an earlier run of this agent: aggregate onto it.
+                aggregate.created = True
+                count = max(count, 2)
+        patch = {"count": count, "lastTimestamp": _rfc3339(when), "message": message[:MAX_MESSAGE]}
+        try:
+            api.request("PATCH", f"{path}/{name}", query=query, body=patch, content_type=MERGE_PATCH)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            # Expired (the API server keeps events for an hour) or a dry run: create it again.
+            body = event_body(name, node, reason, message, count, aggregate.first, when)
+            api.request("POST", path, query=query, body=body)
+
+    def _give_up(self, reason: str, problem: str) -> None:
+        self.failed += 1
+        if self._said.get(reason) != problem:
+            self._said[reason] = problem
+            log.warning("could not write the %s event: %s", reason, problem)
+
+
+def _parse(text: Optional[str]) -> Optional[datetime]:
+    if not text:
+        return None
+    from nodeagent.notices import parse_rfc3339_utc
+
+    try:
+        return parse_rfc3339_utc(text)
+    except ValueError:
+        return None

@@ -1,0 +1,228 @@
+"""Metrics in the node_exporter textfile format, written to METRICS_TEXTFILE. No listening port.
+
+The file is written atomically (a temporary file in the same directory, then rename), so
+node_exporter never reads half a file. It is rewritten when something changes, and while idle at
+most every `idle_rewrite_s` so that `nodeagent_last_poll_timestamp_seconds` stays useful for an
+alert such as `time() - nodeagent_last_poll_timestamp_seconds > 60`.
+
+Counters count from the start of the process (Prometheus' rate() and increase() handle resets).
+`render_textfile` is pure; MetricsReporter does the bookkeeping and the I/O.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from nodeagent import __version__
+
+log = logging.getLogger("nodeagent.report.metrics")
+
+KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
+IDLE_REWRITE_S = 15.0
+
+
+@dataclass
+class MetricsState:
+    start_time: float
+    notices: Dict[str, int] = field(default_factory=lambda: {kind: 0 for kind in KINDS})
+    notices_cancelled: int = 0
+    drains: Dict[str, int] = field(default_factory=lambda: {"finished": 0, "failed": 0})
+    draining: int = 0
+    last_drain_seconds: Optional[float] = None
+    pods_evicted: int = 0
+    pods_forced: int = 0
+    pods_failed: int = 0
+    pods_left: int = 0
+    imds_errors: int = 0
+    api_errors: int = 0
+    last_poll: Optional[float] = None
+    last_poll_ok: Optional[bool] = None
+    webhook: Dict[str, int] = field(default_factory=lambda: {"delivered": 0, "failed": 0})
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if not float(value).is_integer() else str(int(value))
+
+
+def render_textfile(state: MetricsState, version: str = __version__,
+                    python: Optional[str] = None) -> str:
+    """The whole file. Pure."""
+    python = python or sys.version.split()[0]
+    families: List[Tuple[str, str, str, List[Tuple[Dict[str, str], float]]]] = [
+        ("nodeagent_build_info", "gauge", "Always 1; the labels say which nodeagent and Python run.",
+         [({"version": version, "python": python}, 1)]),
+        ("nodeagent_start_time_seconds", "gauge", "When the agent started (Unix time).",
+         [({}, state.start_time)]),
+        ("nodeagent_notices_total", "counter", "Notices seen, by kind.",
+         [({"kind": kind}, count) for kind, count in state.notices.items()]),
+        ("nodeagent_notices_cancelled_total", "counter", "Notices withdrawn or cancelled.",
+         [({}, state.notices_cancelled)]),
+        ("nodeagent_drains_total", "counter", "Drains that ended, by result (failed: pods left or failed).",
+         [({"result": result}, count) for result, count in state.drains.items()]),
+        ("nodeagent_draining", "gauge", "1 while a drain is running.", [({}, state.draining)]),
+        ("nodeagent_pods_evicted_total", "counter", "Pods evicted (dry-run evictions included).",
+         [({}, state.pods_evicted)]),
+        ("nodeagent_pods_forced_total", "counter", "PDB-blocked pods deleted at their last safe moment.",
+         [({}, state.pods_forced)]),
+        ("nodeagent_pods_failed_total", "counter", "Pods that could not be evicted (e.g. 403).",
+         [({}, state.pods_failed)]),
+        ("nodeagent_pods_left_total", "counter", "Pods still on the node at the deadline.",
+         [({}, state.pods_left)]),
+        ("nodeagent_imds_errors_total", "counter", "IMDS polls that failed.", [({}, state.imds_errors)]),
+        ("nodeagent_api_errors_total", "counter",
+         "Kubernetes API requests that failed (404, 409, PDB 429 and the taint 403 are normal work, not counted).",
+         [({}, state.api_errors)]),
+        ("nodeagent_webhook_deliveries_total", "counter", "Webhook messages, by result (after retries).",
+         [({"result": result}, count) for result, count in state.webhook.items()]),
+    ]
+    if state.last_drain_seconds is not None:
+        families.append(("nodeagent_drain_duration_seconds", "gauge",
+                         "How long the last drain took, from its start to its end.",
+                         [({}, state.last_drain_seconds)]))
+    if state.last_poll is not None:
+        families.append(("nodeagent_last_poll_timestamp_seconds", "gauge",
+                         "When IMDS was last polled (Unix time); rewritten at least every 15 s.",
+                         [({}, state.last_poll)]))
+        families.append(("nodeagent_last_poll_ok", "gauge", "1 if the last IMDS poll succeeded.",
+                         [({}, 1 if state.last_poll_ok else 0)]))
+    lines: List[str] = []
+    for name, kind, help_text, samples in families:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+            lines.append(f"{name}{{{label_text}}} {_number(value)}" if label_text else f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Temporary file in the same directory, then rename: readers see the old or the new file."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".nodeagent.", suffix=".prom.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+
+
+def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float]:
+    if not start or not end:
+        return None
+    from nodeagent.notices import parse_rfc3339_utc
+
+    try:
+        return max(0.0, (parse_rfc3339_utc(end) - parse_rfc3339_utc(start)).total_seconds())
+    except ValueError:
+        return None
+
+
+class MetricsReporter:
+    """Reporter: keeps the counters and rewrites the textfile on change (and every 15 s idle)."""
+
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
+                 idle_rewrite_s: float = IDLE_REWRITE_S):
+        self.path = path
+        self.clock = clock
+        self.idle_rewrite_s = idle_rewrite_s
+        self.state = MetricsState(start_time=clock())
+        self.writes = 0
+        self._lock = threading.Lock()
+        self._last_write = 0.0
+        self._write_error: Optional[str] = None
+        self._counted: Dict[str, bool] = {}
+        self._write()
+
+    # ---- counting hooks also used by other reporters
+
+    def api_error(self) -> None:
+        with self._lock:
+            self.state.api_errors += 1
+        # no write here: errors come in bursts; the next change or idle rewrite carries them
+
+    def webhook_result(self, delivered: bool) -> None:
+        with self._lock:
+            self.state.webhook["delivered" if delivered else "failed"] += 1
+        self._write()
+
+    # ---- Reporter
+
+    def notice_received(self, notice, record, plan) -> None:
+        with self._lock:
+            self.state.notices[record.kind] = self.state.notices.get(record.kind, 0) + 1
+        self._write()
+
+    def step(self, record, reason: str, message: str) -> None:
+        with self._lock:
+            if reason == "DrainStarted":
+                self.state.draining = 1
+            elif reason in ("DrainFinished", "DrainFailed"):
+                self.state.draining = 0
+                self.state.drains["finished" if reason == "DrainFinished" else "failed"] += 1
+        self._write()
+
+    def finished(self, record) -> None:
+        with self._lock:
+            self.state.draining = 0
+            if record.drain_finished and not self._counted.get(record.id):
+                self._counted[record.id] = True  # a notice's pods are counted once
+                self.state.pods_evicted += record.evicted
+                self.state.pods_forced += record.forced
+                self.state.pods_failed += record.failed
+                self.state.pods_left += len(record.left)
+                duration = _seconds_between(record.drain_started, record.drain_finished)
+                if duration is not None:
+                    self.state.last_drain_seconds = duration
+        self._write()
+
+    def cancelled(self, record) -> None:
+        with self._lock:
+            self.state.notices_cancelled += 1
+        self._write()
+
+    def polled(self, ok: bool, errors) -> None:
+        with self._lock:
+            changed = self.state.last_poll_ok != ok or bool(errors)
+            self.state.imds_errors += len(errors or {})
+            self.state.last_poll = self.clock()
+            self.state.last_poll_ok = ok
+        if changed or self.clock() - self._last_write >= self.idle_rewrite_s:
+            self._write()
+
+    def close(self) -> None:
+        self._write()
+
+    # ---- I/O
+
+    def _write(self) -> None:
+        with self._lock:
+            text = render_textfile(self.state)
+            try:
+                write_atomically(self.path, text)
+            except OSError as error:
+                problem = f"cannot write metrics to {self.path}: {error.strerror or error}"
+                if problem != self._write_error:
+                    log.warning("%s", problem)
+                    self._write_error = problem
+                return
+            if self._write_error:
+                log.info("metrics written to %s again", self.path)
+                self._write_error = None
+            self.writes += 1
+            self._last_write = self.clock()

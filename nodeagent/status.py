@@ -1,0 +1,462 @@
+"""`nodeagent status [--json] [--no-probe]`: the daemon's state, the last notice, drain progress,
+whether IMDS and the API can be reached, and the config in short.
+
+It reads the state file (never writes it) and works as a non-root user as far as it can: a state
+file it may not read is reported as such, not a crash. Probes use short timeouts.
+
+Exit status: 0 healthy; 1 a problem is listed (daemon not running, state file unreadable, IMDS or
+API unreachable); 78 bad config.
+
+JSON output (`--json`): one object; STATUS_SCHEMA lists every key (dotted for nested objects)
+with its JSON type(s). The README's "Operating it" section shows it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from nodeagent import __version__
+from nodeagent.state import STATE_FILE
+
+SCHEMA_VERSION = 1
+API_PROBE_TIMEOUT_S = 15.0
+
+# Every key of `nodeagent status --json`, with its JSON types. "object|null" keys list their
+# members as "key.member" when the object is present.
+NOTICE_FIELDS: Dict[str, str] = {
+    "id": "string", "kind": "string", "action": "string", "deadline": "string",
+    "deadline_in_s": "number", "first_seen": "string", "response": "string", "phase": "string",
+    "outcome": "string", "cordoned": "boolean", "evicted": "integer", "forced": "integer",
+    "failed": "integer", "left": "array[string]", "drain_started": "string|null",
+    "drain_finished": "string|null",
+}
+PROGRESS_FIELDS: Dict[str, str] = {
+    "notice": "string", "gone": "integer", "total": "integer", "deadline": "string",
+    "deadline_in_s": "number",
+}
+STATUS_SCHEMA: Dict[str, str] = {
+    "schema": "integer",
+    "version": "string",
+    "generated_at": "string",
+    "healthy": "boolean",
+    "problems": "array[string]",
+    "daemon": "object",
+    "daemon.running": "boolean|null",
+    "daemon.pid": "integer|null",
+    "daemon.agent_state": "string|null",
+    "daemon.status": "string|null",
+    "daemon.busy": "boolean|null",
+    "daemon.updated_at": "string|null",
+    "daemon.notices_recorded": "integer|null",
+    "daemon.state_file": "string",
+    "daemon.state_file_error": "string|null",
+    "last_notice": "object|null",
+    **{f"last_notice.{key}": kind for key, kind in NOTICE_FIELDS.items()},
+    "drain_progress": "object|null",
+    **{f"drain_progress.{key}": kind for key, kind in PROGRESS_FIELDS.items()},
+    "imds": "object",
+    "imds.checked": "boolean",
+    "imds.reachable": "boolean|null",
+    "imds.url": "string",
+    "imds.latency_ms": "number|null",
+    "imds.instance_id": "string|null",
+    "imds.availability_zone": "string|null",
+    "imds.instance_type": "string|null",
+    "imds.life_cycle": "string|null",
+    "imds.error": "string|null",
+    "api": "object",
+    "api.checked": "boolean",
+    "api.reachable": "boolean|null",
+    "api.server": "string|null",
+    "api.latency_ms": "number|null",
+    "api.node": "string|null",
+    "api.node_from": "string|null",
+    "api.unschedulable": "boolean|null",
+    "api.agent_label": "string|null",
+    "api.version_label": "string|null",
+    "api.error": "string|null",
+    "config": "object (KEY -> {value: string, source: string}; secrets shown as <set, hidden>)",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds_until(text: Optional[str], now: datetime) -> Optional[float]:
+    if not text:
+        return None
+    from nodeagent.notices import parse_rfc3339_utc
+
+    try:
+        return round((parse_rfc3339_utc(str(text)) - now).total_seconds(), 1)
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------ the state file (read-only)
+
+
+@dataclass(frozen=True)
+class StateRead:
+    path: str
+    data: Optional[Dict[str, object]]
+    error: Optional[str]  # None when read; else why not (missing, permission, corrupt)
+    missing: bool = False
+
+
+def read_daemon_state(state_dir: str) -> StateRead:
+    """Read state.json without side effects (no quarantine: that is the daemon's business)."""
+    path = Path(state_dir) / STATE_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return StateRead(str(path), None, f"no state file at {path} (the daemon has not run here, or STATE_DIR differs)",
+                         missing=True)
+    except PermissionError:
+        return StateRead(str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)")
+    except OSError as error:
+        return StateRead(str(path), None, f"cannot read {path}: {error.strerror}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        return StateRead(str(path), None, f"{path} is not valid JSON ({error}); the daemon quarantines it at start")
+    if not isinstance(data, dict):
+        return StateRead(str(path), None, f"{path} is not a nodeagent state file")
+    return StateRead(str(path), data, None)
+
+
+def process_is_nodeagent(pid: int) -> Optional[bool]:
+    """True when pid is a live nodeagent process, False when not, None when we cannot tell."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    except OSError:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None  # e.g. /proc mounted with hidepid
+    return b"nodeagent" in cmdline
+
+
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _str_or_none(value: object) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def daemon_section(read: StateRead, is_alive: Callable[[int], Optional[bool]] = process_is_nodeagent) -> Dict[str, object]:
+    data = read.data or {}
+    pid = _int(data.get("pid")) if read.data is not None else None
+    running: Optional[bool] = None
+    if read.data is not None:
+        running = False if data.get("status") == "stopped" else is_alive(pid or 0)
+    updated = data.get("updated_at")
+    notices = data.get("notices") if isinstance(data.get("notices"), dict) else None
+    return {
+        "running": running,
+        "pid": pid or None,
+        "agent_state": _str_or_none(data.get("agent_state")),
+        "status": _str_or_none(data.get("status")),
+        "busy": bool(data.get("busy")) if read.data is not None else None,
+        "updated_at": _iso(datetime.fromtimestamp(float(updated), timezone.utc)) if isinstance(updated, (int, float)) and updated else None,
+        "notices_recorded": len(notices) if notices is not None else (None if read.data is None else 0),
+        "state_file": read.path,
+        "state_file_error": read.error,
+    }
+
+
+def last_notice_section(data: Optional[Dict[str, object]], now: datetime) -> Optional[Dict[str, object]]:
+    if not data:
+        return None
+    notices = data.get("notices")
+    key = data.get("last_notice")
+    if not isinstance(notices, dict) or not key or not isinstance(notices.get(key), dict):
+        return None
+    record = notices[key]
+    return {
+        "id": str(record.get("id", key)),
+        "kind": str(record.get("kind", "")),
+        "action": str(record.get("action", "")),
+        "deadline": str(record.get("deadline", "")),
+        "deadline_in_s": _seconds_until(record.get("deadline"), now) or 0.0,
+        "first_seen": str(record.get("first_seen", "")),
+        "response": str(record.get("response", "")),
+        "phase": str(record.get("phase", "")),
+        "outcome": str(record.get("outcome", "")),
+        "cordoned": bool(record.get("cordoned")),
+        "evicted": _int(record.get("evicted")),
+        "forced": _int(record.get("forced")),
+        "failed": _int(record.get("failed")),
+        "left": [str(item) for item in record.get("left") or []],
+        "drain_started": _str_or_none(record.get("drain_started")),
+        "drain_finished": _str_or_none(record.get("drain_finished")),
+    }
+
+
+def progress_section(data: Optional[Dict[str, object]], now: datetime) -> Optional[Dict[str, object]]:
+    progress = (data or {}).get("drain_progress")
+    if not isinstance(progress, dict):
+        return None
+    return {
+        "notice": str(progress.get("notice", "")),
+        "gone": _int(progress.get("gone")),
+        "total": _int(progress.get("total")),
+        "deadline": str(progress.get("deadline", "")),
+        "deadline_in_s": _seconds_until(progress.get("deadline"), now) or 0.0,
+    }
+
+
+# ------------------------------------------------------------------ probes
+
+
+def probe_imds(settings, checked: bool) -> Tuple[Dict[str, object], object]:
+    """(section, identity or None). Short timeouts and a single attempt."""
+    section: Dict[str, object] = {
+        "checked": checked, "reachable": None, "url": settings.imds_url, "latency_ms": None,
+        "instance_id": None, "availability_zone": None, "instance_type": None, "life_cycle": None, "error": None,
+    }
+    if not checked:
+        return section, None
+    from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
+
+    options = ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1,
+                          connect_timeout_s=0.5, read_timeout_s=1.0, retry_attempts=1)
+    started = time.monotonic()
+    try:
+        with ImdsClient(options) as client:
+            identity = client.identity()
+    except ImdsError as error:
+        section.update(reachable=False, error=str(error))
+        return section, None
+    section.update(
+        reachable=True, latency_ms=round((time.monotonic() - started) * 1000, 1),
+        instance_id=identity.instance_id, availability_zone=identity.availability_zone,
+        instance_type=identity.instance_type, life_cycle=identity.life_cycle,
+    )
+    return section, identity
+
+
+def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> Dict[str, object]:
+    section: Dict[str, object] = {
+        "checked": checked, "reachable": None, "server": None, "latency_ms": None, "node": None,
+        "node_from": None, "unschedulable": None, "agent_label": None, "version_label": None, "error": None,
+    }
+    if not checked:
+        return section
+    outcome: Dict[str, object] = {}
+    worker = threading.Thread(target=_api_probe_body, args=(settings, identity, outcome), daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        section.update(reachable=False, server=outcome.get("server"),
+                       error=f"no answer within {timeout_s:g}s")
+        return section
+    section.update(outcome)
+    return section
+
+
+def _api_probe_body(settings, identity, out: Dict[str, object]) -> None:
+    from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+    from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
+
+    api = None
+    try:
+        api = KubeApi(KubeOptions(kubeconfig=settings.kubeconfig, connect_timeout_s=2.0, read_timeout_s=3.0,
+                                  exec_timeout_s=min(settings.exec_plugin_timeout, 10.0), pool_size=2))
+        out["server"] = api.host
+        started = time.monotonic()
+        if api.tokens is not None:
+            api.tokens.refresh()
+        node = find_node(api, settings.node_name,
+                         getattr(identity, "instance_id", None), getattr(identity, "availability_zone", None))
+        out.update(
+            reachable=True, latency_ms=round((time.monotonic() - started) * 1000, 1), node=node.name,
+            node_from=node.how, unschedulable=node.unschedulable,
+            agent_label=node.labels.get(LABEL_AGENT), version_label=node.labels.get(LABEL_VERSION),
+        )
+    except KubeError as error:
+        out.update(reachable=False, error=str(error))
+    except Exception as error:  # a probe must never crash `status`
+        out.update(reachable=False, error=f"{type(error).__name__}: {error}")
+    finally:
+        if api is not None:
+            api.close()
+
+
+# ------------------------------------------------------------------ assembling
+
+
+def config_section(settings) -> Dict[str, Dict[str, str]]:
+    from nodeagent.config import describe
+
+    return {key: {"value": value, "source": source} for key, value, source in describe(settings)}
+
+
+def problems_of(report: Dict[str, object]) -> List[str]:
+    problems: List[str] = []
+    daemon = report["daemon"]
+    assert isinstance(daemon, dict)
+    if daemon["state_file_error"]:
+        problems.append(str(daemon["state_file_error"]))
+    elif daemon["running"] is False:
+        problems.append("the daemon is not running" + (" (it stopped cleanly)" if daemon["status"] == "stopped" else ""))
+    for name in ("imds", "api"):
+        section = report[name]
+        assert isinstance(section, dict)
+        if section["checked"] and not section["reachable"]:
+            problems.append(f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}")
+    return problems
+
+
+def collect(settings, probe: bool = True, now: Optional[datetime] = None) -> Dict[str, object]:
+    now = now or utcnow()
+    read = read_daemon_state(settings.state_dir)
+    imds, identity = probe_imds(settings, probe)
+    report: Dict[str, object] = {
+        "schema": SCHEMA_VERSION,
+        "version": __version__,
+        "generated_at": _iso(now),
+        "healthy": True,
+        "problems": [],
+        "daemon": daemon_section(read),
+        "last_notice": last_notice_section(read.data, now),
+        "drain_progress": progress_section(read.data, now) if (read.data or {}).get("busy") else None,
+        "imds": imds,
+        "api": probe_api(settings, identity, probe),
+        "config": config_section(settings),
+    }
+    problems = problems_of(report)
+    report["problems"] = problems
+    report["healthy"] = not problems
+    return report
+
+
+# ------------------------------------------------------------------ text
+
+
+def _ago(iso_text: Optional[str], now: datetime) -> str:
+    seconds = _seconds_until(iso_text, now)
+    if seconds is None:
+        return ""
+    seconds = -seconds
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _in(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    return f"in {seconds:.0f}s" if seconds >= 0 else f"{-seconds:.0f}s ago"
+
+
+RESPONSE_KEYS = (("spot-itn", "ON_SPOT_INTERRUPTION"), ("rebalance", "ON_REBALANCE"),
+                 ("scheduled", "ON_SCHEDULED_EVENT"), ("asg", "ON_ASG_TERMINATION"))
+ALWAYS_SHOWN = ("STATE_DIR", "KUBECONFIG", "IMDS_URL", "DRY_RUN")
+
+
+def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> str:
+    now = now or utcnow()
+    lines: List[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
+
+    def row(label: str, text: str) -> None:
+        lines.append(f"  {label:<12} {text}" if label else f"  {'':<12} {text}")
+
+    daemon = report["daemon"]
+    assert isinstance(daemon, dict)
+    if daemon["state_file_error"]:
+        row("daemon:", f"unknown: {daemon['state_file_error']}")
+    else:
+        state = "running" if daemon["running"] else ("not running" if daemon["running"] is False else "unknown")
+        pid = f" (pid {daemon['pid']})" if daemon["pid"] else ""
+        row("daemon:", f"{state}{pid}; node {daemon['agent_state']}; state file updated {_ago(daemon['updated_at'], now)}"
+            f"{'; BUSY: a notice is being handled' if daemon['busy'] else ''}")
+        if daemon["status"]:
+            row("", f"status: {daemon['status']}")
+    notice = report["last_notice"]
+    if isinstance(notice, dict):
+        row("last notice:", f"{notice['id']} ({notice['kind']}: {notice['action']}), first seen {notice['first_seen']}, "
+            f"deadline {notice['deadline']} ({_in(notice['deadline_in_s'])})")
+        row("", f"response {notice['response']}, phase {notice['phase']}"
+            f"{': ' + notice['outcome'] if notice['outcome'] else ''}")
+    elif not daemon["state_file_error"]:
+        row("last notice:", "none")
+    progress = report["drain_progress"]
+    if isinstance(progress, dict):
+        row("drain:", f"{progress['gone']}/{progress['total']} pods gone, deadline {_in(progress['deadline_in_s'])}")
+    imds = report["imds"]
+    assert isinstance(imds, dict)
+    if not imds["checked"]:
+        row("IMDS:", f"not probed (--no-probe); {imds['url']}")
+    elif imds["reachable"]:
+        row("IMDS:", f"reachable at {imds['url']} ({imds['latency_ms']:.0f} ms): {imds['instance_id']} "
+            f"{imds['instance_type']} in {imds['availability_zone']}, {imds['life_cycle']}")
+    else:
+        row("IMDS:", f"UNREACHABLE at {imds['url']}: {imds['error']}")
+    api = report["api"]
+    assert isinstance(api, dict)
+    if not api["checked"]:
+        row("API:", "not probed (--no-probe)")
+    elif api["reachable"]:
+        row("API:", f"reachable at {api['server']} ({api['latency_ms']:.0f} ms): node {api['node']} "
+            f"(from {api['node_from']}), {'cordoned' if api['unschedulable'] else 'schedulable'}, "
+            f"nodeagent.io/agent={api['agent_label'] or '(unset)'}")
+    else:
+        row("API:", f"UNREACHABLE{' at ' + str(api['server']) if api['server'] else ''}: {api['error']}")
+    config = report["config"]
+    assert isinstance(config, dict)
+    responses = " ".join(f"{kind}={config[key]['value']}" for kind, key in RESPONSE_KEYS)
+    row("config:", f"responses: {responses}")
+    shown = [key for key in ALWAYS_SHOWN]
+    shown += [key for key, entry in config.items() if entry["source"] != "default" and key not in shown
+              and key not in dict(RESPONSE_KEYS).values()]
+    for key in shown:
+        entry = config[key]
+        row("", f"{key}={entry['value']}  ({entry['source']})")
+    problems = report["problems"]
+    assert isinstance(problems, list)
+    row("problems:", "none" if not problems else problems[0])
+    for problem in problems[1:]:
+        row("", problem)
+    return "\n".join(lines)
+
+
+def main_status(args) -> int:
+    from nodeagent import config
+    from nodeagent.cli import _flags
+
+    settings = config.load(os.environ, _flags(getattr(args, "set", None) or []))
+    report = collect(settings, probe=not getattr(args, "no_probe", False))
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=2, sort_keys=False))
+    else:
+        print(render_text(report))
+    sys.stdout.flush()
+    return 0 if report["healthy"] else 1

@@ -1,0 +1,118 @@
+"""`nodeagent drill` as a real process: the real pipeline against the Kubernetes simulator over
+HTTPS, with a "real" IMDS (an ImdsSim on loopback) that the drill reads its identity from."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nodeagent.state import ACTING, AgentState, NoticeRecord, StateStore
+from tests.report_helpers import INSTANCE_ID, NODE, evictable_left, node_labels, run_cli, start_sims
+
+WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
+
+
+@pytest.fixture
+def sims(tmp_path):
+    sims = start_sims(tmp_path)
+    yield sims
+    sims.stop()
+
+
+def writes(kube):
+    """Requests that could change something (SelfSubjectReview is a read in disguise)."""
+    return [r for r in list(kube.requests) if r.method in WRITE_METHODS and r.resource != "selfsubjectreviews"]
+
+
+def test_drill_drains_the_node_and_prints_a_timeline(sims, tmp_path):
+    result = run_cli(["drill", "--yes", "--in", "30s"], sims.env())
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert evictable_left(sims.kube, sims.evictable) == []
+    node = sims.kube.node(NODE)
+    assert node["spec"]["unschedulable"] is True
+    assert node_labels(sims.kube)["nodeagent.io/agent"] == "drained"
+    # The timeline: offsets, who, what -- in order.
+    timeline = [line for line in out.splitlines() if re.match(r"\s+\+\s*\d+\.\d\ds\s", line)]
+    texts = " | ".join(timeline)
+    order = ["spot-itn notice posted", "notice spot-itn-", "cordoned " + NODE, "draining 5 pods",
+             "drained: 5 evicted", "response ended: phase done"]
+    positions = [texts.find(part) for part in order]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), texts
+    assert f"instance {INSTANCE_ID} in us-east-1a, spot" in out
+    assert "drill PASSED" in out
+    # The daemon's state directory was not touched: the drill used its own.
+    assert not (tmp_path / "state").exists()
+
+
+def test_dry_run_changes_nothing(sims):
+    node_before = sims.kube.node(NODE)
+    pods_before = {p["metadata"]["uid"]: p["metadata"]["resourceVersion"] for p in sims.kube.pods(node=NODE)}
+    result = run_cli(["drill", "--dry-run", "--in", "30s", "--undo"], sims.env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "DRY RUN" in result.stdout and "(dry run)" in result.stdout
+    node_after = sims.kube.node(NODE)
+    assert node_after["metadata"]["resourceVersion"] == node_before["metadata"]["resourceVersion"]
+    assert node_after["metadata"]["labels"] == node_before["metadata"]["labels"]
+    assert not node_after["spec"].get("unschedulable")
+    pods_after = {p["metadata"]["uid"]: p["metadata"]["resourceVersion"] for p in sims.kube.pods(node=NODE)}
+    assert pods_after == pods_before
+    assert sims.kube.events() == []
+    # It did go through the motions: every write carried dryRun=All, evictions and the cordon included.
+    sent = writes(sims.kube)
+    assert sent and all(r.query.get("dryRun") == "All" for r in sent), [(r.method, r.path, r.query) for r in sent]
+    assert len([r for r in sent if r.subresource == "eviction"]) == len(sims.evictable)
+    assert [r for r in sent if r.resource == "nodes" and r.method == "PATCH"]
+    assert [r for r in sent if r.resource == "events"]
+
+
+def test_without_yes_it_refuses_and_touches_nothing(sims):
+    result = run_cli(["drill", "--in", "30s"], sims.env())
+    assert result.returncode == 2
+    assert "--yes" in result.stderr and "--dry-run" in result.stderr
+    assert list(sims.kube.requests) == []
+    assert sims.imds.request_log == []
+
+
+def test_refuses_while_the_daemon_handles_a_real_notice(sims, tmp_path):
+    state = AgentState(agent_state="draining")
+    state.notices["spot-itn-real"] = NoticeRecord(
+        id="spot-itn-real", kind="spot-itn", action="terminate", deadline="2030-01-01T00:00:00Z",
+        first_seen="2030-01-01T00:00:00Z", response="drain", phase=ACTING)
+    state.last_notice = "spot-itn-real"
+    StateStore(str(tmp_path / "state")).save(state)
+    result = run_cli(["drill", "--yes", "--in", "30s"], sims.env())
+    assert result.returncode == 75, result.stdout + result.stderr
+    assert "a real notice is being handled" in result.stderr and "spot-itn-real" in result.stderr
+    assert writes(sims.kube) == []
+
+
+def test_undo_puts_the_node_back(sims):
+    result = run_cli(["drill", "--yes", "--in", "30s", "--undo"], sims.env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--undo: uncordoned" in result.stdout
+    assert not sims.kube.node(NODE)["spec"].get("unschedulable")
+    assert not [k for k in node_labels(sims.kube) if k.startswith("nodeagent.io/") or "exclude-from" in k]
+    assert evictable_left(sims.kube, sims.evictable) == []  # the pods were really evicted
+    reasons = [e["reason"] for e in sims.kube.events()]
+    assert reasons[-1] == "NodeUncordoned"
+
+
+def test_imds_unreachable_needs_node_name(sims, tmp_path):
+    result = run_cli(["drill", "--yes", "--in", "30s"], sims.env(IMDS_URL="http://127.0.0.1:9"))
+    assert result.returncode == 1
+    assert "IMDS at http://127.0.0.1:9 is unreachable" in result.stderr and "NODE_NAME" in result.stderr
+    assert writes(sims.kube) == []
+    # With NODE_NAME, the drill takes the identity the Node's providerID claims.
+    result = run_cli(["drill", "--dry-run", "--in", "30s"], sims.env(IMDS_URL="http://127.0.0.1:9", NODE_NAME=NODE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "from the Node's providerID (IMDS unreachable" in result.stdout
+    assert f"instance {INSTANCE_ID} in us-east-1a, spot" in result.stdout
+
+
+def test_rebalance_drill_cordons_by_config(sims):
+    result = run_cli(["drill", "--yes", "--kind", "rebalance", "--in", "20s"], sims.env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "response: cordon (ON_REBALANCE)" in result.stdout
+    assert sims.kube.node(NODE)["spec"]["unschedulable"] is True
+    assert len(evictable_left(sims.kube, sims.evictable)) == len(sims.evictable)  # cordon only

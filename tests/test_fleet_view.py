@@ -1,0 +1,95 @@
+"""The fleet view without a DaemonSet: the daemon labels its own Node with its presence
+(nodeagent.io/agent) and version at startup, follows its state, and writes nothing while idle."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from nodeagent import __version__
+from tests.helpers import Daemon, wait_for
+from tests.report_helpers import NODE, node_labels, start_sims
+
+
+@pytest.fixture
+def sims(tmp_path):
+    sims = start_sims(tmp_path, time_scale=0.05)
+    yield sims
+    sims.stop()
+
+
+class LabelHistory:
+    """Every distinct value of one label, in order, from the simulator's node-patch hook."""
+
+    def __init__(self, kube, key: str):
+        self.key = key
+        self.values = []
+        self._lock = threading.Lock()
+        kube.on_patch_node(self._seen)
+
+    def _seen(self, name: str, t: float, node: dict) -> None:
+        value = ((node.get("metadata") or {}).get("labels") or {}).get(self.key)
+        with self._lock:
+            if not self.values or self.values[-1] != value:
+                self.values.append(value)
+
+    def snapshot(self):
+        with self._lock:
+            return list(self.values)
+
+
+def node_patches(kube) -> int:
+    return len([r for r in list(kube.requests) if r.resource == "nodes" and r.method == "PATCH"])
+
+
+def test_presence_label_appears_at_startup_and_follows_the_state(sims):
+    history = LabelHistory(sims.kube, "nodeagent.io/agent")
+    assert "nodeagent.io/agent" not in node_labels(sims.kube)
+    daemon = Daemon(sims.env()).start()
+    try:
+        assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "watching", 20), daemon.output()
+        assert node_labels(sims.kube)["nodeagent.io/version"] == __version__
+        # Cheap: no periodic writes while nothing happens.
+        daemon.wait_line(r"ready: watching IMDS")
+        before = node_patches(sims.kube)
+        time.sleep(3)
+        assert node_patches(sims.kube) == before
+        sims.imds.schedule_spot(30)
+        assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "drained", 25), daemon.output()
+    finally:
+        assert daemon.stop() == 0
+    assert history.snapshot() == ["watching", "draining", "drained"]
+
+
+def test_a_cordon_only_notice_shows_cordoning_then_cordoned(sims):
+    history = LabelHistory(sims.kube, "nodeagent.io/agent")
+    daemon = Daemon(sims.env()).start()
+    try:
+        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        sims.imds.set_rebalance()
+        assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "cordoned", 15), daemon.output()
+        sims.imds.set_rebalance(None)  # withdrawn: uncordoned, back to watching
+        assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "watching", 15), daemon.output()
+    finally:
+        assert daemon.stop() == 0
+    assert history.snapshot() == ["watching", "cordoning", "cordoned", "watching"]
+
+
+def test_the_labels_are_selectable_like_kubectl_does(sims):
+    """`kubectl get nodes -l lifecycle=Ec2Spot -L nodeagent.io/agent`: a label-selected list."""
+    daemon = Daemon(sims.env()).start()
+    try:
+        assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "watching", 20)
+    finally:
+        assert daemon.stop() == 0
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = sims.kube.url
+    configuration.ssl_ca_cert = sims.kube.ca_file
+    configuration.api_key = {"authorization": sims.kube.admin_token()}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    with client.ApiClient(configuration) as api_client:
+        nodes = client.CoreV1Api(api_client).list_node(label_selector="lifecycle=Ec2Spot,nodeagent.io/agent")
+    assert [(n.metadata.name, n.metadata.labels["nodeagent.io/agent"]) for n in nodes.items] == [(NODE, "watching")]

@@ -1,0 +1,224 @@
+"""Webhooks: a local http.server receives the daemon's JSON and Slack messages; injected 500s are
+retried; the URL and header values never reach the logs or `nodeagent status`."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from nodeagent.report.webhook import (
+    DEFAULT_TEMPLATES,
+    DeliveryPolicy,
+    Redactor,
+    TemplateError,
+    WebhookSender,
+    load_template,
+    message_fields,
+    parse_headers,
+    render,
+)
+from nodeagent.report.worker import Worker
+from nodeagent.state import NoticeRecord
+from tests.helpers import Daemon, wait_for
+from tests.report_helpers import HEADER_SECRET, NODE, SECRET_TOKEN, Receiver, run_cli, start_sims
+
+
+@pytest.fixture(autouse=True)
+def no_machine_proxy(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sims(tmp_path):
+    sims = start_sims(tmp_path)
+    yield sims
+    sims.stop()
+
+
+@pytest.fixture
+def receiver():
+    receiver = Receiver().start()
+    yield receiver
+    receiver.stop()
+
+
+def record(**changes) -> NoticeRecord:
+    base = dict(id="spot-itn-20300101T000200Z", kind="spot-itn", action="terminate",
+                deadline="2030-01-01T00:02:00Z", first_seen="2030-01-01T00:00:00Z", response="drain")
+    base.update(changes)
+    return NoticeRecord(**base)
+
+
+def test_json_messages_with_retries_and_nothing_secret_in_logs_or_status(sims, receiver, tmp_path):
+    env = sims.env(WEBHOOK_URL=receiver.url(), WEBHOOK_HEADERS=f"Authorization: {HEADER_SECRET}; X-Team: spot")
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        receiver.fail_next(2)
+        sims.imds.schedule_spot(30)
+        assert wait_for(lambda: len(receiver.bodies()) >= 2, 25), daemon.output()
+        status_text = run_cli(["status"], env)
+        status_json = run_cli(["status", "--json"], env)
+    finally:
+        assert daemon.stop() == 0
+    assert receiver.statuses[:3] == [500, 500, 200]
+    (path1, notice), (path2, finished) = receiver.bodies()[:2]
+    assert path1 == path2 == f"/services/{SECRET_TOKEN}"
+    assert notice["event"] == "notice" and finished["event"] == "finished"
+    for body in (notice, finished):
+        assert body["source"] == "nodeagent" and body["node"] == NODE and body["kind"] == "spot-itn"
+        assert body["notice_id"].startswith("spot-itn-") and body["response"] == "drain"
+        assert body["drill"] is False and body["dry_run"] is False
+    assert notice["deadline_in_s"] > 0 and notice["action"] == "terminate"
+    assert finished["evicted"] == 5 and finished["left"] == 0 and finished["failed"] == 0
+    assert finished["phase"] == "done" and finished["drain_seconds"] >= 0
+    assert finished["outcome"].startswith("drained: 5 evicted")
+    headers = receiver.received[0].headers
+    assert headers["Authorization"] == HEADER_SECRET and headers["X-Team"] == "spot"
+    assert headers["Content-Type"] == "application/json"
+    logs = daemon.output()
+    assert daemon.find(r"webhook attempt 1 failed \(notice spot-itn-\S+\): HTTP 500 from <redacted>; retrying")
+    assert daemon.find(r"webhook delivered \(notice spot-itn-\S+, attempt 3\)")
+    assert daemon.find(r"webhook delivered \(finished spot-itn-\S+, attempt 1\)")
+    for text in (logs, status_text.stdout + status_text.stderr, status_json.stdout + status_json.stderr):
+        for secret in (SECRET_TOKEN, "T0SECRET", HEADER_SECRET, "hdr-5ecret", receiver.url()):
+            assert secret not in text
+    report = json.loads(status_json.stdout)
+    assert report["config"]["WEBHOOK_URL"]["value"] == "<set, hidden>"
+    assert report["config"]["WEBHOOK_HEADERS"]["value"] == "<set, hidden>"
+    assert "WEBHOOK_URL=<set, hidden>" in status_text.stdout
+
+
+def test_slack_format_from_the_daemon(sims, receiver):
+    env = sims.env(WEBHOOK_URL=receiver.url("/hook"), WEBHOOK_FORMAT="slack")
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        sims.imds.schedule_spot(30)
+        assert wait_for(lambda: len(receiver.bodies()) >= 2, 20), daemon.output()
+    finally:
+        assert daemon.stop() == 0
+    (_, notice), (_, finished) = receiver.bodies()[:2]
+    assert set(notice) == {"text"} and set(finished) == {"text"}
+    assert notice["text"].startswith(f":warning: *Spot interruption notice* on `{NODE}`: terminate, deadline ")
+    assert "response: drain" in notice["text"]
+    assert finished["text"].startswith(f":white_check_mark: *Drained* on `{NODE}`: spot interruption notice spot-itn-")
+    assert "5 evicted" in finished["text"]
+
+
+def test_drill_messages_say_so(sims, receiver, tmp_path):
+    template = tmp_path / "slack.tmpl"
+    template.write_text('{"text": "${drill_prefix}${headline} ${node} ${evicted}", "channel": "#spot"}\n')
+    env = sims.env(WEBHOOK_URL=receiver.url("/hook"), WEBHOOK_FORMAT="slack", WEBHOOK_TEMPLATE=str(template))
+    result = run_cli(["drill", "--dry-run", "--in", "20s"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    bodies = [body for _, body in receiver.bodies()]
+    assert bodies == [
+        {"text": f"[drill] Spot interruption notice {NODE} 0", "channel": "#spot"},
+        {"text": f"[drill] Drained {NODE} 5", "channel": "#spot"},
+    ]
+    assert "webhook delivered" in result.stdout
+
+
+# ------------------------------------------------------------------ in-process, real sockets
+
+
+def sender(url: str, policy: DeliveryPolicy = DeliveryPolicy(first_backoff_s=0.05), headers=None) -> WebhookSender:
+    return WebhookSender(url, headers or {}, policy, Worker("test-webhook"))
+
+
+def test_retries_stop_at_the_give_up_time_and_a_4xx_is_not_retried(receiver):
+    receiver.fail_next(1000)
+    result = sender(receiver.url()).send(b"{}", time.monotonic() + 1.0, "test")
+    assert not result.delivered and result.attempts >= 3
+    assert result.problem == "HTTP 500 from <redacted>"
+
+    class Reject(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Reject)
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = sender(f"http://127.0.0.1:{server.server_address[1]}/x").send(b"{}", time.monotonic() + 5, "t")
+        assert not result.delivered and result.attempts == 1 and "HTTP 403" in result.problem
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_receiver_that_never_answers_times_out_and_is_retried():
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections (backlog) but never answers
+    try:
+        policy = DeliveryPolicy(connect_timeout_s=0.5, read_timeout_s=0.3, first_backoff_s=0.05)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/services/{SECRET_TOKEN}"
+        started = time.monotonic()
+        result = sender(url, policy).send(b"{}", time.monotonic() + 1.5, "t")
+        assert not result.delivered and result.attempts >= 2
+        assert result.problem == "timed out (<redacted>)"
+        assert time.monotonic() - started < 10  # bounded by the timeouts, not hung
+    finally:
+        silent.close()
+
+
+def test_the_standard_proxy_variables_are_honoured(monkeypatch, receiver):
+    # The receiver plays the proxy: a proxied plain-HTTP request carries the absolute URL.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{receiver.server.server_address[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    result = sender("http://webhook.example.invalid/services/abc").send(b'{"a": 1}', time.monotonic() + 5, "t")
+    assert result.delivered
+    assert receiver.received[-1].path == "http://webhook.example.invalid/services/abc"
+
+
+def test_render_escapes_strings_and_checks_json():
+    fields = message_fields("finished", record(outcome='drained: "quoted"\nline', left=["a/b"], evicted=3,
+                                               drain_started="2030-01-01T00:00:01Z",
+                                               drain_finished="2030-01-01T00:00:11Z", phase="done"),
+                            NODE, drill=False, dry_run=False)
+    body = json.loads(render(DEFAULT_TEMPLATES["json"], fields))
+    assert body["outcome"] == 'drained: "quoted"\nline' and body["left"] == 1 and body["evicted"] == 3
+    assert body["drain_seconds"] == 10.0
+    with pytest.raises(TemplateError, match="unknown field"):
+        render('{"x": "${nope}"}', fields)
+    with pytest.raises(TemplateError, match="JSON"):
+        render("not json ${node}", fields)
+    slack = json.loads(render(DEFAULT_TEMPLATES["slack"], fields))
+    assert slack["text"].startswith(":x: *Drain incomplete*")  # a pod was left
+
+
+def test_a_bad_template_file_falls_back_to_the_built_in_one(tmp_path):
+    bad = tmp_path / "bad.tmpl"
+    bad.write_text('{"text": ${node}}')  # a string field outside quotes: not JSON
+    text, problem = load_template("slack", str(bad))
+    assert text == DEFAULT_TEMPLATES["slack"] and "does not render to JSON" in problem
+    text, problem = load_template("json", str(tmp_path / "missing.tmpl"))
+    assert text == DEFAULT_TEMPLATES["json"] and "cannot read" in problem
+
+
+def test_headers_parse_without_quoting_values():
+    headers, problems = parse_headers(f"Authorization: {HEADER_SECRET}; broken-entry; X-A: 1")
+    assert headers == {"Authorization": HEADER_SECRET, "X-A": "1"}
+    assert problems == ["WEBHOOK_HEADERS entry 2 ignored: expected 'Name: value'"]
+    assert HEADER_SECRET not in " ".join(problems)
+
+
+def test_redactor_removes_url_parts_and_header_values():
+    url = f"https://hooks.example.com/services/{SECRET_TOKEN}?k=querysecret"
+    redact = Redactor(url, [HEADER_SECRET])
+    text = redact(f"POST {url} failed; host hooks.example.com path /services/{SECRET_TOKEN} {HEADER_SECRET}")
+    for secret in (SECRET_TOKEN, "hooks.example.com", "querysecret", HEADER_SECRET):
+        assert secret not in text
