@@ -210,6 +210,7 @@ class Agent:
         self._drain_text: Optional[str] = None
         self._pending_plans: List[Plan] = []
         self._error_seen: Dict[str, str] = {}
+        self._rebuild_from_node = False  # the state file was lost: read the node before acting
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -249,7 +250,13 @@ class Agent:
         if not self.responder_ready:
             self._try_responder_startup()
         result = self.poll()
-        if result.answered_kinds:
+        if result.answered_kinds and self._rebuild_from_node:
+            # Acting now could repeat a response the lost state file knew about: the node's
+            # labels say, once the API can be read.
+            if result.notices:
+                self._log_once("rebuild", "state file lost: holding notices until the node's own labels "
+                               "can be read from the API", logging.WARNING)
+        elif result.answered_kinds:
             self.reconcile(result)
         self._update_status()
 
@@ -302,6 +309,7 @@ class Agent:
         if loaded.error:
             where = f"; moved aside to {loaded.quarantined}" if loaded.quarantined else ""
             log.warning("state: %s%s; rebuilding from the node's own labels", loaded.error, where)
+            self._rebuild_from_node = True
         self.state = loaded.state
         self.state.pid = _pid()
         for record in self.state.notices.values():
@@ -354,11 +362,48 @@ class Agent:
         self._after_responder_ready()
 
     def _after_responder_ready(self) -> None:
+        if self._rebuild_from_node:
+            self._rebuild_from_node = False
+            self._adopt_notice_on_node()
         self._uncordon_after_reboot()
         for plan in self._pending_plans:
             self._work.put(plan)
         self._pending_plans.clear()
         self.responder.agent_state_changed(self.state.agent_state)
+
+    def _adopt_notice_on_node(self) -> None:
+        """The state file was lost. The node's own labels and annotations (set with the cordon:
+        notice id, kind, deadline, action, and our agent state) say which notice was being handled,
+        so a drain in progress is resumed within its original deadline and a finished one is not
+        repeated."""
+        found = getattr(self.responder, "notice_on_node", lambda: None)()
+        if not found:
+            log.info("state rebuilt from the node's labels: no notice in progress on it")
+            return
+        kind = str(found["kind"])
+        try:
+            deadline = parse_iso(str(found["deadline"]))
+            response = self.settings.response_for(kind)
+        except (KeyError, ValueError) as error:
+            log.error("state: cannot rebuild from the node's labels (%s: %s); starting afresh", type(error).__name__, error)
+            return
+        finished = found["agent"] in ("drained", "cordoned")
+        record = NoticeRecord(
+            id=str(found["id"]), kind=kind, action=str(found["action"]), deadline=iso(deadline),
+            first_seen=iso(utcnow()), response=response, phase=DONE if finished else ACTING,
+            cordoned=bool(found["cordoned"]), labelled=True,
+            outcome=f"finished before the state file was lost (node label {found['agent']})" if finished else "",
+        )
+        log.warning("state rebuilt from the node's labels: notice %s (%s), deadline %s, %s", record.id, kind,
+                    record.deadline, "already finished" if finished else "in progress: resuming it")
+        with self._lock:
+            self.state.notices[record.id] = record
+            self.state.last_notice = record.id
+            if finished:
+                self.state.agent_state = str(found["agent"])
+            else:
+                self._resume(record)
+            self._save()
 
     def _uncordon_after_reboot(self) -> None:
         if not self.settings.uncordon_after_reboot:

@@ -112,6 +112,26 @@ def _string(text: str) -> str:
     return text.strip()
 
 
+def _priority_classes(text: str) -> str:
+    """Comma-separated PriorityClass names (DNS subdomains). A typo such as ';' for ',' would
+    otherwise silently put no pod in the last tier."""
+    for name in (part.strip() for part in text.split(",")):
+        if name and not (len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)):
+            raise ValueError(f"{name!r} is not a PriorityClass name (comma-separated lowercase DNS names)")
+    return text.strip()
+
+
+def _headers(text: str) -> str:
+    """'Name: value; Name2: value2'. The error never quotes a value: they are secrets."""
+    for index, entry in enumerate((e for e in text.split(";") if e.strip()), start=1):
+        name, sep, value = entry.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name.strip()):
+            raise ValueError(f"entry {index} is not 'Name: value' (entries are separated by ';')")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"entry {index} ({name.strip()}) has a line break in its value")
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class KeySpec:
     name: str
@@ -143,7 +163,7 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("TAINT", "nodeagent.io/interruption=<kind>:NoSchedule", _taint, "taint to try (node credentials cannot; cordon is the fallback); empty disables"),
     KeySpec("EVICT_LOCAL_STORAGE", "true", parse_bool, "evict pods with emptyDir volumes"),
     KeySpec("EVICT_UNMANAGED", "true", parse_bool, "evict pods with no controller"),
-    KeySpec("LAST_TIER_PRIORITY_CLASSES", "system-cluster-critical,system-node-critical", _string, "priority classes evicted after everything else"),
+    KeySpec("LAST_TIER_PRIORITY_CLASSES", "system-cluster-critical,system-node-critical", _priority_classes, "priority classes evicted after everything else"),
     KeySpec("DRAIN_PARALLELISM", "32", lambda t: _int_between(t, 1, 256), "evictions in flight at once"),
     KeySpec("SPOT_LABEL", "true", parse_bool, "set lifecycle=Ec2Spot through the API when a spot node lacks it"),
     KeySpec("SPOT_LABEL_AT_BOOT", "true", parse_bool, "boot oneshot writes the nodeadm drop-in with the label"),
@@ -153,7 +173,7 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("WEBHOOK_URL", "", _optional_url, "webhook receiver (never logged)", secret=True),
     KeySpec("WEBHOOK_FORMAT", "json", _enum(("json", "slack")), "json or slack"),
     KeySpec("WEBHOOK_TEMPLATE", "", _optional_path, "file with a `${field}` template (string.Template) for the webhook body; must render to JSON"),
-    KeySpec("WEBHOOK_HEADERS", "", _string, "extra headers, 'Name: value; Name2: value2' (never logged)", secret=True),
+    KeySpec("WEBHOOK_HEADERS", "", _headers, "extra headers, 'Name: value; Name2: value2' (never logged)", secret=True),
     KeySpec("METRICS_TEXTFILE", "", _optional_path, "node_exporter textfile to write (no listening port)"),
 )
 KEYS_BY_NAME: Dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
@@ -292,7 +312,10 @@ def load_settings(
         try:
             values[spec.name.lower()] = spec.parse(raw[spec.name])
         except ValueError as error:
-            raise ConfigError(spec.name, f"{error} (from {sources[spec.name]})") from None
+            text = str(error)
+            if spec.secret and raw[spec.name].strip():  # parsers quote bad values; not a secret's
+                text = text.replace(repr(raw[spec.name]), "<hidden>").replace(raw[spec.name].strip(), "<hidden>")
+            raise ConfigError(spec.name, f"{text} (from {sources[spec.name]})") from None
     return Settings(sources=sources, **values)
 
 

@@ -197,6 +197,8 @@ def test_cancelled_scheduled_event_uncordons_and_removes_labels(tmp_path, cluste
         cluster.imds.set_scheduled([dict(event, State="canceled")])
         daemon.wait_line(r"cancelled: scheduled event is now canceled")
         assert wait_for(lambda: not cluster.kube.node(NODE)["spec"].get("unschedulable"), 10)
+        assert wait_for(lambda: "nodeagent.io/interruption" not in cluster.kube.node(NODE)["metadata"]["labels"], 10)
+        assert wait_for(lambda: cluster.kube.node(NODE)["metadata"]["labels"].get("nodeagent.io/agent") == "watching", 10)
         node = cluster.kube.node(NODE)
         assert not [k for k in node["metadata"]["labels"] if k in ("nodeagent.io/interruption", "nodeagent.io/notice-id")]
         assert "nodeagent.io/deadline" not in (node["metadata"].get("annotations") or {})

@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -253,6 +253,12 @@ class KubeApi:
         except (ConfigException, KeyError, TypeError, ValueError) as error:
             raise KubeconfigInvalid(f"kubeconfig {path}: {error}") from None
         configuration.connection_pool_maxsize = self.options.pool_size
+        # urllib3 would otherwise retry a GET that gets 429/503 with Retry-After by itself, sleeping
+        # Retry-After each time (and re-send GETs that time out): unlogged, and blind to the
+        # deadline. Our callers retry with backoff up to the deadline and say so.
+        from urllib3.util.retry import Retry
+
+        configuration.retries = Retry(total=3, read=0, status=0, redirect=0, respect_retry_after_header=False)
         if exec_config is not None:
             self.tokens = TokenKeeper(exec_config, os.path.dirname(path), self.options.exec_timeout_s)
             configuration.api_key_prefix["authorization"] = "Bearer"
@@ -395,6 +401,7 @@ class NodeIdentity:
     labels: Dict[str, str]
     unschedulable: bool
     how: str  # how the name was learned
+    annotations: Dict[str, str] = field(default_factory=dict)
 
 
 def whoami(api: KubeApi) -> str:
@@ -441,4 +448,5 @@ def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone
     return NodeIdentity(
         name=name, provider_id=provider_id, labels=dict(metadata.get("labels") or {}),
         unschedulable=bool(spec.get("unschedulable")), how=how,
+        annotations=dict(metadata.get("annotations") or {}),
     )

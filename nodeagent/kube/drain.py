@@ -146,6 +146,7 @@ class PodWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
         self.breaks = 0
+        self._failing = False  # the API is failing us: one warning per outage, not one per retry
 
     def start(self) -> "PodWatch":
         self._thread.start()
@@ -175,11 +176,13 @@ class PodWatch:
             try:
                 self._watch_once()
                 backoff = 0.2
+                if not self._stop.is_set():
+                    log.debug("pod watch ended by the server; resuming from resourceVersion %s", self._rv or "(none)")
             except (KubeError, ValueError) as error:
                 if self._stop.is_set():
                     return
                 self.breaks += 1
-                log.warning("pod watch broke (%s); re-listing", error)
+                log.log(logging.DEBUG if self._failing else logging.WARNING, "pod watch broke (%s); re-listing", error)
                 if self._stop.wait(backoff):
                     return
                 backoff = min(2.0, backoff * 2)
@@ -210,8 +213,13 @@ class PodWatch:
         try:
             listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")])
         except KubeError as error:
-            log.warning("re-list of pods failed: %s", error)
+            log.log(logging.DEBUG if self._failing else logging.WARNING,
+                    "re-list of pods failed: %s (retrying quietly until it works)", error)
+            self._failing = True
             return
+        if self._failing:
+            log.info("pod watch: the API answers again; re-listed the node's pods")
+            self._failing = False
         still_here = {str((p.get("metadata") or {}).get("uid")) for p in listing.get("items") or []}
         with self._cond:
             self.present &= still_here
@@ -307,6 +315,9 @@ class Drainer:
                 self._open_tiers(tiers, by_tier, opened, watch, queue, counter, now_mono, started)
                 while queue and queue[0][0] <= now_mono and len(inflight) < self.options.parallelism:
                     _, _, pod, mode, backoff = heapq.heappop(queue)
+                    if watch.gone(pod.uid):  # went meanwhile (e.g. an eviction whose answer was lost)
+                        result.evicted.append(pod.key)
+                        continue
                     future = pool.submit(self._attempt, pod, mode, started)
                     inflight[future] = (pod, mode, backoff)
                 if not inflight and not queue and len(opened) == len(tiers):
@@ -386,6 +397,7 @@ class Drainer:
             return EVICTED
         except ApiError as error:
             if error.status in (404, 409):
+                log.info("%s was already gone (HTTP %d to its eviction); counted as evicted", pod.key, error.status)
                 return GONE
             if error.status == 429 and "disruption budget" in error.message.lower():
                 return FORCE if utcnow() >= last_safe_moment(pod, started, self.options) else RETRY

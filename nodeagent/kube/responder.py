@@ -40,6 +40,7 @@ class KubeResponder:
         self.actions: Optional[NodeActions] = None
         self._said = ""
         self.last_result: Optional[DrainResult] = None
+        self.found_labels: Dict[str, str] = {}  # the node's labels as startup found them
 
     # ------------------------------------------------------------ startup
 
@@ -66,8 +67,26 @@ class KubeResponder:
         self.actions = NodeActions(self.api, self.node.name, dry_run=self.settings.dry_run)
         log.info("acting on node %s (learned from %s, providerID %s) via %s",
                  self.node.name, self.node.how, self.node.provider_id or "unset", self.api.host)
+        self.found_labels = dict(self.node.labels)  # before _startup_labels resets our agent label
         self._startup_labels(identity)
+        self._probe_taint()
         return None
+
+    def _probe_taint(self) -> None:
+        """Learn now, with a server-side dry run, whether these credentials may taint. Node
+        credentials may not (NodeRestriction), and the drain then spends no requests on an
+        attempt that must fail; the refusal is logged once, here, instead of at the notice."""
+        assert self.actions is not None and self.node is not None
+        taint = parse_taint(self.settings.taint, "probe", "probe")
+        if not taint or self.actions.taint_forbidden:
+            return
+        probe = NodeActions(self.api, self.node.name, dry_run=True)
+        try:
+            probe.try_taint(*taint)
+        except KubeError as error:
+            log.debug("taint probe inconclusive (%s); the drain will try for real", error)
+            return
+        self.actions.taint_forbidden = probe.taint_forbidden
 
     def _say(self, text: str, level: int) -> str:
         if text != self._said:
@@ -91,6 +110,20 @@ class KubeResponder:
         except KubeError as error:
             log.warning("could not set the presence labels: %s", error)
 
+    def notice_on_node(self) -> Optional[Dict[str, object]]:
+        """The notice this node's labels and annotations say was being handled when the agent
+        started (set with the cordon), for rebuilding a lost state file; None if there is none."""
+        if self.node is None:
+            return None
+        labels = self.found_labels
+        notice_id = labels.get(node_keys.LABEL_NOTICE)
+        deadline = self.node.annotations.get(node_keys.ANNOTATION_DEADLINE)
+        if not notice_id or not deadline:
+            return None
+        return {"id": notice_id, "kind": labels.get(node_keys.LABEL_KIND, ""), "deadline": deadline,
+                "action": self.node.annotations.get(node_keys.ANNOTATION_ACTION, ""),
+                "agent": labels.get(node_keys.LABEL_AGENT, ""), "cordoned": self.node.unschedulable}
+
     def describe(self) -> str:
         return f"node {self.node.name}" if self.node else "node unknown"
 
@@ -103,8 +136,12 @@ class KubeResponder:
     def agent_state_changed(self, agent_state: str) -> None:
         if self.actions is None:
             return
+        if self.node is not None and self.node.labels.get(node_keys.LABEL_AGENT) == agent_state:
+            return  # already says so (the startup labels wrote "watching"): save the API a request
         try:
             self.actions.label({node_keys.LABEL_AGENT: agent_state})
+            if self.node is not None:
+                self.node.labels[node_keys.LABEL_AGENT] = agent_state
         except KubeError as error:
             log.warning("could not update %s: %s", node_keys.LABEL_AGENT, error)
 
@@ -114,19 +151,19 @@ class KubeResponder:
         assert self.actions is not None and self.api is not None and self.node is not None
         actions = NodeActions(self.api, self.node.name, dry_run=plan.dry_run,
                               taint_forbidden=self.actions.taint_forbidden)
-        if not record.cordoned:
-            self._until_deadline(plan.deadline, "cordon", actions.cordon, hooks)
+        if not record.cordoned and self._node_write(plan.deadline, "cordon", actions.cordon, hooks):
             record.cordoned = True
             hooks.checkpoint()
             hooks.step(record, "Cordoned", f"cordoned for {plan.kind} {plan.notice_id}")
             log.info("cordoned %s for %s%s", self.node.name, plan.notice_id, " (dry run)" if plan.dry_run else "")
-        if not record.labelled:
-            labels: Dict[str, Optional[str]] = {node_keys.LABEL_KIND: plan.kind, node_keys.LABEL_NOTICE: plan.notice_id}
-            if plan.exclude_from_lb and plan.response == "drain":
-                labels[node_keys.EXCLUDE_LB] = "true"
-            annotations = {node_keys.ANNOTATION_DEADLINE: _iso(plan.deadline),
-                           node_keys.ANNOTATION_ACTION: plan.action}
-            self._until_deadline(plan.deadline, "label", lambda: actions.label(labels, annotations), hooks)
+        labels: Dict[str, Optional[str]] = {node_keys.LABEL_KIND: plan.kind, node_keys.LABEL_NOTICE: plan.notice_id}
+        if plan.exclude_from_lb and plan.response == "drain":
+            labels[node_keys.EXCLUDE_LB] = "true"
+        annotations = {node_keys.ANNOTATION_DEADLINE: _iso(plan.deadline),
+                       node_keys.ANNOTATION_ACTION: plan.action}
+        if not record.labelled and self._node_write(
+            plan.deadline, "label", lambda: actions.label(labels, annotations), hooks
+        ):
             record.labelled = True
             hooks.checkpoint()
             taint = parse_taint(self.settings.taint, plan.kind, plan.notice_id)
@@ -173,10 +210,25 @@ class KubeResponder:
         if result.left:
             log.error("pods left on the node at the deadline: %s", ", ".join(result.left[:20]))
 
+    def _node_write(self, deadline: datetime, what: str, action: Callable[[], object], hooks) -> bool:
+        """A write to our own Node object. A missing Node (404: deleted, or not re-registered yet)
+        has nothing to cordon or label, but its pods can still be evicted: say so and go on."""
+        try:
+            self._until_deadline(deadline, what, action, hooks)
+            return True
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            log.error("cannot %s node %s: the Node object is missing (%s); evicting its pods anyway",
+                      what, self.node.name if self.node else "?", error.message)
+            return False
+
     def _until_deadline(self, deadline: datetime, what: str, action: Callable[[], T], hooks) -> T:
         backoff = 0.2
         said = False
         while True:
+            if utcnow() >= deadline:  # never act after the deadline
+                raise KubeError(f"{what}: not attempted, the deadline {_iso(deadline)} has passed")
             try:
                 return action()
             except ApiError as error:
@@ -185,7 +237,9 @@ class KubeResponder:
                 problem = str(error)
             except KubeError as error:
                 problem = str(error)
-            if utcnow() + _seconds(backoff) >= deadline or hooks.should_stop():
+            if hooks.should_stop():
+                raise KubeError(f"{what} interrupted by the stop: {problem}")
+            if utcnow() + _seconds(backoff) >= deadline:
                 raise KubeError(f"{what} did not succeed before the deadline: {problem}")
             if not said:
                 log.warning("%s failed (%s); retrying until the deadline", what, problem)
