@@ -121,3 +121,9 @@ def test_bad_config_files_exit_78(tmp_path, kind):
     result = run_cli(tmp_path, "check-config")
     assert result.returncode == 78
     assert "nodeagent.conf" in result.stderr
+
+
+def test_readme_documents_every_key():
+    readme = (REPO / "README.md").read_text()
+    missing = [spec.name for spec in config.KEYS if f"| `{spec.name}` |" not in readme]
+    assert not missing, f"README config reference lacks {missing}"
