@@ -1,0 +1,1 @@
+"""Reproducible performance benchmarks; each module is one command (see benchmarks/README.md)."""
