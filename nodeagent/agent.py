@@ -14,7 +14,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
@@ -763,7 +763,3 @@ def _imds_options(settings: Settings):
     from nodeagent.imds import ImdsOptions
 
     return ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1)
-
-
-def with_deadline(plan: Plan, deadline: datetime) -> Plan:
-    return replace(plan, deadline=deadline)

@@ -6,9 +6,8 @@ arguments, so it can be tested with no disk at all. `read_config_files` is the o
 from __future__ import annotations
 
 import difflib
-import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -364,11 +363,3 @@ def describe(settings: Settings) -> List[Tuple[str, str, str]]:
             shown = str(value)
         rows.append((spec.name, shown, settings.sources.get(spec.name, "default")))
     return rows
-
-
-def settings_field_names() -> List[str]:
-    return [f.name for f in fields(Settings) if f.name != "sources"]
-
-
-def environ_snapshot() -> Dict[str, str]:
-    return dict(os.environ)

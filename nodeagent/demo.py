@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from nodeagent import config
 from nodeagent.agent import Agent
@@ -146,17 +146,17 @@ def _run(imds, kube, workdir: str, timeline: Timeline, quick: bool) -> int:
     runner = threading.Thread(target=agent.run, name="agent", daemon=True)
     runner.start()
     try:
-        if not _wait(lambda: agent.responder_ready, 20):
+        if not wait_until(lambda: agent.responder_ready, 20):
             timeline.say("demo", "the agent did not get ready")
             return 1
         timeline.say("imds", "rebalance recommendation posted")
         imds.set_rebalance()
-        _wait(lambda: bool((kube.node(NODE) or {}).get("spec", {}).get("unschedulable")), 10)
+        wait_until(lambda: bool((kube.node(NODE) or {}).get("spec", {}).get("unschedulable")), 10)
         time.sleep(1.0)
         notice_in = 20 if quick else 30
         timeline.say("imds", f"spot interruption notice: terminate in {notice_in}s")
         imds.schedule_spot(notice_in, "terminate")
-        finished = _wait(lambda: _spot_done(agent), notice_in + 5)
+        finished = wait_until(lambda: _spot_done(agent), notice_in + 5)
         timeline.say("demo", "drain finished" if finished else "deadline reached")
     finally:
         agent.request_stop()
@@ -168,13 +168,13 @@ def _spot_done(agent: Agent) -> bool:
     return any(r.kind == "spot-itn" and r.phase in ("done", "expired") for r in agent.state.notices.values())
 
 
-def _wait(condition, timeout_s: float) -> bool:
+def wait_until(condition, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return True
         time.sleep(0.05)
-    return condition()
+    return bool(condition())
 
 
 def _report(kube, evictable: List[str]) -> int:

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Dict, List, Optional
 
 from nodeagent import config
+from nodeagent.demo import wait_until
 
 EX_USAGE = 2
 EX_BUSY = 75
@@ -335,15 +336,15 @@ def _run(plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_n
         runner.start()
         record = None
         try:
-            if not _wait(lambda: agent.responder_ready, READY_TIMEOUT_S):
+            if not wait_until(lambda: agent.responder_ready, READY_TIMEOUT_S):
                 timeline.say("drill", f"the agent did not reach Kubernetes within {READY_TIMEOUT_S:g}s")
                 return 1
             timeline.say("imds", f"{plan.kind} notice posted (deadline in {plan.in_s:g}s)")
             serve_notice(sim, plan.kind, plan.in_s)
-            if not _wait(lambda: _record(agent) is not None, 15):
+            if not wait_until(lambda: _record(agent) is not None, 15):
                 timeline.say("drill", "the agent did not see the notice")
                 return 1
-            _wait(lambda: _record(agent).phase in TERMINAL_PHASES, plan.in_s + 15)
+            wait_until(lambda: _record(agent).phase in TERMINAL_PHASES, plan.in_s + 15)
             record = _record(agent)
             timeline.say("drill", f"response ended: phase {record.phase}; {record.outcome or 'no outcome'}")
             flush_reporters(reporters, 30)
@@ -359,15 +360,6 @@ def _run(plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_n
 
 def _record(agent):
     return next((r for r in list(agent.state.notices.values())), None)
-
-
-def _wait(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:

@@ -412,3 +412,13 @@ def parse_path(path: str, body: Optional[Body], now: datetime) -> List[Notice]:
     if isinstance(result, Notice):
         return [result]
     return list(result)
+
+
+def parse_optional_rfc3339(text: Optional[str]) -> Optional[datetime]:
+    """parse_rfc3339_utc for fields that may be absent or wrong: None instead of an error."""
+    if not text:
+        return None
+    try:
+        return parse_rfc3339_utc(text)
+    except ValueError:
+        return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from nodeagent.kube.client import ApiError, ApiUnavailable, KubeApi, KubeError
+from nodeagent.kube.client import ApiError, KubeApi, KubeError
 
 log = logging.getLogger("nodeagent.kube.drain")
 

@@ -23,10 +23,11 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
 from nodeagent.report.worker import Worker
+from nodeagent.notices import parse_optional_rfc3339
 
 log = logging.getLogger("nodeagent.report.events")
 
@@ -87,7 +88,7 @@ def event_body(name: str, node: str, reason: str, message: str, count: int,
 def notice_message(record, drill: bool) -> str:
     from nodeagent.report.webhook import KIND_TEXT
 
-    deadline = _parse(record.deadline)
+    deadline = parse_optional_rfc3339(record.deadline)
     text = (f"{KIND_TEXT.get(record.kind, record.kind)} {record.id} ({record.action}), "
             f"deadline {_rfc3339(deadline) if deadline else record.deadline}; response: {record.response}")
     if record.outcome:
@@ -152,7 +153,7 @@ class EventsReporter:
                 aggregate = self._aggregates[key] = _Aggregate(name="", count=0, first=now)
             aggregate.count += 1
             count = aggregate.count
-        deadline = _parse(record.deadline)
+        deadline = parse_optional_rfc3339(record.deadline)
         to_deadline = 0.0 if deadline is None else (deadline - now).total_seconds()
         # Until the deadline (after it the instance is gone: nothing more is written); a notice
         # whose deadline has already passed (a late cancellation) still gets MIN_RETRY_WINDOW_S.
@@ -219,12 +220,3 @@ class EventsReporter:
             log.warning("could not write the %s event: %s", reason, problem)
 
 
-def _parse(text: Optional[str]) -> Optional[datetime]:
-    if not text:
-        return None
-    from nodeagent.notices import parse_rfc3339_utc
-
-    try:
-        return parse_rfc3339_utc(text)
-    except ValueError:
-        return None

@@ -30,6 +30,7 @@ import requests
 
 from nodeagent import __version__
 from nodeagent.report.worker import Worker
+from nodeagent.notices import parse_optional_rfc3339
 
 log = logging.getLogger("nodeagent.report.webhook")
 
@@ -98,23 +99,12 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_time(text: Optional[str]) -> Optional[datetime]:
-    if not text:
-        return None
-    from nodeagent.notices import parse_rfc3339_utc
-
-    try:
-        return parse_rfc3339_utc(text)
-    except ValueError:
-        return None
-
-
 def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
                    now: Optional[datetime] = None) -> Dict[str, object]:
     """The template fields for one message about one notice record. Pure."""
     now = now or datetime.now(timezone.utc)
-    deadline = _parse_time(record.deadline)
-    started, finished = _parse_time(record.drain_started), _parse_time(record.drain_finished)
+    deadline = parse_optional_rfc3339(record.deadline)
+    started, finished = parse_optional_rfc3339(record.drain_started), parse_optional_rfc3339(record.drain_finished)
     deadline_in = None if deadline is None else max(0, int(round((deadline - now).total_seconds())))
     drain_seconds = None if not (started and finished) else round((finished - started).total_seconds(), 3)
     kind_text = KIND_TEXT.get(record.kind, record.kind)
@@ -382,7 +372,7 @@ class WebhookReporter:
         except TemplateError as error:  # checked at startup; only odd values get here
             log.error("webhook template: %s; using the built-in one", error)
             body = render(DEFAULT_TEMPLATES[self.format], fields)
-        deadline = _parse_time(record.deadline)
+        deadline = parse_optional_rfc3339(record.deadline)
         to_deadline = 0.0 if deadline is None else (deadline - datetime.now(timezone.utc)).total_seconds()
         give_up_at = time.monotonic() + max(to_deadline, self.sender.policy.min_window_s)
         what = f"{event} {record.id}"
