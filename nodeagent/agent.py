@@ -646,6 +646,8 @@ class Agent:
             if self._stop.is_set() and not _finished(record):
                 self._save()  # stays ACTING: the next start resumes it
                 return
+            # Said before the phase flips, so whoever watches the state sees the line first.
+            log.info("notice %s: %s", plan.notice_id, record.outcome or "done")
             record.phase = DONE if record.phase == ACTING else record.phase
             record.handled_at = time.time()
             finished_state = "drained" if plan.response == "drain" else "cordoned"
@@ -654,7 +656,6 @@ class Agent:
             else:  # a drain that ran to its deadline: record it, but write nothing more to the node
                 self.state.agent_state = finished_state
             self._save()
-        log.info("notice %s: %s", plan.notice_id, record.outcome or "done")
         for reporter in self.reporters:
             _quietly(reporter.finished, record)
 
