@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Dict, Tuple
 
 from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
-from nodeagent.report.worker import Worker
+from nodeagent.report.worker import WorkerReporter
 from nodeagent.notices import parse_optional_rfc3339
 
 log = logging.getLogger("nodeagent.report.events")
@@ -104,13 +104,12 @@ class _Aggregate:
     created: bool = False
 
 
-class EventsReporter:
+class EventsReporter(WorkerReporter):
     def __init__(self, settings, responder, *, drill: bool = False, close_timeout_s: float = 3.0):
+        super().__init__("events", close_timeout_s)
         self.settings = settings
         self.responder = responder
         self.drill = drill
-        self.close_timeout_s = close_timeout_s
-        self.worker = Worker("events")
         self._lock = threading.Lock()
         self._aggregates: Dict[Tuple[str, str], _Aggregate] = {}
         self._deadlines: Dict[str, datetime] = {}
@@ -133,14 +132,6 @@ class EventsReporter:
         self._emit(record, CANCELLED_REASON,
                    ("[drill] " if self.drill else "") + f"notice {record.id} cancelled: {record.outcome}")
 
-    def polled(self, ok: bool, errors) -> None:
-        pass
-
-    def flush(self, timeout_s: float) -> bool:
-        return self.worker.wait_idle(timeout_s)
-
-    def close(self) -> None:
-        self.worker.close(self.close_timeout_s)
 
     # ---- sending
 

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import requests
 
 from nodeagent import __version__
-from nodeagent.report.worker import Worker
+from nodeagent.report.worker import Worker, WorkerReporter
 from nodeagent.notices import parse_optional_rfc3339
 
 log = logging.getLogger("nodeagent.report.webhook")
@@ -330,7 +330,7 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 # ------------------------------------------------------------------ the reporter
 
 
-class WebhookReporter:
+class WebhookReporter(WorkerReporter):
     """Reporter: a message at the notice, at the end of the response, and on cancellation."""
 
     def __init__(
@@ -343,11 +343,11 @@ class WebhookReporter:
         policy: DeliveryPolicy = DeliveryPolicy(),
         close_timeout_s: float = 5.0,
     ):
+        super().__init__("webhook", close_timeout_s)
         self.settings = settings
         self.node_name = node_name
         self.drill = drill
         self.on_result = on_result
-        self.close_timeout_s = close_timeout_s
         self.format = settings.webhook_format
         self.template, problem = load_template(settings.webhook_format, settings.webhook_template)
         if problem:
@@ -355,7 +355,6 @@ class WebhookReporter:
         headers, header_problems = parse_headers(settings.webhook_headers)
         for text in header_problems:
             log.error("%s", text)
-        self.worker = Worker("webhook")
         self.sender = WebhookSender(settings.webhook_url, headers, policy, self.worker)
         self.deliveries: List[Delivery] = []
         log.info("webhook: %s format%s, %d extra header%s", self.format,
@@ -396,14 +395,8 @@ class WebhookReporter:
     def cancelled(self, record) -> None:
         self._queue("cancelled", record)
 
-    def polled(self, ok: bool, errors) -> None:
-        pass
-
-    def flush(self, timeout_s: float) -> bool:
-        return self.worker.wait_idle(timeout_s)
-
     def close(self) -> None:
-        self.worker.close(self.close_timeout_s)
+        super().close()
         self.sender.close()
 
 

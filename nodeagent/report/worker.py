@@ -68,3 +68,20 @@ class Worker:
                     self._pending -= 1
                     if self._pending == 0:
                         self._idle.set()
+
+
+class WorkerReporter:
+    """The lifecycle the network reporters share: one Worker, flushed and closed with a bound."""
+
+    def __init__(self, name: str, close_timeout_s: float):
+        self.worker = Worker(name)
+        self.close_timeout_s = close_timeout_s
+
+    def polled(self, ok: bool, errors) -> None:
+        pass
+
+    def flush(self, timeout_s: float) -> bool:
+        return self.worker.wait_idle(timeout_s)
+
+    def close(self) -> None:
+        self.worker.close(self.close_timeout_s)
