@@ -262,6 +262,12 @@ class ImdsClient:
         if reply.status == 404:
             self._note_ttl(reply)
             return None
+        self._require_ok(reply, what)
+        self._note_ttl(reply)
+        return reply.body
+
+    def _require_ok(self, reply: _Reply, what: str) -> None:
+        """Anything but 200 here is an error; retryable statuses mean the retries ran out."""
         if reply.status in _RETRY_STATUSES or reply.status >= 500:
             raise ImdsUnavailable(
                 f"IMDS answered HTTP {reply.status} to {what} "
@@ -269,8 +275,6 @@ class ImdsClient:
             )
         if reply.status != 200:
             raise ImdsError(f"IMDS answered HTTP {reply.status} to {what}")
-        self._note_ttl(reply)
-        return reply.body
 
     def _auth_headers(self) -> Dict[str, str]:
         return {TOKEN_HEADER: self._token} if self._token else {}
@@ -323,13 +327,7 @@ class ImdsClient:
                 f"IMDS refused the IMDSv2 token request (HTTP {reply.status}); IMDSv1 fallback "
                 "is disabled (set IMDS_ALLOW_V1=true to allow it)"
             )
-        if reply.status in _RETRY_STATUSES or reply.status >= 500:
-            raise ImdsUnavailable(
-                f"IMDS answered HTTP {reply.status} to {what} "
-                f"after {opts.retry_attempts} attempt(s)"
-            )
-        if reply.status != 200:
-            raise ImdsError(f"IMDS answered HTTP {reply.status} to {what}")
+        self._require_ok(reply, what)
         token = reply.body.decode("ascii", "replace").strip()
         # A token goes into a header: refuse anything a header cannot carry (and never echo it).
         if not token or not token.isprintable() or not token.isascii() or len(token) > 4096:
