@@ -18,7 +18,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 log = logging.getLogger("nodeagent.kube")
 
@@ -211,11 +211,27 @@ class KubeOptions:
     pool_size: int = 40
 
 
+def counts_as_failure(error: KubeError) -> bool:
+    """Whether an error is a failure, not part of normal work: 404 and 409 (already gone or
+    already changed: idempotent success), a PDB's 429 (the drain retries it by design) and the
+    NodeRestriction 403 on the taint attempt (node credentials always get it) are not."""
+    if isinstance(error, ApiError):
+        if error.status in (404, 409):
+            return False
+        if error.status == 429 and "disruption budget" in error.message.lower():
+            return False
+        if error.status == 403 and "not allowed to modify taints" in error.message:
+            return False
+    return True
+
+
 class KubeApi:
     """A thin JSON front on the kubernetes client's ApiClient: one pool, raw dicts, clear errors."""
 
     def __init__(self, options: KubeOptions):
         self.options = options
+        # Called once per failed request (see counts_as_failure): the metrics' API error count.
+        self.on_failure: Callable[[], None] = lambda: None
         self.tokens: Optional[TokenKeeper] = None
         self.requests = 0
         self._api_client = self._load()
@@ -292,19 +308,36 @@ class KubeApi:
         content_type: str = JSON,
         timeout: Optional[Tuple[float, float]] = None,
     ) -> Dict[str, object]:
-        response = self._call(method, path, query, body, content_type, timeout, stream=False)
-        data = response.data
-        if not data:
-            return {}
         try:
-            return json.loads(data)
-        except ValueError:
-            raise ApiError(response.status, "BadBody", "response is not JSON", method, path) from None
+            response = self._call(method, path, query, body, content_type, timeout, stream=False)
+            data = response.data
+            if not data:
+                return {}
+            try:
+                return json.loads(data)
+            except ValueError:
+                raise ApiError(response.status, "BadBody", "response is not JSON", method, path) from None
+        except KubeError as error:
+            self._count_failure(error)
+            raise
 
     def stream_lines(
         self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
     ) -> Iterator[Dict[str, object]]:
         """A watch: yields each decoded event; ends when the server closes the stream."""
+        try:
+            yield from self._stream_lines(path, query, read_timeout_s)
+        except KubeError as error:
+            self._count_failure(error)
+            raise
+
+    def _count_failure(self, error: KubeError) -> None:
+        if counts_as_failure(error):
+            self.on_failure()
+
+    def _stream_lines(
+        self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
+    ) -> Iterator[Dict[str, object]]:
         response = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True)
         buffer = b""
         try:

@@ -35,6 +35,7 @@ class KubeResponder:
     def __init__(self, settings: Settings, api_factory: Callable[[KubeOptions], KubeApi] = KubeApi):
         self.settings = settings
         self.api_factory = api_factory
+        self.on_api_failure: Callable[[], None] = lambda: None  # set by the metrics reporter
         self.api: Optional[KubeApi] = None
         self.node: Optional[NodeIdentity] = None
         self.actions: Optional[NodeActions] = None
@@ -51,6 +52,7 @@ class KubeResponder:
                 self.api = self.api_factory(KubeOptions(
                     kubeconfig=path, exec_timeout_s=self.settings.exec_plugin_timeout,
                     pool_size=self.settings.drain_parallelism + 8))
+                self.api.on_failure = self.on_api_failure
             except KubeconfigMissing:
                 return self._say(f"waiting for {path}", logging.INFO)
             except KubeError as error:

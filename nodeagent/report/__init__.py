@@ -13,11 +13,11 @@ def build_reporters(settings, responder, *, drill: bool = False) -> List[object]
     reporters: List[object] = []
     metrics = None
     if settings.metrics_textfile:
-        from nodeagent.report.apicount import count_api_errors
         from nodeagent.report.metrics import MetricsReporter
 
         metrics = MetricsReporter(settings.metrics_textfile)
-        count_api_errors(responder, metrics.api_error)
+        if hasattr(responder, "on_api_failure"):
+            responder.on_api_failure = metrics.api_error
         reporters.append(metrics)
     if settings.events and hasattr(responder, "api"):
         from nodeagent.report.events import EventsReporter
