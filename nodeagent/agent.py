@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -201,9 +203,16 @@ class Agent:
         self.last_poll_at: Optional[float] = None
         self.poll_errors = 0
         self._lock = threading.RLock()
+        # Signal handlers run in the main thread between any two bytecodes, possibly while it
+        # holds a threading lock (inside Event.wait, say), so they must take no lock: they only
+        # set plain flags and write a byte to a socket that the loop's sleep selects on. The main
+        # thread turns the stop flag into `_stop`, which the other threads read.
         self._stop = threading.Event()
-        self._reload = threading.Event()
-        self._wake = threading.Event()
+        self._stop_requested = False
+        self._reload_requested = False
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
         self._work: "queue.Queue[Optional[Plan]]" = queue.Queue()
         self._worker: Optional[threading.Thread] = None
         self._active_plan: Optional[Plan] = None
@@ -215,12 +224,18 @@ class Agent:
     # ---------------------------------------------------------------- lifecycle
 
     def request_stop(self, *_: object) -> None:
-        self._stop.set()
-        self._wake.set()
+        self._stop_requested = True
+        self._poke()
 
     def request_reload(self, *_: object) -> None:
-        self._reload.set()
-        self._wake.set()
+        self._reload_requested = True
+        self._poke()
+
+    def _poke(self) -> None:
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:  # the buffer is full: the loop has wake-ups pending already
+            pass
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -242,7 +257,7 @@ class Agent:
             self.tick()
             self.notifier.watchdog()
             self._sleep_until(started + self.settings.poll_interval)
-            if self._reload.is_set():
+            if self._reload_requested:
                 self._apply_reload()
         return self._shutdown()
 
@@ -274,16 +289,24 @@ class Agent:
             _quietly(reporter.close)
         self.responder.close()
         self.imds.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
         return 0
 
     def _sleep_until(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining > 0:
-            self._wake.wait(remaining)
-        self._wake.clear()
+            select.select([self._wake_reader], [], [], remaining)
+        try:
+            while self._wake_reader.recv(64):
+                pass
+        except OSError:  # drained (BlockingIOError)
+            pass
+        if self._stop_requested:
+            self._stop.set()
 
     def _apply_reload(self) -> None:
-        self._reload.clear()
+        self._reload_requested = False
         if self.reload_settings is None:
             return
         self.notifier.reloading()
@@ -344,7 +367,7 @@ class Agent:
                 self.notifier.status(text)
             self.notifier.watchdog()
             self._sleep_until(time.monotonic() + min(5.0, max(1.0, self.settings.poll_interval)))
-            if self._reload.is_set():
+            if self._reload_requested:
                 self._apply_reload()
         return False
 

@@ -176,3 +176,13 @@ def test_sighup_reloads_config_and_a_bad_reload_keeps_the_running_one(tmp_path, 
         assert daemon.alive()
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_burst_of_signals_never_wedges_the_loop(tmp_path, imds):
+    """Signal handlers take no locks: a storm of SIGHUPs, then SIGTERM, still stops at once."""
+    daemon = start_daemon(tmp_path, imds)
+    for _ in range(300):
+        daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_line(r"config reloaded")
+    assert daemon.alive()
+    assert daemon.stop(signal.SIGTERM, timeout_s=15) == 0
