@@ -178,6 +178,8 @@ def test_corrupt_state_file(cluster_in, when):
         cluster.daemon.wait_line(r"draining \d+ pods" if when == "mid-drain" else DRAINED, timeout_s=20)
         if when == "mid-drain":
             assert wait_for(lambda: len(cluster.evictions()) >= 2, 10)
+        else:  # the "drained" line comes just before the final label write: kill only after it
+            assert wait_for(lambda: _agent_label(cluster) == "drained", 10), cluster.daemon.output()
     cluster.kill9()
     (cluster.state_dir / "state.json").write_bytes(b'{"schema": 1, "notices": {"x": \x00\xff truncated')
     if when == "mid-drain":
@@ -200,3 +202,8 @@ def test_corrupt_state_file(cluster_in, when):
     if when == "after-drain":
         assert len(cluster.find(DRAINED)) == 1, "drained twice"
         assert json.loads((cluster.state_dir / "state.json").read_text())["notices"][notice.id]["phase"] == "done"
+
+
+def _agent_label(cluster: Cluster) -> str:
+    node = cluster.kube.node(NODE) or {}
+    return ((node.get("metadata") or {}).get("labels") or {}).get("nodeagent.io/agent", "")
