@@ -259,6 +259,16 @@ def test_inject_delay(sim, http):
     assert get(http, sim, "instance-id", tok).status_code == 200
 
 
+def test_clear_faults_keeps_notices(sim, http):
+    tok = token(http, sim)
+    sim.schedule_spot(120)
+    sim.inject(5, status=500, path_prefix="spot/")
+    assert get(http, sim, "spot/instance-action", tok).status_code == 500
+    sim.clear_faults()
+    reply = get(http, sim, "spot/instance-action", tok)
+    assert reply.status_code == 200 and json.loads(reply.text)["action"] == "terminate"
+
+
 def test_inject_validates_arguments(sim):
     with pytest.raises(ValueError):
         sim.inject(0, status=500)

@@ -314,6 +314,11 @@ class ImdsSim:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self) -> None:
+        """Drop the injected faults that have not fired yet; notices and modes stay as they are."""
+        with self._lock:
+            self._faults.clear()
+
     def set_v1_only(self, flag: bool, status: int = 405) -> None:
         """Token PUT -> `status` (405 or 403) and token-less GETs are served."""
         if flag and status not in (403, 404, 405):

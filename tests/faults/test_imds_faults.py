@@ -135,16 +135,10 @@ def test_malformed_truncated_and_undecodable_bodies(cluster_in):
     cluster.imds.set_rebalance()
     cluster.daemon.wait_line(r"cordoned \S+ for rebalance-", timeout_s=10)
     assert not cluster.evictions(), "acted on a bad body"
-    _drain_faults(cluster.imds)
+    cluster.imds.clear_faults()
     notice = drain_after(cluster)
     cluster.finish().check(notice, fault_log=r"IMDS poll \(spot-itn\): malformed IMDS body")
     assert len(cluster.find(r"unknown action")) == 1, "a repeated bad body was logged more than once"
-
-
-def _drain_faults(imds: ImdsSim) -> None:
-    """Clear pending IMDS faults (clear_all keeps identity and tokens, and clears notices too)."""
-    with imds._lock:  # the simulator has no public "clear faults only"
-        imds._faults.clear()
 
 
 def test_oversized_body(cluster_in):
