@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 from nodeagent import notices as notice_parsers
-from nodeagent.config import Settings
+from nodeagent.config import Settings, restart_only_changes
 from nodeagent.imds import ImdsClient, ImdsError, ImdsUnavailable, InstanceIdentity
 from nodeagent.notices import Notice, NoticeKind, NoticeParseError
 from nodeagent.notify import SystemdNotifier
@@ -187,6 +187,7 @@ class Agent:
         notifier: Optional[SystemdNotifier] = None,
         reporters: Sequence[Reporter] = (),
         reload_settings: Optional[Callable[[], Settings]] = None,
+        rebuild_reporters: Optional[Callable[[Settings, Sequence[Reporter]], Sequence[Reporter]]] = None,
         boot_time: Optional[float] = None,
     ):
         self.settings = settings
@@ -196,6 +197,8 @@ class Agent:
         self.notifier = notifier or SystemdNotifier()
         self.reporters = list(reporters)
         self.reload_settings = reload_settings
+        self.rebuild_reporters = rebuild_reporters
+        self._retiring: List[threading.Thread] = []
         self.boot_time = boot_time if boot_time is not None else _boot_time()
         self.state = AgentState()
         self.identity: Optional[InstanceIdentity] = None
@@ -287,6 +290,8 @@ class Agent:
             self.store.save(self.state)
         for reporter in self.reporters:
             _quietly(reporter.close)
+        for closer in self._retiring:
+            closer.join(timeout=5)
         self.responder.close()
         self.imds.close()
         self._wake_reader.close()
@@ -315,6 +320,10 @@ class Agent:
         except Exception as error:  # a bad reload keeps the running config
             log.error("reload failed, keeping the running config: %s", error)
         else:
+            pending = restart_only_changes(self.settings, new_settings)
+            if pending:
+                log.warning("reload: %s changed; that takes effect on the next restart "
+                            "(systemctl restart nodeagent)", ", ".join(pending))
             if _imds_options(new_settings) != _imds_options(self.settings):
                 self.imds.close()
                 self.imds = ImdsClient(_imds_options(new_settings))
@@ -322,8 +331,26 @@ class Agent:
             if hasattr(self.responder, "settings"):
                 self.responder.settings = new_settings
             logging.getLogger("nodeagent").setLevel(new_settings.log_level.upper())
+            self._swap_reporters(new_settings)
             log.info("config reloaded")
         self.notifier.ready()
+
+    def _swap_reporters(self, settings: Settings) -> None:
+        if self.rebuild_reporters is None:
+            return
+        running = self.reporters
+        try:
+            fresh = list(self.rebuild_reporters(settings, running))
+        except Exception as error:
+            log.error("reload: reporters not rebuilt, keeping the running ones: %s", error)
+            return
+        self.reporters = fresh  # one assignment: a thread iterating the old list finishes on it
+        retired = [old for old in running if not any(old is new for new in fresh)]
+        if retired:  # closing flushes queued messages: not on the poll loop
+            closer = threading.Thread(target=lambda: [_quietly(r.close) for r in retired],
+                                      name="reporter-close", daemon=True)
+            closer.start()
+            self._retiring.append(closer)
 
     # ---------------------------------------------------------------- startup
 

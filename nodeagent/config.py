@@ -348,6 +348,14 @@ def load(environ: Mapping[str, str], flags: Optional[Mapping[str, str]] = None) 
     return load_settings(read_config_files(config_dir), environ, flags)
 
 
+# Read once at startup (the API client, the state file); a reload says they wait for a restart.
+RESTART_ONLY_KEYS = ("ENABLED", "KUBECONFIG", "NODE_NAME", "STATE_DIR", "EXEC_PLUGIN_TIMEOUT", "DRAIN_PARALLELISM")
+
+
+def restart_only_changes(old: Settings, new: Settings) -> List[str]:
+    return [key for key in RESTART_ONLY_KEYS if getattr(old, key.lower()) != getattr(new, key.lower())]
+
+
 def describe(settings: Settings) -> List[Tuple[str, str, str]]:
     """(key, shown value, source) for check-config and status; secrets are masked."""
     rows = []

@@ -165,9 +165,10 @@ def test_sighup_reloads_config_and_a_bad_reload_keeps_the_running_one(tmp_path, 
     daemon = start_daemon(tmp_path, imds)
     conf = tmp_path / "etc" / "nodeagent.conf"
     try:
-        conf.write_text("ON_REBALANCE=drain\n")
+        conf.write_text("ON_REBALANCE=drain\nEXEC_PLUGIN_TIMEOUT=30s\n")
         daemon.process.send_signal(signal.SIGHUP)
         daemon.wait_line(r"config reloaded")
+        assert daemon.find(r"reload: EXEC_PLUGIN_TIMEOUT changed; that takes effect on the next restart")
         imds.set_rebalance()
         daemon.wait_line(r"notice rebalance-\S+ .*response: drain")
         conf.write_text("ON_REBALANCE=sometimes\n")

@@ -3,6 +3,7 @@ retried; the URL and header values never reach the logs or `nodeagent status`.""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -108,6 +109,36 @@ def test_slack_format_from_the_daemon(sims, receiver):
     assert "response: drain" in notice["text"]
     assert finished["text"].startswith(f":white_check_mark: *Drained* on `{NODE}`: spot interruption notice spot-itn-")
     assert "5 evicted" in finished["text"]
+
+
+def test_sighup_switches_the_webhook_and_keeps_the_metrics_counters(sims, tmp_path):
+    first, second = Receiver().start(), Receiver().start()
+    metrics = tmp_path / "nodeagent.prom"
+    env = sims.env(METRICS_TEXTFILE=str(metrics))
+    conf = sims.tmp / "etc" / "nodeagent.conf"
+    conf.write_text(f"WEBHOOK_URL={first.url('/one')}\n")
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        sims.imds.set_rebalance()
+        assert wait_for(lambda: len(first.bodies()) >= 2, 20), daemon.output()  # notice + finished
+        conf.write_text(f"WEBHOOK_URL={second.url('/two')}\nWEBHOOK_FORMAT=slack\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_line(r"config reloaded")
+        sims.imds.schedule_spot(30)
+        assert wait_for(lambda: len(second.bodies()) >= 2, 25), daemon.output()
+        assert wait_for(lambda: 'nodeagent_notices_total{kind="spot-itn"} 1' in metrics.read_text(), 10)
+        text = metrics.read_text()
+    finally:
+        assert daemon.stop() == 0
+        first.stop()
+        second.stop()
+    assert [path for path, _ in first.bodies()] == ["/one", "/one"], "the old URL got messages after the reload"
+    assert [body["event"] for _, body in first.bodies()] == ["notice", "finished"]
+    assert all(set(body) == {"text"} for _, body in second.bodies()), "the new format was not applied"
+    assert "Spot interruption notice" in second.bodies()[0][1]["text"]
+    assert 'nodeagent_notices_total{kind="rebalance"} 1' in text, "the reload reset the counters"
+    assert second.url() not in daemon.output() and first.url() not in daemon.output()
 
 
 def test_drill_messages_say_so(sims, receiver, tmp_path):

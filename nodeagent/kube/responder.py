@@ -37,6 +37,7 @@ class KubeResponder:
         self.api_factory = api_factory
         self.on_api_failure: Callable[[], None] = lambda: None  # set by the metrics reporter
         self.api: Optional[KubeApi] = None
+        self.parallelism = settings.drain_parallelism
         self.node: Optional[NodeIdentity] = None
         self.actions: Optional[NodeActions] = None
         self._said = ""
@@ -49,10 +50,11 @@ class KubeResponder:
         path = self.settings.kubeconfig
         if self.api is None:
             try:
+                self.parallelism = self.settings.drain_parallelism  # sized into the pool: fixed till restart
                 self.api = self.api_factory(KubeOptions(
                     kubeconfig=path, exec_timeout_s=self.settings.exec_plugin_timeout,
-                    pool_size=self.settings.drain_parallelism + 8))
-                self.api.on_failure = self.on_api_failure
+                    pool_size=self.parallelism + 8))
+                self.api.on_failure = lambda: self.on_api_failure()  # late-bound: a reload may re-point it
             except KubeconfigMissing:
                 return self._say(f"waiting for {path}", logging.INFO)
             except KubeError as error:
@@ -181,7 +183,7 @@ class KubeResponder:
         options = DrainOptions(
             deadline=plan.deadline, margin_s=self.settings.drain_margin,
             force_at_deadline=plan.force_at_deadline, dry_run=plan.dry_run,
-            parallelism=self.settings.drain_parallelism,
+            parallelism=self.parallelism,
             evict_local_storage=self.settings.evict_local_storage,
             evict_unmanaged=self.settings.evict_unmanaged,
             last_tier_classes=self.settings.last_tier(),
