@@ -42,6 +42,7 @@ log = logging.getLogger("nodeagent.agent")
 
 SPOT_ONLY_KINDS = (NoticeKind.SPOT_ITN.value, NoticeKind.REBALANCE.value)
 REBOOT_CODES = ("system-reboot", "instance-reboot")
+STOPPED_LABEL_TIMEOUT_S = 2.0
 ACTIVE = "active"
 
 
@@ -97,7 +98,7 @@ class Responder(Protocol):
 
     def undo(self, record: NoticeRecord, reason: str) -> None: ...
 
-    def agent_state_changed(self, agent_state: str) -> None: ...
+    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -141,7 +142,7 @@ class LoggingResponder:
     def undo(self, record: NoticeRecord, reason: str) -> None:
         log.info("would undo %s for %s: %s [log-only]", record.response, record.id, reason)
 
-    def agent_state_changed(self, agent_state: str) -> None:
+    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:
         pass
 
     def close(self) -> None:
@@ -189,6 +190,7 @@ class Agent:
         reload_settings: Optional[Callable[[], Settings]] = None,
         rebuild_reporters: Optional[Callable[[Settings, Sequence[Reporter]], Sequence[Reporter]]] = None,
         boot_time: Optional[float] = None,
+        label_stopped: bool = False,
     ):
         self.settings = settings
         self.responder = responder
@@ -198,6 +200,7 @@ class Agent:
         self.reporters = list(reporters)
         self.reload_settings = reload_settings
         self.rebuild_reporters = rebuild_reporters
+        self.label_stopped = label_stopped  # the service: yes; a drill or the demo must not
         self._retiring: List[threading.Thread] = []
         self.boot_time = boot_time if boot_time is not None else _boot_time()
         self.state = AgentState()
@@ -285,6 +288,10 @@ class Agent:
         self._work.put(None)
         if self._worker is not None:
             self._worker.join(timeout=10)
+        if self.label_stopped and not busy and self.responder_ready and self.state.agent_state == "watching":
+            # A clean stop while idle: the fleet view must not show the node as guarded. One
+            # quick attempt; the next start writes "watching" again.
+            _quietly(self.responder.agent_state_changed, "stopped", STOPPED_LABEL_TIMEOUT_S)
         with self._lock:
             self.state.status = "stopped"
             self.store.save(self.state)

@@ -52,7 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         responder = KubeResponder(settings)
     agent = Agent(settings, responder, reporters=build_reporters(settings, responder),
                   reload_settings=lambda: _load_settings(args),
-                  rebuild_reporters=lambda new, running: build_reporters(new, responder, running=running))
+                  rebuild_reporters=lambda new, running: build_reporters(new, responder, running=running),
+                  label_stopped=True)
     agent.install_signal_handlers()
     log.info("nodeagent %s starting (python %s)", __version__, sys.version.split()[0])
     return agent.run()

@@ -62,6 +62,25 @@ def test_presence_label_appears_at_startup_and_follows_the_state(sims):
     assert history.snapshot() == ["watching", "draining", "drained"]
 
 
+def test_a_clean_stop_says_stopped_and_a_hung_api_does_not_hold_the_stop(sims):
+    env = sims.env()
+    daemon = Daemon(env).start()
+    daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+    assert daemon.stop() == 0
+    assert node_labels(sims.kube)["nodeagent.io/agent"] == "stopped"
+    daemon = Daemon(env).start()  # the next start guards the node again
+    try:
+        assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "watching", 20), daemon.output()
+        sims.kube.inject(count=5, status=None, delay_s=20, method="PATCH", path_regex="^/api/v1/nodes/")
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        took = time.monotonic() - started
+    finally:
+        sims.kube.clear_faults()
+    assert took < 8, f"the stop waited {took:.1f}s on a hung API"
+    assert daemon.find(r"could not update nodeagent.io/agent: .*")
+
+
 def test_a_cordon_only_notice_shows_cordoning_then_cordoned(sims):
     history = LabelHistory(sims.kube, "nodeagent.io/agent")
     daemon = Daemon(sims.env()).start()
@@ -73,7 +92,7 @@ def test_a_cordon_only_notice_shows_cordoning_then_cordoned(sims):
         assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "watching", 15), daemon.output()
     finally:
         assert daemon.stop() == 0
-    assert history.snapshot() == ["watching", "cordoning", "cordoned", "watching"]
+    assert history.snapshot() == ["watching", "cordoning", "cordoned", "watching", "stopped"]
 
 
 def test_the_labels_are_selectable_like_kubectl_does(sims):
@@ -92,4 +111,4 @@ def test_the_labels_are_selectable_like_kubectl_does(sims):
     configuration.api_key_prefix = {"authorization": "Bearer"}
     with client.ApiClient(configuration) as api_client:
         nodes = client.CoreV1Api(api_client).list_node(label_selector="lifecycle=Ec2Spot,nodeagent.io/agent")
-    assert [(n.metadata.name, n.metadata.labels["nodeagent.io/agent"]) for n in nodes.items] == [(NODE, "watching")]
+    assert [(n.metadata.name, n.metadata.labels["nodeagent.io/agent"]) for n in nodes.items] == [(NODE, "stopped")]

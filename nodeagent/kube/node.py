@@ -64,14 +64,16 @@ class NodeActions:
             body={"spec": {"unschedulable": False}}, content_type=STRATEGIC_MERGE_PATCH,
         )
 
-    def label(self, labels: Dict[str, Optional[str]], annotations: Optional[Dict[str, Optional[str]]] = None) -> None:
-        """Merge patch; a None value removes the key."""
+    def label(self, labels: Dict[str, Optional[str]], annotations: Optional[Dict[str, Optional[str]]] = None,
+              timeout_s: Optional[float] = None) -> None:
+        """Merge patch; a None value removes the key. timeout_s bounds connect and read."""
         metadata: Dict[str, object] = {"labels": labels}
         if annotations:
             metadata["annotations"] = annotations
         self.api.request(
             "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
             body={"metadata": metadata}, content_type=MERGE_PATCH,
+            timeout=(timeout_s, timeout_s) if timeout_s is not None else None,
         )
 
     def try_taint(self, key: str, value: str, effect: str) -> bool:

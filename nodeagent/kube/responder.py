@@ -137,13 +137,13 @@ class KubeResponder:
         key, value = node_keys.SPOT_LABEL
         return self.node.labels.get(key) == value
 
-    def agent_state_changed(self, agent_state: str) -> None:
+    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:
         if self.actions is None:
             return
         if self.node is not None and self.node.labels.get(node_keys.LABEL_AGENT) == agent_state:
             return  # already says so (the startup labels wrote "watching"): save the API a request
         try:
-            self.actions.label({node_keys.LABEL_AGENT: agent_state})
+            self.actions.label({node_keys.LABEL_AGENT: agent_state}, timeout_s=timeout_s)
             if self.node is not None:
                 self.node.labels[node_keys.LABEL_AGENT] = agent_state
         except KubeError as error:

@@ -30,7 +30,7 @@ def build_reporters(settings, responder, *, drill: bool = False, running: Sequen
             responder.on_api_failure = metrics.api_error
         reporters.append(metrics)
     elif hasattr(responder, "on_api_failure"):
-        responder.on_api_failure = None
+        responder.on_api_failure = lambda: None
     if settings.events and hasattr(responder, "api"):
         events = kept.get(("events", drill))
         if events is None:
