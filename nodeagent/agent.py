@@ -471,8 +471,7 @@ class Agent:
                 and record.action in REBOOT_CODES
                 and record.phase == DONE
                 and record.cordoned
-                and record.handled_at is not None
-                and record.handled_at < self.boot_time
+                and _handled_by(record) < self.boot_time
             ):
                 log.info("notice %s: the %s happened (booted since); uncordoning", record.id, record.action)
                 self._undo(record, "rebooted after the scheduled reboot")
@@ -807,6 +806,15 @@ def _pid() -> int:
     import os
 
     return os.getpid()
+
+
+def _handled_by(record: NoticeRecord) -> float:
+    """When the notice was handled, at the latest. A record rebuilt from the node's labels has no
+    handled time, but nothing is ever done after a deadline, so its deadline bounds it."""
+    if record.handled_at is not None:
+        return record.handled_at
+    deadline = notice_parsers.parse_optional_rfc3339(record.deadline)
+    return deadline.timestamp() if deadline is not None else float("inf")
 
 
 def _boot_time() -> float:

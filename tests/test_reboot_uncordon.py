@@ -1,0 +1,115 @@
+"""UNCORDON_AFTER_REBOOT: a node cordoned for a scheduled system-reboot is uncordoned by the first
+start after that reboot, whether the state file survived or was rebuilt from the node's labels.
+
+A reboot cannot be staged here, so each test handles the event with the real daemon, stops it, and
+moves what it recorded (the state file's handled time, or the node's deadline annotation) to
+before this machine's boot: exactly what the next start after a real reboot finds.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.helpers import Daemon, wait_for
+from tests.report_helpers import NODE, start_sims
+
+EVENT_ID = "instance-event-0a1b2c3d4e5f60718"
+NOTICE_ID = f"scheduled-{EVENT_ID}"
+UNCORDONED = r"notice scheduled-\S+: the system-reboot happened \(booted since\); uncordoning"
+
+
+@pytest.fixture
+def sims(tmp_path):
+    sims = start_sims(tmp_path)
+    yield sims
+    sims.stop()
+
+
+def boot_time() -> float:
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def reboot_event(state: str) -> dict:
+    not_before = (datetime.now(timezone.utc) + timedelta(seconds=60)).replace(microsecond=0)
+    return {"NotBefore": not_before.strftime("%d %b %Y %H:%M:%S GMT"), "Code": "system-reboot",
+            "Description": "scheduled reboot", "EventId": EVENT_ID, "NotAfter": "", "State": state}
+
+
+def cordoned(sims) -> bool:
+    return bool((sims.kube.node(NODE) or {}).get("spec", {}).get("unschedulable"))
+
+
+def handle_the_event(sims, env) -> dict:
+    event = reboot_event("active")
+    sims.imds.set_scheduled([event])
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(rf"notice {NOTICE_ID}: cordoned", timeout_s=20)
+        assert wait_for(lambda: cordoned(sims), 5)
+    finally:
+        assert daemon.stop() == 0
+    # The event stays "active" in IMDS: a "completed" (or vanished) event is a cancellation, which
+    # uncordons by itself; the start after the reboot must not depend on IMDS having caught up.
+    return event
+
+
+def test_uncordoned_after_the_reboot_from_the_state_file(sims):
+    env = sims.env(ON_SCHEDULED_EVENT="cordon")
+    handle_the_event(sims, env)
+    state_file = sims.tmp / "state" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["notices"][NOTICE_ID]["handled_at"] > boot_time()
+    daemon = Daemon(env).start()  # not rebooted yet: stays cordoned
+    try:
+        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        time.sleep(1)
+    finally:
+        assert daemon.stop() == 0
+    assert cordoned(sims) and not daemon.find(UNCORDONED)
+    state = json.loads(state_file.read_text())
+    state["notices"][NOTICE_ID]["handled_at"] = boot_time() - 600
+    state_file.write_text(json.dumps(state))
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(UNCORDONED, timeout_s=20)
+        assert wait_for(lambda: not cordoned(sims), 5)
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_uncordoned_after_the_reboot_when_the_state_was_rebuilt_from_the_node(sims):
+    env = sims.env(ON_SCHEDULED_EVENT="cordon")
+    handle_the_event(sims, env)
+    (sims.tmp / "state" / "state.json").write_bytes(b'{"schema": 1, "notices": {"x": \x00\xff')
+    before_boot = datetime.fromtimestamp(boot_time() - 600, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+    def backdate(node: dict) -> None:
+        node["metadata"]["annotations"]["nodeagent.io/deadline"] = before_boot
+
+    sims.kube.mutate_node(NODE, backdate)
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(r"state rebuilt from the node's labels: notice \S+ .*already finished", timeout_s=20)
+        daemon.wait_line(UNCORDONED, timeout_s=10)
+        assert wait_for(lambda: not cordoned(sims), 5)
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_off_leaves_the_cordon(sims):
+    env = sims.env(ON_SCHEDULED_EVENT="cordon", UNCORDON_AFTER_REBOOT="false")
+    handle_the_event(sims, env)
+    state_file = sims.tmp / "state" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["notices"][NOTICE_ID]["handled_at"] = boot_time() - 600
+    state_file.write_text(json.dumps(state))
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        time.sleep(1)
+    finally:
+        assert daemon.stop() == 0
+    assert cordoned(sims) and not daemon.find(UNCORDONED)
