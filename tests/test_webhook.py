@@ -122,9 +122,14 @@ def test_sighup_switches_the_webhook_and_keeps_the_metrics_counters(sims, tmp_pa
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
         sims.imds.set_rebalance()
         assert wait_for(lambda: len(first.bodies()) >= 2, 20), daemon.output()  # notice + finished
-        conf.write_text(f"WEBHOOK_URL={second.url('/two')}\nWEBHOOK_FORMAT=slack\n")
+        conf.write_text(f"WEBHOOK_URL={first.url('/one')}\nLOG_LEVEL=debug\n")  # webhook unchanged: kept
         daemon.process.send_signal(signal.SIGHUP)
         daemon.wait_line(r"config reloaded")
+        assert len(daemon.find(r"^<6>webhook: json format")) == 1, "rebuilt without a change"
+        conf.write_text(f"WEBHOOK_URL={second.url('/two')}\nWEBHOOK_FORMAT=slack\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: len(daemon.find(r"config reloaded")) == 2, 10), daemon.output()
+        assert daemon.find(r"^<6>webhook: slack format")
         sims.imds.schedule_spot(30)
         assert wait_for(lambda: len(second.bodies()) >= 2, 25), daemon.output()
         assert wait_for(lambda: 'nodeagent_notices_total{kind="spot-itn"} 1' in metrics.read_text(), 10)

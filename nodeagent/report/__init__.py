@@ -5,50 +5,60 @@ thread per reporter, so a slow receiver or API never holds up the loop.
 """
 from __future__ import annotations
 
+import sys
 from typing import List, Sequence
 
 
 def build_reporters(settings, responder, *, drill: bool = False, running: Sequence[object] = ()) -> List[object]:
     """The reporters the config asks for. `drill` marks messages as a rehearsal.
 
-    `running` (a SIGHUP reload): the reporters in use. The metrics and Events reporters are kept
-    when their own settings did not change, so counters and per-notice aggregates survive; they
-    see the new settings. The webhook reporter is always built afresh, so an edited template
-    file or URL takes effect. The caller closes whatever is not returned.
+    `running` (a SIGHUP reload): the reporters in use. Each is kept when what it was built from is
+    unchanged, so metrics counters, Events aggregates and webhook messages still being retried
+    survive the reload; kept reporters see the new settings. The caller closes whatever is not
+    returned.
     """
-    kept = {getattr(reporter, "config_key", None): reporter for reporter in running}
     reporters: List[object] = []
-    metrics_key = ("metrics", settings.metrics_textfile)
-    metrics = kept.get(metrics_key) if settings.metrics_textfile else None
-    if settings.metrics_textfile and metrics is None:
+    previous_metrics = _running(running, "nodeagent.report.metrics", "MetricsReporter")
+    metrics = None
+    if settings.metrics_textfile:
         from nodeagent.report.metrics import MetricsReporter
 
-        metrics = MetricsReporter(settings.metrics_textfile)
-        metrics.config_key = metrics_key
-    if metrics is not None:
-        if hasattr(responder, "on_api_failure"):
-            responder.on_api_failure = metrics.api_error
+        if previous_metrics is not None and previous_metrics.path == settings.metrics_textfile:
+            metrics = previous_metrics
+        else:
+            metrics = MetricsReporter(settings.metrics_textfile)
         reporters.append(metrics)
-    elif hasattr(responder, "on_api_failure"):
-        responder.on_api_failure = lambda: None
+    if hasattr(responder, "on_api_failure"):
+        responder.on_api_failure = metrics.api_error if metrics is not None else (lambda: None)
     if settings.events and hasattr(responder, "api"):
-        events = kept.get(("events", drill))
-        if events is None:
-            from nodeagent.report.events import EventsReporter
+        from nodeagent.report.events import EventsReporter
 
+        events = _running(running, "nodeagent.report.events", "EventsReporter")
+        if events is None or events.drill != drill:
             events = EventsReporter(settings, responder, drill=drill)
-            events.config_key = ("events", drill)
         events.settings = settings
         reporters.append(events)
     if settings.webhook_url:
-        from nodeagent.report.webhook import WebhookReporter, default_node_name
+        from nodeagent.report.webhook import WebhookReporter, default_node_name, webhook_config
 
-        reporters.append(WebhookReporter(
-            settings, default_node_name(responder, settings), drill=drill,
-            on_result=metrics.webhook_result if metrics is not None else (lambda delivered: None),
-            close_timeout_s=30.0 if drill else 5.0,
-        ))
+        webhook = _running(running, "nodeagent.report.webhook", "WebhookReporter")
+        if (webhook is None or webhook.drill != drill or webhook.config != webhook_config(settings)
+                or metrics is not previous_metrics):  # its on_result feeds the metrics reporter
+            webhook = WebhookReporter(
+                settings, default_node_name(responder, settings), drill=drill,
+                on_result=metrics.webhook_result if metrics is not None else (lambda delivered: None),
+                close_timeout_s=30.0 if drill else 5.0,
+            )
+        webhook.settings = settings
+        reporters.append(webhook)
     return reporters
+
+
+def _running(running: Sequence[object], module: str, name: str):
+    """The running reporter of that class, if any (its module is loaded only if one was built)."""
+    loaded = sys.modules.get(module)
+    cls = getattr(loaded, name, None) if loaded is not None else None
+    return next((r for r in running if cls is not None and isinstance(r, cls)), None)
 
 
 def flush_reporters(reporters: List[object], timeout_s: float) -> None:

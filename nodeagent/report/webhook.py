@@ -22,7 +22,7 @@ import re
 import socket
 import string
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -330,6 +330,23 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 # ------------------------------------------------------------------ the reporter
 
 
+@dataclass(frozen=True)
+class WebhookConfig:
+    """What a WebhookReporter is built from: a reload keeps the reporter while this is unchanged."""
+
+    url: str = field(repr=False)
+    format: str
+    template: str  # the text in effect (an edited file counts as a change)
+    headers: str = field(repr=False)
+    node_name: str
+
+
+def webhook_config(settings) -> WebhookConfig:
+    return WebhookConfig(settings.webhook_url, settings.webhook_format,
+                         load_template(settings.webhook_format, settings.webhook_template)[0],
+                         settings.webhook_headers, settings.node_name)
+
+
 class WebhookReporter(WorkerReporter):
     """Reporter: a message at the notice, at the end of the response, and on cancellation."""
 
@@ -352,6 +369,8 @@ class WebhookReporter(WorkerReporter):
         self.template, problem = load_template(settings.webhook_format, settings.webhook_template)
         if problem:
             log.error("%s", problem)
+        self.config = WebhookConfig(settings.webhook_url, settings.webhook_format, self.template,
+                                    settings.webhook_headers, settings.node_name)
         headers, header_problems = parse_headers(settings.webhook_headers)
         for text in header_problems:
             log.error("%s", text)
