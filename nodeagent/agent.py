@@ -357,7 +357,7 @@ class Agent:
             closer = threading.Thread(target=lambda: [_quietly(r.close) for r in retired],
                                       name="reporter-close", daemon=True)
             closer.start()
-            self._retiring.append(closer)
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [closer]
 
     # ---------------------------------------------------------------- startup
 
