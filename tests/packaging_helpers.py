@@ -5,16 +5,15 @@ import ast
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import pytest
+
+from tests.helpers import NotifySocket, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT_FILE = REPO / "systemd" / "nodeagent.service"
@@ -120,51 +119,6 @@ def words(values: Sequence[str]) -> List[str]:
     return [word for value in values for word in value.split()]
 
 
-# --- sd_notify ----------------------------------------------------------------------------------
-
-@dataclass
-class NotifySocket:
-    """A real NOTIFY_SOCKET: what systemd would receive from the agent."""
-
-    path: Path
-    messages: List[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
-        self._sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.messages.extend(data.decode(errors="replace").splitlines())
-
-    def seen(self, message: str) -> bool:
-        return message in list(self.messages)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, interval_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval_s)
-    return bool(condition())
-
-
 # --- the unit's sandbox, approximated without systemd ---------------------------------------------
 
 SANDBOX_SCRIPT = (
@@ -216,7 +170,7 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
     imds = ImdsSim(instance_id=INSTANCE_ID, availability_zone=ZONE, local_hostname=NODE,
                    life_cycle="spot").start()
     kube = KubeSim(time_scale=0.05).start()
-    notify = NotifySocket(workdir / "notify.sock")
+    notify = NotifySocket(workdir)
     process: Optional[subprocess.Popen] = None
     log = workdir / "agent.log"
     try:
@@ -232,7 +186,7 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
         (config_dir / "conf.d").mkdir(parents=True)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "NOTIFY_SOCKET": str(notify.path),
+            "NOTIFY_SOCKET": notify.path,
             "NODEAGENT_CONFIG_DIR": str(config_dir),
             "NODEAGENT_IMDS_URL": imds.url,
             "NODEAGENT_KUBECONFIG": str(kubeconfig),
@@ -244,7 +198,7 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
         with open(log, "w") as out:
             process = subprocess.Popen([*map(str, launcher), "run"], env=env, stdout=out,
                                        stderr=subprocess.STDOUT)
-        assert wait_for(lambda: notify.seen("READY=1") or process.poll() is not None, 60), \
+        assert wait_for(lambda: "READY=1" in notify.texts() or process.poll() is not None, 60), \
             "no READY=1 within 60s"
         assert process.poll() is None, f"agent exited {process.returncode}:\n{log.read_text()}"
 
@@ -258,12 +212,12 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
             f"still on the node: {evictable_left()}\n{log.read_text()}"
         remaining = {pod["metadata"]["name"] for pod in kube.pods(node=NODE)}
         assert "node-exporter-x1" in remaining, "the DaemonSet pod must stay"
-        assert notify.seen("WATCHDOG=1"), "the unit's WatchdogSec= needs WATCHDOG=1 pings"
+        assert "WATCHDOG=1" in notify.texts(), "the unit's WatchdogSec= needs WATCHDOG=1 pings"
         assert (workdir / "state" / "state.json").is_file(), f"no state written:\n{log.read_text()}"
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
-        assert notify.seen("STOPPING=1")
+        assert "STOPPING=1" in notify.texts()
     finally:
         if process is not None and process.poll() is None:
             process.kill()

@@ -20,8 +20,9 @@ import pytest
 
 from tests.packaging_helpers import (
     NATIVE_SUFFIXES, PACKAGING, PY39, SYSTEM_PYTHON, Packages, build_packages, repo_version,
-    require_tool, run, simulators_missing, spot_notice_drains_node, unit_like_sandbox, wait_for,
+    require_tool, run, simulators_missing, spot_notice_drains_node, unit_like_sandbox,
 )
+from tests.helpers import wait_for
 
 UNIT_PATH = "/usr/lib/systemd/system/nodeagent.service"
 ONESHOT_PATH = "/usr/lib/systemd/system/nodeagent-spot-label.service"

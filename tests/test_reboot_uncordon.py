@@ -56,22 +56,30 @@ def handle_the_event(sims, env) -> dict:
     return event
 
 
-def test_uncordoned_after_the_reboot_from_the_state_file(sims):
-    env = sims.env(ON_SCHEDULED_EVENT="cordon")
-    handle_the_event(sims, env)
-    state_file = sims.tmp / "state" / "state.json"
+def handled_before_this_boot(state_file) -> None:
     state = json.loads(state_file.read_text())
-    assert state["notices"][NOTICE_ID]["handled_at"] > boot_time()
-    daemon = Daemon(env).start()  # not rebooted yet: stays cordoned
+    state["notices"][NOTICE_ID]["handled_at"] = boot_time() - 600
+    state_file.write_text(json.dumps(state))
+
+
+def stays_cordoned_over_a_start(sims, env) -> None:
+    daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
         time.sleep(1)
     finally:
         assert daemon.stop() == 0
     assert cordoned(sims) and not daemon.find(UNCORDONED)
+
+
+def test_uncordoned_after_the_reboot_from_the_state_file(sims):
+    env = sims.env(ON_SCHEDULED_EVENT="cordon")
+    handle_the_event(sims, env)
+    state_file = sims.tmp / "state" / "state.json"
     state = json.loads(state_file.read_text())
-    state["notices"][NOTICE_ID]["handled_at"] = boot_time() - 600
-    state_file.write_text(json.dumps(state))
+    assert state["notices"][NOTICE_ID]["handled_at"] > boot_time()
+    stays_cordoned_over_a_start(sims, env)  # not rebooted yet
+    handled_before_this_boot(state_file)
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(UNCORDONED, timeout_s=20)
@@ -103,13 +111,5 @@ def test_off_leaves_the_cordon(sims):
     env = sims.env(ON_SCHEDULED_EVENT="cordon", UNCORDON_AFTER_REBOOT="false")
     handle_the_event(sims, env)
     state_file = sims.tmp / "state" / "state.json"
-    state = json.loads(state_file.read_text())
-    state["notices"][NOTICE_ID]["handled_at"] = boot_time() - 600
-    state_file.write_text(json.dumps(state))
-    daemon = Daemon(env).start()
-    try:
-        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
-        time.sleep(1)
-    finally:
-        assert daemon.stop() == 0
-    assert cordoned(sims) and not daemon.find(UNCORDONED)
+    handled_before_this_boot(state_file)
+    stays_cordoned_over_a_start(sims, env)
