@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from nodeagent.state import ACTING, AgentState, NoticeRecord, StateStore
-from tests.report_helpers import INSTANCE_ID, NODE, evictable_left, node_labels, run_cli, start_sims
+from tests.report_helpers import INSTANCE_ID, NODE, evictable_left, node_labels, run_cli
 
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
-
-
-@pytest.fixture
-def sims(tmp_path):
-    sims = start_sims(tmp_path)
-    yield sims
-    sims.stop()
 
 
 def writes(kube):

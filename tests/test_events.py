@@ -5,18 +5,9 @@ from __future__ import annotations
 import signal
 from collections import Counter
 
-import pytest
-
 from nodeagent.report.events import event_body, event_name
 from tests.helpers import Daemon, wait_for
 from tests.report_helpers import NODE, start_sims
-
-
-@pytest.fixture
-def sims(tmp_path):
-    sims = start_sims(tmp_path)
-    yield sims
-    sims.stop()
 
 
 def start_daemon(sims, **keys) -> Daemon:

@@ -8,23 +8,15 @@ import sys
 import time
 from typing import Dict, Tuple
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nodeagent import __version__
 from nodeagent.report.metrics import MetricsReporter, MetricsState, render_textfile
 from nodeagent.state import NoticeRecord
 from tests.helpers import Daemon, wait_for
-from tests.report_helpers import run_cli, start_sims
+from tests.report_helpers import run_cli
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-def sims(tmp_path):
-    sims = start_sims(tmp_path)
-    yield sims
-    sims.stop()
 
 
 def parse(text: str) -> Tuple[Samples, Dict[str, str]]:

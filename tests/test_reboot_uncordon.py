@@ -11,21 +11,12 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from tests.helpers import Daemon, wait_for
-from tests.report_helpers import NODE, start_sims
+from tests.report_helpers import NODE
 
 EVENT_ID = "instance-event-0a1b2c3d4e5f60718"
 NOTICE_ID = f"scheduled-{EVENT_ID}"
 UNCORDONED = r"notice scheduled-\S+: the system-reboot happened \(booted since\); uncordoning"
-
-
-@pytest.fixture
-def sims(tmp_path):
-    sims = start_sims(tmp_path)
-    yield sims
-    sims.stop()
 
 
 def boot_time() -> float:

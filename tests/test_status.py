@@ -14,19 +14,12 @@ from nodeagent import __version__
 from nodeagent.state import ACTING, AgentState, NoticeRecord, StateStore
 from nodeagent.status import STATUS_SCHEMA
 from tests.helpers import REPO, Daemon, wait_for
-from tests.report_helpers import INSTANCE_ID, NODE, run_cli, start_sims
+from tests.report_helpers import INSTANCE_ID, NODE, run_cli
 
 TYPES = {
     "string": str, "integer": int, "number": (int, float), "boolean": bool, "null": type(None),
     "object": dict, "array[string]": list,
 }
-
-
-@pytest.fixture
-def sims(tmp_path):
-    sims = start_sims(tmp_path)
-    yield sims
-    sims.stop()
 
 
 def flatten(report):

@@ -24,20 +24,13 @@ from nodeagent.report.webhook import (
 from nodeagent.report.worker import Worker
 from nodeagent.state import NoticeRecord
 from tests.helpers import Daemon, wait_for
-from tests.report_helpers import HEADER_SECRET, NODE, SECRET_TOKEN, Receiver, run_cli, start_sims
+from tests.report_helpers import HEADER_SECRET, NODE, SECRET_TOKEN, Receiver, run_cli
 
 
 @pytest.fixture(autouse=True)
 def no_machine_proxy(monkeypatch):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def sims(tmp_path):
-    sims = start_sims(tmp_path)
-    yield sims
-    sims.stop()
 
 
 @pytest.fixture
