@@ -341,9 +341,11 @@ class WebhookConfig:
     node_name: str
 
 
-def webhook_config(settings) -> WebhookConfig:
-    return WebhookConfig(settings.webhook_url, settings.webhook_format,
-                         load_template(settings.webhook_format, settings.webhook_template)[0],
+def webhook_config(settings, template: Optional[str] = None) -> WebhookConfig:
+    """template: the text already loaded, if it was; otherwise the file is read now."""
+    if template is None:
+        template = load_template(settings.webhook_format, settings.webhook_template)[0]
+    return WebhookConfig(settings.webhook_url, settings.webhook_format, template,
                          settings.webhook_headers, settings.node_name)
 
 
@@ -369,8 +371,7 @@ class WebhookReporter(WorkerReporter):
         self.template, problem = load_template(settings.webhook_format, settings.webhook_template)
         if problem:
             log.error("%s", problem)
-        self.config = WebhookConfig(settings.webhook_url, settings.webhook_format, self.template,
-                                    settings.webhook_headers, settings.node_name)
+        self.config = webhook_config(settings, self.template)
         headers, header_problems = parse_headers(settings.webhook_headers)
         for text in header_problems:
             log.error("%s", text)
