@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -217,14 +218,15 @@ def test_restart_mid_drain_finishes_without_repeating(tmp_path):
         cluster.imds.schedule_spot(40)
         assert wait_for(lambda: len(cluster.evictions()) >= 4, 20)
         first.kill()  # kill -9 mid-drain
-        evicted_before = {r.path for r in cluster.evictions()}
         second = start_agent(tmp_path, cluster)
         try:
             second.wait_line(r"drained: ", timeout_s=40)
             assert not second.find(r"notice spot-itn\S* \(spot-itn"), "handled twice"
             assert second.find(r"resuming drain for spot-itn")
-            after = [r.path for r in cluster.evictions()][len(evicted_before):]
-            assert not set(after) & evicted_before, "evicted again after the restart"
+            # Counted by answer, not by arrival: the kill can cut a POST between its headers and body,
+            # which the server answers 400 and which evicted nothing.
+            accepted = Counter(r.path for r in cluster.evictions() if 200 <= r.status < 300)
+            assert len(accepted) == 12 and max(accepted.values()) == 1, f"evicted again after the restart: {accepted}"
             assert cluster.evictable_left() == []
         finally:
             second.stop()
