@@ -44,6 +44,7 @@ SPOT_ONLY_KINDS = (NoticeKind.SPOT_ITN.value, NoticeKind.REBALANCE.value)
 REBOOT_CODES = ("system-reboot", "instance-reboot")
 STOPPED_LABEL_TIMEOUT_S = 2.0
 ACTIVE = "active"
+COMPLETED = "completed"
 
 
 def utcnow() -> datetime:
@@ -529,6 +530,10 @@ class Agent:
         with self._lock:
             for notice in result.notices.values():
                 record = self.state.notices.get(notice.id)
+                if notice.state == COMPLETED:
+                    if record is not None:
+                        self._scheduled_event_over(record, "completed")
+                    continue
                 if notice.state != ACTIVE:
                     if record is not None and record.phase not in (CANCELLED,):
                         self._cancel(record, f"scheduled event is now {notice.state}")
@@ -556,7 +561,11 @@ class Agent:
                     and record.phase not in (CANCELLED, EXPIRED, SKIPPED)
                     and record.outcome != "withdrawn"
                 ):
-                    self._cancel(record, "notice withdrawn from IMDS")
+                    if record.kind == NoticeKind.SCHEDULED.value and parse_iso(record.deadline) <= utcnow():
+                        # IMDS drops an event some time after it happened: that is not a withdrawal
+                        self._scheduled_event_over(record, "no longer listed after its time")
+                    else:
+                        self._cancel(record, "notice withdrawn from IMDS")
 
     def _accept(self, notice: Notice) -> None:
         now = utcnow()
@@ -631,17 +640,40 @@ class Agent:
             resume=resume,
         )
 
+    def _scheduled_event_over(self, record: NoticeRecord, how: str) -> None:
+        """The maintenance happened. Unlike a cancellation the record stays done, and the cordon is
+        lifted only when UNCORDON_AFTER_REBOOT says so (once the response in progress has ended)."""
+        if record.phase not in (SEEN, ACTING, DONE) or not record.cordoned:
+            return
+        if record.phase != DONE:
+            self._log_once(f"over-{record.id}", f"notice {record.id}: scheduled event {how}; "
+                           "the response in progress runs to its end first", logging.INFO)
+            return
+        if not self.settings.uncordon_after_reboot:
+            self._log_once(f"over-{record.id}", f"notice {record.id}: scheduled event {how}; "
+                           "the node stays cordoned (UNCORDON_AFTER_REBOOT=false)", logging.INFO)
+            return
+        if not self.responder_ready:
+            return  # asked again on the next poll
+        log.info("notice %s: scheduled event %s; uncordoning (UNCORDON_AFTER_REBOOT)", record.id, how)
+        if not self._kept_cordoned_for_other(record):
+            self._undo(record, f"scheduled event {how}")
+        record.cordoned = False
+        self._save()
+
+    def _kept_cordoned_for_other(self, record: NoticeRecord) -> bool:
+        others = [r for r in self.state.notices.values()
+                  if r is not record and r.phase in (SEEN, ACTING, DONE)
+                  and r.response in ("drain", "cordon") and r.kind == NoticeKind.SPOT_ITN.value]
+        if others:
+            log.info("notice %s: keeping the node cordoned for %s", record.id, others[0].id)
+        return bool(others)
+
     def _cancel(self, record: NoticeRecord, reason: str) -> None:
         was_acting = record.phase in (SEEN, ACTING, DONE) and record.response in ("drain", "cordon")
         log.warning("notice %s cancelled: %s", record.id, reason)
-        if was_acting and self.responder_ready:
-            others = [r for r in self.state.notices.values()
-                      if r is not record and r.phase in (SEEN, ACTING, DONE)
-                      and r.response in ("drain", "cordon") and r.kind == NoticeKind.SPOT_ITN.value]
-            if others:
-                log.info("notice %s: keeping the node cordoned for %s", record.id, others[0].id)
-            else:
-                self._undo(record, reason)
+        if was_acting and self.responder_ready and not self._kept_cordoned_for_other(record):
+            self._undo(record, reason)
         record.phase = CANCELLED
         record.outcome = reason
         self._save()

@@ -166,7 +166,9 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("DRAIN_PARALLELISM", "32", lambda t: _int_between(t, 1, 256), "evictions in flight at once"),
     KeySpec("SPOT_LABEL", "true", parse_bool, "set lifecycle=Ec2Spot through the API when a spot node lacks it"),
     KeySpec("SPOT_LABEL_AT_BOOT", "true", parse_bool, "boot oneshot writes the nodeadm drop-in with the label"),
-    KeySpec("UNCORDON_AFTER_REBOOT", "true", parse_bool, "uncordon at start after a scheduled reboot event"),
+    KeySpec("UNCORDON_AFTER_REBOOT", "true", parse_bool,
+            "uncordon once a scheduled event has happened: at the first start after a scheduled reboot, "
+            "or when IMDS marks the event completed"),
     KeySpec("EXEC_PLUGIN_TIMEOUT", "20s", _duration_between(1, 300), "give up on a credential plugin after this"),
     KeySpec("EVENTS", "true", parse_bool, "write Kubernetes Events on the Node"),
     KeySpec("WEBHOOK_URL", "", _optional_url, "webhook receiver (never logged)", secret=True),

@@ -1,5 +1,6 @@
 """UNCORDON_AFTER_REBOOT: a node cordoned for a scheduled system-reboot is uncordoned by the first
-start after that reboot, whether the state file survived or was rebuilt from the node's labels.
+start after that reboot, whether the state file survived or was rebuilt from the node's labels, and
+a running agent uncordons when IMDS marks the event completed. Neither is a cancellation.
 
 A reboot cannot be staged here, so each test handles the event with the real daemon, stops it, and
 moves what it recorded (the state file's handled time, or the node's deadline annotation) to
@@ -8,9 +9,11 @@ before this machine's boot: exactly what the next start after a real reboot find
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
+from nodeagent.notices import parse_rfc3339_utc
 from tests.helpers import Daemon, wait_for
 from tests.report_helpers import NODE
 
@@ -23,8 +26,8 @@ def boot_time() -> float:
     return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def reboot_event(state: str) -> dict:
-    not_before = (datetime.now(timezone.utc) + timedelta(seconds=60)).replace(microsecond=0)
+def reboot_event(state: str, in_s: int = 60) -> dict:
+    not_before = (datetime.now(timezone.utc) + timedelta(seconds=in_s)).replace(microsecond=0)
     return {"NotBefore": not_before.strftime("%d %b %Y %H:%M:%S GMT"), "Code": "system-reboot",
             "Description": "scheduled reboot", "EventId": EVENT_ID, "NotAfter": "", "State": state}
 
@@ -42,8 +45,8 @@ def handle_the_event(sims, env) -> dict:
         assert wait_for(lambda: cordoned(sims), 5)
     finally:
         assert daemon.stop() == 0
-    # The event stays "active" in IMDS: a "completed" (or vanished) event is a cancellation, which
-    # uncordons by itself; the start after the reboot must not depend on IMDS having caught up.
+    # The event stays "active" in IMDS: the start after the reboot must not depend on IMDS having
+    # caught up with "completed".
     return event
 
 
@@ -104,3 +107,64 @@ def test_off_leaves_the_cordon(sims):
     state_file = sims.tmp / "state" / "state.json"
     handled_before_this_boot(state_file)
     stays_cordoned_over_a_start(sims, env)
+
+
+def notice_phase(sims) -> str:
+    return json.loads((sims.tmp / "state" / "state.json").read_text())["notices"][NOTICE_ID]["phase"]
+
+
+def cordon_then(sims, env, then_imds: list, expect_line: str) -> Daemon:
+    """Handle an active reboot event with a running agent, then change IMDS; returns the daemon
+    once it logged expect_line (the caller stops it)."""
+    event = reboot_event("active", in_s=3)
+    sims.imds.set_scheduled([event])
+    daemon = Daemon(env).start()
+    daemon.wait_line(rf"notice {NOTICE_ID}: cordoned", timeout_s=20)
+    assert wait_for(lambda: cordoned(sims), 5)
+    sims.imds.set_scheduled([dict(event, **change) for change in then_imds])
+    daemon.wait_line(expect_line, timeout_s=20)
+    return daemon
+
+
+def test_completed_event_uncordons_without_cancelling(sims):
+    env = sims.env(ON_SCHEDULED_EVENT="cordon")
+    daemon = cordon_then(sims, env, [{"State": "completed"}],
+                         rf"notice {NOTICE_ID}: scheduled event completed; uncordoning")
+    try:
+        assert wait_for(lambda: not cordoned(sims), 5)
+    finally:
+        assert daemon.stop() == 0
+    assert not daemon.find(r"cancelled"), daemon.output()
+    assert notice_phase(sims) == "done"
+
+
+def test_completed_event_with_off_stays_cordoned(sims):
+    env = sims.env(ON_SCHEDULED_EVENT="cordon", UNCORDON_AFTER_REBOOT="false")
+    daemon = cordon_then(sims, env, [{"State": "completed"}],
+                         r"scheduled event completed; the node stays cordoned \(UNCORDON_AFTER_REBOOT=false\)")
+    try:
+        time.sleep(1.5)  # a few more polls of the completed event
+        assert cordoned(sims)
+    finally:
+        assert daemon.stop() == 0
+    assert not daemon.find(r"cancelled|uncordon"), daemon.output()
+    assert len(daemon.find(r"stays cordoned")) == 1
+    assert notice_phase(sims) == "done"
+
+
+def test_event_dropped_after_its_time_is_not_a_withdrawal(sims):
+    env = sims.env(ON_SCHEDULED_EVENT="cordon", UNCORDON_AFTER_REBOOT="false")
+    event = reboot_event("active", in_s=3)
+    sims.imds.set_scheduled([event])
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(rf"notice {NOTICE_ID}: cordoned", timeout_s=20)
+        logged = daemon.find(rf"notice {NOTICE_ID} \(.*deadline (\S+)")[0].text
+        deadline = parse_rfc3339_utc(re.search(r"deadline (\S+)", logged).group(1))
+        time.sleep(max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds()) + 0.5)
+        sims.imds.set_scheduled([])
+        daemon.wait_line(r"scheduled event no longer listed after its time; the node stays cordoned", timeout_s=10)
+        assert cordoned(sims)
+    finally:
+        assert daemon.stop() == 0
+    assert not daemon.find(r"cancelled"), daemon.output()
