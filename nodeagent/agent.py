@@ -227,6 +227,7 @@ class Agent:
         self._pending_plans: List[Plan] = []
         self._error_seen: Dict[str, str] = {}
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
+        self._adopt_from_node = False  # no state file: read the node once the API is up
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -368,6 +369,11 @@ class Agent:
             where = f"; moved aside to {loaded.quarantined}" if loaded.quarantined else ""
             log.warning("state: %s%s; rebuilding from the node's own labels", loaded.error, where)
             self._rebuild_from_node = True
+        elif loaded.missing:
+            # Usually a first start; but a wiped state directory must not forget a drain the
+            # node's labels say was under way. Nothing is held for it: with the API up, the labels
+            # are read before the first poll is acted on.
+            self._adopt_from_node = True
         self.state = loaded.state
         self.state.pid = _pid()
         for record in self.state.notices.values():
@@ -420,24 +426,29 @@ class Agent:
         self._after_responder_ready()
 
     def _after_responder_ready(self) -> None:
-        if self._rebuild_from_node:
-            self._rebuild_from_node = False
-            self._adopt_notice_on_node()
+        if self._rebuild_from_node or self._adopt_from_node:
+            self._adopt_notice_on_node(first_start=not self._rebuild_from_node)
+            self._rebuild_from_node = self._adopt_from_node = False
         self._uncordon_after_reboot()
         for plan in self._pending_plans:
             self._work.put(plan)
         self._pending_plans.clear()
         self.responder.agent_state_changed(self.state.agent_state)
 
-    def _adopt_notice_on_node(self) -> None:
-        """The state file was lost. The node's own labels and annotations (set with the cordon:
-        notice id, kind, deadline, action, and our agent state) say which notice was being handled,
-        so a drain in progress is resumed within its original deadline and a finished one is not
-        repeated."""
+    def _adopt_notice_on_node(self, first_start: bool = False) -> None:
+        """The state file was lost (or is missing). The node's own labels and annotations (set with
+        the cordon: notice id, kind, deadline, action, and our agent state) say which notice was
+        being handled, so a drain in progress is resumed within its original deadline and a
+        finished one is not repeated."""
         found = getattr(self.responder, "notice_on_node", lambda: None)()
         if not found:
-            log.info("state rebuilt from the node's labels: no notice in progress on it")
+            if not first_start:
+                log.info("state rebuilt from the node's labels: no notice in progress on it")
             return
+        if str(found["id"]) in self.state.notices:
+            return  # seen again in IMDS before the API was up: already being handled
+        if first_start:
+            log.warning("state: no state file, but the node's labels name notice %s", found["id"])
         kind = str(found["kind"])
         try:
             deadline = parse_iso(str(found["deadline"]))

@@ -102,7 +102,7 @@ class StateStore:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return LoadResult(AgentState(), quarantined=None)
+            return LoadResult(AgentState(), quarantined=None, missing=True)
         except OSError as error:
             return LoadResult(AgentState(), quarantined=None, error=f"cannot read {self.path}: {error.strerror}")
         try:
@@ -154,6 +154,7 @@ class LoadResult:
     state: AgentState
     quarantined: Optional[str]
     error: Optional[str] = None
+    missing: bool = False  # a first start, or a state directory that was wiped
 
 
 def _remove_quietly(path: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import shutil
 import threading
 import time
 from typing import Set
@@ -202,6 +203,39 @@ def test_corrupt_state_file(cluster_in, when):
     if when == "after-drain":
         assert len(cluster.find(DRAINED)) == 1, "drained twice"
         assert json.loads((cluster.state_dir / "state.json").read_text())["notices"][notice.id]["phase"] == "done"
+
+
+@pytest.mark.parametrize("when", ["mid-drain", "after-drain"])
+def test_state_directory_wiped(cluster_in, when):
+    """Case: the agent is killed mid-drain, its state directory is then deleted, and it restarts
+    Outcome: a missing state file is read as a possible wipe, not only a first start: "state: no state file, but the node's labels name notice <id>", and the drain resumes within the original deadline; the notice is not taken as new
+    Case: the state directory is deleted after the drain finished
+    Outcome: rebuilt as "already finished": no second drain, nothing evicted again
+    """
+    cluster = cluster_in(time_scale=0.2)
+    cluster.add_workload(count=4, grace_s=10)  # 2 s to terminate
+    cluster.start_agent()
+    notice = cluster.spot(40)
+    if when == "mid-drain":
+        cluster.daemon.wait_line(r"draining \d+ pods", timeout_s=20)
+        assert wait_for(lambda: len(cluster.evictions()) >= 2, 10)
+    else:
+        cluster.daemon.wait_line(DRAINED, timeout_s=20)
+        assert wait_for(lambda: _agent_label(cluster) == "drained", 10), cluster.daemon.output()
+    cluster.kill9()
+    shutil.rmtree(cluster.state_dir)
+    cluster.start_agent(ready=r"ready: watching IMDS")
+    if when == "after-drain":
+        cluster.daemon.wait_line(r"state rebuilt from the node's labels: .*already finished", timeout_s=10)
+        time.sleep(1.5)
+    else:
+        cluster.daemon.wait_line(DRAINED, timeout_s=30)
+    fault_log = rf"state: no state file, but the node's labels name notice {notice.id}"
+    cluster.finish().check(notice, fault_log=fault_log)
+    if when == "mid-drain":
+        assert cluster.find(rf"state rebuilt from the node's labels: notice {notice.id} .*in progress: resuming it")
+    else:
+        assert len(cluster.find(DRAINED)) == 1, "drained twice"
 
 
 def _agent_label(cluster: Cluster) -> str:
