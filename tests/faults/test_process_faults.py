@@ -6,15 +6,15 @@ Every case: the real daemon against ImdsSim and KubeSim; the five checks of conf
 from __future__ import annotations
 
 import json
-import signal
 import shutil
+import signal
 import threading
 import time
 from typing import Set
 
 import pytest
 
-from tests.faults.conftest import NODE, Cluster, readonly_python, wait_for
+from tests.faults.conftest import NODE, Cluster, NoticeRef, readonly_python, wait_for
 
 DRAINED = r"drained: "
 
@@ -173,15 +173,11 @@ def test_corrupt_state_file(cluster_in, when):
     cluster = cluster_in(time_scale=0.2)
     cluster.add_workload(count=4, grace_s=10)  # 2 s to terminate
     cluster.start_agent()
-    notice = None
-    if when != "idle":
-        notice = cluster.spot(40)
-        cluster.daemon.wait_line(r"draining \d+ pods" if when == "mid-drain" else DRAINED, timeout_s=20)
-        if when == "mid-drain":
-            assert wait_for(lambda: len(cluster.evictions()) >= 2, 10)
-        else:  # the "drained" line comes just before the final label write: kill only after it
-            assert wait_for(lambda: _agent_label(cluster) == "drained", 10), cluster.daemon.output()
-    cluster.kill9()
+    if when == "idle":
+        notice = None
+        cluster.kill9()
+    else:
+        notice = _spot_then_kill9(cluster, when)
     (cluster.state_dir / "state.json").write_bytes(b'{"schema": 1, "notices": {"x": \x00\xff truncated')
     if when == "mid-drain":
         cluster.kube.down_for(3)
@@ -189,11 +185,7 @@ def test_corrupt_state_file(cluster_in, when):
     if when == "idle":
         cluster.daemon.wait_line(r"no notice in progress on it", timeout_s=10)
         notice = cluster.spot(30)
-    if when == "after-drain":
-        cluster.daemon.wait_line(r"state rebuilt from the node's labels: .*already finished", timeout_s=10)
-        time.sleep(1.5)
-    else:
-        cluster.daemon.wait_line(DRAINED, timeout_s=30)
+    _await_rebuilt_outcome(cluster, when)
     fault_log = r"state: corrupt state file: .*; moved aside to \S+state\.json\.corrupt-\d+; rebuilding from the node's own labels"
     cluster.finish().check(notice, fault_log=fault_log)
     assert list(cluster.state_dir.glob("state.json.corrupt-*"))
@@ -215,27 +207,38 @@ def test_state_directory_wiped(cluster_in, when):
     cluster = cluster_in(time_scale=0.2)
     cluster.add_workload(count=4, grace_s=10)  # 2 s to terminate
     cluster.start_agent()
-    notice = cluster.spot(40)
-    if when == "mid-drain":
-        cluster.daemon.wait_line(r"draining \d+ pods", timeout_s=20)
-        assert wait_for(lambda: len(cluster.evictions()) >= 2, 10)
-    else:
-        cluster.daemon.wait_line(DRAINED, timeout_s=20)
-        assert wait_for(lambda: _agent_label(cluster) == "drained", 10), cluster.daemon.output()
-    cluster.kill9()
+    notice = _spot_then_kill9(cluster, when)
     shutil.rmtree(cluster.state_dir)
     cluster.start_agent(ready=r"ready: watching IMDS")
-    if when == "after-drain":
-        cluster.daemon.wait_line(r"state rebuilt from the node's labels: .*already finished", timeout_s=10)
-        time.sleep(1.5)
-    else:
-        cluster.daemon.wait_line(DRAINED, timeout_s=30)
+    _await_rebuilt_outcome(cluster, when)
     fault_log = rf"state: no state file, but the node's labels name notice {notice.id}"
     cluster.finish().check(notice, fault_log=fault_log)
     if when == "mid-drain":
         assert cluster.find(rf"state rebuilt from the node's labels: notice {notice.id} .*in progress: resuming it")
     else:
         assert len(cluster.find(DRAINED)) == 1, "drained twice"
+
+
+def _spot_then_kill9(cluster: Cluster, when: str) -> NoticeRef:
+    """A spot notice; kill -9 once the drain is under way ("mid-drain") or finished ("after-drain")."""
+    notice = cluster.spot(40)
+    if when == "mid-drain":
+        cluster.daemon.wait_line(r"draining \d+ pods", timeout_s=20)
+        assert wait_for(lambda: len(cluster.evictions()) >= 2, 10)
+    else:  # the "drained" line comes just before the final label write: kill only after it
+        cluster.daemon.wait_line(DRAINED, timeout_s=20)
+        assert wait_for(lambda: _agent_label(cluster) == "drained", 10), cluster.daemon.output()
+    cluster.kill9()
+    return notice
+
+
+def _await_rebuilt_outcome(cluster: Cluster, when: str) -> None:
+    """After the restart: a finished drain is only recognised (then a few more polls); any other is drained."""
+    if when == "after-drain":
+        cluster.daemon.wait_line(r"state rebuilt from the node's labels: .*already finished", timeout_s=10)
+        time.sleep(1.5)
+    else:
+        cluster.daemon.wait_line(DRAINED, timeout_s=30)
 
 
 def _agent_label(cluster: Cluster) -> str:
