@@ -176,6 +176,10 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("WEBHOOK_TEMPLATE", "", _optional_path, "file with a `${field}` template (string.Template) for the webhook body; must render to JSON"),
     KeySpec("WEBHOOK_HEADERS", "", _headers, "extra headers, 'Name: value; Name2: value2' (never logged)", secret=True),
     KeySpec("METRICS_TEXTFILE", "", _optional_path, "node_exporter textfile to write (no listening port)"),
+    KeySpec("WITHDRAWN_AFTER_POLLS", "3", lambda t: _int_between(t, 1, 100),
+            "a rebalance or scheduled event counts as withdrawn only when this many answered polls in a row miss it"),
+    KeySpec("WITHDRAWN_AFTER", "5s", _duration_between(0, 3600),
+            "... and it has been missing for at least this long (an explicit 'canceled' acts at once)"),
 )
 KEYS_BY_NAME: Dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
 
@@ -225,6 +229,8 @@ class Settings:
     webhook_template: str
     webhook_headers: str
     metrics_textfile: str
+    withdrawn_after_polls: int
+    withdrawn_after: float
     # key -> where its value came from ("default", a file path, "env NODEAGENT_X", "flag")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

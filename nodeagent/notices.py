@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 
 class NoticeKind(str, enum.Enum):
@@ -51,14 +51,23 @@ class Notice:
     raw: str
     # Scheduled events: active|completed|canceled. Others: "active".
     state: str = "active"
+    # Scheduled events: the end of the maintenance window (NotAfter), when IMDS gives one.
+    not_after: Optional[datetime] = None
+    # Something odd about the body that was tolerated, for the agent to log once (pure: no log here).
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What one IMDS path's body holds: the notices, and the entries that were skipped and why."""
+
+    notices: Tuple[Notice, ...] = ()
+    problems: Tuple[str, ...] = ()
 
 
 # --- IMDS paths (relative to /latest/meta-data/) ---------------------------------------------
 
 SPOT_ACTION_PATH = "spot/instance-action"
-# Legacy plain-text form of the spot time. Served by IMDS, deliberately not parsed: DESIGN.md B
-# says not to rely on it, and spot/instance-action carries the same time plus the action.
-SPOT_TERMINATION_TIME_PATH = "spot/termination-time"
 REBALANCE_PATH = "events/recommendations/rebalance"
 # Real IMDS answers 200 with "[]" here when nothing is scheduled (NTH treats any non-2xx on this
 # path as an error and polls it on every node, which only works if "[]" is the normal answer).
@@ -81,6 +90,17 @@ SCHEDULED_STATES = frozenset({"active", "completed", "canceled"})
 
 ASG_TERMINATED = "Terminated"
 ASG_NOTICE_ID = "asg-terminated"
+# Target lifecycle states that take the instance out of service: Terminated, and a warm pool's
+# stopped, hibernated or terminated instances (docs/notices.md).
+ASG_OUT_OF_SERVICE = {
+    ASG_TERMINATED: ASG_NOTICE_ID,
+    "Warmed:Terminated": "asg-warmed-terminated",
+    "Warmed:Stopped": "asg-warmed-stopped",
+    "Warmed:Hibernated": "asg-warmed-hibernated",
+}
+# States that need nothing from us.
+ASG_IN_SERVICE = frozenset({"InService", "Warmed:Running", "Standby", "Detached",
+                            "Pending", "Pending:Wait", "Pending:Proceed", "Warmed:Pending"})
 # Longest ASG state text we accept; real ones are short ("Warmed:Hibernated" is 17 chars).
 ASG_STATE_MAX_LEN = 64
 
@@ -251,10 +271,11 @@ def parse_spot_action(body: Body, now: datetime) -> Notice:
     if not isinstance(doc, dict):
         raise NoticeParseError(path, f"expected a JSON object, got {type(doc).__name__}")
     action = _require_str(path, doc, "action")
+    note = ""
     if action not in SPOT_ACTIONS:
-        raise NoticeParseError(
-            path, f"unknown action {_preview(action)} (expected one of {sorted(SPOT_ACTIONS)})"
-        )
+        # The instance is going away whatever the word: failing closed would lose the workloads.
+        note = f"unknown spot action {_preview(action)}; handled as terminate"
+        action = "terminate"
     deadline = _time_field(path, doc, "time")
     return Notice(
         kind=NoticeKind.SPOT_ITN,
@@ -262,6 +283,7 @@ def parse_spot_action(body: Body, now: datetime) -> Notice:
         deadline=deadline,
         action=action,
         raw=_as_text(path, body).strip(),
+        note=note,
     )
 
 
@@ -298,63 +320,82 @@ def scheduled_notice_id(event_id: str) -> str:
     return f"scheduled-{stem}-{digest}" if stem else f"scheduled-{digest}"
 
 
-def parse_scheduled(body: Body, now: datetime) -> List[Notice]:
+def parse_scheduled(body: Body, now: datetime) -> Parsed:
     """events/maintenance/scheduled: a JSON list of events; `[]` means none.
 
-    One Notice per event, completed and canceled ones included (state = State, lower-cased) so
-    the agent can cancel what it started. Only the fields we use are validated: NotBefore, Code,
-    EventId and State are required; Description/NotAfter/NotBeforeDeadline are ignored.
-    Duplicate EventIds keep the first occurrence.
+    Each event is parsed on its own: one odd entry never hides the others. An entry without a
+    usable EventId, State or NotBefore is skipped and named in `problems`; a Code outside the
+    documented five is still maintenance on this instance and is kept. Completed and canceled
+    events are returned too (state lower-cased) so the agent can end what it started. Duplicate
+    EventIds keep the first occurrence. A body that is not a JSON list raises NoticeParseError.
     """
     path = SCHEDULED_PATH
     doc = _load_json(path, body)
     if not isinstance(doc, list):
         raise NoticeParseError(path, f"expected a JSON list, got {type(doc).__name__}")
     notices: List[Notice] = []
+    problems: List[str] = []
     seen = set()
     for index, event in enumerate(doc):
-        where = f" in event #{index}"
-        if not isinstance(event, dict):
-            raise NoticeParseError(
-                path, f"event #{index} must be a JSON object, got {type(event).__name__}"
-            )
-        code = _require_str(path, event, "Code", where)
-        if code not in SCHEDULED_CODES:
-            raise NoticeParseError(
-                path,
-                f"unknown Code {_preview(code)}{where} (expected one of {sorted(SCHEDULED_CODES)})",
-            )
-        event_id = _require_str(path, event, "EventId", where)
-        if not event_id.strip():
-            raise NoticeParseError(path, f"empty 'EventId'{where}")
-        state = _require_str(path, event, "State", where).strip().lower()
-        if state == "cancelled":
-            state = "canceled"
-        if state not in SCHEDULED_STATES:
-            raise NoticeParseError(
-                path,
-                f"unknown State {_preview(state)}{where} (expected one of {sorted(SCHEDULED_STATES)})",
-            )
-        not_before = _require_str(path, event, "NotBefore", where)
         try:
-            deadline = parse_scheduled_time(not_before)
-        except ValueError as exc:
-            raise NoticeParseError(path, f"'NotBefore'{where}: {exc}") from None
-        notice_id = scheduled_notice_id(event_id)
-        if notice_id in seen:
+            notice = _scheduled_event(event, index)
+        except NoticeParseError as error:
+            problems.append(f"{error.reason}; entry skipped")
             continue
-        seen.add(notice_id)
-        notices.append(
-            Notice(
-                kind=NoticeKind.SCHEDULED,
-                id=notice_id,
-                deadline=deadline,
-                action=code,
-                raw=json.dumps(event, sort_keys=True, ensure_ascii=True),
-                state=state,
-            )
+        if notice.id in seen:
+            continue
+        seen.add(notice.id)
+        notices.append(notice)
+    return Parsed(tuple(notices), tuple(problems))
+
+
+def _scheduled_event(event: object, index: int) -> Notice:
+    path = SCHEDULED_PATH
+    where = f" in event #{index}"
+    if not isinstance(event, dict):
+        raise NoticeParseError(path, f"event #{index} must be a JSON object, got {type(event).__name__}")
+    code = _require_str(path, event, "Code", where).strip()
+    if not code:
+        raise NoticeParseError(path, f"empty 'Code'{where}")
+    note = ""
+    if code not in SCHEDULED_CODES:
+        note = f"scheduled event Code {_preview(code)} is not one of the documented codes; handled as maintenance"
+    event_id = _require_str(path, event, "EventId", where)
+    if not event_id.strip():
+        raise NoticeParseError(path, f"empty 'EventId'{where}")
+    state = _require_str(path, event, "State", where).strip().lower()
+    if state == "cancelled":
+        state = "canceled"
+    if state not in SCHEDULED_STATES:
+        raise NoticeParseError(
+            path, f"unknown State {_preview(state)}{where} (expected one of {sorted(SCHEDULED_STATES)})"
         )
-    return notices
+    not_before = _scheduled_time_field(event, "NotBefore", where)
+    assert not_before is not None
+    try:
+        not_after = _scheduled_time_field(event, "NotAfter", where, required=False)
+    except NoticeParseError:
+        not_after = None  # only bounds an open window; DRAIN_WINDOW stands in for it
+    return Notice(
+        kind=NoticeKind.SCHEDULED,
+        id=scheduled_notice_id(event_id),
+        deadline=not_before,
+        action=code,
+        raw=json.dumps(event, sort_keys=True, ensure_ascii=True),
+        state=state,
+        not_after=not_after,
+        note=note,
+    )
+
+
+def _scheduled_time_field(event: Dict[str, object], key: str, where: str, required: bool = True) -> Optional[datetime]:
+    if key not in event and not required:
+        return None
+    text = _require_str(SCHEDULED_PATH, event, key, where)
+    try:
+        return parse_scheduled_time(text)
+    except ValueError as exc:
+        raise NoticeParseError(SCHEDULED_PATH, f"{key!r}{where}: {exc}") from None
 
 
 _ASG_STATE_RE = re.compile(r"[A-Za-z]+(?::[A-Za-z]+)*", re.ASCII)
@@ -363,8 +404,9 @@ _ASG_STATE_RE = re.compile(r"[A-Za-z]+(?::[A-Za-z]+)*", re.ASCII)
 def parse_asg_state(body: Body, now: datetime) -> Optional[Notice]:
     """autoscaling/target-lifecycle-state: plain text such as InService or Terminated.
 
-    Only "Terminated" is a notice; its id is constant ("asg-terminated") because an instance is
-    terminated at most once, and its deadline is `now` (the agent applies its own window).
+    A state that takes the instance out of service (Terminated, Warmed:Stopped,
+    Warmed:Hibernated, Warmed:Terminated) is a notice with a constant id per state; its deadline
+    is `now` (the agent applies its own window). Anything else well-formed is None.
     """
     path = ASG_PATH
     text = _as_text(path, body).strip()
@@ -374,44 +416,68 @@ def parse_asg_state(body: Body, now: datetime) -> Optional[Notice]:
         raise NoticeParseError(path, f"lifecycle state too long ({len(text)} characters)")
     if _ASG_STATE_RE.fullmatch(text) is None:
         raise NoticeParseError(path, f"malformed lifecycle state {_preview(text)}")
-    if text != ASG_TERMINATED:
+    notice_id = ASG_OUT_OF_SERVICE.get(text)
+    if notice_id is None:
         return None
     return Notice(
         kind=NoticeKind.ASG,
-        id=ASG_NOTICE_ID,
+        id=notice_id,
         deadline=_aware_utc(now),
-        action=ASG_TERMINATED,
+        action=text,
         raw=text,
     )
 
 
-# --- path -> parser ---------------------------------------------------------------------------
-
-Parser = Callable[[Body, datetime], Union[Notice, List[Notice], None]]
-
-PARSERS: Dict[str, Parser] = {
-    SPOT_ACTION_PATH: parse_spot_action,
-    REBALANCE_PATH: parse_rebalance,
-    SCHEDULED_PATH: parse_scheduled,
-    ASG_PATH: parse_asg_state,
-}
-
-# The paths the agent polls for notices, most urgent first.
-NOTICE_PATHS = (SPOT_ACTION_PATH, ASG_PATH, REBALANCE_PATH, SCHEDULED_PATH)
+# --- the notice sources: one table for the poller and the parsers -----------------------------
 
 
-def parse_path(path: str, body: Optional[Body], now: datetime) -> List[Notice]:
-    """Uniform entry point: the notices a body at `path` holds (None body = 404 = nothing)."""
-    if path not in PARSERS:
+def _one(notice: Optional[Notice]) -> Parsed:
+    return Parsed((notice,) if notice is not None else ())
+
+
+def _spot_source(body: Body, now: datetime) -> Parsed:
+    return _one(parse_spot_action(body, now))
+
+
+def _rebalance_source(body: Body, now: datetime) -> Parsed:
+    return _one(parse_rebalance(body, now))
+
+
+def _asg_source(body: Body, now: datetime) -> Parsed:
+    notice = parse_asg_state(body, now)
+    if notice is None:
+        state = _as_text(ASG_PATH, body).strip()
+        if state not in ASG_IN_SERVICE:
+            return Parsed((), (f"unknown lifecycle state {_preview(state)}; no action",))
+    return _one(notice)
+
+
+@dataclass(frozen=True)
+class NoticeSource:
+    kind: NoticeKind
+    path: str  # relative to /latest/meta-data/
+    parse: Callable[[Body, datetime], Parsed]
+
+
+# Most urgent first: a spot interruption gives two minutes, an ASG termination without a hook
+# seconds; a rebalance is advice and scheduled maintenance is announced days ahead.
+SOURCES: Tuple[NoticeSource, ...] = (
+    NoticeSource(NoticeKind.SPOT_ITN, SPOT_ACTION_PATH, _spot_source),
+    NoticeSource(NoticeKind.ASG, ASG_PATH, _asg_source),
+    NoticeSource(NoticeKind.REBALANCE, REBALANCE_PATH, _rebalance_source),
+    NoticeSource(NoticeKind.SCHEDULED, SCHEDULED_PATH, parse_scheduled),
+)
+SOURCES_BY_KIND: Dict[str, NoticeSource] = {source.kind.value: source for source in SOURCES}
+
+
+def parse_path(path: str, body: Optional[Body], now: datetime) -> Parsed:
+    """Uniform entry point: what a body at `path` holds (None body = 404 = nothing)."""
+    source = next((s for s in SOURCES if s.path == path), None)
+    if source is None:
         raise KeyError(f"no parser for IMDS path {path!r}")
     if body is None:
-        return []
-    result = PARSERS[path](body, now)
-    if result is None:
-        return []
-    if isinstance(result, Notice):
-        return [result]
-    return list(result)
+        return Parsed()
+    return source.parse(body, now)
 
 
 def parse_optional_rfc3339(text: Optional[str]) -> Optional[datetime]:

@@ -21,8 +21,11 @@ STATE_FILE = "state.json"
 SCHEMA = 1
 
 # Phases of one notice. "acting" means the response has started and must be finished on restart.
+# Only the notice store (notice_store.py) moves a record from one phase to another.
 SEEN, ACTING, DONE, CANCELLED, SKIPPED, EXPIRED = "seen", "acting", "done", "cancelled", "skipped", "expired"
+SUPERSEDED = "superseded"  # another notice's response took over the node
 OPEN_PHASES = (SEEN, ACTING)
+TERMINAL_PHASES = (DONE, CANCELLED, SKIPPED, EXPIRED, SUPERSEDED)
 
 
 @dataclass
@@ -43,7 +46,11 @@ class NoticeRecord:
     failed: int = 0
     left: List[str] = field(default_factory=list)
     outcome: str = ""
-    handled_at: Optional[float] = None  # wall-clock seconds; with /proc/uptime tells "before a reboot"
+    handled_at: Optional[float] = None  # wall-clock seconds; with the boot time tells "before a reboot"
+    total: int = 0  # pods the drain set out to evict
+    not_after: Optional[str] = None  # scheduled events: the end of the maintenance window
+    superseded_by: Optional[str] = None
+    uncordon_pending: bool = False  # an uncordon was decided and is not done yet (survives a restart)
 
 
 @dataclass

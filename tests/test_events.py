@@ -80,11 +80,11 @@ def test_a_withdrawn_rebalance_is_cordoned_then_uncordoned(sims):
         sims.imds.set_rebalance()
         assert wait_for(lambda: "NodeCordoned" in by_reason(sims.kube), 10), daemon.output()
         sims.imds.set_rebalance(None)
-        assert wait_for(lambda: "NoticeCancelled" in by_reason(sims.kube), 10), daemon.output()
+        assert wait_for(lambda: "NodeUncordoned" in by_reason(sims.kube), 15), daemon.output()
     finally:
         assert daemon.stop() == 0
     reasons = [event["reason"] for event in sims.kube.events()]
-    assert reasons == ["RebalanceRecommendation", "NodeCordoned", "NodeUncordoned", "NoticeCancelled"]
+    assert reasons == ["RebalanceRecommendation", "NodeCordoned", "NoticeCancelled", "NodeUncordoned"]
     assert "withdrawn" in by_reason(sims.kube)["NoticeCancelled"]["message"]
 
 

@@ -10,11 +10,11 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
+from nodeagent.clock import Clock, SystemClock
 from nodeagent.kube.client import ApiError, KubeApi, KubeError
 
 log = logging.getLogger("nodeagent.kube.drain")
@@ -22,10 +22,10 @@ log = logging.getLogger("nodeagent.kube.drain")
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 RETRY_BACKOFF_MAX_S = 1.0
 FINISHED_PHASES = ("Succeeded", "Failed")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+# Retry pacing (retry_delay): near the last safe moment a refused pod is retried about once a
+# second; further out, never more often than this share of the time left, up to a cap.
+RETRY_SHARE_OF_TIME_LEFT = 0.1
+RETRY_GAP_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,21 @@ def last_safe_moment(pod: PodInfo, drain_started: datetime, options: DrainOption
     window = max(0.0, (options.pods_gone_by - drain_started).total_seconds())
     reserve = min(float(pod.grace_s), window / 2)
     return options.pods_gone_by - timedelta(seconds=reserve)
+
+
+def retry_delay(backoff_s: float, now: datetime, last_safe: datetime) -> float:
+    """Seconds until a refused (or failed) eviction is tried again. Pure.
+
+    The backoff (0.1 s doubling to 1 s) while the last safe moment is near; a tenth of the time
+    left, capped at a minute, while it is far, so a two-day maintenance window costs a few
+    thousand requests per blocked pod instead of one a second. Never past the last safe moment:
+    a PDB that frees up late is still honoured there (docs/notices.md has the worst case).
+    """
+    left = (last_safe - now).total_seconds()
+    if left <= 0:
+        return 0.0
+    gap = max(backoff_s, min(RETRY_GAP_MAX_S, RETRY_SHARE_OF_TIME_LEFT * left))
+    return min(gap, left)
 
 
 def clamped_grace(pod: PodInfo, now: datetime, options: DrainOptions) -> int:
@@ -228,8 +243,8 @@ class PodWatch:
 
 
 # Outcomes of one attempt on one pod.
-EVICTED, GONE, RETRY, FORCE, FORCED, BLOCKED, FAILED, EXPIRED = (
-    "evicted", "gone", "retry", "force", "forced", "blocked", "failed", "expired")
+EVICTED, GONE, RETRY, FORCE, FORCED, BLOCKED, FAILED, EXPIRED, STOPPED = (
+    "evicted", "gone", "retry", "force", "forced", "blocked", "failed", "expired", "stopped")
 
 
 class Drainer:
@@ -241,12 +256,14 @@ class Drainer:
         *,
         progress: Callable[[int, int], None] = lambda gone, total: None,
         should_stop: Callable[[], bool] = lambda: False,
+        clock: Optional[Clock] = None,
     ):
         self.api = api
         self.node = node
         self.options = options
         self.progress = progress
-        self.should_stop = should_stop
+        self.should_stop = should_stop  # a cancel, a supersede or the agent's stop
+        self.clock: Clock = clock or SystemClock()
         self._logged_errors: Set[str] = set()
 
     def list_pods(self) -> Tuple[List[Dict[str, object]], str]:
@@ -255,7 +272,7 @@ class Drainer:
 
     def run(self) -> DrainResult:
         requests_before = self.api.requests
-        started = utcnow()
+        started = self.clock.now()
         pods, resource_version = self._list_until_deadline()
         result = DrainResult()
         if pods is None:
@@ -285,12 +302,12 @@ class Drainer:
 
     def _list_until_deadline(self) -> Tuple[Optional[List[Dict[str, object]]], str]:
         backoff = 0.2
-        while not self.should_stop() and utcnow() < self.options.deadline:
+        while not self.should_stop() and self.clock.now() < self.options.deadline:
             try:
                 return self.list_pods()
             except KubeError as error:
                 self._log_once("list", f"listing this node's pods failed ({error}); retrying until the deadline")
-            time.sleep(backoff)
+            self.clock.sleep(backoff)
             backoff = min(RETRY_BACKOFF_MAX_S, backoff * 2)
         return None, ""
 
@@ -311,7 +328,7 @@ class Drainer:
                 if self.should_stop():
                     result.interrupted = True
                     break
-                now_mono = time.monotonic()
+                now_mono = self.clock.monotonic()
                 self._open_tiers(tiers, by_tier, opened, watch, queue, counter, now_mono, started)
                 while queue and queue[0][0] <= now_mono and len(inflight) < self.options.parallelism:
                     _, _, pod, mode, backoff = heapq.heappop(queue)
@@ -339,7 +356,7 @@ class Drainer:
                 continue
             earlier = [p for t in tiers[:index] for p in by_tier[t]]
             start_by = min(last_safe_moment(p, started, self.options) for p in by_tier[tier])
-            if all(watch.gone(p.uid) for p in earlier) or utcnow() >= start_by or self.options.dry_run:
+            if all(watch.gone(p.uid) for p in earlier) or self.clock.now() >= start_by or self.options.dry_run:
                 opened.add(tier)
                 if index > 0:
                     log.info("evicting tier %d (%d critical pods) now", index, len(by_tier[tier]))
@@ -363,18 +380,21 @@ class Drainer:
                 result.blocked.append(pod.key)
                 log.warning("left %s: its PDB refused eviction until its last safe moment (FORCE_AT_DEADLINE off)", pod.key)
                 return
-            due = time.monotonic() + (0 if verdict == FORCE else backoff)
             safe_at = last_safe_moment(pod, started, self.options)
-            if verdict == RETRY:
-                due = min(due, time.monotonic() + max(0.0, (safe_at - utcnow()).total_seconds()))
+            delay = 0.0 if verdict == FORCE else retry_delay(backoff, self.clock.now(), safe_at)
+            due = self.clock.monotonic() + delay
             heapq.heappush(queue, (due, next(counter), pod, mode, min(RETRY_BACKOFF_MAX_S, backoff * 2)))
         elif verdict == EXPIRED:
             log.error("gave up on %s: the deadline passed", pod.key)
+        elif verdict == STOPPED:
+            pass
         else:
             result.failed.append(pod.key)
 
     def _attempt(self, pod: PodInfo, mode: str, started: datetime) -> str:
-        now = utcnow()
+        if self.should_stop():
+            return STOPPED  # asked right before the request: a cancelled response sends no more
+        now = self.clock.now()
         if now >= self.options.deadline:
             return EXPIRED
         grace = clamped_grace(pod, now, self.options)
@@ -400,7 +420,7 @@ class Drainer:
                 log.info("%s was already gone (HTTP %d to its eviction); counted as evicted", pod.key, error.status)
                 return GONE
             if error.status == 429 and "disruption budget" in error.message.lower():
-                return FORCE if utcnow() >= last_safe_moment(pod, started, self.options) else RETRY
+                return FORCE if self.clock.now() >= last_safe_moment(pod, started, self.options) else RETRY
             if error.status == 403:
                 self._log_once(f"403-{pod.key}", f"not allowed to evict {pod.key}: {error.message}")
                 return FAILED
@@ -418,7 +438,7 @@ class Drainer:
             self.progress(len(pods) - len(remaining), len(pods))
             if not remaining:
                 break
-            left_s = (self.options.deadline - utcnow()).total_seconds()
+            left_s = (self.options.deadline - self.clock.now()).total_seconds()
             if left_s <= 0:
                 result.left = [p.key for p in remaining]
                 break

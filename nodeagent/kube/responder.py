@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Dict, Optional, TypeVar
 
 from nodeagent import __version__
+from nodeagent.clock import Clock, SystemClock, iso_seconds, seconds
 from nodeagent.config import Settings
+from nodeagent.decide import NodeNotice, Plan
 from nodeagent.imds import InstanceIdentity
 from nodeagent.kube import node as node_keys
 from nodeagent.kube.client import (
@@ -20,28 +20,27 @@ from nodeagent.kube.client import (
     NodeIdentity,
     find_node,
 )
-from nodeagent.kube.drain import DrainOptions, Drainer, DrainResult
+from nodeagent.kube.drain import DrainOptions, Drainer
 from nodeagent.kube.node import NodeActions, parse_taint
+from nodeagent.ports import StepHooks
+from nodeagent.state import NoticeRecord
 
 log = logging.getLogger("nodeagent.kube")
 T = TypeVar("T")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class KubeResponder:
-    def __init__(self, settings: Settings, api_factory: Callable[[KubeOptions], KubeApi] = KubeApi):
+    def __init__(self, settings: Settings, api_factory: Callable[[KubeOptions], KubeApi] = KubeApi,
+                 clock: Optional[Clock] = None):
         self.settings = settings
         self.api_factory = api_factory
+        self.clock: Clock = clock or SystemClock()
         self.on_api_failure: Callable[[], None] = lambda: None  # set by the metrics reporter
         self.api: Optional[KubeApi] = None
         self.parallelism = settings.drain_parallelism
         self.node: Optional[NodeIdentity] = None
         self.actions: Optional[NodeActions] = None
         self._said = ""
-        self.last_result: Optional[DrainResult] = None
         self.found_labels: Dict[str, str] = {}  # the node's labels as startup found them
 
     # ------------------------------------------------------------ startup
@@ -114,7 +113,7 @@ class KubeResponder:
         except KubeError as error:
             log.warning("could not set the presence labels: %s", error)
 
-    def notice_on_node(self) -> Optional[Dict[str, object]]:
+    def notice_on_node(self) -> Optional[NodeNotice]:
         """The notice this node's labels and annotations say was being handled when the agent
         started (set with the cordon), for rebuilding a lost state file; None if there is none."""
         if self.node is None:
@@ -124,12 +123,15 @@ class KubeResponder:
         deadline = self.node.annotations.get(node_keys.ANNOTATION_DEADLINE)
         if not notice_id or not deadline:
             return None
-        return {"id": notice_id, "kind": labels.get(node_keys.LABEL_KIND, ""), "deadline": deadline,
-                "action": self.node.annotations.get(node_keys.ANNOTATION_ACTION, ""),
-                "agent": labels.get(node_keys.LABEL_AGENT, ""), "cordoned": self.node.unschedulable}
+        return NodeNotice(id=notice_id, kind=labels.get(node_keys.LABEL_KIND, ""), deadline=deadline,
+                          action=self.node.annotations.get(node_keys.ANNOTATION_ACTION, ""),
+                          agent=labels.get(node_keys.LABEL_AGENT, ""), cordoned=bool(self.node.unschedulable))
 
     def describe(self) -> str:
         return f"node {self.node.name}" if self.node else "node unknown"
+
+    def reload(self, settings: Settings) -> None:
+        self.settings = settings
 
     def spot_label(self) -> Optional[bool]:
         if self.node is None:
@@ -151,10 +153,14 @@ class KubeResponder:
 
     # ------------------------------------------------------------ acting
 
-    def execute(self, plan, record, hooks) -> None:
+    def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
+        """Cordon, label, try the taint, drain. `hooks.should_stop()` is asked before every write:
+        a cancelled or superseded response writes nothing more for its notice."""
         assert self.actions is not None and self.api is not None and self.node is not None
         actions = NodeActions(self.api, self.node.name, dry_run=plan.dry_run,
                               taint_forbidden=self.actions.taint_forbidden)
+        if hooks.should_stop():
+            return
         if not record.cordoned and self._node_write(plan.deadline, "cordon", actions.cordon, hooks):
             record.cordoned = True
             hooks.checkpoint()
@@ -163,15 +169,17 @@ class KubeResponder:
         labels: Dict[str, Optional[str]] = {node_keys.LABEL_KIND: plan.kind, node_keys.LABEL_NOTICE: plan.notice_id}
         if plan.exclude_from_lb and plan.response == "drain":
             labels[node_keys.EXCLUDE_LB] = "true"
-        annotations = {node_keys.ANNOTATION_DEADLINE: _iso(plan.deadline),
+        annotations = {node_keys.ANNOTATION_DEADLINE: iso_seconds(plan.deadline),
                        node_keys.ANNOTATION_ACTION: plan.action}
+        if hooks.should_stop():
+            return
         if not record.labelled and self._node_write(
             plan.deadline, "label", lambda: actions.label(labels, annotations), hooks
         ):
             record.labelled = True
             hooks.checkpoint()
             taint = parse_taint(self.settings.taint, plan.kind, plan.notice_id)
-            if taint:
+            if taint and not hooks.should_stop():
                 try:
                     actions.try_taint(*taint)
                 except KubeError as error:
@@ -179,6 +187,8 @@ class KubeResponder:
                 self.actions.taint_forbidden = actions.taint_forbidden
         if plan.response != "drain":
             record.outcome = "cordoned"
+            return
+        if hooks.should_stop():
             return
         options = DrainOptions(
             deadline=plan.deadline, margin_s=self.settings.drain_margin,
@@ -189,15 +199,15 @@ class KubeResponder:
             last_tier_classes=self.settings.last_tier(),
         )
         if record.drain_started is None:
-            record.drain_started = _iso(utcnow())
+            record.drain_started = iso_seconds(self.clock.now())
             hooks.checkpoint()
-        hooks.step(record, "DrainStarted", f"draining for {plan.kind} {plan.notice_id}, deadline {_iso(plan.deadline)}")
+        hooks.step(record, "DrainStarted", f"draining for {plan.kind} {plan.notice_id}, deadline {iso_seconds(plan.deadline)}")
         drainer = Drainer(self.api, self.node.name, options,
                           progress=lambda gone, total: hooks.progress(gone, total, plan.deadline),
-                          should_stop=hooks.should_stop)
-        started = time.monotonic()
+                          should_stop=hooks.should_stop, clock=self.clock)
+        started = self.clock.monotonic()
         result = drainer.run()
-        self.last_result = result
+        record.total = max(record.total, result.total)
         record.evicted += len(result.evicted)
         record.forced += len(result.forced)
         record.failed += len(result.failed)
@@ -205,16 +215,16 @@ class KubeResponder:
         if result.interrupted:
             record.outcome = "drain interrupted (resumes on the next start)"
             return
-        record.drain_finished = _iso(utcnow())
+        record.drain_finished = iso_seconds(self.clock.now())
         summary = (f"{len(result.evicted)} evicted, {len(result.forced)} forced, {len(result.left)} left, "
-                   f"{len(result.failed)} failed of {result.total} in {time.monotonic() - started:.1f}s"
+                   f"{len(result.failed)} failed of {result.total} in {self.clock.monotonic() - started:.1f}s"
                    f"{' (dry run)' if plan.dry_run else ''}")
         record.outcome = ("drained: " if result.ok else "drain incomplete: ") + summary
         hooks.step(record, "DrainFinished" if result.ok else "DrainFailed", summary)
         if result.left:
             log.error("pods left on the node at the deadline: %s", ", ".join(result.left[:20]))
 
-    def _node_write(self, deadline: datetime, what: str, action: Callable[[], object], hooks) -> bool:
+    def _node_write(self, deadline: datetime, what: str, action: Callable[[], object], hooks: StepHooks) -> bool:
         """A write to our own Node object. A missing Node (404: deleted, or not re-registered yet)
         has nothing to cordon or label, but its pods can still be evicted: say so and go on."""
         try:
@@ -227,12 +237,14 @@ class KubeResponder:
                       what, self.node.name if self.node else "?", error.message)
             return False
 
-    def _until_deadline(self, deadline: datetime, what: str, action: Callable[[], T], hooks) -> T:
+    def _until_deadline(self, deadline: datetime, what: str, action: Callable[[], T], hooks: StepHooks) -> T:
         backoff = 0.2
         said = False
         while True:
-            if utcnow() >= deadline:  # never act after the deadline
-                raise KubeError(f"{what}: not attempted, the deadline {_iso(deadline)} has passed")
+            if self.clock.now() >= deadline:  # never act after the deadline
+                raise KubeError(f"{what}: not attempted, the deadline {iso_seconds(deadline)} has passed")
+            if hooks.should_stop():
+                raise KubeError(f"{what}: not attempted, the response was stopped")
             try:
                 return action()
             except ApiError as error:
@@ -243,15 +255,15 @@ class KubeResponder:
                 problem = str(error)
             if hooks.should_stop():
                 raise KubeError(f"{what} interrupted by the stop: {problem}")
-            if utcnow() + _seconds(backoff) >= deadline:
+            if self.clock.now() + seconds(backoff) >= deadline:
                 raise KubeError(f"{what} did not succeed before the deadline: {problem}")
             if not said:
                 log.warning("%s failed (%s); retrying until the deadline", what, problem)
                 said = True
-            time.sleep(backoff)
+            self.clock.sleep(backoff)
             backoff = min(1.0, backoff * 2)
 
-    def undo(self, record, reason: str) -> None:
+    def undo(self, record: NoticeRecord, reason: str) -> None:
         if self.actions is None:
             raise KubeError("Kubernetes is not ready")
         if record.cordoned:
@@ -267,16 +279,3 @@ class KubeResponder:
         if self.api is not None:
             self.api.close()
 
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds(value: float):
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
-
-
-def kubeconfig_exists(path: str) -> bool:
-    return os.path.exists(path)

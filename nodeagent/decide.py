@@ -1,0 +1,456 @@
+"""The decision core: what a poll, a restart or a boot means for each notice. Pure.
+
+Every function here takes the records (as the store holds them), what IMDS said, the settings
+and `now`, and returns actions. Nothing here does I/O, starts a thread, reads a clock or changes
+a record: the agent hands the actions to the notice store (record changes) and the worker
+(Kubernetes changes). docs/notices.md states the rules in prose; tests/unit/test_decide.py
+holds a case for each.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
+
+from nodeagent.clock import iso, parse_iso, parse_optional_iso
+from nodeagent.config import Settings
+from nodeagent.notices import Notice, NoticeKind
+from nodeagent.state import (
+    ACTING,
+    CANCELLED,
+    DONE,
+    EXPIRED,
+    OPEN_PHASES,
+    SEEN,
+    SKIPPED,
+    SUPERSEDED,
+    NoticeRecord,
+)
+
+SPOT_ONLY_KINDS = (NoticeKind.SPOT_ITN.value, NoticeKind.REBALANCE.value)
+# Notices whose instance comes back with the same Node after it: a new boot means it happened.
+REBOOT_CODES = ("system-reboot", "instance-reboot")
+COMES_BACK_SPOT_ACTIONS = ("stop", "hibernate")
+COMES_BACK_ASG_STATES = ("Warmed:Stopped", "Warmed:Hibernated")
+# Kinds that IMDS may withdraw (a spot interruption never is; an ASG state change is not a withdrawal).
+WITHDRAWABLE_KINDS = (NoticeKind.REBALANCE.value, NoticeKind.SCHEDULED.value)
+ACTIVE, COMPLETED = "active", "completed"
+ACTING_RESPONSES = ("drain", "cordon")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the worker must do for one notice. Everything downstream works from `deadline`."""
+
+    notice_id: str
+    kind: str
+    action: str
+    response: str  # drain | cordon
+    deadline: datetime
+    force_at_deadline: bool
+    exclude_from_lb: bool
+    dry_run: bool
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class PollResult:
+    notices: Mapping[str, Notice]
+    # Kinds whose path answered this poll. A notice missing from a kind that did not answer is
+    # not "gone": only a real answer counts towards a withdrawal.
+    answered: FrozenSet[str]
+    errors: Mapping[str, str] = field(default_factory=dict)
+    problems: Tuple[str, ...] = ()  # entries skipped inside answered bodies
+
+
+@dataclass(frozen=True)
+class Absence:
+    """A withdrawable notice missing from IMDS: since when, and for how many answered polls."""
+
+    since: datetime
+    polls: int
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the agent knows besides the records and the poll."""
+
+    now: datetime
+    running: Optional[str] = None  # the notice whose response the worker is carrying out
+    spot_label: Optional[bool] = None  # lifecycle=Ec2Spot on the Node (None: not known yet)
+    imds_life_cycle: Optional[str] = None  # IMDS instance-life-cycle
+    boot_time: float = 0.0  # wall-clock seconds
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accept:
+    record: NoticeRecord
+    notice: Notice
+    plan: Optional[Plan]  # None when the response is ignore or gated
+    message: str
+
+
+@dataclass(frozen=True)
+class Supersede:
+    notice_id: str
+    by: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    notice_id: str
+    reason: str
+    undo: bool  # uncordon: the response had touched the node and no other notice holds it
+
+
+@dataclass(frozen=True)
+class Uncordon:
+    """Lift the cordon of a finished response (the event happened), unless `keep` says another
+    notice holds the node; then only the record is released."""
+
+    notice_id: str
+    reason: str
+    keep: bool
+
+
+@dataclass(frozen=True)
+class Resume:
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Reopen:
+    """A response superseded by a notice that was then cancelled: it is the node's again."""
+
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Expire:
+    notice_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Say:
+    """A log line, said once per key while its text is unchanged."""
+
+    key: str
+    text: str
+    level: int = logging.INFO
+
+
+Action = Union[Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Say]
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: Tuple[Action, ...]
+    absences: Mapping[str, Absence]
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+
+def deadline_for(notice: Notice, now: datetime, settings: Settings) -> Tuple[datetime, str]:
+    """The moment after which nothing is done for this notice, and why it is that moment."""
+    window = now + timedelta(seconds=settings.drain_window)
+    floor = now + timedelta(seconds=settings.drain_margin)
+    if notice.kind in (NoticeKind.REBALANCE, NoticeKind.ASG):
+        return window, "DRAIN_WINDOW"
+    if notice.kind == NoticeKind.SCHEDULED and notice.deadline <= floor:
+        # The maintenance window is open (or opens within the margin): respond at once with
+        # each pod's own grace; AWS may act until NotAfter.
+        if notice.not_after is not None and notice.not_after > floor:
+            return notice.not_after, "window open: NotAfter"
+        return window, "window open: first sight + DRAIN_WINDOW"
+    if notice.deadline < floor:
+        # A hard time (a spot termination) that is already (nearly) past: pods get zero grace.
+        return floor, "time already past: now + DRAIN_MARGIN, zero grace"
+    return notice.deadline, "the notice's time"
+
+
+def gate_reason(kind: str, settings: Settings, spot_label: Optional[bool], life_cycle: Optional[str]) -> str:
+    """'' when the spot gate passes (or does not apply), else why not."""
+    if kind not in SPOT_ONLY_KINDS or settings.spot_gate == "off":
+        return ""
+    imds_spot = life_cycle == "spot"
+    checks = {
+        "label": bool(spot_label),
+        "imds": imds_spot,
+        "label-or-imds": bool(spot_label) or imds_spot,
+        "label-and-imds": bool(spot_label) and imds_spot,
+    }
+    if checks[settings.spot_gate]:
+        return ""
+    known = "unknown" if spot_label is None else ("yes" if spot_label else "no")
+    return (f"SPOT_GATE={settings.spot_gate} says this is not a spot node "
+            f"(label lifecycle=Ec2Spot: {known}, IMDS instance-life-cycle: {life_cycle or 'unknown'})")
+
+
+def plan_for(record: NoticeRecord, settings: Settings, resume: bool = False) -> Plan:
+    return Plan(
+        notice_id=record.id, kind=record.kind, action=record.action, response=record.response,
+        deadline=parse_iso(record.deadline), force_at_deadline=settings.force_for(record.kind),
+        exclude_from_lb=settings.exclude_lb_for(record.kind), dry_run=settings.dry_run, resume=resume,
+    )
+
+
+def holds_node(record: NoticeRecord) -> bool:
+    """Does this notice keep the node cordoned? Open or finished responses that were not
+    cancelled, superseded or released."""
+    return (record.response in ACTING_RESPONSES and record.phase in (SEEN, ACTING, DONE)
+            and not record.uncordon_pending
+            and (record.phase != DONE or record.cordoned))
+
+
+def held_by_other(records: Mapping[str, NoticeRecord], notice_id: str) -> Optional[str]:
+    """Another notice that still holds the node, if any (spot interruptions first)."""
+    others = [r for r in records.values() if r.id != notice_id and holds_node(r)]
+    others.sort(key=lambda r: (r.kind != NoticeKind.SPOT_ITN.value, r.deadline))
+    return others[0].id if others else None
+
+
+def should_supersede(new: Plan, running: NoticeRecord) -> bool:
+    """A new response takes the node over when it is at least as strong and more urgent."""
+    if new.response != "drain":
+        return False
+    return running.response == "cordon" or new.deadline < parse_iso(running.deadline)
+
+
+# --- a poll ----------------------------------------------------------------------------------
+
+
+def decide_poll(
+    records: Mapping[str, NoticeRecord],
+    poll: PollResult,
+    absences: Mapping[str, Absence],
+    settings: Settings,
+    ctx: Context,
+) -> Decision:
+    actions: List[Action] = []
+    seen_records: Dict[str, NoticeRecord] = dict(records)
+    for problem in poll.problems:
+        actions.append(Say(f"problem-{problem}", f"IMDS: {problem}", logging.WARNING))
+    running = seen_records.get(ctx.running) if ctx.running else None
+    for notice in poll.notices.values():
+        if notice.note:
+            actions.append(Say(f"note-{notice.id}", f"notice {notice.id}: {notice.note}", logging.WARNING))
+        record = seen_records.get(notice.id)
+        if notice.state == COMPLETED:
+            if record is not None:
+                actions.extend(_event_over(record, seen_records, "completed", settings))
+            continue
+        if notice.state != ACTIVE:
+            if record is not None and record.phase not in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
+                actions.extend(_cancel(record, seen_records, f"scheduled event is now {notice.state}", ctx, settings))
+            continue
+        if record is not None and _from_earlier_boot(record, ctx):
+            record = None  # an ASG state seen again after the instance came back: a new notice
+        if record is None:
+            accept = _accept(notice, settings, ctx)
+            actions.append(accept)
+            seen_records[notice.id] = accept.record
+            if accept.plan is not None and running is not None and running.phase in OPEN_PHASES \
+                    and should_supersede(accept.plan, running):
+                actions.append(Supersede(running.id, by=notice.id))
+                running = None
+        elif record.phase == CANCELLED:
+            actions.append(Say(f"back-{record.id}", f"notice {record.id} is back (active) after it was "
+                               "cancelled; not acting on the same notice twice", logging.WARNING))
+    new_absences = dict(absences)
+    for record in records.values():
+        if record.kind not in poll.answered:
+            continue
+        if record.id in poll.notices:
+            new_absences.pop(record.id, None)
+            continue
+        if record.kind == NoticeKind.SPOT_ITN.value and record.phase in OPEN_PHASES:
+            actions.append(Say(f"vanished-{record.id}", f"notice {record.id} is no longer in IMDS; carrying on: "
+                               "a spot interruption is never withdrawn"))
+            continue
+        if record.kind not in WITHDRAWABLE_KINDS or record.phase in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
+            continue
+        if record.outcome.startswith("undone") and record.phase == DONE:
+            continue  # already over and released
+        absence = new_absences.get(record.id)
+        absence = Absence(ctx.now, 1) if absence is None else replace(absence, polls=absence.polls + 1)
+        new_absences[record.id] = absence
+        gone_for = (ctx.now - absence.since).total_seconds()
+        if absence.polls < settings.withdrawn_after_polls or gone_for < settings.withdrawn_after:
+            continue  # IMDS answers do flap: one empty answer is not a withdrawal
+        new_absences.pop(record.id, None)
+        if record.kind == NoticeKind.SCHEDULED.value and parse_iso(record.deadline) <= ctx.now:
+            # IMDS drops an event some time after it happened: that is not a withdrawal
+            actions.extend(_event_over(record, seen_records, "no longer listed after its time", settings))
+        elif record.phase in (SEEN, ACTING, DONE):
+            actions.extend(_cancel(record, seen_records, "notice withdrawn from IMDS", ctx, settings))
+    for notice_id in list(new_absences):
+        if notice_id not in records:
+            new_absences.pop(notice_id)
+    return Decision(tuple(actions), new_absences)
+
+
+def _from_earlier_boot(record: NoticeRecord, ctx: Context) -> bool:
+    return (record.kind == NoticeKind.ASG.value and record.phase not in OPEN_PHASES
+            and _handled_by(record) < ctx.boot_time)
+
+
+def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
+    deadline, why = deadline_for(notice, ctx.now, settings)
+    response = settings.response_for(notice.kind.value)
+    gate = gate_reason(notice.kind.value, settings, ctx.spot_label, ctx.imds_life_cycle)
+    if response != "ignore" and gate:
+        response = "gated"
+    record = NoticeRecord(
+        id=notice.id, kind=notice.kind.value, action=notice.action, deadline=iso(deadline),
+        first_seen=iso(ctx.now), response=response,
+        not_after=iso(notice.not_after) if notice.not_after is not None else None,
+    )
+    plan: Optional[Plan] = None
+    if response in ACTING_RESPONSES:
+        plan = plan_for(record, settings)
+    else:
+        record = replace(record, phase=SKIPPED, outcome=gate if response == "gated" else "ignored by config")
+    in_s = (deadline - ctx.now).total_seconds()
+    message = (f"notice {notice.id} ({notice.kind.value}: {notice.action}), deadline {iso(deadline)} "
+               f"(in {in_s:.0f}s; {why}); response: {response}"
+               + (f" ({record.outcome})" if record.outcome else ""))
+    return Accept(record, notice, plan, message)
+
+
+def _cancel(record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context,
+            settings: Settings) -> List[Action]:
+    touched = record.phase in (SEEN, ACTING, DONE) and record.response in ACTING_RESPONSES
+    actions: List[Action] = [Cancel(record.id, reason, undo=touched and held_by_other(records, record.id) is None)]
+    # Responses it had superseded, whose notices are still live, are the node's again.
+    for other in records.values():
+        if other.phase == SUPERSEDED and other.superseded_by == record.id and parse_iso(other.deadline) > ctx.now:
+            actions.append(Reopen(plan_for(other, settings, resume=True)))
+    return actions
+
+
+def _event_over(record: NoticeRecord, records: Mapping[str, NoticeRecord], how: str,
+                settings: Settings) -> List[Action]:
+    """The maintenance happened. Unlike a cancellation the record stays done, and the cordon is
+    lifted only when UNCORDON_AFTER_REBOOT says so, once the response in progress has ended."""
+    if record.phase not in (SEEN, ACTING, DONE) or not record.cordoned or record.uncordon_pending:
+        return []
+    key = f"over-{record.id}"
+    if record.phase != DONE:
+        return [Say(key, f"notice {record.id}: scheduled event {how}; the response in progress runs to its end first")]
+    if not settings.uncordon_after_reboot:
+        return [Say(key, f"notice {record.id}: scheduled event {how}; the node stays cordoned "
+                    "(UNCORDON_AFTER_REBOOT=false)")]
+    return [Say(key, f"notice {record.id}: scheduled event {how}; uncordoning (UNCORDON_AFTER_REBOOT)"),
+            Uncordon(record.id, f"scheduled event {how}", keep=held_by_other(records, record.id) is not None)]
+
+
+# --- a start ---------------------------------------------------------------------------------
+
+
+def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context) -> Tuple[Action, ...]:
+    """On start: finish what was open (within its deadline), redo decided uncordons, and lift the
+    cordon of a notice whose instance has since come back on a new boot."""
+    actions: List[Action] = []
+    for record in records.values():
+        if record.uncordon_pending:
+            actions.append(Uncordon(record.id, "decided before the restart", keep=False))
+            continue
+        if record.phase in OPEN_PHASES:
+            if parse_iso(record.deadline) <= ctx.now:
+                actions.append(Expire(record.id, "deadline passed while the agent was not running"))
+            elif record.response in ACTING_RESPONSES:
+                actions.append(Resume(plan_for(record, settings, resume=True)))
+            continue
+        actions.extend(_after_boot(record, records, settings, ctx))
+    return tuple(actions)
+
+
+def _after_boot(record: NoticeRecord, records: Mapping[str, NoticeRecord], settings: Settings,
+                ctx: Context) -> List[Action]:
+    """A notice whose instance came back on a new boot (a reboot, a spot stop or hibernate, a
+    warm pool): the event happened, so the cordon is lifted if UNCORDON_AFTER_REBOOT says so."""
+    if not (settings.uncordon_after_reboot and _came_back(record) and _handled_by(record) < ctx.boot_time):
+        return []
+    return [Say(f"over-{record.id}", f"notice {record.id}: the {record.action} happened (booted since); uncordoning"),
+            Uncordon(record.id, f"rebooted after the {record.action}",
+                     keep=held_by_other(records, record.id) is not None)]
+
+
+def _came_back(record: NoticeRecord) -> bool:
+    if record.phase != DONE or not record.cordoned:
+        return False
+    return ((record.kind == NoticeKind.SCHEDULED.value and record.action in REBOOT_CODES)
+            or (record.kind == NoticeKind.SPOT_ITN.value and record.action in COMES_BACK_SPOT_ACTIONS)
+            or (record.kind == NoticeKind.ASG.value and record.action in COMES_BACK_ASG_STATES))
+
+
+def _handled_by(record: NoticeRecord) -> float:
+    """When the notice was handled, at the latest. A record rebuilt from the node's labels has no
+    handled time, but nothing is ever done after a deadline, so its deadline bounds it."""
+    if record.handled_at is not None:
+        return record.handled_at
+    deadline = parse_optional_iso(record.deadline)
+    return deadline.timestamp() if deadline is not None else float("inf")
+
+
+# --- a lost state file -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeNotice:
+    """The notice the node's own labels and annotations name (written with the cordon)."""
+
+    id: str
+    kind: str
+    deadline: str
+    action: str
+    agent: str  # our presence label: draining, drained, cordoning, cordoned, ...
+    cordoned: bool
+
+
+def decide_adopt(found: NodeNotice, records: Mapping[str, NoticeRecord], settings: Settings,
+                 ctx: Context) -> Tuple[Action, ...]:
+    """Rebuild a lost record from the node: a drain under way is resumed within its original
+    deadline, a finished one is not repeated."""
+    if found.id in records:
+        return ()  # seen again in IMDS before the API was up: already being handled
+    try:
+        deadline = parse_iso(found.deadline)
+        response = settings.response_for(found.kind)
+    except (KeyError, ValueError) as error:
+        return (Say("adopt", f"state: cannot rebuild from the node's labels ({type(error).__name__}: {error}); "
+                    "starting afresh", logging.ERROR),)
+    finished = found.agent in ("drained", "cordoned")
+    record = NoticeRecord(
+        id=found.id, kind=found.kind, action=found.action, deadline=iso(deadline), first_seen=iso(ctx.now),
+        response=response, phase=DONE if finished else ACTING, cordoned=found.cordoned, labelled=True,
+        outcome=f"finished before the state file was lost (node label {found.agent})" if finished else "",
+    )
+    message = (f"state rebuilt from the node's labels: notice {record.id} ({found.kind}), deadline "
+               f"{record.deadline}, {'already finished' if finished else 'in progress: resuming it'}")
+    notice = Notice(kind=NoticeKind(found.kind), id=found.id, deadline=deadline, action=found.action, raw="")
+    actions: List[Action] = [Accept(record, notice, None, message)]
+    if finished:
+        actions.extend(_after_boot(record, {**records, record.id: record}, settings, ctx))
+    else:
+        if deadline <= ctx.now:
+            actions.append(Expire(record.id, "deadline passed while the agent was not running"))
+        elif response in ACTING_RESPONSES:
+            actions.append(Resume(plan_for(record, settings, resume=True)))
+    return tuple(actions)
+
+
+def expired_before_start(plan: Plan, now: datetime) -> bool:
+    """Never act after a deadline (e.g. Kubernetes became ready too late)."""
+    return plan.deadline <= now
+
+
+def order_plans(plans: Sequence[Plan]) -> List[Plan]:
+    """The worker's order: the most urgent deadline first."""
+    return sorted(plans, key=lambda plan: plan.deadline)

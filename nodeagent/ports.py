@@ -1,0 +1,114 @@
+"""The interfaces between the agent and the parts it drives: responders and reporters."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Callable, Dict, Optional, Protocol
+
+from nodeagent.clock import iso
+from nodeagent.config import Settings
+from nodeagent.decide import NodeNotice, Plan
+from nodeagent.imds import InstanceIdentity
+from nodeagent.notices import Notice
+from nodeagent.state import NoticeRecord
+
+log = logging.getLogger("nodeagent.agent")
+
+
+class StepHooks(Protocol):
+    def checkpoint(self) -> None:
+        """Save the working record's progress."""
+
+    def progress(self, gone: int, total: int, deadline: datetime) -> None: ...
+
+    def should_stop(self) -> bool:
+        """True once the response is cancelled or superseded, or the agent is stopping."""
+
+    def step(self, record: NoticeRecord, reason: str, message: str) -> None: ...
+
+
+class Responder(Protocol):
+    """Carries out plans. Decides nothing."""
+
+    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+        """None once ready to act; otherwise a STATUS text saying what it waits for."""
+
+    def describe(self) -> str: ...
+
+    def reload(self, settings: Settings) -> None:
+        """A SIGHUP brought new settings (keys read once stay as they were)."""
+
+    def spot_label(self) -> Optional[bool]:
+        """True/False when the node's lifecycle=Ec2Spot label is known, None when it is not."""
+
+    def notice_on_node(self) -> Optional[NodeNotice]:
+        """The notice the node's labels named when the agent started (to rebuild lost state)."""
+
+    def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
+        """Carry the plan out on `record`, a working copy: progress goes back through hooks."""
+
+    def undo(self, record: NoticeRecord, reason: str) -> None: ...
+
+    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Reporter(Protocol):
+    """Events, webhook, metrics. Must never raise into the agent."""
+
+    def notice_received(self, notice: Notice, record: NoticeRecord, plan: Optional[Plan]) -> None: ...
+
+    def step(self, record: NoticeRecord, reason: str, message: str) -> None:
+        """reason: Cordoned, DrainStarted, DrainFinished, DrainFailed, Uncordoned."""
+
+    def finished(self, record: NoticeRecord) -> None: ...
+
+    def cancelled(self, record: NoticeRecord) -> None: ...
+
+    def polled(self, ok: bool, errors: Dict[str, str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LoggingResponder:
+    """A responder that only logs: `nodeagent run --log-only`, and the watcher without Kubernetes."""
+
+    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+        return None
+
+    def describe(self) -> str:
+        return "log-only"
+
+    def reload(self, settings: Settings) -> None:
+        pass
+
+    def spot_label(self) -> Optional[bool]:
+        return None
+
+    def notice_on_node(self) -> Optional[NodeNotice]:
+        return None
+
+    def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
+        log.info(
+            "would %s for %s (%s) by %s [log-only: no Kubernetes actions]",
+            plan.response, plan.notice_id, plan.action, iso(plan.deadline),
+        )
+        record.outcome = f"logged ({plan.response})"
+
+    def undo(self, record: NoticeRecord, reason: str) -> None:
+        log.info("would undo %s for %s: %s [log-only]", record.response, record.id, reason)
+
+    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def quietly(function: Callable[..., object], *args: object) -> None:
+    """Call a reporter (or a best-effort write) so that its failure never reaches the agent."""
+    try:
+        function(*args)
+    except Exception as error:
+        log.warning("reporter %s failed: %s", getattr(function, "__qualname__", function), error)

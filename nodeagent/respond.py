@@ -1,0 +1,274 @@
+"""The worker: one thread that carries out what the decision core decided, in order.
+
+It brings the Kubernetes side up (off the poll loop, so a hung credential plugin never delays
+READY or stops the polling), then runs jobs: a response to a notice (cordon, drain) or an
+uncordon. Each running response carries a cancellation token that the drain checks before every
+eviction, delete, retry and label write. All Kubernetes writes happen on this one thread, so an
+uncordon can never race a response that is still labelling the node.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, List, Optional, Sequence, Union
+
+from nodeagent.clock import Clock, iso
+from nodeagent.decide import Plan, expired_before_start, held_by_other
+from nodeagent.imds import InstanceIdentity
+from nodeagent.notice_store import NoticeStore, working_copy
+from nodeagent.ports import Reporter, Responder, quietly
+from nodeagent.state import CANCELLED, SUPERSEDED, NoticeRecord
+
+log = logging.getLogger("nodeagent.agent")
+
+STARTUP_RETRY_S = (1.0, 5.0)  # first and longest wait between Kubernetes startup attempts
+
+
+class CancelToken:
+    """Set once, by the poll loop; read by the drain's threads."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class UncordonJob:
+    notice_id: str
+    reason: str
+    keep: bool
+
+
+Job = Union[Plan, UncordonJob]
+
+
+class Worker:
+    def __init__(
+        self,
+        store: NoticeStore,
+        responder: Responder,
+        *,
+        clock: Clock,
+        reporters: Callable[[], Sequence[Reporter]],
+        stop: threading.Event,
+        on_status: Callable[[str], None],
+    ):
+        self.store = store
+        self.responder = responder
+        self.clock = clock
+        self.reporters = reporters
+        self.stop = stop
+        self.on_status = on_status
+        self.identity: Optional[InstanceIdentity] = None
+        self.ready = False
+        self.startup_status = "starting"
+        self.drain_text: Optional[str] = None
+        self._jobs: List[Job] = []
+        self._cond = threading.Condition()
+        self._running: Optional[str] = None
+        self._token: Optional[CancelToken] = None
+        self._finish_lock = threading.Lock()  # a cancel and the end of a response never interleave
+        self._thread = threading.Thread(target=self._run, name="responder", daemon=True)
+
+    # ------------------------------------------------------------ the poll loop's side
+
+    def start(self, identity: Optional[InstanceIdentity]) -> None:
+        self.identity = identity
+        self._thread.start()
+
+    @property
+    def running(self) -> Optional[str]:
+        return self._running
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify_all()
+
+    def cancel(self, notice_id: str, reason: str, *, superseded_by: Optional[str] = None) -> bool:
+        """Record the cancel (or supersede) and stop the response if it is running. True when
+        it was running: it then reports the outcome itself once it has stopped."""
+        with self._finish_lock:
+            if superseded_by is not None:
+                if not self.store.supersede(notice_id, superseded_by):
+                    return False
+            else:
+                self.store.cancel(notice_id, reason)
+            if self._running == notice_id and self._token is not None:
+                self._token.cancel(reason)
+                return True
+            return False
+
+    def join(self, timeout_s: float) -> None:
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        wait = STARTUP_RETRY_S[0]
+        while not self.stop.is_set() and not self.ready:
+            if self._startup():
+                break
+            self.clock.wait(self.stop, wait)
+            wait = min(STARTUP_RETRY_S[1], wait * 2)
+        while not self.stop.is_set():
+            job = self._next_job()
+            if job is None:
+                continue
+            if isinstance(job, Plan):
+                self._respond(job)
+            else:
+                self._uncordon(job)
+
+    def _startup(self) -> bool:
+        try:
+            waiting_for = self.responder.startup(self.identity)
+        except Exception as error:  # the responder reports its own errors; never die here
+            waiting_for = f"Kubernetes not ready: {error}"
+            log.warning("%s", waiting_for)
+        if waiting_for is not None:
+            self.startup_status = waiting_for
+            return False
+        self.ready = True
+        # The startup wrote "watching"; a response resumed after a restart says otherwise.
+        quietly(self.responder.agent_state_changed, self.store.agent_state)
+        return True
+
+    def _next_job(self) -> Optional[Job]:
+        with self._cond:
+            if not self._jobs:
+                self._cond.wait(timeout=0.5)
+            if not self._jobs or self.stop.is_set():
+                return None
+            # Uncordons first (each re-checks that no other notice holds the node), then the most
+            # urgent response.
+            undo = next((job for job in self._jobs if isinstance(job, UncordonJob)), None)
+            if undo is not None:
+                self._jobs.remove(undo)
+                return undo
+            plan = min((job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
+            self._jobs.remove(plan)
+            return plan
+
+    def _respond(self, plan: Plan) -> None:
+        with self._finish_lock:
+            record = self.store.get(plan.notice_id)
+            if record.phase not in ("seen", "acting"):
+                return
+            if expired_before_start(plan, self.clock.now()):
+                self.store.expire(plan.notice_id, "deadline passed before the response could start")
+                log.error("notice %s: its deadline %s passed before Kubernetes was ready; not acting",
+                          plan.notice_id, iso(plan.deadline))
+                return
+            self.store.start(plan.notice_id)
+            token = CancelToken()
+            self._running, self._token = plan.notice_id, token
+        if plan.resume:
+            log.info("resuming %s for %s (deadline in %.0fs)", plan.response, plan.notice_id,
+                     (plan.deadline - self.clock.now()).total_seconds())
+        self._set_agent_state("draining" if plan.response == "drain" else "cordoning")
+        working = working_copy(self.store.get(plan.notice_id))
+        hooks = _Hooks(self, plan, working, token)
+        try:
+            self.responder.execute(plan, working, hooks)
+        except Exception as error:
+            if not hooks.should_stop():
+                log.error("notice %s: response failed: %s", plan.notice_id, error,
+                          exc_info=not getattr(error, "expected", False))
+                working.outcome = f"failed: {error}"
+        with self._finish_lock:
+            self._running, self._token = None, None
+            self.drain_text = None
+            stored = self.store.get(plan.notice_id)
+            if token.cancelled or stored.phase in (CANCELLED, SUPERSEDED):
+                final = self.store.stopped_early(plan.notice_id, working)
+                log.warning("notice %s: response stopped (%s)", plan.notice_id, final.outcome)
+                if final.phase == CANCELLED:
+                    for reporter in self.reporters():
+                        quietly(reporter.cancelled, final)
+                return
+            if self.stop.is_set() and not _finished(working):
+                self.store.interrupted(working)  # stays acting: the next start resumes it
+                return
+            # Said before the phase flips, so whoever watches the state sees the line first.
+            log.info("notice %s: %s", plan.notice_id, working.outcome or "done")
+            self.store.progress(working)
+            final = self.store.mark_done(plan.notice_id, working.outcome, time.time())
+        finished_state = "drained" if plan.response == "drain" else "cordoned"
+        if self.clock.now() < plan.deadline:
+            self._set_agent_state(finished_state)
+        else:  # a drain that ran to its deadline: record it, but write nothing more to the node
+            self.store.set_agent_state(finished_state)
+        for reporter in self.reporters():
+            quietly(reporter.finished, final)
+
+    def _uncordon(self, job: UncordonJob) -> None:
+        record = self.store.get(job.notice_id)
+        other = held_by_other(self.store.records(), job.notice_id)
+        if job.keep or other is not None:
+            log.info("notice %s: keeping the node cordoned for %s", job.notice_id, other or "another notice")
+            self.store.uncordoned(job.notice_id, job.reason, done=False)
+            return
+        try:
+            self.responder.undo(record, job.reason)
+        except Exception as error:
+            log.error("notice %s: could not undo (%s); the node may stay cordoned", record.id, error)
+            return  # stays pending: the next start tries again
+        self.store.uncordoned(job.notice_id, job.reason, done=True)
+        self._set_agent_state("watching")
+        for reporter in self.reporters():
+            quietly(reporter.step, record, "Uncordoned", f"uncordoned: {job.reason}")
+
+    def _set_agent_state(self, agent_state: str) -> None:
+        if self.store.set_agent_state(agent_state) and self.ready:
+            quietly(self.responder.agent_state_changed, agent_state)
+
+    def progress(self, plan: Plan, gone: int, total: int, deadline: datetime) -> None:
+        left = max(0.0, (deadline - self.clock.now()).total_seconds())
+        self.drain_text = f"draining: {gone}/{total} pods gone, deadline in {left:.0f}s"
+        self.on_status(self.drain_text)
+        self.store.set_drain_progress({"notice": plan.notice_id, "gone": gone, "total": total,
+                                       "deadline": iso(deadline)})
+
+
+class _Hooks:
+    """What a response may ask of the agent while it runs."""
+
+    def __init__(self, worker: Worker, plan: Plan, working: NoticeRecord, token: CancelToken):
+        self.worker = worker
+        self.plan = plan
+        self.working = working
+        self.token = token
+
+    def checkpoint(self) -> None:
+        self.worker.store.progress(self.working)
+
+    def progress(self, gone: int, total: int, deadline: datetime) -> None:
+        self.worker.progress(self.plan, gone, total, deadline)
+
+    def should_stop(self) -> bool:
+        return self.token.cancelled or self.worker.stop.is_set()
+
+    def step(self, record: NoticeRecord, reason: str, message: str) -> None:
+        if self.token.cancelled:
+            return  # a cancelled response has nothing more to announce
+        for reporter in self.worker.reporters():
+            quietly(reporter.step, record, reason, message)
+
+
+def _finished(record: NoticeRecord) -> bool:
+    return record.response == "cordon" and record.cordoned or record.drain_finished is not None
