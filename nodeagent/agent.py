@@ -93,7 +93,7 @@ class Agent:
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
         self.worker = Worker(self.store, responder, clock=self.clock, reporters=lambda: self.reporters,
-                             stop=self._stop, on_status=self.notifier.status)
+                             stop=self._stop, on_status=self.notifier.status, on_ready=self._poke)
         self._absences: Dict[str, Absence] = {}
         self._said: Dict[str, str] = {}
         self._rebuild_from_node = False  # the state file was lost: read the node before acting

@@ -63,6 +63,7 @@ class Worker:
         reporters: Callable[[], Sequence[Reporter]],
         stop: threading.Event,
         on_status: Callable[[str], None],
+        on_ready: Callable[[], None] = lambda: None,
     ):
         self.store = store
         self.responder = responder
@@ -70,6 +71,7 @@ class Worker:
         self.reporters = reporters
         self.stop = stop
         self.on_status = on_status
+        self.on_ready = on_ready  # wakes the poll loop, which then reads the node (lost state) at once
         self.identity: Optional[InstanceIdentity] = None
         self.ready = False
         self.startup_status = "starting"
@@ -146,6 +148,7 @@ class Worker:
         self.ready = True
         # The startup wrote "watching"; a response resumed after a restart says otherwise.
         quietly(self.responder.agent_state_changed, self.store.agent_state)
+        self.on_ready()
         return True
 
     def _next_job(self) -> Optional[Job]:

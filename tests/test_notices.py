@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from nodeagent import notices
 from nodeagent.notices import (
     ASG_PATH,
-    PARSERS,
+    SOURCES,
     REBALANCE_PATH,
     SCHEDULED_PATH,
     SPOT_ACTION_PATH,
@@ -85,6 +85,15 @@ def test_spot_actions(action):
     assert notice.id == "spot-itn-20200107T010347Z"
 
 
+@pytest.mark.parametrize("action", ["reboot", "Terminate", "instance-stop"])
+def test_spot_unknown_action_is_handled_as_terminate_with_a_note(action):
+    # Failing closed here would lose the node's workloads: the instance is going away either way.
+    notice = parse_spot_action(json.dumps({"action": action, "time": "2020-01-07T01:03:47Z"}), NOW)
+    assert notice.action == "terminate"
+    assert notice.id == "spot-itn-20200107T010347Z"
+    assert repr(action) in notice.note and "handled as terminate" in notice.note
+
+
 def test_spot_past_deadline_is_kept_and_id_ignores_now():
     body = '{"action": "stop", "time": "2017-09-18T08:22:00Z"}'
     a = parse_spot_action(body, NOW)
@@ -117,8 +126,6 @@ def test_spot_offset_and_fraction_normalised_to_utc():
         (b'"terminate"', "JSON object"),
         (b"{}", "missing key 'action'"),
         (b'{"action": "terminate"}', "missing key 'time'"),
-        (b'{"action": "reboot", "time": "2017-09-18T08:22:00Z"}', "unknown action"),
-        (b'{"action": "Terminate", "time": "2017-09-18T08:22:00Z"}', "unknown action"),
         (b'{"action": 1, "time": "2017-09-18T08:22:00Z"}', "must be a string"),
         (b'{"action": "terminate", "time": 1505722920}', "must be a string"),
         (b'{"action": "terminate", "time": "2017-09-18 08:22"}', "RFC 3339"),
@@ -173,18 +180,20 @@ def test_rebalance_rejects(body):
 
 
 def test_scheduled_design_example():
-    [notice] = parse_scheduled(SCHEDULED_EXAMPLE, NOW)
+    [notice] = parse_scheduled(SCHEDULED_EXAMPLE, NOW).notices
     assert notice.kind is NoticeKind.SCHEDULED
     assert notice.id == "scheduled-instance-event-0d59937288b749b32"
     assert notice.action == "system-reboot"
     assert notice.deadline == datetime(2019, 1, 21, 9, 0, 43, tzinfo=UTC)
     assert notice.state == "active"
+    assert notice.not_after == datetime(2019, 1, 21, 9, 17, 23, tzinfo=UTC)
+    assert notice.note == ""
     assert json.loads(notice.raw)["EventId"] == "instance-event-0d59937288b749b32"
 
 
 def test_scheduled_empty_list():
-    assert parse_scheduled(b"[]", NOW) == []
-    assert parse_scheduled(b" [ ]\n", NOW) == []
+    assert parse_scheduled(b"[]", NOW).notices == ()
+    assert parse_scheduled(b" [ ]\n", NOW).notices == ()
 
 
 @pytest.mark.parametrize("state, expected", [
@@ -192,15 +201,16 @@ def test_scheduled_empty_list():
     ("Canceled", "canceled"), ("COMPLETED", "completed"), ("cancelled", "canceled"),
 ])
 def test_scheduled_keeps_completed_and_canceled(state, expected):
-    [notice] = parse_scheduled(json.dumps([scheduled_event(State=state)]), NOW)
+    [notice] = parse_scheduled(json.dumps([scheduled_event(State=state)]), NOW).notices
     assert notice.state == expected
     assert notice.id == "scheduled-instance-event-0d59937288b749b32"  # same id: agent can cancel
 
 
 @pytest.mark.parametrize("code", sorted(notices.SCHEDULED_CODES))
 def test_scheduled_codes(code):
-    [notice] = parse_scheduled(json.dumps([scheduled_event(Code=code)]), NOW)
+    [notice] = parse_scheduled(json.dumps([scheduled_event(Code=code)]), NOW).notices
     assert notice.action == code
+    assert notice.note == ""
 
 
 def test_scheduled_several_events_and_duplicates():
@@ -209,41 +219,61 @@ def test_scheduled_several_events_and_duplicates():
         scheduled_event(EventId="instance-event-2", NotBefore="1 Jan 2020 01:03:47 GMT"),
         scheduled_event(EventId="instance-event-1", State="completed"),
     ]
-    result = parse_scheduled(json.dumps(events), NOW)
+    result = parse_scheduled(json.dumps(events), NOW).notices
     assert [n.id for n in result] == ["scheduled-instance-event-1", "scheduled-instance-event-2"]
     assert result[0].action == "instance-stop"
     assert result[1].deadline == datetime(2020, 1, 1, 1, 3, 47, tzinfo=UTC)
 
 
 def test_scheduled_optional_fields_may_be_missing():
-    [notice] = parse_scheduled(json.dumps([scheduled_event(Description=None, NotAfter=None)]), NOW)
+    [notice] = parse_scheduled(json.dumps([scheduled_event(Description=None, NotAfter=None)]), NOW).notices
     assert notice.action == "system-reboot"
+    assert notice.not_after is None
+
+
+def test_scheduled_unreadable_not_after_only_drops_that_field():
+    [notice] = parse_scheduled(json.dumps([scheduled_event(NotAfter="soon")]), NOW).notices
+    assert notice.not_after is None and notice.deadline == datetime(2019, 1, 21, 9, 0, 43, tzinfo=UTC)
+
+
+def test_scheduled_unknown_code_is_still_maintenance():
+    [notice] = parse_scheduled(json.dumps([scheduled_event(Code="system-explode")]), NOW).notices
+    assert notice.action == "system-explode" and notice.state == "active"
+    assert "'system-explode'" in notice.note and "handled as maintenance" in notice.note
+
+
+@pytest.mark.parametrize("body, fragment", [('{"a": 1}', "JSON list"), ("", "empty"), ("[", "not valid JSON")])
+def test_scheduled_rejects_a_body_that_is_not_a_list(body, fragment):
+    with pytest.raises(NoticeParseError) as info:
+        parse_scheduled(body, NOW)
+    assert info.value.path == SCHEDULED_PATH
+    assert fragment in info.value.reason
 
 
 @pytest.mark.parametrize(
-    "events, fragment",
+    "bad, fragment",
     [
-        ({"a": 1}, "JSON list"),
-        ([1], "must be a JSON object"),
-        ([scheduled_event(Code="system-explode")], "unknown Code"),
-        ([scheduled_event(Code=None)], "missing key 'Code'"),
-        ([scheduled_event(EventId=None)], "missing key 'EventId'"),
-        ([scheduled_event(EventId="  ")], "empty 'EventId'"),
-        ([scheduled_event(EventId=7)], "must be a string"),
-        ([scheduled_event(State="pending")], "unknown State"),
-        ([scheduled_event(NotBefore=None)], "missing key 'NotBefore'"),
-        ([scheduled_event(NotBefore="2019-01-21T09:00:43Z")], "NotBefore"),
-        ([scheduled_event(NotBefore="21 Foo 2019 09:00:43 GMT")], "unknown month"),
-        ([scheduled_event(NotBefore="31 Feb 2019 09:00:43 GMT")], "invalid date"),
-        ([scheduled_event(NotBefore="21 Jan 2019 09:00:43 PST")], "NotBefore"),
-        ([scheduled_event(), scheduled_event(State=None)], "event #1"),
+        (1, "must be a JSON object"),
+        (scheduled_event(Code=None), "missing key 'Code'"),
+        (scheduled_event(Code=" "), "empty 'Code'"),
+        (scheduled_event(EventId=None), "missing key 'EventId'"),
+        (scheduled_event(EventId="  "), "empty 'EventId'"),
+        (scheduled_event(EventId=7), "must be a string"),
+        (scheduled_event(State="pending"), "unknown State"),
+        (scheduled_event(State=None), "missing key 'State'"),
+        (scheduled_event(NotBefore=None), "missing key 'NotBefore'"),
+        (scheduled_event(NotBefore="2019-01-21T09:00:43Z"), "NotBefore"),
+        (scheduled_event(NotBefore="21 Foo 2019 09:00:43 GMT"), "unknown month"),
+        (scheduled_event(NotBefore="31 Feb 2019 09:00:43 GMT"), "invalid date"),
+        (scheduled_event(NotBefore="21 Jan 2019 09:00:43 PST"), "NotBefore"),
     ],
 )
-def test_scheduled_rejects(events, fragment):
-    with pytest.raises(NoticeParseError) as info:
-        parse_scheduled(json.dumps(events), NOW)
-    assert info.value.path == SCHEDULED_PATH
-    assert fragment in info.value.reason
+def test_one_malformed_event_is_skipped_and_the_others_kept(bad, fragment):
+    good = scheduled_event(EventId="instance-event-good")
+    result = parse_scheduled(json.dumps([bad, good]), NOW)
+    assert [n.id for n in result.notices] == ["scheduled-instance-event-good"]
+    [problem] = result.problems
+    assert fragment in problem and "event #0" in problem and problem.endswith("entry skipped")
 
 
 def test_scheduled_time_is_locale_independent_and_accepts_unpadded_day():
@@ -305,12 +335,29 @@ def test_asg_naive_now_is_treated_as_utc():
     assert_aware_utc(notice.deadline)
 
 
+@pytest.mark.parametrize("state, notice_id", [
+    ("Warmed:Stopped", "asg-warmed-stopped"), ("Warmed:Hibernated", "asg-warmed-hibernated"),
+    ("Warmed:Terminated", "asg-warmed-terminated"),
+])
+def test_asg_warm_pool_states_that_take_the_instance_out_of_service(state, notice_id):
+    notice = parse_asg_state(state, NOW)
+    assert notice is not None and notice.id == notice_id and notice.action == state
+
+
 @pytest.mark.parametrize(
-    "state", ["InService", "Detached", "Standby", "Warmed:Stopped", "Warmed:Terminated",
+    "state", ["InService", "Detached", "Standby", "Warmed:Running",
               "Pending", "Pending:Wait", "Terminating:Wait", "terminated", " InService \n"]
 )
 def test_asg_other_states_are_not_notices(state):
     assert parse_asg_state(state, NOW) is None
+
+
+def test_asg_source_reports_an_unknown_state_once_as_no_action():
+    asg = notices.SOURCES_BY_KIND["asg"]
+    assert asg.parse("InService", NOW) == notices.Parsed()
+    assert asg.parse("Warmed:Running", NOW) == notices.Parsed()
+    result = asg.parse("Warmed:Exploded", NOW)
+    assert result.notices == () and result.problems == ("unknown lifecycle state 'Warmed:Exploded'; no action",)
 
 
 @pytest.mark.parametrize(
@@ -372,12 +419,13 @@ def test_paths_and_parse_path():
     assert REBALANCE_PATH == "events/recommendations/rebalance"
     assert SCHEDULED_PATH == "events/maintenance/scheduled"
     assert ASG_PATH == "autoscaling/target-lifecycle-state"
-    assert set(PARSERS) == set(notices.NOTICE_PATHS)
-    assert parse_path(SPOT_ACTION_PATH, None, NOW) == []
-    assert parse_path(ASG_PATH, b"InService", NOW) == []
-    assert [n.id for n in parse_path(ASG_PATH, b"Terminated", NOW)] == ["asg-terminated"]
-    assert len(parse_path(SCHEDULED_PATH, SCHEDULED_EXAMPLE, NOW)) == 1
-    assert parse_path(REBALANCE_PATH, '{"noticeTime": "2020-10-27T08:22:00Z"}', NOW)[0].id == (
+    assert [s.path for s in SOURCES] == [SPOT_ACTION_PATH, ASG_PATH, REBALANCE_PATH, SCHEDULED_PATH]
+    assert [s.kind.value for s in SOURCES] == ["spot-itn", "asg", "rebalance", "scheduled"]
+    assert parse_path(SPOT_ACTION_PATH, None, NOW).notices == ()
+    assert parse_path(ASG_PATH, b"InService", NOW).notices == ()
+    assert [n.id for n in parse_path(ASG_PATH, b"Terminated", NOW).notices] == ["asg-terminated"]
+    assert len(parse_path(SCHEDULED_PATH, SCHEDULED_EXAMPLE, NOW).notices) == 1
+    assert parse_path(REBALANCE_PATH, '{"noticeTime": "2020-10-27T08:22:00Z"}', NOW).notices[0].id == (
         "rebalance-20201027T082200Z"
     )
     with pytest.raises(KeyError):
@@ -397,8 +445,10 @@ def _assert_only_parse_errors(body) -> None:
         try:
             result = parser(body, NOW)
         except NoticeParseError as exc:
-            assert exc.path in PARSERS
+            assert exc.path in {source.path for source in SOURCES}
             continue
+        if isinstance(result, notices.Parsed):
+            result = list(result.notices)
         for notice in result if isinstance(result, list) else [result]:
             if notice is not None:
                 _check_notice(notice)
@@ -510,8 +560,8 @@ def scheduled_events(draw):
 @given(st.lists(scheduled_events(), max_size=5))
 def test_property_valid_scheduled_lists(items):
     body = json.dumps([event for event, _ in items])
-    result = parse_scheduled(body, NOW)
-    assert result == parse_scheduled(body.encode("utf-8"), NOW + timedelta(days=1))
+    result = parse_scheduled(body, NOW).notices
+    assert result == parse_scheduled(body.encode("utf-8"), NOW + timedelta(days=1)).notices
     unique_event_ids = list(dict.fromkeys(event["EventId"] for event, _ in items))
     assert len(result) == len(unique_event_ids)
     for notice in result:
@@ -546,7 +596,7 @@ def test_property_distinct_event_ids_get_distinct_notice_ids(a, b):
 @given(st.from_regex(r"[A-Za-z]{1,20}(:[A-Za-z]{1,20}){0,2}", fullmatch=True))
 def test_property_asg_well_formed_states(state):
     result = parse_asg_state(state, NOW)
-    if state == "Terminated":
-        assert result is not None and result.id == "asg-terminated"
+    if state in notices.ASG_OUT_OF_SERVICE:
+        assert result is not None and result.id == notices.ASG_OUT_OF_SERVICE[state]
     else:
         assert result is None

@@ -204,10 +204,10 @@ def test_raw_spot_and_other_notices(sim, http):
              "EventId": "instance-event-0d59937288b749b32", "State": "active",
              "Description": "scheduled reboot", "NotAfter": "21 Jan 2019 09:17:23 GMT"}
     sim.set_scheduled([event])
-    [notice] = parse_scheduled(get(http, sim, "events/maintenance/scheduled", tok).content, when)
+    [notice] = parse_scheduled(get(http, sim, "events/maintenance/scheduled", tok).content, when).notices
     assert notice.state == "active"
     sim.set_scheduled([dict(event, State="canceled")])
-    [notice] = parse_scheduled(get(http, sim, "events/maintenance/scheduled", tok).content, when)
+    [notice] = parse_scheduled(get(http, sim, "events/maintenance/scheduled", tok).content, when).notices
     assert notice.state == "canceled"
     sim.set_asg_state("Terminated")
     assert get(http, sim, "autoscaling/target-lifecycle-state", tok).text == "Terminated"

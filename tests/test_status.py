@@ -59,6 +59,8 @@ def test_json_schema_and_fields_against_a_running_daemon(sims):
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        # READY=1 does not wait for Kubernetes (a hung credential plugin must not hold it)
+        assert wait_for(lambda: status_json(env, "--no-probe")[1]["daemon"]["status"].startswith("watching IMDS"), 10)
         code, idle = status_json(env)
         sims.imds.schedule_spot(30)
         daemon.wait_line(r"drained: 5 evicted", timeout_s=20)
