@@ -174,7 +174,9 @@ class NoticeStore:
             record.uncordon_pending = False
             record.cordoned = False
             record.labelled = False
-            if done:
+            if done and record.phase == CANCELLED:
+                record.outcome = f"{record.outcome}; node uncordoned"
+            elif done:
                 record.outcome = f"undone: {reason}"
             self._save()
 

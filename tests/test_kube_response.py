@@ -370,3 +370,47 @@ def test_sigterm_mid_drain_exits_and_restart_resumes(tmp_path):
     finally:
         cluster.kube.stop()
         cluster.imds.stop()
+
+
+def test_scheduled_event_cancelled_mid_drain_stops_the_drain(tmp_path, cluster):
+    """Issue: the drain went on after a cancel (evictions, the drained label, a later forced
+    delete). Now nothing more is written for the notice: no eviction, delete or notice label."""
+    cluster.kube.add_pod("free", node=NODE, owner_kind="ReplicaSet", owner_name="free", grace_s=1)
+    for i in range(2):
+        cluster.kube.add_pod(f"guarded-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="guarded",
+                             labels={"app": "guarded"}, grace_s=1)
+    cluster.kube.add_pdb("guarded", "default", selector={"app": "guarded"}, min_available=2)
+    node_states = []
+    cluster.kube.on_patch_node(lambda name, t, node: node_states.append((t, dict(node["metadata"]["labels"]))))
+    event = {"NotBefore": (datetime.now(timezone.utc) + timedelta(seconds=40)).strftime("%d %b %Y %H:%M:%S GMT"),
+             "Code": "instance-retirement", "EventId": "instance-event-0aaaaaaaaaaaaaaaa", "State": "active"}
+    daemon = start_agent(tmp_path, cluster, ON_SCHEDULED_EVENT="drain", FORCE_AT_DEADLINE="true")
+    try:
+        cluster.imds.set_scheduled([event])
+        assert wait_for(lambda: cluster.kube.count(path_regex=r"guarded-0/eviction$", status=429) >= 1, 15), \
+            daemon.output()
+        assert wait_for(lambda: cluster.kube.pod("default", "free") is None, 10), daemon.output()
+        cluster.imds.set_scheduled([dict(event, State="canceled")])
+        cancelled_at = daemon.wait_line(r"cancelled: scheduled event is now canceled", timeout_s=10).t
+        # The PDB frees up right after the cancel: a drain that went on would now evict.
+        cluster.kube.add_pod("guarded-elsewhere", node=OTHER, owner_kind="ReplicaSet", owner_name="guarded",
+                             labels={"app": "guarded"})
+        assert wait_for(lambda: not cluster.kube.node(NODE)["spec"].get("unschedulable"), 10), daemon.output()
+        daemon.wait_line(r"notice scheduled-\S+: response stopped \(.*stopped after 1 of 3 pods had gone\)",
+                         timeout_s=10)
+        time.sleep(4)  # room for the retries a drain that went on would make
+        in_flight_s = 0.5  # a request already sent when the cancel came may still land
+        late = [r for r in cluster.writes(r"/pods/") if r.t_monotonic > cancelled_at + in_flight_s]
+        assert late == [], f"writes to pods after the cancel: {late}\n{daemon.output()}"
+        relabelled = [labels for t, labels in node_states if t > cancelled_at + in_flight_s
+                      and ("nodeagent.io/notice-id" in labels or labels.get("nodeagent.io/agent") == "drained")]
+        assert relabelled == [], daemon.output()
+        assert cluster.kube.pod("default", "guarded-0") is not None and cluster.kube.pod("default", "guarded-1")
+        labels = cluster.kube.node(NODE)["metadata"]["labels"]
+        assert labels.get("nodeagent.io/agent") == "watching" and "nodeagent.io/notice-id" not in labels
+        state = json.loads((tmp_path / "state" / "state.json").read_text())
+        record = state["notices"]["scheduled-instance-event-0aaaaaaaaaaaaaaaa"]
+        assert record["phase"] == "cancelled", record
+        assert "stopped after 1 of 3 pods had gone" in record["outcome"], record
+    finally:
+        daemon.stop()
