@@ -132,13 +132,8 @@ class Agent:
         signal.signal(signal.SIGHUP, self.request_reload)
 
     def run(self) -> int:
-        self._load_state()
-        if not self._wait_for_imds():
-            return self._shutdown()
-        self.worker.start(self.identity)
-        self.notifier.ready()
-        log.info("ready: watching IMDS at %s every %gs (%s)", self.settings.imds_url,
-                 self.settings.poll_interval, ", ".join(self._watched_kinds()))
+        if not self.start():
+            return self.shutdown()
         while not self._stop.is_set():
             started = self.clock.monotonic()
             self.tick()
@@ -146,7 +141,18 @@ class Agent:
             self._sleep_until(started + self.settings.poll_interval)
             if self._reload_requested:
                 self._apply_reload()
-        return self._shutdown()
+        return self.shutdown()
+
+    def start(self) -> bool:
+        """Load the state, wait for IMDS, start the worker, say READY. False when stopped first."""
+        self._load_state()
+        if not self._wait_for_imds():
+            return False
+        self.worker.start(self.identity)
+        self.notifier.ready()
+        log.info("ready: watching IMDS at %s every %gs (%s)", self.settings.imds_url,
+                 self.settings.poll_interval, ", ".join(self._watched_kinds()))
+        return True
 
     def tick(self) -> None:
         if self.worker.ready and not self._ready_seen:
@@ -166,8 +172,9 @@ class Agent:
             self._apply(decision.actions)
         self._update_status()
 
-    def _shutdown(self) -> int:
+    def shutdown(self) -> int:
         self.notifier.stopping()
+        self._stop.set()
         busy = self.worker.running is not None
         log.info("stopping%s", ": drain interrupted, it resumes on the next start" if busy else "")
         self._stop.set()

@@ -326,12 +326,12 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
 def _cancel(record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context,
             settings: Settings) -> List[Action]:
     touched = record.phase in (SEEN, ACTING, DONE) and record.response in ACTING_RESPONSES
-    actions: List[Action] = [Cancel(record.id, reason, undo=touched and held_by_other(records, record.id) is None)]
     # Responses it had superseded, whose notices are still live, are the node's again.
-    for other in records.values():
-        if other.phase == SUPERSEDED and other.superseded_by == record.id and parse_iso(other.deadline) > ctx.now:
-            actions.append(Reopen(plan_for(other, settings, resume=True)))
-    return actions
+    reopened: List[Action] = [
+        Reopen(plan_for(other, settings, resume=True)) for other in records.values()
+        if other.phase == SUPERSEDED and other.superseded_by == record.id and parse_iso(other.deadline) > ctx.now]
+    undo = touched and not reopened and held_by_other(records, record.id) is None
+    return [Cancel(record.id, reason, undo=undo), *reopened]
 
 
 def _event_over(record: NoticeRecord, records: Mapping[str, NoticeRecord], how: str,

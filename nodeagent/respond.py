@@ -79,6 +79,7 @@ class Worker:
         self._jobs: List[Job] = []
         self._cond = threading.Condition()
         self._running: Optional[str] = None
+        self._picking = False  # a job taken off the list and not yet finished
         self._token: Optional[CancelToken] = None
         self._finish_lock = threading.Lock()  # a cancel and the end of a response never interleave
         self._thread = threading.Thread(target=self._run, name="responder", daemon=True)
@@ -92,6 +93,13 @@ class Worker:
     @property
     def running(self) -> Optional[str]:
         return self._running
+
+    @property
+    def idle(self) -> bool:
+        """No job waiting or running (the fast tests wait for this between steps)."""
+        with self._cond:
+            return not self._jobs and self._running is None and not self._picking
+
 
     def submit(self, job: Job) -> None:
         with self._cond:
@@ -131,10 +139,14 @@ class Worker:
             job = self._next_job()
             if job is None:
                 continue
-            if isinstance(job, Plan):
-                self._respond(job)
-            else:
-                self._uncordon(job)
+            try:
+                if isinstance(job, Plan):
+                    self._respond(job)
+                else:
+                    self._uncordon(job)
+            finally:
+                with self._cond:
+                    self._picking = False
 
     def _startup(self) -> bool:
         try:
@@ -160,12 +172,11 @@ class Worker:
             # Uncordons first (each re-checks that no other notice holds the node), then the most
             # urgent response.
             undo = next((job for job in self._jobs if isinstance(job, UncordonJob)), None)
-            if undo is not None:
-                self._jobs.remove(undo)
-                return undo
-            plan = min((job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
-            self._jobs.remove(plan)
-            return plan
+            job: Job = undo if undo is not None else min(
+                (job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
+            self._jobs.remove(job)
+            self._picking = True
+            return job
 
     def _respond(self, plan: Plan) -> None:
         with self._finish_lock:

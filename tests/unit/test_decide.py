@@ -1,0 +1,402 @@
+"""The decision core, pure: rules for what a notice means and how a response starts, changes
+course and ends. A fake `now`, no sockets, no threads."""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Dict, Optional
+
+import pytest
+
+from nodeagent import config, decide
+from nodeagent.clock import iso
+from nodeagent.decide import (
+    Absence,
+    Accept,
+    Cancel,
+    Context,
+    Expire,
+    PollResult,
+    Reopen,
+    Resume,
+    Say,
+    Supersede,
+    Uncordon,
+)
+from nodeagent.kube.drain import retry_delay
+from nodeagent.notices import SOURCES_BY_KIND, Notice, NoticeKind
+from nodeagent.state import ACTING, CANCELLED, DONE, SEEN, SUPERSEDED, NoticeRecord
+from tests.fakes import T0
+
+UTC = timezone.utc
+
+
+def settings(**keys: str) -> config.Settings:
+    return config.load_settings([], {}, keys)
+
+
+def ctx(now: datetime = T0, **kw) -> Context:
+    return Context(now=now, spot_label=True, imds_life_cycle="spot", **kw)
+
+
+def gmt(moment: datetime) -> str:
+    return moment.strftime("%d %b %Y %H:%M:%S GMT")
+
+
+def scheduled(event_id: str = "instance-event-0aaaaaaaaaaaaaaaa", *, not_before: datetime, state: str = "active",
+              code: str = "instance-retirement", not_after: Optional[datetime] = None) -> dict:
+    event = {"NotBefore": gmt(not_before), "Code": code, "EventId": event_id, "State": state}
+    if not_after is not None:
+        event["NotAfter"] = gmt(not_after)
+    return event
+
+
+def poll(now: datetime, *, spot: Optional[dict] = None, rebalance: Optional[dict] = None,
+         events: Optional[list] = None, asg: Optional[str] = None,
+         answered=("spot-itn", "asg", "rebalance", "scheduled")) -> PollResult:
+    """What poll_once would make of these bodies (parsed by the real parsers)."""
+    bodies = {"spot-itn": json.dumps(spot) if spot else None,
+              "rebalance": json.dumps(rebalance) if rebalance else None,
+              "scheduled": json.dumps(events if events is not None else []), "asg": asg or "InService"}
+    found: Dict[str, Notice] = {}
+    problems = []
+    for kind in answered:
+        if bodies[kind] is None:
+            continue
+        parsed = SOURCES_BY_KIND[kind].parse(bodies[kind], now)
+        problems.extend(parsed.problems)
+        found.update({n.id: n for n in parsed.notices})
+    return PollResult(found, frozenset(answered), {}, tuple(problems))
+
+
+def record(notice_id: str, kind: str, *, deadline: datetime, phase: str = SEEN, response: str = "drain",
+           action: str = "terminate", cordoned: bool = False, **kw) -> NoticeRecord:
+    return NoticeRecord(id=notice_id, kind=kind, action=action, deadline=iso(deadline), first_seen=iso(T0),
+                        response=response, phase=phase, cordoned=cordoned, **kw)
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+# --- deadlines ---------------------------------------------------------------------------------
+
+
+def test_spot_deadline_is_the_notice_time():
+    d = decide.decide_poll({}, poll(T0, spot={"action": "terminate", "time": iso(T0 + timedelta(seconds=120))}),
+                           {}, settings(), ctx())
+    [accept] = of(d.actions, Accept)
+    assert accept.plan.deadline == T0 + timedelta(seconds=120)
+    assert accept.plan.force_at_deadline
+
+
+def test_spot_time_already_past_gets_the_margin_floor_and_zero_grace():
+    d = decide.decide_poll({}, poll(T0, spot={"action": "terminate", "time": iso(T0 - timedelta(seconds=30))}),
+                           {}, settings(DRAIN_MARGIN="15s"), ctx())
+    [accept] = of(d.actions, Accept)
+    assert accept.plan.deadline == T0 + timedelta(seconds=15)  # pods_gone_by = now: grace 0
+    assert "zero grace" in accept.message
+
+
+def test_open_maintenance_window_runs_to_not_after_not_to_the_margin():
+    """Issue: NotBefore passed (window open) gave deadline now + DRAIN_MARGIN: grace 0 for every
+    pod and PDB-blocked pods deleted at once. NotAfter bounds it now."""
+    events = [scheduled(not_before=T0 - timedelta(hours=1), not_after=T0 + timedelta(days=2))]
+    d = decide.decide_poll({}, poll(T0, events=events), {}, settings(), ctx())
+    [accept] = of(d.actions, Accept)
+    assert accept.plan.deadline == T0 + timedelta(days=2)
+    assert accept.record.not_after == iso(T0 + timedelta(days=2))
+    assert "window open: NotAfter" in accept.message
+
+
+@pytest.mark.parametrize("not_after", [None, T0 - timedelta(minutes=5), T0 + timedelta(seconds=5)])
+def test_open_window_without_a_usable_not_after_uses_drain_window(not_after):
+    events = [scheduled(not_before=T0 - timedelta(hours=1), not_after=not_after)]
+    d = decide.decide_poll({}, poll(T0, events=events), {}, settings(DRAIN_WINDOW="10m"), ctx())
+    [accept] = of(d.actions, Accept)
+    assert accept.plan.deadline == T0 + timedelta(minutes=10)
+
+
+def test_future_scheduled_event_deadline_is_not_before():
+    events = [scheduled(not_before=T0 + timedelta(days=2), not_after=T0 + timedelta(days=3))]
+    d = decide.decide_poll({}, poll(T0, events=events), {}, settings(), ctx())
+    assert of(d.actions, Accept)[0].plan.deadline == T0 + timedelta(days=2)
+
+
+@pytest.mark.parametrize("kind, body", [("rebalance", {"noticeTime": "2026-12-01T11:00:00Z"}), ("asg", "Terminated")])
+def test_notices_without_a_time_of_their_own_get_drain_window(kind, body):
+    p = poll(T0, rebalance=body) if kind == "rebalance" else poll(T0, asg=body)
+    d = decide.decide_poll({}, p, {}, settings(DRAIN_WINDOW="90s", ON_REBALANCE="drain"), ctx())
+    assert of(d.actions, Accept)[0].plan.deadline == T0 + timedelta(seconds=90)
+
+
+# --- per-event tolerance, odd values -----------------------------------------------------------
+
+
+def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot():
+    """Issue: an unknown Code or a missing State beside a valid active system-reboot rejected the
+    whole list; the reboot was ignored."""
+    good = scheduled("instance-event-0bbbbbbbbbbbbbbbb", not_before=T0 + timedelta(hours=5), code="system-reboot")
+    no_state = {k: v for k, v in scheduled("instance-event-0ccc", not_before=T0).items() if k != "State"}
+    odd_code = scheduled("instance-event-0ddd", not_before=T0 + timedelta(hours=6), code="system-explode")
+    d = decide.decide_poll({}, poll(T0, events=[no_state, good, odd_code]), {}, settings(), ctx())
+    accepted = {a.record.id: a for a in of(d.actions, Accept)}
+    assert set(accepted) == {"scheduled-instance-event-0bbbbbbbbbbbbbbbb", "scheduled-instance-event-0ddd"}
+    assert all(a.plan is not None and a.plan.response == "drain" for a in accepted.values())  # ON_SCHEDULED_EVENT
+    says = [s.text for s in of(d.actions, Say)]
+    assert any("missing key 'State'" in text and "entry skipped" in text for text in says)
+    assert any("'system-explode'" in text for text in says)
+
+
+def test_unknown_spot_action_is_drained_as_terminate_and_said():
+    """Issue: an action other than terminate/stop/hibernate was a poll error and no drain."""
+    d = decide.decide_poll({}, poll(T0, spot={"action": "reboot", "time": iso(T0 + timedelta(seconds=120))}),
+                           {}, settings(), ctx())
+    [accept] = of(d.actions, Accept)
+    assert accept.plan.response == "drain" and accept.record.action == "terminate"
+    [say] = [s for s in of(d.actions, Say) if s.key.startswith("note-")]
+    assert say.level == logging.WARNING and "handled as terminate" in say.text
+
+
+@pytest.mark.parametrize("state, acted", [
+    ("Terminated", True), ("Warmed:Terminated", True), ("Warmed:Stopped", True), ("Warmed:Hibernated", True),
+    ("InService", False), ("Warmed:Running", False), ("Standby", False), ("Detached", False),
+])
+def test_warm_pool_states(state, acted):
+    d = decide.decide_poll({}, poll(T0, asg=state), {}, settings(ON_ASG_TERMINATION="drain"), ctx())
+    accepts = of(d.actions, Accept)
+    assert bool(accepts) is acted
+    if acted:
+        assert accepts[0].plan.response == "drain" and accepts[0].record.action == state
+    assert not of(d.actions, Say)
+
+
+def test_unknown_asg_state_is_said_and_no_action():
+    d = decide.decide_poll({}, poll(T0, asg="Warmed:Melted"), {}, settings(), ctx())
+    assert not of(d.actions, Accept)
+    [say] = of(d.actions, Say)
+    assert "unknown lifecycle state 'Warmed:Melted'; no action" in say.text
+
+
+# --- withdrawal debounce ----------------------------------------------------------------------
+
+
+def test_one_empty_answer_does_not_undo_a_cordon():
+    """Issue: a rebalance missing from a single poll was treated as withdrawn and uncordoned."""
+    records = {"rebalance-20261201T110000Z": record("rebalance-20261201T110000Z", "rebalance",
+                                                    deadline=T0 + timedelta(minutes=2), phase=DONE,
+                                                    response="cordon", action="rebalance", cordoned=True)}
+    absences: Dict[str, Absence] = {}
+    s = settings()  # 3 polls and 5 s
+    now = T0
+    for _ in range(2):
+        d = decide.decide_poll(records, poll(now), absences, s, ctx(now))
+        assert not of(d.actions, Cancel)
+        absences = dict(d.absences)
+        now += timedelta(seconds=1)
+    # It is back: the count starts over.
+    d = decide.decide_poll(records, poll(now, rebalance={"noticeTime": "2026-12-01T11:00:00Z"}), absences, s, ctx(now))
+    assert d.absences == {} and not of(d.actions, Accept)
+    absences = {}
+    cancels = []
+    for step in range(10):
+        d = decide.decide_poll(records, poll(now), absences, s, ctx(now))
+        absences = dict(d.absences)
+        cancels = of(d.actions, Cancel)
+        if cancels:
+            break
+        now += timedelta(seconds=1)
+    # Third answered poll without it, but only 2 s: it needs 5 s too.
+    assert step == 5 and cancels == [Cancel("rebalance-20261201T110000Z", "notice withdrawn from IMDS", undo=True)]
+
+
+def test_polls_that_did_not_answer_do_not_count_towards_a_withdrawal():
+    records = {"r": record("r", "rebalance", deadline=T0 + timedelta(minutes=2), phase=DONE, response="cordon",
+                           cordoned=True)}
+    absences: Dict[str, Absence] = {}
+    now = T0
+    for _ in range(20):
+        d = decide.decide_poll(records, poll(now, answered=("spot-itn", "scheduled")), absences, settings(), ctx(now))
+        absences = dict(d.absences)
+        assert not of(d.actions, Cancel)
+        now += timedelta(seconds=1)
+
+
+def test_explicit_canceled_state_acts_at_once():
+    event = scheduled(not_before=T0 + timedelta(days=2), state="canceled")
+    rid = "scheduled-instance-event-0aaaaaaaaaaaaaaaa"
+    records = {rid: record(rid, "scheduled", deadline=T0 + timedelta(days=2), phase=ACTING, cordoned=True)}
+    d = decide.decide_poll(records, poll(T0, events=[event]), {}, settings(), ctx(running=rid))
+    assert of(d.actions, Cancel) == [Cancel(rid, "scheduled event is now canceled", undo=True)]
+
+
+def test_a_scheduled_event_gone_after_its_time_happened_and_is_not_cancelled():
+    rid = "scheduled-x"
+    records = {rid: record(rid, "scheduled", deadline=T0 - timedelta(minutes=1), phase=DONE, cordoned=True,
+                           action="system-reboot")}
+    absences: Dict[str, Absence] = {}
+    actions = []
+    for step in range(6):
+        now = T0 + timedelta(seconds=2 * step)
+        d = decide.decide_poll(records, poll(now), absences, settings(), ctx(now))
+        absences = dict(d.absences)
+        actions += list(d.actions)
+    assert not of(actions, Cancel)
+    assert of(actions, Uncordon) == [Uncordon(rid, "scheduled event no longer listed after its time", keep=False)]
+
+
+# --- cancellation and holders -------------------------------------------------------------------
+
+
+def test_cancel_keeps_the_cordon_while_a_spot_notice_holds_the_node():
+    rid = "scheduled-x"
+    records = {
+        rid: record(rid, "scheduled", deadline=T0 + timedelta(days=1), phase=DONE, cordoned=True),
+        "spot-itn-1": record("spot-itn-1", "spot-itn", deadline=T0 + timedelta(minutes=1), phase=ACTING),
+    }
+    event = scheduled("x", not_before=T0 + timedelta(days=1), state="canceled")
+    d = decide.decide_poll(records, poll(T0, events=[event]), {}, settings(), ctx())
+    assert of(d.actions, Cancel) == [Cancel(rid, "scheduled event is now canceled", undo=False)]
+
+
+def test_cancel_of_a_cancelled_record_is_not_repeated_and_a_return_is_said_once():
+    rid = "scheduled-instance-event-0aaaaaaaaaaaaaaaa"
+    records = {rid: record(rid, "scheduled", deadline=T0 + timedelta(days=1), phase=CANCELLED)}
+    d = decide.decide_poll(records, poll(T0, events=[scheduled(not_before=T0 + timedelta(days=1))]), {}, settings(), ctx())
+    assert not of(d.actions, Cancel) and not of(d.actions, Accept)
+    assert "is back (active) after it was cancelled" in of(d.actions, Say)[0].text
+
+
+# --- supersede --------------------------------------------------------------------------------
+
+
+def test_a_spot_notice_supersedes_a_running_scheduled_drain():
+    rid = "scheduled-x"
+    records = {rid: record(rid, "scheduled", deadline=T0 + timedelta(days=2), phase=ACTING, cordoned=True)}
+    p = poll(T0, spot={"action": "terminate", "time": iso(T0 + timedelta(seconds=120))},
+             events=[scheduled("x", not_before=T0 + timedelta(days=2))])
+    d = decide.decide_poll(records, p, {}, settings(), ctx(running=rid))
+    [accept] = of(d.actions, Accept)
+    assert of(d.actions, Supersede) == [Supersede(rid, by=accept.record.id)]
+
+
+def test_a_rebalance_cordon_does_not_supersede_a_drain():
+    rid = "spot-itn-1"
+    records = {rid: record(rid, "spot-itn", deadline=T0 + timedelta(minutes=2), phase=ACTING)}
+    d = decide.decide_poll(records, poll(T0, rebalance={"noticeTime": "2026-12-01T11:00:00Z"}), {}, settings(),
+                           ctx(running=rid))
+    assert of(d.actions, Accept) and not of(d.actions, Supersede)
+
+
+def test_a_later_drain_does_not_supersede_a_more_urgent_one():
+    rid = "spot-itn-1"
+    records = {rid: record(rid, "spot-itn", deadline=T0 + timedelta(minutes=2), phase=ACTING)}
+    d = decide.decide_poll(records, poll(T0, events=[scheduled(not_before=T0 + timedelta(days=1))]), {}, settings(),
+                           ctx(running=rid))
+    assert of(d.actions, Accept) and not of(d.actions, Supersede)
+
+
+def test_cancelling_the_superseding_notice_reopens_the_superseded_one():
+    records = {
+        "scheduled-a": record("scheduled-a", "scheduled", deadline=T0 + timedelta(days=2), phase=SUPERSEDED,
+                              superseded_by="scheduled-b"),
+        "scheduled-b": record("scheduled-b", "scheduled", deadline=T0 + timedelta(hours=1), phase=ACTING, cordoned=True),
+    }
+    events = [scheduled("a", not_before=T0 + timedelta(days=2)),
+              scheduled("b", not_before=T0 + timedelta(hours=1), state="canceled")]
+    d = decide.decide_poll(records, poll(T0, events=events), {}, settings(), ctx(running="scheduled-b"))
+    assert of(d.actions, Cancel) == [Cancel("scheduled-b", "scheduled event is now canceled", undo=False)]
+    [reopen] = of(d.actions, Reopen)
+    assert reopen.plan.notice_id == "scheduled-a" and reopen.plan.resume
+
+
+# --- gate --------------------------------------------------------------------------------------
+
+
+def test_spot_gate_skips_a_rebalance_on_an_on_demand_node():
+    d = decide.decide_poll({}, poll(T0, rebalance={"noticeTime": "2026-12-01T11:00:00Z"}), {}, settings(),
+                           Context(now=T0, spot_label=False, imds_life_cycle="on-demand"))
+    [accept] = of(d.actions, Accept)
+    assert accept.plan is None and accept.record.phase == "skipped" and "SPOT_GATE" in accept.record.outcome
+
+
+# --- starting: resume, expiry, after a reboot -----------------------------------------------------
+
+
+def test_start_resumes_open_responses_and_expires_late_ones():
+    records = {
+        "a": record("a", "spot-itn", deadline=T0 + timedelta(seconds=30), phase=ACTING),
+        "b": record("b", "spot-itn", deadline=T0 - timedelta(seconds=1), phase=ACTING),
+        "c": record("c", "rebalance", deadline=T0 + timedelta(seconds=30), phase=DONE, response="cordon", cordoned=True),
+    }
+    actions = decide.decide_start(records, settings(), ctx())
+    assert [a.plan.notice_id for a in of(actions, Resume)] == ["a"]
+    assert of(actions, Expire) == [Expire("b", "deadline passed while the agent was not running")]
+    assert not of(actions, Uncordon)
+
+
+@pytest.mark.parametrize("kind, action", [("scheduled", "system-reboot"), ("scheduled", "instance-reboot"),
+                                          ("spot-itn", "stop"), ("spot-itn", "hibernate"),
+                                          ("asg", "Warmed:Stopped")])
+def test_uncordon_on_the_first_start_after_the_instance_came_back(kind, action):
+    handled = (T0 - timedelta(hours=1)).timestamp()
+    records = {"n": record("n", kind, deadline=T0 - timedelta(hours=1), phase=DONE, cordoned=True, action=action,
+                           handled_at=handled)}
+    booted_after = ctx(boot_time=handled + 60)
+    assert of(decide.decide_start(records, settings(), booted_after), Uncordon) == [
+        Uncordon("n", f"rebooted after the {action}", keep=False)]
+    same_boot = ctx(boot_time=handled - 60)
+    assert not of(decide.decide_start(records, settings(), same_boot), Uncordon)
+    assert not of(decide.decide_start(records, settings(UNCORDON_AFTER_REBOOT="false"), booted_after), Uncordon)
+
+
+def test_a_spot_terminate_never_uncordons_after_a_boot():
+    handled = (T0 - timedelta(hours=1)).timestamp()
+    records = {"n": record("n", "spot-itn", deadline=T0, phase=DONE, cordoned=True, handled_at=handled)}
+    assert not decide.decide_start(records, settings(), ctx(boot_time=handled + 60))
+
+
+def test_adopting_a_drain_in_progress_from_the_node_resumes_it():
+    found = decide.NodeNotice(id="spot-itn-1", kind="spot-itn", deadline=iso(T0 + timedelta(seconds=60)),
+                              action="terminate", agent="draining", cordoned=True)
+    actions = decide.decide_adopt(found, {}, settings(), ctx())
+    [accept] = of(actions, Accept)
+    assert accept.record.phase == ACTING
+    assert [r.plan.notice_id for r in of(actions, Resume)] == ["spot-itn-1"]
+    finished = decide.NodeNotice(**{**found.__dict__, "agent": "drained"})
+    assert not of(decide.decide_adopt(finished, {}, settings(), ctx()), Resume)
+
+
+# --- retry pacing ------------------------------------------------------------------------------
+
+
+def count_retries(horizon_s: float) -> int:
+    """Requests for one PDB-blocked pod from the drain's start to its last safe moment."""
+    now, last_safe, backoff, requests = T0, T0 + timedelta(seconds=horizon_s), 0.1, 1
+    while True:
+        delay = retry_delay(backoff, now, last_safe)
+        if delay <= 0:
+            return requests
+        now += timedelta(seconds=delay)
+        requests += 1
+        backoff = min(1.0, backoff * 2)
+        if now >= last_safe:
+            return requests
+
+
+def test_retries_slow_down_when_the_deadline_is_far():
+    """Issue: a blocked pod was retried about once a second for days (~10^5 requests)."""
+    two_days = 2 * 86400
+    assert count_retries(two_days) < 3100  # documented worst case in docs/notices.md
+    assert count_retries(two_days) < two_days / 50
+
+
+def test_retries_stay_about_once_a_second_near_the_deadline_and_reach_the_last_safe_moment():
+    assert retry_delay(1.0, T0, T0 + timedelta(seconds=8)) == pytest.approx(1.0)
+    assert retry_delay(0.2, T0, T0 + timedelta(seconds=30)) == pytest.approx(3.0)
+    assert retry_delay(1.0, T0, T0 + timedelta(days=1)) == 60.0
+    assert retry_delay(1.0, T0, T0 + timedelta(seconds=0.4)) == pytest.approx(0.4)  # never past it
+    assert retry_delay(1.0, T0, T0 - timedelta(seconds=1)) == 0.0
+    # A 2-minute spot notice: still retried many times (a late PDB is honoured).
+    assert count_retries(90) > 30
