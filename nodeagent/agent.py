@@ -148,7 +148,7 @@ class Agent:
         self._load_state()
         if not self._wait_for_imds():
             return False
-        self.worker.start(self.identity)
+        self.worker.start(self.identity, held=self._rebuild_from_node or self._adopt_from_node)
         self.notifier.ready()
         log.info("ready: watching IMDS at %s every %gs (%s)", self.settings.imds_url,
                  self.settings.poll_interval, ", ".join(self._watched_kinds()))
@@ -159,11 +159,17 @@ class Agent:
             self._ready_seen = True
             self._after_responder_ready()
         result = self.poll()
-        if result.answered and self._rebuild_from_node:
+        # A corrupt state file holds notices until the node has been read. A missing one (a first
+        # start, or a wiped directory) holds them only while the first attempt to reach the API
+        # is under way: if that fails, notices are recorded and reported, and their responses
+        # still wait for the node to be read.
+        holding = self._rebuild_from_node or (self._adopt_from_node and self.worker.startup_failures == 0)
+        if result.answered and holding:
             # Acting now could repeat a response the lost state file knew about: the node's
             # labels say, once the API can be read.
             if result.notices:
-                self._say_once("rebuild", "state file lost: holding notices until the node's own labels "
+                lost = "state file lost" if self._rebuild_from_node else "no state file"
+                self._say_once("rebuild", f"{lost}: holding notices until the node's own labels "
                                "can be read from the API", logging.WARNING)
         elif result.answered:
             decision = decide.decide_poll(self.store.records(), result, self._absences, self.settings,
@@ -258,8 +264,8 @@ class Agent:
             self._rebuild_from_node = True
         elif loaded.missing:
             # Usually a first start; but a wiped state directory must not forget a drain the
-            # node's labels say was under way. Nothing is held for it: a notice seen before the
-            # API is up is recorded, and the node's labels are then read for anything else.
+            # node's labels say was under way. Notices wait until the node's labels have been
+            # read, as for a corrupt file.
             self._adopt_from_node = True
         loaded.state.pid = os.getpid()
         self.store.load(loaded.state)
@@ -284,12 +290,13 @@ class Agent:
         if self._rebuild_from_node or self._adopt_from_node:
             found = self.responder.notice_on_node()
             if found is not None:
-                if self._adopt_from_node and found.id not in self.store.records():
+                if self._adopt_from_node:
                     log.warning("state: no state file, but the node's labels name notice %s", found.id)
                 self._apply(decide.decide_adopt(found, self.store.records(), self.settings, self._context()))
             elif self._rebuild_from_node:
                 log.info("state rebuilt from the node's labels: no notice in progress on it")
             self._rebuild_from_node = self._adopt_from_node = False
+        self.worker.release()
 
     def _context(self) -> Context:
         life_cycle = self.identity.life_cycle if self.identity is not None else None

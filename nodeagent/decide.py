@@ -418,8 +418,9 @@ def decide_adopt(found: NodeNotice, records: Mapping[str, NoticeRecord], setting
                  ctx: Context) -> Tuple[Action, ...]:
     """Rebuild a lost record from the node: a drain under way is resumed within its original
     deadline, a finished one is not repeated."""
-    if found.id in records:
-        return ()  # seen again in IMDS before the API was up: already being handled
+    known = records.get(found.id)
+    if known is not None and (known.phase != SEEN or known.cordoned):
+        return ()  # the record knows more than the labels do
     try:
         deadline = parse_iso(found.deadline)
         response = settings.response_for(found.kind)
@@ -427,13 +428,17 @@ def decide_adopt(found: NodeNotice, records: Mapping[str, NoticeRecord], setting
         return (Say("adopt", f"state: cannot rebuild from the node's labels ({type(error).__name__}: {error}); "
                     "starting afresh", logging.ERROR),)
     finished = found.agent in ("drained", "cordoned")
+    first_seen = known.first_seen if known is not None else iso(ctx.now)
     record = NoticeRecord(
-        id=found.id, kind=found.kind, action=found.action, deadline=iso(deadline), first_seen=iso(ctx.now),
+        id=found.id, kind=found.kind, action=found.action, deadline=iso(deadline), first_seen=first_seen,
         response=response, phase=DONE if finished else ACTING, cordoned=found.cordoned, labelled=True,
         outcome=f"finished before the state file was lost (node label {found.agent})" if finished else "",
     )
     message = (f"state rebuilt from the node's labels: notice {record.id} ({found.kind}), deadline "
                f"{record.deadline}, {'already finished' if finished else 'in progress: resuming it'}")
+    if known is not None and not finished:
+        # Seen again in IMDS before the API was up: its queued response resumes the drain.
+        return (Say("adopt", message, logging.WARNING),)
     notice = Notice(kind=NoticeKind(found.kind), id=found.id, deadline=deadline, action=found.action, raw="")
     actions: List[Action] = [Accept(record, notice, None, message)]
     if finished:

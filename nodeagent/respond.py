@@ -75,8 +75,10 @@ class Worker:
         self.identity: Optional[InstanceIdentity] = None
         self.ready = False
         self.startup_status = "starting"
+        self.startup_failures = 0
         self.drain_text: Optional[str] = None
         self._jobs: List[Job] = []
+        self._held = False
         self._cond = threading.Condition()
         self._running: Optional[str] = None
         self._picking = False  # a job taken off the list and not yet finished
@@ -86,9 +88,17 @@ class Worker:
 
     # ------------------------------------------------------------ the poll loop's side
 
-    def start(self, identity: Optional[InstanceIdentity]) -> None:
+    def start(self, identity: Optional[InstanceIdentity], *, held: bool = False) -> None:
+        """held: take no job until release() (the poll loop first reads the node's labels when
+        the state file was lost, so a queued response is not started twice)."""
         self.identity = identity
+        self._held = held
         self._thread.start()
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
 
     @property
     def running(self) -> Optional[str]:
@@ -156,6 +166,7 @@ class Worker:
             log.warning("%s", waiting_for)
         if waiting_for is not None:
             self.startup_status = waiting_for
+            self.startup_failures += 1
             return False
         self.ready = True
         # The startup wrote "watching"; a response resumed after a restart says otherwise.
@@ -165,9 +176,9 @@ class Worker:
 
     def _next_job(self) -> Optional[Job]:
         with self._cond:
-            if not self._jobs:
+            if not self._jobs or self._held:
                 self._cond.wait(timeout=0.5)
-            if not self._jobs or self.stop.is_set():
+            if not self._jobs or self._held or self.stop.is_set():
                 return None
             # Uncordons first (each re-checks that no other notice holds the node), then the most
             # urgent response.
@@ -200,10 +211,23 @@ class Worker:
         try:
             self.responder.execute(plan, working, hooks)
         except Exception as error:
-            if not hooks.should_stop():
+            if hooks.should_stop():
+                log.info("notice %s: %s", plan.notice_id, error)
+            else:
                 log.error("notice %s: response failed: %s", plan.notice_id, error,
                           exc_info=not getattr(error, "expected", False))
                 working.outcome = f"failed: {error}"
+        finished_state = "drained" if plan.response == "drain" else "cordoned"
+        ended_on_its_own = not hooks.should_stop()  # finished, failed, or at its deadline
+        if ended_on_its_own:
+            # Said before the phase flips, so whoever watches the state sees the line first. The
+            # node's label is written before the record is closed: a kill in between leaves the
+            # notice open, and the next start finds nothing left to do instead of a stale label.
+            log.info("notice %s: %s", plan.notice_id, working.outcome or "done")
+            if self.clock.now() < plan.deadline:
+                self._set_agent_state(finished_state)
+            else:  # a drain that ran to its deadline: record it, but write nothing more to the node
+                self.store.set_agent_state(finished_state)
         with self._finish_lock:
             self._running, self._token = None, None
             self.drain_text = None
@@ -215,18 +239,11 @@ class Worker:
                     for reporter in self.reporters():
                         quietly(reporter.cancelled, final)
                 return
-            if self.stop.is_set() and not _finished(working):
+            if not ended_on_its_own and not _finished(working):
                 self.store.interrupted(working)  # stays acting: the next start resumes it
                 return
-            # Said before the phase flips, so whoever watches the state sees the line first.
-            log.info("notice %s: %s", plan.notice_id, working.outcome or "done")
             self.store.progress(working)
             final = self.store.mark_done(plan.notice_id, working.outcome, time.time())
-        finished_state = "drained" if plan.response == "drain" else "cordoned"
-        if self.clock.now() < plan.deadline:
-            self._set_agent_state(finished_state)
-        else:  # a drain that ran to its deadline: record it, but write nothing more to the node
-            self.store.set_agent_state(finished_state)
         for reporter in self.reporters():
             quietly(reporter.finished, final)
 

@@ -244,7 +244,7 @@ class KubeResponder:
             if self.clock.now() >= deadline:  # never act after the deadline
                 raise KubeError(f"{what}: not attempted, the deadline {iso_seconds(deadline)} has passed")
             if hooks.should_stop():
-                raise KubeError(f"{what}: not attempted, the response was stopped")
+                raise KubeError(f"{what} interrupted by the stop (agent stopping or notice withdrawn)")
             try:
                 return action()
             except ApiError as error:

@@ -56,6 +56,8 @@ BAD_VALUES = {
     "WEBHOOK_TEMPLATE": "template.json",
     "WEBHOOK_HEADERS": "Authorization Bearer SECRETTOKEN",
     "METRICS_TEXTFILE": "nodeagent.prom",
+    "WITHDRAWN_AFTER_POLLS": "0",
+    "WITHDRAWN_AFTER": "2h",
 }
 
 

@@ -368,6 +368,22 @@ def test_adopting_a_drain_in_progress_from_the_node_resumes_it():
     assert not of(decide.decide_adopt(finished, {}, settings(), ctx()), Resume)
 
 
+def test_adopting_a_notice_already_seen_this_run_before_the_api_was_up():
+    """A wiped state dir: IMDS served the notice again before the node could be read."""
+    found = decide.NodeNotice(id="spot-itn-1", kind="spot-itn", deadline=iso(T0 + timedelta(seconds=60)),
+                              action="terminate", agent="draining", cordoned=True)
+    seen = {"spot-itn-1": record("spot-itn-1", "spot-itn", deadline=T0 + timedelta(seconds=60), phase=SEEN)}
+    actions = decide.decide_adopt(found, seen, settings(), ctx())
+    assert not of(actions, Accept) and not of(actions, Resume), "its queued response resumes the drain"
+    assert "in progress: resuming it" in of(actions, Say)[0].text
+    finished = decide.NodeNotice(**{**found.__dict__, "agent": "drained"})
+    [accept] = of(decide.decide_adopt(finished, seen, settings(), ctx()), Accept)
+    assert accept.record.phase == DONE and accept.plan is None, "a finished drain is not repeated"
+    acting = {"spot-itn-1": record("spot-itn-1", "spot-itn", deadline=T0 + timedelta(seconds=60), phase=ACTING,
+                                   cordoned=True)}
+    assert decide.decide_adopt(finished, acting, settings(), ctx()) == ()
+
+
 # --- retry pacing ------------------------------------------------------------------------------
 
 
