@@ -77,11 +77,12 @@ def test_deb_payload(packages):
     assert entries["/etc/nodeagent/conf.d"][0] == "drwxr-x---"
     assert "/usr/lib/systemd/system-preset/80-nodeagent.preset" in entries
     site = "/usr/lib/nodeagent/site/"
-    for module in ("nodeagent/__init__.py", "nodeagent/cli.py", "nodeagent/sim/imds.py",
+    for module in ("nodeagent/__init__.py", "nodeagent/cli.py", "nodeagent/drill_imds.py",
                    "kubernetes/__init__.py", "yaml/__init__.py", "sdnotify/__init__.py",
                    "charset_normalizer/__init__.py", "certifi/cacert.pem"):
         assert site + module in entries, module
     assert not [p for p in entries if p.endswith(NATIVE_SUFFIXES) or ".so." in p]
+    assert not [p for p in entries if "nodeagent_sim" in p or "/sim/" in p or p.endswith("/demo.py")]
     assert not [p for p in entries if "__pycache__" in p or p.endswith((".pyc", ".pyo"))]
     assert {columns[1] for columns in entries.values()} == {"root/root"}
     # One timestamp for everything: SOURCE_DATE_EPOCH.
@@ -121,7 +122,8 @@ def test_rpm_payload(packages):
     # Owned directories are removed on erase: the package must own its own ones.
     for directory in ("/usr/lib/nodeagent", "/usr/lib/nodeagent/site", "/etc/nodeagent"):
         assert modes[directory].startswith("d"), directory
-    assert "/usr/lib/nodeagent/site/nodeagent/sim/imds.py" in modes
+    assert "/usr/lib/nodeagent/site/nodeagent/drill_imds.py" in modes
+    assert not [p for p in modes if "nodeagent_sim" in p or "/sim/" in p or p.endswith("/demo.py")]
     assert not [p for p in modes if p.endswith(NATIVE_SUFFIXES) or ".so." in p or "__pycache__" in p]
 
 
