@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from nodeagent.sim.imds import ImdsSim  # noqa: E402
-from nodeagent.sim.kube import KubeSim  # noqa: E402
+from nodeagent_sim.imds import ImdsSim  # noqa: E402
+from nodeagent_sim.kube import KubeSim  # noqa: E402
 from tests.helpers import Daemon, NotifySocket, daemon_env, wait_for  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

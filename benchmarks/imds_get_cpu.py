@@ -80,7 +80,7 @@ def child(base_url: str, rounds: int, gets: int) -> Dict[str, List[float]]:
 
 
 def measure(python: str, rounds: int, gets: int) -> Dict[str, object]:
-    from nodeagent.sim.imds import ImdsSim
+    from nodeagent_sim.imds import ImdsSim
 
     with ImdsSim() as sim:
         out = subprocess.run(

@@ -80,9 +80,26 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_imds_sim(args: argparse.Namespace) -> int:
-    from nodeagent.sim.imds import main_imds_sim
+SOURCE_CHECKOUT_ONLY = (
+    "nodeagent {command}: the simulators and the demo are not part of the installed package; "
+    "they run from a source checkout: clone the repository, then `pip install -e .` in it and "
+    "run `nodeagent {command}` there.")
 
+
+def _source_checkout_only(command: str, error: ImportError) -> int:
+    # Only the simulator package itself missing means "packaged node"; any other import
+    # failure is a bug and keeps its traceback.
+    if error.name is None or not (error.name == "nodeagent_sim" or error.name.startswith("nodeagent_sim.")):
+        raise error
+    print(SOURCE_CHECKOUT_ONLY.format(command=command), file=sys.stderr)
+    return 1
+
+
+def cmd_imds_sim(args: argparse.Namespace) -> int:
+    try:
+        from nodeagent_sim.imds import main_imds_sim
+    except ImportError as error:
+        return _source_checkout_only("imds-sim", error)
     return main_imds_sim(args.port, args.host)
 
 
@@ -93,8 +110,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nodeagent.demo import main_demo
-
+    try:
+        from nodeagent_sim.demo import main_demo
+    except ImportError as error:
+        return _source_checkout_only("demo", error)
     return main_demo(args)
 
 

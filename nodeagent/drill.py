@@ -3,9 +3,10 @@
     nodeagent drill [--kind spot-itn|rebalance|scheduled|asg] [--in 120s] [--dry-run] [--yes] [--undo]
 
 The real Agent and KubeResponder, the real kubeconfig and cluster, and the reporters the config
-asks for (Events, webhook: marked "[drill]"), against a one-shot IMDS simulator on 127.0.0.1 that
-presents this instance's real identity (read first from IMDS_URL, so the providerID check passes)
-and serves the chosen notice. Like an AWS FIS spot interruption, but local and instant.
+asks for (Events, webhook: marked "[drill]"), against a one-shot IMDS responder on 127.0.0.1
+(nodeagent.drill_imds) that presents this instance's real identity (read first from IMDS_URL, so
+the providerID check passes) and serves the chosen notice. It has no control API: nothing outside
+this process can change what it serves. Like an AWS FIS spot interruption, but local and instant.
 
 Safety:
 - The drill's state lives in a temporary STATE_DIR; the daemon's state file is only read.
@@ -30,11 +31,12 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
 from nodeagent import config
-from nodeagent.demo import wait_until
+from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
+from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_until
 
 EX_USAGE = 2
 EX_BUSY = 75
@@ -135,35 +137,6 @@ def snapshot(node: Dict[str, object]) -> NodeSnapshot:
     )
 
 
-# ------------------------------------------------------------------ the simulated notice
-
-
-def serve_notice(sim, kind: str, in_s: float, now: Optional[datetime] = None) -> None:
-    now = now or datetime.now(timezone.utc)
-    if kind == "spot-itn":
-        sim.schedule_spot(in_s, "terminate")
-    elif kind == "rebalance":
-        sim.set_rebalance(now)
-    elif kind == "scheduled":
-        not_before = now + timedelta(seconds=in_s)
-        sim.set_scheduled([{
-            "NotBefore": _scheduled_time(not_before),
-            "NotAfter": _scheduled_time(not_before + timedelta(hours=2)),
-            "Code": "system-maintenance",
-            "Description": "nodeagent drill",
-            "EventId": f"instance-event-drill{int(now.timestamp()):x}",
-            "State": "active",
-        }])
-    else:
-        sim.set_asg_state("Terminated")
-
-
-def _scheduled_time(moment: datetime) -> str:
-    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
-    moment = moment.astimezone(timezone.utc)
-    return f"{moment.day} {months[moment.month - 1]} {moment.year} {moment:%H:%M:%S} GMT"
-
-
 # ------------------------------------------------------------------ the drill
 
 
@@ -225,8 +198,6 @@ def run_drill(args, base, flags: Dict[str, str]) -> int:
         raise DrillError(f"drill: {RESPONSE_KEY[kind]}=ignore, so the agent would ignore a {kind} notice; "
                          f"nothing to rehearse", EX_USAGE)
     daemon_note = check_daemon_not_busy(base.state_dir)
-
-    from nodeagent.demo import Timeline, TimelineHandler
 
     workdir = tempfile.mkdtemp(prefix="nodeagent-drill-")
     plan = DrillPlan(kind=kind, in_s=in_s, dry_run=dry_run, undo=bool(args.undo), workdir=workdir)
@@ -295,18 +266,16 @@ def _evictable(pods: List[Dict[str, object]], settings) -> List[str]:
 
 def _run(plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class) -> int:
     from nodeagent.agent import Agent
-    from nodeagent.demo import NullNotifier
     from nodeagent.kube.responder import KubeResponder
     from nodeagent.report import build_reporters, flush_reporters
-    from nodeagent.sim.imds import ImdsSim
 
     ident = preflight.identity
-    sim = ImdsSim(
+    sim = DrillImds(DrillIdentity(
         instance_id=ident.instance_id or "i-unknown", availability_zone=ident.availability_zone or "unknown",
         region=ident.region or "unknown", instance_type=ident.instance_type or "unknown",
         life_cycle=ident.life_cycle if ident.life_cycle in ("spot", "on-demand", "scheduled") else "on-demand",
         local_hostname=ident.local_hostname or preflight.node_name,
-    ).start()
+    ), DrillNotice(plan.kind, plan.in_s)).start()
     try:
         settings = drill_settings(base, flags, plan, sim.url, preflight.node_name)
         pods_before = preflight.pods()
@@ -340,7 +309,7 @@ def _run(plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_n
                 timeline.say("drill", f"the agent did not reach Kubernetes within {READY_TIMEOUT_S:g}s")
                 return 1
             timeline.say("imds", f"{plan.kind} notice posted (deadline in {plan.in_s:g}s)")
-            serve_notice(sim, plan.kind, plan.in_s)
+            sim.arm()
             if not wait_until(lambda: _record(agent) is not None, 15):
                 timeline.say("drill", "the agent did not see the notice")
                 return 1

@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 
-from nodeagent.sim.imds import ImdsSim
+from nodeagent_sim.imds import ImdsSim
 
 
 def main() -> int:

@@ -154,8 +154,8 @@ ZONE = "us-east-1a"
 
 def simulators_missing() -> Optional[str]:
     try:
-        import nodeagent.sim.imds  # noqa: F401
-        import nodeagent.sim.kube  # noqa: F401
+        import nodeagent_sim.imds  # noqa: F401
+        import nodeagent_sim.kube  # noqa: F401
     except ImportError as error:
         return f"the simulators are not importable yet ({error})"
     return None
@@ -164,8 +164,8 @@ def simulators_missing() -> Optional[str]:
 def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
     """Run the installed agent (`launcher run`) against both simulators; a spot notice must leave
     no evictable pod on the node, and the DaemonSet pod where it was."""
-    from nodeagent.sim.imds import ImdsSim
-    from nodeagent.sim.kube import KubeSim
+    from nodeagent_sim.imds import ImdsSim
+    from nodeagent_sim.kube import KubeSim
 
     imds = ImdsSim(instance_id=INSTANCE_ID, availability_zone=ZONE, local_hostname=NODE,
                    life_cycle="spot").start()

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nodeagent.sim.imds import ImdsSim
-from nodeagent.sim.kube import KubeSim
+from nodeagent_sim.imds import ImdsSim
+from nodeagent_sim.kube import KubeSim
 from tests.helpers import REPO, daemon_env
 
 NODE = "ip-10-0-1-2.ec2.internal"

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from nodeagent.sim.imds import ImdsSim
+from nodeagent_sim.imds import ImdsSim
 from tests.helpers import Daemon, NotifySocket, daemon_env, wait_for
 
 POLL = 0.5

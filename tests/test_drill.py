@@ -3,9 +3,13 @@ HTTPS, with a "real" IMDS (an ImdsSim on loopback) that the drill reads its iden
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+
+import requests
 
 from nodeagent.state import ACTING, AgentState, NoticeRecord, StateStore
-from tests.report_helpers import INSTANCE_ID, NODE, evictable_left, node_labels, run_cli
+from tests.report_helpers import INSTANCE_ID, NODE, REPO, evictable_left, node_labels, run_cli
 
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 
@@ -107,3 +111,36 @@ def test_rebalance_drill_cordons_by_config(sims):
     assert "response: cordon (ON_REBALANCE)" in result.stdout
     assert sims.kube.node(NODE)["spec"]["unschedulable"] is True
     assert len(evictable_left(sims.kube, sims.evictable)) == len(sims.evictable)  # cordon only
+
+
+def test_another_process_cannot_steer_a_rebalance_drill_into_a_drain(sims):
+    """Issue 13 row 2: a local user finds the drill's IMDS port and posts a spot notice of their own
+    (zero seconds) to turn a cordon-only rebalance drill into a drain. The drill's IMDS has no
+    control API, so the drill stays a cordon and nothing is evicted."""
+    process = subprocess.Popen([sys.executable, "-m", "nodeagent", "drill", "--yes", "--kind", "rebalance",
+                                "--in", "20s"], env=sims.env(), cwd=str(REPO), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    answers = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            found = re.search(r"drill IMDS (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                url = found.group(1)
+                for path in ("/_sim/spot", "/_sim/asg", "/latest/meta-data/spot/instance-action"):
+                    doc = {"in": 0, "action": "terminate", "state": "Terminated"}
+                    answers.append((path, requests.post(url + path, json=doc, timeout=5).status_code))
+                break
+        out, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = "".join(lines) + out
+    assert answers and all(status in (404, 405) for _, status in answers), (answers, text)
+    assert process.returncode == 0, text
+    assert not re.search(r"notice spot-itn-|\(spot-itn: ", text), text
+    assert sims.kube.node(NODE)["spec"]["unschedulable"] is True
+    assert len(evictable_left(sims.kube, sims.evictable)) == len(sims.evictable), text
+    assert not [r for r in writes(sims.kube) if r.subresource == "eviction"], text

@@ -20,7 +20,7 @@ from nodeagent.imds import (
     ImdsV1Only,
     InstanceIdentity,
 )
-from nodeagent.sim.imds import ImdsSim
+from nodeagent_sim.imds import ImdsSim
 
 MD = "/latest/meta-data/"
 TOKEN = "/latest/api/token"
@@ -422,7 +422,7 @@ def test_default_options_against_169_254_169_254_in_a_private_netns():
     script = textwrap.dedent(
         """
         from nodeagent.imds import ImdsClient, ImdsOptions
-        from nodeagent.sim.imds import ImdsSim
+        from nodeagent_sim.imds import ImdsSim
         with ImdsSim("169.254.169.254", 80) as sim:
             assert sim.url == "http://169.254.169.254:80", sim.url
             sim.schedule_spot(120)

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from nodeagent.sim.imds import ImdsSim
-from nodeagent.sim.kube import KubeSim
+from nodeagent_sim.imds import ImdsSim
+from nodeagent_sim.kube import KubeSim
 from tests.helpers import Daemon, daemon_env, wait_for
 
 NODE = "ip-10-0-1-2.ec2.internal"

@@ -23,6 +23,7 @@ from tests.packaging_helpers import (
     require_tool, run, simulators_missing, spot_notice_drains_node, unit_like_sandbox,
 )
 from tests.helpers import wait_for
+from tests.sim_blocker import IMPORT_ALL
 
 UNIT_PATH = "/usr/lib/systemd/system/nodeagent.service"
 ONESHOT_PATH = "/usr/lib/systemd/system/nodeagent-spot-label.service"
@@ -77,11 +78,12 @@ def test_deb_payload(packages):
     assert entries["/etc/nodeagent/conf.d"][0] == "drwxr-x---"
     assert "/usr/lib/systemd/system-preset/80-nodeagent.preset" in entries
     site = "/usr/lib/nodeagent/site/"
-    for module in ("nodeagent/__init__.py", "nodeagent/cli.py", "nodeagent/sim/imds.py",
+    for module in ("nodeagent/__init__.py", "nodeagent/cli.py", "nodeagent/drill_imds.py",
                    "kubernetes/__init__.py", "yaml/__init__.py", "sdnotify/__init__.py",
                    "charset_normalizer/__init__.py", "certifi/cacert.pem"):
         assert site + module in entries, module
     assert not [p for p in entries if p.endswith(NATIVE_SUFFIXES) or ".so." in p]
+    assert not [p for p in entries if "nodeagent_sim" in p or "/sim/" in p or p.endswith("/demo.py")]
     assert not [p for p in entries if "__pycache__" in p or p.endswith((".pyc", ".pyo"))]
     assert {columns[1] for columns in entries.values()} == {"root/root"}
     # One timestamp for everything: SOURCE_DATE_EPOCH.
@@ -121,7 +123,8 @@ def test_rpm_payload(packages):
     # Owned directories are removed on erase: the package must own its own ones.
     for directory in ("/usr/lib/nodeagent", "/usr/lib/nodeagent/site", "/etc/nodeagent"):
         assert modes[directory].startswith("d"), directory
-    assert "/usr/lib/nodeagent/site/nodeagent/sim/imds.py" in modes
+    assert "/usr/lib/nodeagent/site/nodeagent/drill_imds.py" in modes
+    assert not [p for p in modes if "nodeagent_sim" in p or "/sim/" in p or p.endswith("/demo.py")]
     assert not [p for p in modes if p.endswith(NATIVE_SUFFIXES) or ".so." in p or "__pycache__" in p]
 
 
@@ -335,6 +338,52 @@ def test_rpm_payload_runs_on_python39(rpm_root):
 def test_rpm_payload_runs_on_other_pythons(rpm_root, version):
     python = Path(f"/root/.pyenv/versions/{version}/bin/python3")
     assert run(payload(rpm_root, python) + ["version"]).stdout.strip() == repo_version()
+
+
+def test_payload_imports_every_module_without_the_simulators(rpm_root):
+    """The shipped tree alone (-I -S: no site-packages, so no editable nodeagent_sim either)."""
+    site = rpm_root / "usr/lib/nodeagent/site"
+    assert not [p for p in site.rglob("*") if "nodeagent_sim" in p.name or p.name == "demo.py"
+                or (p.is_dir() and p.name == "sim")]
+    python = PY39 if PY39.exists() else Path(SYSTEM_PYTHON)
+    code = f"import sys; sys.path.insert(0, {str(site)!r})\n" + IMPORT_ALL
+    report = json.loads(run([str(python), "-I", "-S", "-c", code]).stdout)
+    assert report["file"] == str(site / "nodeagent/__init__.py")
+    assert "nodeagent.drill_imds" in report["modules"] and "nodeagent.drill" in report["modules"]
+    assert report["failed"] == {}, "\n".join(report["failed"].values())
+    assert report["sim_loaded"] == []
+
+
+@pytest.mark.parametrize("command", [["demo"], ["imds-sim", "--port", "0"]])
+def test_payload_demo_says_it_runs_from_a_source_checkout(rpm_root, command):
+    result = run(payload(rpm_root) + command, check=False)
+    assert result.returncode == 1, result
+    assert "source checkout" in result.stderr and "pip install -e ." in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_payload_drill_dry_run_against_a_kubernetes_api(rpm_root, tmp_path):
+    """`nodeagent drill --dry-run` from the shipped tree alone: its own IMDS responder, no simulator."""
+    missing = simulators_missing()
+    if missing:
+        pytest.skip(missing)
+    from tests.report_helpers import NODE, evictable_left, start_sims
+
+    sims = start_sims(tmp_path)
+    try:
+        before = sims.kube.node(NODE)
+        env = sims.env()  # IMDS_URL: the loopback simulator, never 169.254.169.254
+        result = run(payload(rpm_root) + ["drill", "--dry-run", "--in", "30s"], env=env, check=False, timeout=120)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert "drill PASSED" in out and "drill IMDS http://127.0.0.1:" in out, out
+        assert "Traceback" not in out
+        assert sims.kube.node(NODE)["spec"] == before["spec"]  # dryRun=All: nothing changed
+        assert len(evictable_left(sims.kube, sims.evictable)) == len(sims.evictable)
+        evictions = [r for r in list(sims.kube.requests) if r.subresource == "eviction"]
+        assert len(evictions) == len(sims.evictable), out  # sent, all with dryRun=All
+    finally:
+        sims.stop()
 
 
 def test_launcher_refuses_python38(rpm_root):

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from nodeagent.notices import parse_rebalance, parse_scheduled, parse_spot_action
-from nodeagent.sim.imds import TOKEN_HEADER, TTL_HEADER, ImdsSim
+from nodeagent_sim.imds import TOKEN_HEADER, TTL_HEADER, ImdsSim
 
 MD = "/latest/meta-data/"
 
@@ -426,7 +426,7 @@ def test_control_api_rejects_bad_requests(sim, http, name, body, status):
 
 
 def test_main_imds_sim_serves_until_sigterm():
-    code = "from nodeagent.sim.imds import main_imds_sim; raise SystemExit(main_imds_sim(0))"
+    code = "from nodeagent_sim.imds import main_imds_sim; raise SystemExit(main_imds_sim(0))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -453,7 +453,7 @@ def test_main_imds_sim_serves_until_sigterm():
 
 def test_main_imds_sim_reports_busy_port():
     with ImdsSim() as sim:
-        code = ("from nodeagent.sim.imds import main_imds_sim; "
+        code = ("from nodeagent_sim.imds import main_imds_sim; "
                 f"raise SystemExit(main_imds_sim({sim.port}))")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=30)

@@ -21,9 +21,9 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from nodeagent.sim.kube import KubeSim
-from nodeagent.sim.kube_patch import PatchError, json_patch, merge_patch, strategic_merge_patch, NODE_SCHEMA
-from nodeagent.sim.kube_select import (
+from nodeagent_sim.kube import KubeSim
+from nodeagent_sim.kube_patch import PatchError, json_patch, merge_patch, strategic_merge_patch, NODE_SCHEMA
+from nodeagent_sim.kube_select import (
     SelectorError, labels_match, parse_field_selector, parse_label_selector,
 )
 

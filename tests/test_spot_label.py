@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from nodeagent import config
-from nodeagent.sim.imds import ImdsSim
+from nodeagent_sim.imds import ImdsSim
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "packaging" / "spot-label"

@@ -20,7 +20,7 @@ import yaml
 
 from nodeagent import config
 from nodeagent.config import EX_CONFIG
-from nodeagent.sim.imds import ImdsSim
+from nodeagent_sim.imds import ImdsSim
 
 REPO = Path(__file__).resolve().parents[1]
 USER_DATA = REPO / "packer" / "user-data"

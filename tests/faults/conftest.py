@@ -41,8 +41,8 @@ from typing import Callable, Dict, List, Optional
 import pytest
 
 from nodeagent.notices import parse_rfc3339_utc, parse_spot_action
-from nodeagent.sim.imds import ImdsSim
-from nodeagent.sim.kube import KubeSim
+from nodeagent_sim.imds import ImdsSim
+from nodeagent_sim.kube import KubeSim
 from tests.helpers import Daemon, daemon_env, wait_for
 
 NODE = "ip-10-0-1-2.ec2.internal"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.sim.kube import KubeSim
+from nodeagent_sim.kube import KubeSim
 from tests.faults.conftest import NODE, PROVIDER, Cluster, run_background, wait_for
 
 DRAINED = r"drained: "

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent import config
-from nodeagent.sim.imds import ImdsSim
+from nodeagent_sim.imds import ImdsSim
 from tests.helpers import REPO, Daemon, daemon_env
 
 EX_CONFIG = 78

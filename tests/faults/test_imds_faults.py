@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from nodeagent.sim.imds import ImdsSim
+from nodeagent_sim.imds import ImdsSim
 from tests.faults.conftest import NODE, Cluster, NoticeRef, to_monotonic, utcnow, wait_for
 
 DRAINED = r"drained: "

@@ -7,67 +7,19 @@ deadline). The simulated pods terminate at a time-scale so the demo takes second
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from typing import Dict, List
 
 from nodeagent import config
 from nodeagent.agent import Agent
 from nodeagent.kube.responder import KubeResponder
+from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_until
 
 NODE = "ip-10-0-1-2.ec2.internal"
 INSTANCE_ID = "i-0123456789abcdef0"
 ZONE = "us-east-1a"
-
-
-class NullNotifier:
-    """No systemd in the demo: STATUS lines go to the timeline instead."""
-
-    def __init__(self, timeline: "Timeline"):
-        self.timeline = timeline
-        self.last_status = ""
-        self._last_shown = 0.0
-
-    def ready(self) -> None:
-        self.timeline.say("agent", "READY=1")
-
-    def status(self, text: str) -> None:
-        # One STATUS line a second is plenty for a person reading the timeline.
-        now = time.monotonic()
-        if text != self.last_status and not text.startswith("watching") and now - self._last_shown >= 1.0:
-            self.timeline.say("status", text)
-            self._last_shown = now
-        self.last_status = text
-
-    def watchdog(self) -> None:
-        pass
-
-    def stopping(self) -> None:
-        pass
-
-    def reloading(self) -> None:
-        pass
-
-
-@dataclass
-class Timeline:
-    started: float
-    out: object = sys.stdout
-
-    def say(self, who: str, text: str) -> None:
-        print(f"  +{time.monotonic() - self.started:6.2f}s  {who:<7} {text}", file=self.out, flush=True)
-
-
-class TimelineHandler(logging.Handler):
-    def __init__(self, timeline: Timeline):
-        super().__init__(logging.INFO)
-        self.timeline = timeline
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.timeline.say("agent", record.getMessage())
 
 
 def populate(sim) -> List[str]:
@@ -112,8 +64,8 @@ def populate(sim) -> List[str]:
 
 
 def main_demo(args) -> int:
-    from nodeagent.sim.imds import ImdsSim
-    from nodeagent.sim.kube import KubeSim
+    from nodeagent_sim.imds import ImdsSim
+    from nodeagent_sim.kube import KubeSim
 
     quick = bool(getattr(args, "quick", False))
     timeline = Timeline(time.monotonic())
@@ -166,15 +118,6 @@ def _run(imds, kube, workdir: str, timeline: Timeline, quick: bool) -> int:
 
 def _spot_done(agent: Agent) -> bool:
     return any(r.kind == "spot-itn" and r.phase in ("done", "expired") for r in agent.state.notices.values())
-
-
-def wait_until(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 def _report(kube, evictable: List[str]) -> int:
