@@ -384,6 +384,7 @@ class RawServer:
         self.connections = 0
         self.requests: List[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # close() does not wake accept(); the loop polls _stop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -397,15 +398,18 @@ class RawServer:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._listener.close()
         self._thread.join(5)
+        self._listener.close()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
                 conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             self.connections += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
