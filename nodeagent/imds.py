@@ -215,6 +215,10 @@ class _DeadlineSocket(socket.socket):
             raise _ReadTimeout(f"did not answer within {self.io_timeout:g}s") from None
 
 
+class _StaleConnection(_TransportError):
+    """The connection was closed before any of the answer arrived (internal to one attempt)."""
+
+
 class _Connection(http.client.HTTPConnection):
     """http.client's connection with connect and I/O bounded by a per-call deadline."""
 
@@ -516,12 +520,26 @@ class ImdsClient:
         self._stats.retries += 1
 
     def _send_once(self, method: str, url: str, headers: Dict[str, str]) -> _Reply:
+        connection = self._connection
+        connection.arm(self._deadline)
+        if connection.sock is not None:
+            try:
+                return self._send_on_connection(method, url, headers)
+            except _StaleConnection:
+                # The server closed the kept-alive connection as we reused it (its idle timeout
+                # raced our poll): that is not IMDS failing, so resend once on a new connection.
+                connection.arm(self._deadline)
+        try:
+            return self._send_on_connection(method, url, headers)
+        except _StaleConnection as exc:
+            raise _TransportError("dropped the connection") from exc.__cause__
+
+    def _send_on_connection(self, method: str, url: str, headers: Dict[str, str]) -> _Reply:
         opts = self.options
         self._stats.requests += 1
         self._stats.last_status = None
         connection = self._connection
         try:
-            connection.arm(self._deadline)
             if connection.sock is None:
                 connection.connect()
             connection.putrequest(method, url)  # adds Host and Accept-Encoding: identity
@@ -530,7 +548,10 @@ class ImdsClient:
             if method == "PUT":
                 connection.putheader("Content-Length", "0")
             connection.endheaders()
-            response = connection.getresponse()
+            try:
+                response = connection.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                raise _StaleConnection() from exc  # closed before a single byte of the answer
             self._stats.last_status = response.status
             cap = opts.max_body_bytes
             body = response.read(cap + 1)
