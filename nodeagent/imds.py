@@ -125,7 +125,7 @@ class ImdsOptions:
             raise ValueError("retry_max_wait_s must be >= 0")
         if self.deadline_s <= 0:
             raise ValueError("deadline_s must be positive")
-        if not self.base_url.startswith("http://"):
+        if not self.base_url.lower().startswith("http://"):
             # IMDS speaks plain HTTP only; a TLS socket would also bypass the deadline socket.
             raise ValueError(f"base_url must be an http:// URL, got {self.base_url!r}")
 
