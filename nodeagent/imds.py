@@ -49,7 +49,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 from tenacity import (
@@ -547,8 +547,8 @@ class ImdsClient:
                 connection.putheader(name, value)
             if method == "PUT":
                 connection.putheader("Content-Length", "0")
-            connection.endheaders()
             try:
+                connection.endheaders()
                 response = connection.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 raise _StaleConnection() from exc  # closed before a single byte of the answer
