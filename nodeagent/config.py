@@ -72,6 +72,13 @@ def _url(text: str) -> str:
     return value.rstrip("/")
 
 
+def _imds_url(text: str) -> str:
+    value = _url(text)
+    if not value.lower().startswith("http://"):
+        raise ValueError(f"{text!r} is not an http:// URL (IMDS has no TLS endpoint)")
+    return value
+
+
 def _optional_url(text: str) -> str:
     return _url(text) if text.strip() else ""
 
@@ -142,8 +149,16 @@ class KeySpec:
 
 KEYS: Tuple[KeySpec, ...] = (
     KeySpec("ENABLED", "true", parse_bool, "false: `run` exits 0 at once (turn the agent off per node group)"),
-    KeySpec("IMDS_URL", "http://169.254.169.254", _url, "instance metadata endpoint"),
-    KeySpec("POLL_INTERVAL", "1s", _duration_between(0.1, 60), "how often IMDS is polled"),
+    KeySpec("IMDS_URL", "http://169.254.169.254", _imds_url, "instance metadata endpoint (plain http://)"),
+    KeySpec("POLL_INTERVAL", "1s", _duration_between(0.1, 60),
+            "how often IMDS is polled for spot interruptions and ASG terminations (seconds of warning "
+            "at most), and for any notice being responded to"),
+    KeySpec("POLL_INTERVAL_REBALANCE", "5s", _duration_between(0.1, 300),
+            "how often the rebalance recommendation is polled: it is advisory and comes well before "
+            "any interruption (POLL_INTERVAL while one is being responded to)"),
+    KeySpec("POLL_INTERVAL_SCHEDULED", "30s", _duration_between(0.1, 600),
+            "how often scheduled maintenance events are polled: they are announced days ahead "
+            "(POLL_INTERVAL while one is being responded to)"),
     KeySpec("IMDS_ALLOW_V1", "false", parse_bool, "fall back to IMDSv1 when the token PUT is refused"),
     KeySpec("KUBECONFIG", "/var/lib/kubelet/kubeconfig", _path, "kubeconfig (the kubelet's own)"),
     KeySpec("NODE_NAME", "", _node_name, "this node's name; empty = ask the API (SelfSubjectReview)"),
@@ -199,6 +214,8 @@ class Settings:
     enabled: bool
     imds_url: str
     poll_interval: float
+    poll_interval_rebalance: float
+    poll_interval_scheduled: float
     imds_allow_v1: bool
     kubeconfig: str
     node_name: str

@@ -1,0 +1,89 @@
+"""Per-path IMDS poll pacing: which notice paths are due now, and when the next one is.
+
+Pure: no I/O, no clock reads; `now` and every time are plain monotonic seconds from the caller.
+
+Why each path has its own pace (defaults):
+- spot interruption and ASG termination (`POLL_INTERVAL`, 1 s): two minutes of warning for a spot
+  interruption, only seconds for an ASG termination without a lifecycle hook;
+- rebalance recommendation (`POLL_INTERVAL_REBALANCE`, 5 s): advisory, it comes well before
+  any interruption, and a few seconds later changes nothing;
+- scheduled maintenance (`POLL_INTERVAL_SCHEDULED`, 30 s): announced days ahead.
+A "hot" path, one whose notice is being responded to, is polled at the fast pace
+(`POLL_INTERVAL`) until the response ends, so a cancellation or a change is seen within one
+fast interval.
+
+    intervals = path_intervals(fast_s=1.0, rebalance_s=5.0, scheduled_s=30.0)
+    plan = plan_polls(now, last_polled, intervals, hot=frozenset(), fast_s=1.0)
+    for path in plan.due: ...poll it, record last_polled[path] = the time it was polled...
+    sleep until plan.next_due_at
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AbstractSet, Dict, Mapping, Optional, Tuple
+
+from nodeagent import notices
+
+# Paths due within this much of each other are polled together: one wake-up, not two, for a
+# 1 s and a 5 s path that fall due a few milliseconds apart.
+DEFAULT_SLACK_S = 0.005
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """`due`: the paths to poll now, in the order the intervals mapping lists them.
+    `next_due_at`: when the earliest path falls due, assuming the due ones are polled at `now`."""
+
+    due: Tuple[str, ...]
+    next_due_at: float
+
+
+def path_intervals(fast_s: float, rebalance_s: float, scheduled_s: float) -> Dict[str, float]:
+    """The interval of each notice path, in the agent's polling order (fastest paths first)."""
+    for name, value in (("fast_s", fast_s), ("rebalance_s", rebalance_s), ("scheduled_s", scheduled_s)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+    return {
+        notices.SPOT_ACTION_PATH: fast_s,
+        notices.ASG_PATH: fast_s,
+        notices.REBALANCE_PATH: rebalance_s,
+        notices.SCHEDULED_PATH: scheduled_s,
+    }
+
+
+def effective_interval(path: str, intervals: Mapping[str, float], hot: AbstractSet[str],
+                       fast_s: float) -> float:
+    """A hot path never waits longer than the fast interval; a path's own shorter one still holds."""
+    own = intervals[path]
+    return min(own, fast_s) if path in hot else own
+
+
+def plan_polls(
+    now: float,
+    last_polled: Mapping[str, Optional[float]],
+    intervals: Mapping[str, float],
+    hot: AbstractSet[str],
+    fast_s: float,
+    slack_s: float = DEFAULT_SLACK_S,
+) -> PollPlan:
+    """Which paths of `intervals` are due at `now`, and when the next one falls due.
+
+    A path never polled (absent from `last_polled`, or None) is due at once. A `last_polled`
+    time in the future (a clock that went backwards, in a test) counts as just polled. Paths in
+    `hot` or `last_polled` that `intervals` does not list are ignored.
+    """
+    if not intervals:
+        raise ValueError("no paths to pace")
+    if not fast_s > 0:
+        raise ValueError(f"fast_s must be positive, got {fast_s!r}")
+    due = []
+    next_due_at = float("inf")
+    for path in intervals:
+        every = effective_interval(path, intervals, hot, fast_s)
+        last = last_polled.get(path)
+        if last is None or now + slack_s >= min(last, now) + every:
+            due.append(path)
+            next_due_at = min(next_due_at, now + every)
+        else:
+            next_due_at = min(next_due_at, min(last, now) + every)
+    return PollPlan(tuple(due), next_due_at)
