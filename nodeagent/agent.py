@@ -15,9 +15,9 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
-from nodeagent import decide
+from nodeagent import decide, pacing
 from nodeagent.clock import Clock, SystemClock
 from nodeagent.config import Settings, restart_only_changes
 from nodeagent.decide import (
@@ -36,12 +36,12 @@ from nodeagent.decide import (
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
 from nodeagent.notice_store import NoticeStore
-from nodeagent.notices import SOURCES
+from nodeagent.notices import SOURCES, SOURCES_BY_KIND
 from nodeagent.notify import SystemdNotifier
 from nodeagent.poll import poll_once
 from nodeagent.ports import LoggingResponder, Reporter, Responder, quietly
 from nodeagent.respond import UncordonJob, Worker
-from nodeagent.state import AgentState, StateStore
+from nodeagent.state import OPEN_PHASES, AgentState, StateStore
 
 __all__ = ["Agent", "LoggingResponder"]
 
@@ -99,6 +99,8 @@ class Agent:
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
         self._adopt_from_node = False  # no state file: read the node once the API is up
         self._ready_seen = False
+        self._last_polled: Dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
+        self._next_poll_at = 0.0
 
     # ---------------------------------------------------------------- views for the CLI tools
 
@@ -135,10 +137,9 @@ class Agent:
         if not self.start():
             return self.shutdown()
         while not self._stop.is_set():
-            started = self.clock.monotonic()
             self.tick()
             self.notifier.watchdog()
-            self._sleep_until(started + self.settings.poll_interval)
+            self._sleep_until(self._next_poll_at)
             if self._reload_requested:
                 self._apply_reload()
         return self.shutdown()
@@ -150,8 +151,7 @@ class Agent:
             return False
         self.worker.start(self.identity, held=self._rebuild_from_node or self._adopt_from_node)
         self.notifier.ready()
-        log.info("ready: watching IMDS at %s every %gs (%s)", self.settings.imds_url,
-                 self.settings.poll_interval, ", ".join(self._watched_kinds()))
+        log.info("ready: watching IMDS at %s (%s)", self.settings.imds_url, self._pace_text())
         return True
 
     def tick(self) -> None:
@@ -309,9 +309,42 @@ class Agent:
     def _watched_kinds(self) -> List[str]:
         return [s.kind.value for s in SOURCES if self.settings.response_for(s.kind.value) != "ignore"]
 
+    def _intervals(self) -> Dict[str, float]:
+        """Each watched path's own poll interval (pacing.py says why they differ)."""
+        every = pacing.path_intervals(self.settings.poll_interval, self.settings.poll_interval_rebalance,
+                                      self.settings.poll_interval_scheduled)
+        return {SOURCES_BY_KIND[kind].path: every[SOURCES_BY_KIND[kind].path] for kind in self._watched_kinds()}
+
+    def _pace_text(self) -> str:
+        paths = {source.path: source.kind.value for source in SOURCES}
+        return ", ".join(f"{paths[path]} every {every:g}s" for path, every in self._intervals().items())
+
+    def _hot_paths(self) -> FrozenSet[str]:
+        """Paths polled at the fast pace: those whose notice is being responded to (a cancel or a
+        change is then seen within one fast interval), and all of them while notices are held
+        for a lost state file (so they are acted on as soon as the node has been read)."""
+        if self._rebuild_from_node or self._adopt_from_node:
+            return frozenset(source.path for source in SOURCES)
+        return frozenset(SOURCES_BY_KIND[record.kind].path for record in self.store.records().values()
+                         if record.phase in OPEN_PHASES and record.kind in SOURCES_BY_KIND)
+
     def poll(self) -> PollResult:
-        result = poll_once(self.imds, self._watched_kinds(), self.clock.now())
+        intervals = self._intervals()
+        if not intervals:  # every kind ignored: nothing to watch, but stay alive and reloadable
+            self._next_poll_at = self.clock.monotonic() + self.settings.poll_interval
+            return PollResult({}, frozenset(), {})
+        hot = self._hot_paths()
+        now = self.clock.monotonic()
+        due = pacing.plan_polls(now, self._last_polled, intervals, hot, self.settings.poll_interval).due
+        kinds = [source.kind.value for source in SOURCES if source.path in due]
+        result = poll_once(self.imds, kinds, self.clock.now())
         self.last_poll_at = self.clock.monotonic()
+        tried = set(result.answered) | set(dict(result.errors))
+        for kind in kinds:
+            if kind in tried:  # one skipped after IMDS proved unreachable stays due
+                self._last_polled[SOURCES_BY_KIND[kind].path] = now
+        self._next_poll_at = pacing.plan_polls(self.last_poll_at, self._last_polled, intervals, self._hot_paths(),
+                                               self.settings.poll_interval).next_due_at
         errors = dict(result.errors)
         if errors:
             self.poll_errors += len(errors)
