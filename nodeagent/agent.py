@@ -18,7 +18,7 @@ import time
 from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 from nodeagent import decide, pacing
-from nodeagent.clock import Clock, SystemClock
+from nodeagent.clock import Clock, SystemClock, iso_seconds
 from nodeagent.config import Settings, restart_only_changes
 from nodeagent.decide import (
     Absence,
@@ -48,6 +48,7 @@ __all__ = ["Agent", "LoggingResponder"]
 log = logging.getLogger("nodeagent.agent")
 
 STOPPED_LABEL_TIMEOUT_S = 2.0
+STATUS_POLL_TIME_S = 10.0
 
 
 class Agent:
@@ -101,6 +102,7 @@ class Agent:
         self._ready_seen = False
         self._last_polled: Dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
         self._next_poll_at = 0.0
+        self._status_base, self._status_stamped_at, self._status_poll_time = "", 0.0, ""
 
     # ---------------------------------------------------------------- views for the CLI tools
 
@@ -203,13 +205,13 @@ class Agent:
 
     def _sleep_until(self, deadline: float) -> None:
         remaining = deadline - self.clock.monotonic()
-        if remaining > 0:
-            select.select([self._wake_reader], [], [], remaining)
-        try:
-            while self._wake_reader.recv(64):
+        readable = select.select([self._wake_reader], [], [], max(0.0, remaining))[0]
+        if readable:
+            try:
+                while self._wake_reader.recv(64):
+                    pass
+            except OSError:  # drained (BlockingIOError)
                 pass
-        except OSError:  # drained (BlockingIOError)
-            pass
         if self._stop_requested:
             self._stop.set()
 
@@ -421,15 +423,20 @@ class Agent:
         elif poll_errors:
             text = f"{poll_errors[0]}; {self.responder.describe()}"
         else:
-            text = (f"watching IMDS ({', '.join(self._watched_kinds())}); {self.responder.describe()}; "
-                    f"last poll {self._since_poll():.1f}s ago")
+            text = f"watching IMDS ({', '.join(self._watched_kinds())}); {self.responder.describe()}"
             if self.store.agent_state != "watching":
                 text += f"; node {self.store.agent_state}"
+            # The poll time is refreshed every STATUS_POLL_TIME_S, not on each poll: each STATUS is
+            # a datagram, and an idle daemon's cost is mostly its wake-ups and system calls.
+            now = self.clock.monotonic()
+            if text != self._status_base or now - self._status_stamped_at >= STATUS_POLL_TIME_S:
+                self._status_base, self._status_stamped_at = text, now
+                self._status_poll_time = iso_seconds(self.clock.now())
+            self.notifier.status(f"{text}; last poll {self._status_poll_time}")
+            self.store.set_status(text)
+            return
         self.notifier.status(text)
-        self.store.set_status(text.split("; last poll")[0])
-
-    def _since_poll(self) -> float:
-        return 0.0 if self.last_poll_at is None else self.clock.monotonic() - self.last_poll_at
+        self.store.set_status(text)
 
     def _say_once(self, key: str, text: str, level: int) -> None:
         if self._said.get(key) != text:
