@@ -473,6 +473,10 @@ def test_rpm_erase_leaves_nothing(packages, tmp_path):
 STUB = """#!/bin/sh
 echo "$(basename "$0") $*" >> "{log}"
 if [ "$1" = is-active ]; then [ -e "{active}" ]; exit $?; fi
+if [ "$1" = show ]; then cat "{unit_env}" 2>/dev/null; exit 0; fi
+# Like systemctl: a restart without --no-block waits for the new process's READY=1, which never
+# comes while IMDS is unreachable (the unit's TimeoutStartSec=infinity).
+if [ "$1" = try-restart ] && [ -e "{imds_down}" ]; then sleep 3600; fi
 exit 0
 """
 
@@ -483,9 +487,11 @@ def stub_systemd(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log, active = tmp_path / "calls.log", tmp_path / "active"
+    unit_env, imds_down = tmp_path / "unit-environment", tmp_path / "imds-down"
     log.write_text("")
     for name in ("systemctl", "systemd-run"):
-        (bin_dir / name).write_text(STUB.format(log=log, active=active))
+        (bin_dir / name).write_text(STUB.format(log=log, active=active, unit_env=unit_env,
+                                                imds_down=imds_down))
         (bin_dir / name).chmod(0o755)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
@@ -498,6 +504,7 @@ def stub_systemd(tmp_path):
     class Stub:
         def __init__(self):
             self.env, self.active, self.state = env, active, state_dir / "state.json"
+            self.unit_env, self.imds_down, self.root = unit_env, imds_down, tmp_path
 
         def calls(self) -> List[str]:
             return log.read_text().splitlines()
@@ -515,16 +522,20 @@ def stub_systemd(tmp_path):
     return Stub()
 
 
+RESTART = "systemctl --no-block try-restart nodeagent.service"
+
+
 def test_upgrade_restart_leaves_a_stopped_unit_alone(stub_systemd):
     assert stub_systemd.helper().returncode == 0
-    assert stub_systemd.calls() == ["systemctl is-active --quiet nodeagent.service"]
+    assert stub_systemd.calls() == ["systemctl show -p Environment --value nodeagent.service",
+                                    "systemctl is-active --quiet nodeagent.service"]
 
 
 def test_upgrade_restart_restarts_an_idle_agent(stub_systemd):
     stub_systemd.active.touch()
     stub_systemd.state.write_text(json.dumps({"busy": False, "notices": {}}))
     assert stub_systemd.helper().returncode == 0
-    assert stub_systemd.calls()[-1] == "systemctl try-restart nodeagent.service"
+    assert stub_systemd.calls()[-1] == RESTART
 
 
 @pytest.mark.parametrize("state", ['{"busy": true}', '{"busy": tr'], ids=["draining", "unreadable"])
@@ -549,7 +560,7 @@ def test_upgrade_restart_waits_for_the_drain_to_end(stub_systemd):
     assert not [c for c in stub_systemd.calls() if "try-restart" in c]
     stub_systemd.state.write_text('{"busy": false}')
     assert waiter.wait(timeout=30) == 0
-    assert stub_systemd.calls()[-1] == "systemctl try-restart nodeagent.service"
+    assert stub_systemd.calls()[-1] == RESTART
 
 
 def test_upgrade_restart_gives_up_rather_than_kill_a_drain(stub_systemd):
@@ -569,3 +580,46 @@ def test_upgrade_restart_stops_waiting_when_the_unit_stops(stub_systemd):
     stub_systemd.active.unlink()
     assert waiter.wait(timeout=30) == 0
     assert not [c for c in stub_systemd.calls() if "try-restart" in c]
+
+
+def test_upgrade_restart_never_waits_for_ready(stub_systemd):
+    """Issue 13 row 3: the restarted agent waits for IMDS before READY=1 (TimeoutStartSec=infinity);
+    a plain `systemctl try-restart` waits with it and the deb postinst / rpm %posttrans hang."""
+    stub_systemd.active.touch()
+    stub_systemd.imds_down.touch()
+    stub_systemd.state.write_text('{"busy": false}')
+    helper = stub_systemd.helper(wait=False)
+    try:
+        assert helper.wait(timeout=20) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail("upgrade-restart blocked on the restart: " + repr(stub_systemd.calls()))
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
+    assert stub_systemd.calls()[-1] == RESTART
+
+
+@pytest.mark.parametrize("how", ["STATE_DIR", "CONFIG_DIR"])
+def test_upgrade_restart_reads_the_state_dir_of_the_unit(stub_systemd, how):
+    """Issue 13 row 9: a drop-in's Environment=NODEAGENT_STATE_DIR= (or a NODEAGENT_CONFIG_DIR= whose
+    files set STATE_DIR) moves the state; the helper must look there, not at the config files'
+    idle state, or it restarts the agent in the middle of a drain."""
+    stub_systemd.active.touch()
+    stub_systemd.state.write_text('{"busy": false}')  # what the config files point at: idle
+    draining = stub_systemd.root / "state elsewhere"  # a space: the value is quoted by systemctl
+    draining.mkdir()
+    (draining / "state.json").write_text('{"busy": true}')
+    if how == "STATE_DIR":
+        stub_systemd.unit_env.write_text(
+            f'HOME=/var/lib/nodeagent "NODEAGENT_STATE_DIR={draining}"\n')
+    else:
+        etc = stub_systemd.root / "etc-unit"
+        (etc / "conf.d").mkdir(parents=True)
+        (etc / "conf.d" / "10-state.conf").write_text(f"\ufeffexport STATE_DIR='{draining}'\n")
+        stub_systemd.unit_env.write_text(f'"NODEAGENT_CONFIG_DIR={etc}"\n')
+    helper = stub_systemd.helper()
+    assert helper.returncode == 0
+    calls = stub_systemd.calls()
+    assert not [c for c in calls if "try-restart" in c], "restarted a draining agent: " + repr(calls)
+    assert [c for c in calls if c.startswith("systemd-run ")], calls
