@@ -29,6 +29,7 @@ UNIT_PATH = "/usr/lib/systemd/system/nodeagent.service"
 ONESHOT_PATH = "/usr/lib/systemd/system/nodeagent-spot-label.service"
 WANTS_LINK = "etc/systemd/system/multi-user.target.wants/nodeagent.service"
 ONESHOT_WANTS_LINK = "etc/systemd/system/multi-user.target.wants/nodeagent-spot-label.service"
+SYSUSERS_PATH = "/usr/lib/sysusers.d/nodeagent.conf"
 SCRIPTS = ["postinstall.sh", "preremove.sh", "postremove.sh", "posttrans.sh"]
 
 
@@ -77,6 +78,7 @@ def test_deb_payload(packages):
     assert entries["/etc/nodeagent/nodeagent.conf"][0] == "-rw-r--r--"
     assert entries["/etc/nodeagent/conf.d"][0] == "drwxr-x---"
     assert "/usr/lib/systemd/system-preset/80-nodeagent.preset" in entries
+    assert entries[SYSUSERS_PATH][0] == "-rw-r--r--"
     site = "/usr/lib/nodeagent/site/"
     for module in ("nodeagent/__init__.py", "nodeagent/cli.py", "nodeagent/drill_imds.py",
                    "kubernetes/__init__.py", "yaml/__init__.py", "sdnotify/__init__.py",
@@ -119,6 +121,7 @@ def test_rpm_payload(packages):
     assert modes["/usr/bin/nodeagent"] == "-rwxr-xr-x"
     assert modes["/usr/lib/nodeagent/spot-label"] == "-rwxr-xr-x"
     assert modes[ONESHOT_PATH] == "-rw-r--r--"
+    assert modes[SYSUSERS_PATH] == "-rw-r--r--"
     assert modes["/etc/nodeagent/conf.d"] == "drwxr-x---"
     # Owned directories are removed on erase: the package must own its own ones.
     for directory in ("/usr/lib/nodeagent", "/usr/lib/nodeagent/site", "/etc/nodeagent"):
@@ -233,6 +236,20 @@ def test_deb_install_enables_the_unit_offline(installed_deb):
     assert list(Path("/usr/lib/nodeagent/site/nodeagent").glob("__pycache__/*.pyc"))
 
 
+def test_deb_install_creates_the_service_user(installed_deb):
+    """User=nodeagent: postinst ran systemd-sysusers (or useradd) with the shipped file, and the
+    agent's group may read conf.d (root's to write, nobody else's to read)."""
+    import grp
+    import pwd
+
+    user = pwd.getpwnam("nodeagent")
+    assert 0 < user.pw_uid < 1000 and user.pw_dir == "/var/lib/nodeagent"
+    assert user.pw_shell.endswith("nologin")
+    conf_d = os.stat("/etc/nodeagent/conf.d")
+    assert conf_d.st_uid == 0 and grp.getgrgid(conf_d.st_gid).gr_name == "nodeagent"
+    assert conf_d.st_mode & 0o777 == 0o750
+
+
 def test_installed_launcher_version_and_check_config(installed_deb, tmp_path):
     assert run(["/usr/bin/nodeagent", "version"]).stdout.strip() == repo_version()
     checked = run(["/usr/bin/nodeagent", "check-config"])  # the shipped, all-commented config
@@ -267,6 +284,7 @@ def test_deb_upgrade_remove_reinstall_purge(installed_deb, tmp_path):
     conf.write_text(conf.read_text() + "# local edit\n")
     drop_in = Path("/etc/nodeagent/conf.d/50-local.conf")
     drop_in.write_text("DRY_RUN=true\n")
+    drop_in.chmod(0o600)  # written when the agent ran as root: only root could read it
     link = Path("/") / WANTS_LINK
     # The admin disables the unit: an upgrade must keep that choice.
     run(["systemctl", "--root=/", "disable", "nodeagent.service"])
@@ -277,6 +295,10 @@ def test_deb_upgrade_remove_reinstall_purge(installed_deb, tmp_path):
     assert dpkg_status() == f"install ok installed {repo_version()}-2"
     assert conf.read_text().endswith("# local edit\n")
     assert drop_in.read_text() == "DRY_RUN=true\n"
+    # ... and now the agent (group nodeagent) may read it; still nobody else.
+    assert oct(drop_in.stat().st_mode & 0o777) == oct(0o640)
+    import grp
+    assert grp.getgrgid(drop_in.stat().st_gid).gr_name == "nodeagent"
     assert not link.exists(), "an upgrade re-enabled a unit the admin had disabled"
     run(["systemctl", "--root=/", "enable", "nodeagent.service"])
 
@@ -435,6 +457,8 @@ def test_rpm_scriptlet_arguments(packages, tmp_path):
 
     scriptlet(packages, "POSTIN", root, "1")  # install: enabled per the shipped preset
     assert link.is_symlink() and (root / ONESHOT_WANTS_LINK).is_symlink()
+    if shutil.which("systemd-sysusers"):  # the user, in the alternate root's own passwd
+        assert "nodeagent:" in (root / "etc/passwd").read_text()
     run(["systemctl", f"--root={root}", "disable", "nodeagent.service"])
     scriptlet(packages, "POSTIN", root, "2")  # upgrade: the new version's %post ...
     scriptlet(packages, "PREUN", root, "1")  # ... then the old version's %preun and %postun
