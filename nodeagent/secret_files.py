@@ -12,25 +12,37 @@ picked up by name, with nothing to configure:
   webhook-headers  -> WEBHOOK_HEADERS  (when WEBHOOK_HEADERS_FILE is not set)
   kubeconfig       -> KUBECONFIG       (when KUBECONFIG is left at its default)
 
-A secret file must be a regular file of at most 64 KiB, owned by root or by the agent's user,
-and open to nobody else (no group or other bits). Errors name the file, never its content.
+A secret file must be a regular file of at most 64 KiB, owned by root or by the agent's user
+(nodeagent, or whoever runs the command), and open to nobody else (no group or other bits). Errors name the file, never its content.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import stat
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Set, Tuple
 
 from nodeagent.config import KEYS_BY_NAME, ConfigError, Settings
 
 MAX_BYTES = 64 * 1024
+SERVICE_USER = "nodeagent"  # User= of nodeagent.service, created by the package
 # key -> (the key naming its file, the credential name)
 SECRET_FILES: Tuple[Tuple[str, str, str], ...] = (
     ("WEBHOOK_URL", "WEBHOOK_URL_FILE", "webhook-url"),
     ("WEBHOOK_HEADERS", "WEBHOOK_HEADERS_FILE", "webhook-headers"),
 )
 KUBECONFIG_CREDENTIAL = "kubeconfig"
+
+
+def _trusted_owners() -> Set[int]:
+    """Root, whoever runs this (the agent), and the service user (check-config run by root)."""
+    owners = {0, os.geteuid()}
+    try:
+        owners.add(pwd.getpwnam(SERVICE_USER).pw_uid)
+    except KeyError:
+        pass
+    return owners
 
 
 def read_secret_file(path: str, key: str) -> str:
@@ -45,9 +57,9 @@ def read_secret_file(path: str, key: str) -> str:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(key, f"{path} is not a regular file")
-        if info.st_uid not in (0, os.geteuid()):
+        if info.st_uid not in _trusted_owners():
             raise ConfigError(key, f"{path} belongs to uid {info.st_uid}: only root or the agent's own "
-                                   "user may own a secret file")
+                                   f"user ({SERVICE_USER}) may own a secret file")
         if info.st_mode & 0o077:
             raise ConfigError(key, f"{path} is open to group or others (mode "
                                    f"{stat.S_IMODE(info.st_mode):04o}); make it owner-only: chmod 0600")

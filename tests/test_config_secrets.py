@@ -110,8 +110,8 @@ def test_a_file_owned_by_another_user_is_refused(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("chown needs root")
     url = secret(tmp_path / "url", URL)
-    os.chown(url, 65534, -1)
-    with pytest.raises(config.ConfigError, match="belongs to uid 65534"):
+    os.chown(url, 65533, -1)
+    with pytest.raises(config.ConfigError, match="belongs to uid 65533"):
         load(tmp_path, f"WEBHOOK_URL_FILE={url}\n")
 
 
