@@ -154,7 +154,7 @@ class TokenKeeper:
         try:
             credential = json.loads(stdout)
             status = credential["status"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise CredentialError(f"credential plugin {self._command!r} printed no ExecCredential") from None
         if credential.get("apiVersion") != provider.api_version or not isinstance(status, dict):
             raise CredentialError(f"credential plugin {self._command!r} answered apiVersion "
@@ -314,9 +314,14 @@ class KubeApi:
             if not data:
                 return {}
             try:
-                return json.loads(data)
-            except ValueError:
-                raise ApiError(response.status, "BadBody", "response is not JSON", method, path) from None
+                decoded = json.loads(data)
+            # RecursionError: a deeply nested body (one hostile answer must not abort a drain).
+            except (ValueError, RecursionError) as error:
+                raise ApiError(response.status, "BadBody", f"response is not JSON ({type(error).__name__})",
+                               method, path) from None
+            if not isinstance(decoded, dict):
+                raise ApiError(response.status, "BadBody", "response is not a JSON object", method, path)
+            return decoded
         except KubeError as error:
             self._count_failure(error)
             raise
@@ -346,9 +351,12 @@ class KubeApi:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        yield json.loads(line)
+                        event = json.loads(line)
+                        if not isinstance(event, dict):
+                            raise ValueError("watch event is not a JSON object")
+                        yield event
         except Exception as error:
-            if isinstance(error, ValueError):
+            if isinstance(error, (ValueError, RecursionError)):
                 raise ApiError(200, "BadWatch", f"undecodable watch event: {error}", "GET", path) from None
             raise ApiUnavailable(f"watch {path} ended: {error}") from None
         finally:
@@ -417,7 +425,7 @@ def _api_error(error, method: str, path: str) -> ApiError:
         body = json.loads(error.body or "{}")
         message = body.get("message", message)
         reason = body.get("reason", reason)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # not a Status object: keep the HTTP reason
         pass
     return ApiError(int(error.status), str(reason), str(message), method, path)
 
