@@ -35,3 +35,32 @@ def test_deeply_nested_json_in_eviction_answers_does_not_abort_the_drain(tmp_pat
         assert cluster.alive_at_end and cluster.exit_codes[-1] == 0, output
     finally:
         cluster.finish()
+
+
+def test_control_characters_in_an_api_message_cannot_forge_journal_lines(tmp_path: Path):
+    """An eviction answers 403 with a Status message holding a NUL then "<0>" (journald would end
+    the line there and log the rest at emergency priority), a U+2028, a CR and a lone surrogate
+    (unencodable: the record would be lost with a traceback). The daemon's output (stdout and
+    stderr) keeps it as one warning line with every such character escaped."""
+    hostile = "denied\x00<0>forged emergency\r<1>alert\u2028<2>crit\x85\ud800 end"
+    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": hostile}
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_workload(count=2)
+        cluster.start_agent()
+        cluster.kube.inject(count=1, status=403, method="POST", path_regex=r"/web-0/eviction$", body=body)
+        cluster.spot(15)
+        cluster.daemon.wait_line(r"drain incomplete: ", timeout_s=30)
+        cluster.finish()
+        output = cluster.daemon.output()
+        lines = [line.text for line in cluster.daemon.lines]
+        assert "\x00" not in output and "\r" not in output and "\u2028" not in output and "\x85" not in output
+        assert "Logging error" not in output and "Traceback" not in output, output
+        assert all(line[:3] in ("<3>", "<4>", "<6>", "<7>") for line in lines if line), output
+        quoted = [line for line in lines if "not allowed to evict default/web-0" in line]
+        assert quoted == ["<4>not allowed to evict default/web-0: denied\\x00<0>forged emergency\\x0d<1>alert"
+                          "\\u2028<2>crit\\x85\\ud800 end"], output
+        assert cluster.alive_at_end and cluster.exit_codes[-1] == 0, output
+    finally:
+        cluster.finish()
