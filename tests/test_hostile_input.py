@@ -64,3 +64,39 @@ def test_control_characters_in_an_api_message_cannot_forge_journal_lines(tmp_pat
         assert cluster.alive_at_end and cluster.exit_codes[-1] == 0, output
     finally:
         cluster.finish()
+
+
+SECRET_TOKEN = "k8s-aws-v1.SECRETTOKENdGhpcyBpcyBhIHRva2Vu"
+
+
+def test_a_kubeconfig_yaml_error_never_quotes_the_file(tmp_path: Path):
+    """The kubeconfig has an inline token on a line that is not valid YAML (a stray ': ').
+    PyYAML's message quotes that line; the journal and `status --json` must say only which file,
+    where, and what kind of error."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, daemon_env
+
+    cluster = Cluster(tmp_path)
+    try:
+        good = Path(cluster.kubeconfig).read_text()
+        Path(cluster.kubeconfig).write_text(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: node\n  user:\n"
+            f"    token: {SECRET_TOKEN}: oops\n    client-key-data: LS0tSECRETKEY\n")
+        cluster.start_agent(ready=r"is not valid YAML")
+        env = daemon_env(tmp_path, **cluster.settings())
+        status = subprocess.run([sys.executable, "-m", "nodeagent", "status", "--json"], env=env,
+                                cwd=str(REPO), capture_output=True, text=True, timeout=60)
+        Path(cluster.kubeconfig).write_text(good)
+        cluster.daemon.wait_line(r"acting on node", timeout_s=20)
+        cluster.finish()
+        output = cluster.daemon.output()
+        for text in (output, status.stdout, status.stderr, (cluster.state_dir / "state.json").read_text()):
+            assert "SECRET" not in text and "oops" not in text, text
+        assert "is not valid YAML: mapping values" in json.loads(status.stdout)["api"]["error"], status.stdout
+        assert cluster.find(rf"kubeconfig {cluster.kubeconfig} is not valid YAML: mapping values are not allowed "
+                            r"here at line 6, column \d+$"), output
+    finally:
+        cluster.finish()

@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -250,7 +251,9 @@ class KubeApi:
         try:
             config_dict = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: {error}") from None
+            raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: {_yaml_problem(error)}") from None
+        except RecursionError:
+            raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: nested too deeply") from None
         if not isinstance(config_dict, dict):
             raise KubeconfigInvalid(f"kubeconfig {path} is not a kubeconfig (no mapping at top level)")
 
@@ -428,6 +431,18 @@ def _api_error(error, method: str, path: str) -> ApiError:
     except (ValueError, AttributeError, RecursionError):  # not a Status object: keep the HTTP reason
         pass
     return ApiError(int(error.status), str(reason), str(message), method, path)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """What kind of YAML error and where, never the text around it: PyYAML's message quotes the
+    offending line, which in a kubeconfig can be an inline token or client key."""
+    problem = str(getattr(error, "problem", "") or getattr(error, "context", "") or type(error).__name__)
+    # Problems quote what was found; keep YAML's own tokens (',' '}' '\\t' '<stream end>'), hide the rest.
+    problem = re.sub(r"'([^']*)'", lambda m: m.group(0) if re.fullmatch(r"[^\w]|\\t|<[a-z ]+>", m.group(1))
+                     else "'...'", problem)
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _short(error: Exception) -> str:
