@@ -468,6 +468,31 @@ def whoami(api: KubeApi) -> str:
     return str(((review.get("status") or {}).get("userInfo") or {}).get("username", ""))
 
 
+PROVIDER_ID = re.compile(r"aws:///([^/]*)/([^/]+)")
+
+
+def provider_id_problem(provider_id: str, instance_id: Optional[str], zone: Optional[str],
+                        explicit_name: bool) -> Optional[str]:
+    """Why the Node with this providerID may not be taken for this instance, or None. Pure.
+
+    The agent cordons and drains whatever Node it finds, so the Node must name this instance:
+    its providerID (aws:///<zone>/<instance id>) has to carry IMDS's instance id (and zone, when
+    both are known). What cannot be checked, an empty providerID (a Node not yet initialised) or
+    an instance id IMDS did not give, is refused unless the operator named the node (NODE_NAME);
+    a providerID that names another instance is refused even then (a NODE_NAME typo)."""
+    if not provider_id or not instance_id:
+        if explicit_name:
+            return None
+        missing = "has no providerID yet" if not provider_id else "cannot be checked: IMDS gave no instance id"
+        return (f"{missing}, so it cannot be matched to this instance"
+                f"{' (' + instance_id + ')' if instance_id else ''} (set NODE_NAME to name this node yourself)")
+    match = PROVIDER_ID.fullmatch(provider_id)
+    if not match or match.group(2) != instance_id or (zone and match.group(1) and match.group(1) != zone):
+        expected = f"aws:///{zone or '<zone>'}/{instance_id}"
+        return f"has providerID {provider_id!r}, but IMDS says this instance is {expected!r}"
+    return None
+
+
 def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone: Optional[str]) -> NodeIdentity:
     """Learn this node's name (NODE_NAME, else SelfSubjectReview) and check its providerID."""
     tried: List[str] = []
@@ -491,15 +516,12 @@ def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone
         raise KubeError(f"node {name!r} (from {how}) could not be read: {error}") from None
     spec = node.get("spec") or {}
     provider_id = str(spec.get("providerID") or "")
-    if instance_id and zone:
-        expected = f"aws:///{zone}/{instance_id}"
-        if provider_id and provider_id != expected:
-            raise KubeError(
-                f"node {name!r} (from {how}) has providerID {provider_id!r}, but IMDS says this instance "
-                f"is {expected!r}; refusing to act on another node"
-            )
-        if not provider_id:
-            log.warning("node %s has no providerID; trusting %s", name, how)
+    problem = provider_id_problem(provider_id, instance_id, zone, explicit_name=how == "NODE_NAME")
+    if problem:
+        raise KubeError(f"node {name!r} (from {how}) {problem}; refusing to act on another node")
+    if not provider_id or not instance_id:
+        log.warning("node %s: %s; trusting NODE_NAME", name,
+                    "has no providerID" if not provider_id else "IMDS gave no instance id to check its providerID against")
     metadata = node.get("metadata") or {}
     return NodeIdentity(
         name=name, provider_id=provider_id, labels=dict(metadata.get("labels") or {}),
