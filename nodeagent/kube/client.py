@@ -271,6 +271,7 @@ class KubeApi:
             KubeConfigLoader(config_dict, config_base_path=os.path.dirname(path)).load_and_set(configuration)
         except (ConfigException, KeyError, TypeError, ValueError) as error:
             raise KubeconfigInvalid(f"kubeconfig {path}: {error}") from None
+        _proxy_from_environment(configuration)
         configuration.connection_pool_maxsize = self.options.pool_size
         # urllib3 would otherwise retry a GET that gets 429/503 with Retry-After by itself, sleeping
         # Retry-After each time (and re-send GETs that time out): unlogged, and blind to the
@@ -399,6 +400,27 @@ class KubeApi:
             self._api_client.close()
         except Exception:
             pass
+
+
+def _proxy_from_environment(configuration) -> None:
+    """The proxy for the API server's scheme, and NO_PROXY, as curl and requests read them.
+
+    The library's Configuration() reads HTTP(S)_PROXY (the last of four variables set wins, so
+    HTTP_PROXY beats HTTPS_PROXY for an https server) and then resets no_proxy to None: behind a
+    proxy, every API call went to it even with the API server in NO_PROXY. The library's
+    RESTClientObject checks no_proxy with requests' should_bypass_proxies (hosts, domain
+    suffixes, IPs and CIDRs) when no_proxy is set, so setting both right is enough."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    proxies = urllib.request.getproxies_environment()  # lower case wins, as in curl
+    scheme = urlsplit(configuration.host or "").scheme or "https"
+    configuration.proxy = proxies.get(scheme) or proxies.get("all") or None
+    configuration.no_proxy = proxies.get("no") or None
+    if configuration.proxy:
+        proxy = urlsplit(configuration.proxy)
+        log.debug("proxy for API calls: %s (NO_PROXY: %s)", proxy.hostname or "?",
+                  configuration.no_proxy or "unset")
 
 
 def _pop_exec_config(config_dict: Dict[str, object]) -> Optional[Dict[str, object]]:
