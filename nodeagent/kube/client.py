@@ -9,6 +9,7 @@ of expiry and with a timeout; requests only ever read the cached token.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import json
 import logging
@@ -290,7 +291,11 @@ class KubeApi:
                 config.api_key["authorization"] = tokens.token()
 
             configuration.refresh_api_key_hook = use_cached_token
-        return client.ApiClient(configuration)
+        from nodeagent.kube import deadline
+
+        api_client = client.ApiClient(configuration)
+        deadline.install(api_client.rest_client.pool_manager)
+        return api_client
 
     @property
     def host(self) -> str:
@@ -313,8 +318,7 @@ class KubeApi:
         timeout: Optional[Tuple[float, float]] = None,
     ) -> Dict[str, object]:
         try:
-            response = self._call(method, path, query, body, content_type, timeout, stream=False)
-            data = response.data
+            response, data = self._call(method, path, query, body, content_type, timeout, stream=False)
             if not data:
                 return {}
             try:
@@ -347,7 +351,8 @@ class KubeApi:
     def _stream_lines(
         self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
     ) -> Iterator[Dict[str, object]]:
-        response = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True)
+        response, _ = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s),
+                                 stream=True)
         buffer = b""
         try:
             for chunk in response.stream(4096, decode_content=False):
@@ -367,18 +372,33 @@ class KubeApi:
             response.release_conn()
 
     def _call(self, method, path, query, body, content_type, timeout, stream):
+        """(response, body bytes) for a request; (response, None) for a stream, read by the caller.
+        A request that is not complete (body included) within connect + read timeout is cut
+        (see deadline): urllib3's own timeouts are per read, and a trickle resets them."""
         from kubernetes.client.exceptions import ApiException
 
+        from nodeagent.kube import deadline
+
         timeout = timeout or (self.options.connect_timeout_s, self.options.read_timeout_s)
+        total_s = float(sum(timeout))
         for attempt in (1, 2):
             self.requests += 1
+            limit = deadline.DEADLINES.limit(total_s) if not stream else contextlib.nullcontext(None)
             try:
-                return self._api_client.call_api(
-                    path, method, query_params=list(query), body=body,
-                    header_params={"Content-Type": content_type, "Accept": JSON},
-                    auth_settings=["BearerToken"], _preload_content=False,
-                    _return_http_data_only=True, _request_timeout=timeout,
-                )
+                with limit as entry:
+                    try:
+                        response = self._api_client.call_api(
+                            path, method, query_params=list(query), body=body,
+                            header_params={"Content-Type": content_type, "Accept": JSON},
+                            auth_settings=["BearerToken"], _preload_content=False,
+                            _return_http_data_only=True, _request_timeout=timeout,
+                        )
+                        return response, (None if stream else response.data)
+                    except Exception:
+                        if entry is not None and entry.expired:
+                            raise ApiUnavailable(f"{method} {path}: no complete answer within {total_s:g}s "
+                                                 "(the server is sending too slowly); gave up") from None
+                        raise
             except ApiException as error:
                 if error.status == 401 and attempt == 1 and self.tokens is not None:
                     log.info("API said 401; refreshing the exec credential once")
@@ -387,7 +407,7 @@ class KubeApi:
                 if error.status == 0 or error.status is None:
                     raise ApiUnavailable(f"{method} {path}: {error.reason}") from None
                 raise _api_error(error, method, path) from None
-            except CredentialError:
+            except (CredentialError, ApiUnavailable):
                 raise
             except Exception as error:  # urllib3 connection/timeouts/SSL
                 raise ApiUnavailable(f"{method} {path}: {type(error).__name__}: {_short(error)}") from None
