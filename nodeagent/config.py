@@ -290,6 +290,7 @@ def _suggest(key: str) -> str:
 
 
 KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+SHOWABLE_KEY = re.compile(r"[A-Z]+(_[A-Z]+)*")  # like every real key; no digits, so no key id or token
 
 
 def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
@@ -332,6 +333,9 @@ def load_settings(
 
     def put(key: str, value: str, origin: str) -> None:
         if key not in KEYS_BY_NAME:
+            if not SHOWABLE_KEY.fullmatch(key):  # e.g. a pasted token before an '=': not echoed
+                raise ConfigError("CONFIG_FILE", f"unknown key, not shown: keys are upper-case words "
+                                                 f"joined by '_' (from {origin})")
             raise ConfigError(key, f"unknown key (from {origin}){_suggest(key)}")
         raw[key] = value
         sources[key] = origin

@@ -154,13 +154,15 @@ def test_crlf_lines_still_work():
     "hooks.slack.com/services/T0/B0/SECRETPART",
     "WEBHOOK_URL: https://hooks.example/x?token=SECRETPART",
     "Authorization Bearer SECRETPART=",
+    "SECRETPART_ghp_16C7e42F292c6912E7710c838347Ae178B4a=x",
+    "AKIAIOSFODNN7SECRETPART=x",
 ])
 def test_a_bad_line_is_never_quoted(line):
     source = ConfigSource("/etc/nodeagent/conf.d/50.conf", f"# comment\n{line}\n")
     with pytest.raises(ConfigError) as caught:
         load_settings([source], {})
     message = str(caught.value)
-    assert "/etc/nodeagent/conf.d/50.conf:2" in message
+    assert "/etc/nodeagent/conf.d/50.conf:2" in message and caught.value.key == "CONFIG_FILE"
     assert "SECRETPART" not in message and "token" not in message and "hooks" not in message, message
 
 
