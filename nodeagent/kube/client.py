@@ -525,7 +525,7 @@ def provider_id_problem(provider_id: str, instance_id: Optional[str], zone: Opti
     if not provider_id or not instance_id:
         if explicit_name:
             return None
-        missing = "has no providerID yet" if not provider_id else "cannot be checked: IMDS gave no instance id"
+        missing = "has no providerID yet" if not provider_id else "cannot be checked: this instance's id is unknown (IMDS did not give it)"
         return (f"{missing}, so it cannot be matched to this instance"
                 f"{' (' + instance_id + ')' if instance_id else ''} (set NODE_NAME to name this node yourself)")
     match = PROVIDER_ID.fullmatch(provider_id)
