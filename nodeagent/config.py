@@ -404,8 +404,8 @@ def _refuse_untrusted(path: Path, st: os.stat_result) -> None:
     problem = trust_problem(st, os.geteuid())
     if problem:
         what = "directory" if stat.S_ISDIR(st.st_mode) else "file"
-        raise ConfigError("CONFIG_FILE", f"refusing config {what} {path}: {problem} "
-                                         "(make it root-owned and not group/world-writable: chown root:root, chmod go-w)")
+        raise ConfigError("CONFIG_FILE", f"refusing config {what} {path}: {problem} (make it root-owned "
+                                         "and not group/world-writable: chown root:root, chmod go-w)")
 
 
 def _check_directory(path: Path) -> bool:

@@ -212,7 +212,8 @@ def test_config_files_others_could_change_are_refused(tmp_path, change, problem)
     where = conf.parent if change.startswith("dir") else conf
     with pytest.raises(ConfigError) as caught:
         config.read_config_files(str(etc))
-    assert f"refusing config {'directory' if change.startswith('dir') else 'file'} {where}: {problem}" in str(caught.value)
+    what = "directory" if change.startswith("dir") else "file"
+    assert f"refusing config {what} {where}: {problem}" in str(caught.value)
     result = run_cli(tmp_path, "run")  # the daemon refuses to start on it, exit 78
     assert result.returncode == 78 and "refusing config" in result.stderr, result
     assert "DRY_RUN" not in result.stderr

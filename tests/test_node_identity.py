@@ -47,8 +47,9 @@ def _node_writes(cluster: Cluster) -> list:
 @pytest.mark.parametrize("imds_gap, provider_id, log", [
     ("zone", OTHER_INSTANCE, r"has providerID 'aws:///us-east-1a/i-0fffffffffffffff0', but IMDS says this instance "
                              r"is 'aws:///<zone>/i-0123456789abcdef0'; refusing to act on another node"),
-    ("instance-id", PROVIDER, r"cannot be checked: this instance's id is unknown \(IMDS did not give it\), so it cannot "
-                              r"be matched to this instance \(set NODE_NAME to name this node yourself\); refusing"),
+    ("instance-id", PROVIDER, r"cannot be checked: this instance's id is unknown \(IMDS did not give it\), "
+                              r"so it cannot be matched to this instance \(set NODE_NAME to name this node "
+                              r"yourself\); refusing"),
 ])
 def test_unverifiable_or_foreign_node_is_never_acted_on(tmp_path: Path, imds_gap, provider_id, log):
     """IMDS gives no zone (and the Node names another instance), or no instance id: the check

@@ -525,7 +525,8 @@ def provider_id_problem(provider_id: str, instance_id: Optional[str], zone: Opti
     if not provider_id or not instance_id:
         if explicit_name:
             return None
-        missing = "has no providerID yet" if not provider_id else "cannot be checked: this instance's id is unknown (IMDS did not give it)"
+        missing = ("has no providerID yet" if not provider_id
+                   else "cannot be checked: this instance's id is unknown (IMDS did not give it)")
         return (f"{missing}, so it cannot be matched to this instance"
                 f"{' (' + instance_id + ')' if instance_id else ''} (set NODE_NAME to name this node yourself)")
     match = PROVIDER_ID.fullmatch(provider_id)
@@ -562,8 +563,8 @@ def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone
     if problem:
         raise KubeError(f"node {name!r} (from {how}) {problem}; refusing to act on another node")
     if not provider_id or not instance_id:
-        log.warning("node %s: %s; trusting NODE_NAME", name,
-                    "has no providerID" if not provider_id else "IMDS gave no instance id to check its providerID against")
+        log.warning("node %s: %s; trusting NODE_NAME", name, "has no providerID" if not provider_id
+                    else "this instance's id is unknown, so its providerID cannot be checked")
     metadata = node.get("metadata") or {}
     return NodeIdentity(
         name=name, provider_id=provider_id, labels=dict(metadata.get("labels") or {}),
