@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = _load_settings(args)
     except ConfigError as error:
-        print(f"<3>{error}", file=sys.stderr, flush=True)
+        print(f"<3>{logs.one_line(str(error))}", file=sys.stderr, flush=True)
         return EX_CONFIG
     logs.setup(settings.log_level)
     log = logging.getLogger("nodeagent")

@@ -6,7 +6,9 @@ arguments, so it can be tested with no disk at all. `read_config_files` is the o
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -17,6 +19,7 @@ ENV_PREFIX = "NODEAGENT_"
 RESPONSES = ("drain", "cordon", "ignore")
 SPOT_GATES = ("label", "imds", "label-or-imds", "label-and-imds", "off")
 TRISTATE = ("auto", "true", "false")
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; a FIFO or /dev/zero must not hang or fill memory
 
 
 class ConfigError(Exception):
@@ -292,20 +295,33 @@ def _suggest(key: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+SHOWABLE_KEY = re.compile(r"[A-Z]+(_[A-Z]+)*")  # like every real key; no digits, so no key id or token
+
+
 def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
-    """KEY=value lines -> [(key, value, line_no)]. Comments, blanks, CRLF and `export` are fine."""
+    """KEY=value lines -> [(key, value, line_no)]. Comments, blanks, CRLF and `export` are fine.
+
+    Lines end at "\\n" only (a "\\r" before it is dropped), as the shell that reads the same file
+    at boot (packaging/spot-label) sees them: form feeds, NEL or U+2028 do not start a line. A bad
+    line is reported by file and line number, never quoted: it may hold a secret."""
     entries = []
-    for line_no, raw_line in enumerate(source.text.splitlines(), start=1):
-        line = raw_line.strip()
+    for line_no, raw_line in enumerate(source.text.split("\n"), start=1):
+        line = raw_line[:-1] if raw_line.endswith("\r") else raw_line
+        line = line.strip(" \t")
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
-            line = line[len("export "):].strip()
+            line = line[len("export "):].strip(" \t")
         if "=" not in line:
-            raise ConfigError(line.split()[0], f"{source.origin}:{line_no}: expected KEY=value")
+            raise ConfigError("CONFIG_FILE", f"{source.origin}:{line_no}: expected KEY=value "
+                                             "(the line is not shown: it may hold a secret)")
         key, value = line.split("=", 1)
-        key = key.strip()
-        value = value.strip()
+        key = key.strip(" \t")
+        if not KEY_NAME.fullmatch(key):
+            raise ConfigError("CONFIG_FILE", f"{source.origin}:{line_no}: the text before '=' is not a KEY name "
+                                             "(the line is not shown: it may hold a secret)")
+        value = value.strip(" \t")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
         entries.append((key, value, line_no))
@@ -323,6 +339,9 @@ def load_settings(
 
     def put(key: str, value: str, origin: str) -> None:
         if key not in KEYS_BY_NAME:
+            if not SHOWABLE_KEY.fullmatch(key):  # e.g. a pasted token before an '=': not echoed
+                raise ConfigError("CONFIG_FILE", f"unknown key, not shown: keys are upper-case words "
+                                                 f"joined by '_' (from {origin})")
             raise ConfigError(key, f"unknown key (from {origin}){_suggest(key)}")
         raw[key] = value
         sources[key] = origin
@@ -350,28 +369,94 @@ def load_settings(
 
 
 def read_config_files(config_dir: str) -> List[ConfigSource]:
-    """nodeagent.conf then conf.d/*.conf in lexical order. Missing files are fine."""
+    """nodeagent.conf then conf.d/*.conf in lexical order. Missing files are fine; files and
+    directories that anyone but root (or the user running the command) could change are refused
+    (see trust_problem), and one that cannot be read is an error, never silently skipped."""
     base = Path(config_dir)
+    _check_directory(base)
     candidates = [base / "nodeagent.conf"]
     drop_in_dir = base / "conf.d"
-    if drop_in_dir.is_dir():
-        candidates += sorted(drop_in_dir.glob("*.conf"))
-    sources = []
-    for path in candidates:
-        if not path.exists():
-            continue
-        if path.is_dir():
-            raise ConfigError("CONFIG_FILE", f"{path} is a directory, expected a KEY=value file")
+    if _check_directory(drop_in_dir):
         try:
-            data = path.read_bytes()
+            names = sorted(name for name in os.listdir(drop_in_dir) if name.endswith(".conf"))
         except OSError as error:
-            raise ConfigError("CONFIG_FILE", f"cannot read {path}: {error.strerror}") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError("CONFIG_FILE", f"{path} is not UTF-8 (byte {error.start})") from None
-        sources.append(ConfigSource(str(path), text.lstrip("\ufeff")))
-    return sources
+            raise ConfigError("CONFIG_FILE", f"cannot read directory {drop_in_dir}: {_why(error)}") from None
+        candidates += [drop_in_dir / name for name in names]
+    return [source for source in (_read_one(path) for path in candidates) if source is not None]
+
+
+def _why(error: OSError) -> str:
+    if isinstance(error, PermissionError):
+        return "permission denied (run as root, or with sudo); its settings would be missing"
+    return str(error.strerror or error)
+
+
+def trust_problem(st: os.stat_result, euid: int) -> Optional[str]:
+    """Why a config file or directory cannot be trusted, or None. Pure.
+
+    The config decides which kubeconfig (and so which exec plugin) runs with the node's
+    identity, where the state goes and where the webhook posts: a file that another non-root
+    user owns, or that a group or everyone may write, would hand them that."""
+    if st.st_uid not in (0, euid):
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & 0o002:
+        return "writable by everyone"
+    if st.st_mode & 0o020:
+        return f"writable by group {st.st_gid}"
+    return None
+
+
+def _refuse_untrusted(path: Path, st: os.stat_result) -> None:
+    problem = trust_problem(st, os.geteuid())
+    if problem:
+        what = "directory" if stat.S_ISDIR(st.st_mode) else "file"
+        raise ConfigError("CONFIG_FILE", f"refusing config {what} {path}: {problem} (make it root-owned "
+                                         "and not group/world-writable: chown root:root, chmod go-w)")
+
+
+def _check_directory(path: Path) -> bool:
+    """True when the directory exists (and may be trusted)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise ConfigError("CONFIG_FILE", f"cannot read directory {path}: {_why(error)}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    _refuse_untrusted(path, st)
+    return True
+
+
+def _read_one(path: Path) -> Optional[ConfigSource]:
+    try:
+        fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ConfigError("CONFIG_FILE", f"{path} is a directory, expected a KEY=value file") from None
+    except OSError as error:
+        raise ConfigError("CONFIG_FILE", f"cannot read {path}: {_why(error)}") from None
+    try:
+        st = os.fstat(fd)  # the file that was opened, not whatever the name points to now
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError("CONFIG_FILE", f"{path} is a directory, expected a KEY=value file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError("CONFIG_FILE", f"{path} is not a regular file")
+        _refuse_untrusted(path, st)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError("CONFIG_FILE", f"cannot read {path}: {_why(error)}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError("CONFIG_FILE", f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError("CONFIG_FILE", f"{path} is not UTF-8 (byte {error.start})") from None
+    return ConfigSource(str(path), text.lstrip("\ufeff"))
 
 
 def load(environ: Mapping[str, str], flags: Optional[Mapping[str, str]] = None) -> Settings:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from nodeagent.atomic_file import replace_file
 
 log = logging.getLogger("nodeagent.state")
 
@@ -130,18 +131,7 @@ class StateStore:
         payload = json.dumps(state.to_json(), indent=1, sort_keys=True).encode("utf-8")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=str(self.path.parent), prefix=".state.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(payload)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.chmod(tmp_name, 0o644)
-                os.replace(tmp_name, self.path)
-            except BaseException:
-                _remove_quietly(tmp_name)
-                raise
-            _fsync_dir(self.path.parent)
+            replace_file(str(self.path), payload, 0o644, prefix=".state.")
         except OSError as error:
             message = f"cannot write {self.path} ({error.strerror}); carrying on from memory"
             if self.writable or message != self.last_error:
@@ -162,26 +152,6 @@ class LoadResult:
     quarantined: Optional[str]
     error: Optional[str] = None
     missing: bool = False  # a first start, or a state directory that was wiped
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(str(directory), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_state_file(state_dir: str) -> Optional[Dict[str, object]]:

@@ -127,3 +127,129 @@ def test_readme_documents_every_key():
     readme = (REPO / "README.md").read_text()
     missing = [spec.name for spec in config.KEYS if f"| `{spec.name}` |" not in readme]
     assert not missing, f"README config reference lacks {missing}"
+
+
+# ---------------------------------------------------------------------- hostile config files (issue 13 row 12)
+
+
+@pytest.mark.parametrize("separator", ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"])
+def test_only_newline_ends_a_line(separator):
+    """The boot shell script reads the same file line by line on \\n: a line break Python alone
+    sees must not smuggle in a second setting."""
+    source = ConfigSource("/etc/nodeagent/conf.d/50.conf", f"WEBHOOK_FORMAT=json{separator}DRY_RUN=true\n")
+    entries = config.parse_config_text(source)
+    assert [(key, line) for key, _, line in entries] == [("WEBHOOK_FORMAT", 1)]
+    with pytest.raises(ConfigError) as caught:
+        load_settings([source], {})
+    assert caught.value.key == "WEBHOOK_FORMAT"
+
+
+def test_crlf_lines_still_work():
+    source = ConfigSource("f", "DRY_RUN=true\r\nON_REBALANCE=drain\r\n")
+    settings = load_settings([source], {})
+    assert settings.dry_run and settings.on_rebalance == "drain"
+
+
+@pytest.mark.parametrize("line", [
+    "hooks.slack.com/services/T0/B0/SECRETPART",
+    "WEBHOOK_URL: https://hooks.example/x?token=SECRETPART",
+    "Authorization Bearer SECRETPART=",
+    "SECRETPART_ghp_16C7e42F292c6912E7710c838347Ae178B4a=x",
+    "AKIAIOSFODNN7SECRETPART=x",
+])
+def test_a_bad_line_is_never_quoted(line):
+    source = ConfigSource("/etc/nodeagent/conf.d/50.conf", f"# comment\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings([source], {})
+    message = str(caught.value)
+    assert "/etc/nodeagent/conf.d/50.conf:2" in message and caught.value.key == "CONFIG_FILE"
+    assert "SECRETPART" not in message and "token" not in message and "hooks" not in message, message
+
+
+def _etc(tmp_path, text="DRY_RUN=true\n"):
+    etc = tmp_path / "etc"
+    (etc / "conf.d").mkdir(parents=True)
+    conf = etc / "conf.d" / "50-user-data.conf"
+    conf.write_text(text)
+    conf.chmod(0o644)
+    return etc, conf
+
+
+def test_trust_problem_rules():
+    import os as _os
+
+    def st(uid, mode, gid=0):
+        return _os.stat_result((mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
+
+    assert config.trust_problem(st(0, 0o100644), 0) is None
+    assert config.trust_problem(st(1000, 0o100644), 1000) is None  # the user running the command
+    assert config.trust_problem(st(1000, 0o100644), 0) == "owned by uid 1000, not root"
+    assert config.trust_problem(st(0, 0o100666), 0) == "writable by everyone"
+    assert config.trust_problem(st(0, 0o100664, gid=27), 0) == "writable by group 27"
+    assert config.trust_problem(st(0, 0o040777), 0) == "writable by everyone"
+
+
+@pytest.mark.parametrize("change, problem", [
+    ("file-0666", "writable by everyone"),
+    ("file-0664", "writable by group"),
+    ("dir-0777", "writable by everyone"),
+    ("file-owner", "owned by uid 65534, not root"),
+])
+def test_config_files_others_could_change_are_refused(tmp_path, change, problem):
+    import os as _os
+
+    etc, conf = _etc(tmp_path)
+    if change == "file-0666":
+        conf.chmod(0o666)
+    elif change == "file-0664":
+        conf.chmod(0o664)
+    elif change == "dir-0777":
+        (etc / "conf.d").chmod(0o777)
+    elif _os.geteuid() == 0:
+        _os.chown(conf, 65534, 65534)
+    else:
+        pytest.skip("chown to another user needs root")
+    where = conf.parent if change.startswith("dir") else conf
+    with pytest.raises(ConfigError) as caught:
+        config.read_config_files(str(etc))
+    what = "directory" if change.startswith("dir") else "file"
+    assert f"refusing config {what} {where}: {problem}" in str(caught.value)
+    result = run_cli(tmp_path, "run")  # the daemon refuses to start on it, exit 78
+    assert result.returncode == 78 and "refusing config" in result.stderr, result
+    assert "DRY_RUN" not in result.stderr
+
+
+def test_a_root_owned_read_only_config_is_accepted(tmp_path):
+    etc, conf = _etc(tmp_path)
+    sources = config.read_config_files(str(etc))
+    assert [s.origin for s in sources] == [str(conf)]
+
+
+def _without_file_read_privileges():
+    """As root, drop CAP_DAC_OVERRIDE/READ_SEARCH so a mode-000 directory is unreadable to us."""
+    import os as _os
+    import shutil
+
+    if _os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root without setpriv: cannot make a directory unreadable to ourselves")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["status", "--json", "--no-probe"]])
+def test_an_unreadable_conf_d_is_reported_not_skipped(tmp_path, command):
+    """As a user who cannot read conf.d, check-config and status used to show the defaults as if
+    the drop-ins did not exist; now they say which directory could not be read, and exit 78."""
+    etc, conf = _etc(tmp_path)
+    (etc / "conf.d").chmod(0)
+    try:
+        env = daemon_env(tmp_path)
+        result = subprocess.run(_without_file_read_privileges() + [sys.executable, "-m", "nodeagent", *command],
+                                env=env, cwd=str(REPO), capture_output=True, text=True, timeout=60)
+    finally:
+        (etc / "conf.d").chmod(0o755)
+    assert result.returncode == 78, result
+    assert f"cannot read directory {etc / 'conf.d'}: permission denied" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

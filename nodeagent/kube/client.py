@@ -9,10 +9,12 @@ of expiry and with a timeout; requests only ever read the cached token.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -154,7 +156,7 @@ class TokenKeeper:
         try:
             credential = json.loads(stdout)
             status = credential["status"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise CredentialError(f"credential plugin {self._command!r} printed no ExecCredential") from None
         if credential.get("apiVersion") != provider.api_version or not isinstance(status, dict):
             raise CredentialError(f"credential plugin {self._command!r} answered apiVersion "
@@ -250,7 +252,9 @@ class KubeApi:
         try:
             config_dict = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: {error}") from None
+            raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: {_yaml_problem(error)}") from None
+        except RecursionError:
+            raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: nested too deeply") from None
         if not isinstance(config_dict, dict):
             raise KubeconfigInvalid(f"kubeconfig {path} is not a kubeconfig (no mapping at top level)")
 
@@ -268,6 +272,7 @@ class KubeApi:
             KubeConfigLoader(config_dict, config_base_path=os.path.dirname(path)).load_and_set(configuration)
         except (ConfigException, KeyError, TypeError, ValueError) as error:
             raise KubeconfigInvalid(f"kubeconfig {path}: {error}") from None
+        _proxy_from_environment(configuration)
         configuration.connection_pool_maxsize = self.options.pool_size
         # urllib3 would otherwise retry a GET that gets 429/503 with Retry-After by itself, sleeping
         # Retry-After each time (and re-send GETs that time out): unlogged, and blind to the
@@ -286,7 +291,11 @@ class KubeApi:
                 config.api_key["authorization"] = tokens.token()
 
             configuration.refresh_api_key_hook = use_cached_token
-        return client.ApiClient(configuration)
+        from nodeagent.kube import deadline
+
+        api_client = client.ApiClient(configuration)
+        deadline.install(api_client.rest_client.pool_manager)
+        return api_client
 
     @property
     def host(self) -> str:
@@ -309,14 +318,18 @@ class KubeApi:
         timeout: Optional[Tuple[float, float]] = None,
     ) -> Dict[str, object]:
         try:
-            response = self._call(method, path, query, body, content_type, timeout, stream=False)
-            data = response.data
+            response, data = self._call(method, path, query, body, content_type, timeout, stream=False)
             if not data:
                 return {}
             try:
-                return json.loads(data)
-            except ValueError:
-                raise ApiError(response.status, "BadBody", "response is not JSON", method, path) from None
+                decoded = json.loads(data)
+            # RecursionError: a deeply nested body (one hostile answer must not abort a drain).
+            except (ValueError, RecursionError) as error:
+                raise ApiError(response.status, "BadBody", f"response is not JSON ({type(error).__name__})",
+                               method, path) from None
+            if not isinstance(decoded, dict):
+                raise ApiError(response.status, "BadBody", "response is not a JSON object", method, path)
+            return decoded
         except KubeError as error:
             self._count_failure(error)
             raise
@@ -338,7 +351,8 @@ class KubeApi:
     def _stream_lines(
         self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
     ) -> Iterator[Dict[str, object]]:
-        response = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True)
+        response, _ = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s),
+                                 stream=True)
         buffer = b""
         try:
             for chunk in response.stream(4096, decode_content=False):
@@ -346,27 +360,45 @@ class KubeApi:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        yield json.loads(line)
+                        event = json.loads(line)
+                        if not isinstance(event, dict):
+                            raise ValueError("watch event is not a JSON object")
+                        yield event
         except Exception as error:
-            if isinstance(error, ValueError):
+            if isinstance(error, (ValueError, RecursionError)):
                 raise ApiError(200, "BadWatch", f"undecodable watch event: {error}", "GET", path) from None
             raise ApiUnavailable(f"watch {path} ended: {error}") from None
         finally:
             response.release_conn()
 
     def _call(self, method, path, query, body, content_type, timeout, stream):
+        """(response, body bytes) for a request; (response, None) for a stream, read by the caller.
+        A request that is not complete (body included) within connect + read timeout is cut
+        (see deadline): urllib3's own timeouts are per read, and a trickle resets them."""
         from kubernetes.client.exceptions import ApiException
 
+        from nodeagent.kube import deadline
+
         timeout = timeout or (self.options.connect_timeout_s, self.options.read_timeout_s)
+        total_s = float(sum(timeout))
         for attempt in (1, 2):
             self.requests += 1
+            limit = deadline.DEADLINES.limit(total_s) if not stream else contextlib.nullcontext(None)
             try:
-                return self._api_client.call_api(
-                    path, method, query_params=list(query), body=body,
-                    header_params={"Content-Type": content_type, "Accept": JSON},
-                    auth_settings=["BearerToken"], _preload_content=False,
-                    _return_http_data_only=True, _request_timeout=timeout,
-                )
+                with limit as entry:
+                    try:
+                        response = self._api_client.call_api(
+                            path, method, query_params=list(query), body=body,
+                            header_params={"Content-Type": content_type, "Accept": JSON},
+                            auth_settings=["BearerToken"], _preload_content=False,
+                            _return_http_data_only=True, _request_timeout=timeout,
+                        )
+                        return response, (None if stream else response.data)
+                    except Exception:
+                        if entry is not None and entry.expired:
+                            raise ApiUnavailable(f"{method} {path}: no complete answer within {total_s:g}s "
+                                                 "(the server is sending too slowly); gave up") from None
+                        raise
             except ApiException as error:
                 if error.status == 401 and attempt == 1 and self.tokens is not None:
                     log.info("API said 401; refreshing the exec credential once")
@@ -375,7 +407,7 @@ class KubeApi:
                 if error.status == 0 or error.status is None:
                     raise ApiUnavailable(f"{method} {path}: {error.reason}") from None
                 raise _api_error(error, method, path) from None
-            except CredentialError:
+            except (CredentialError, ApiUnavailable):
                 raise
             except Exception as error:  # urllib3 connection/timeouts/SSL
                 raise ApiUnavailable(f"{method} {path}: {type(error).__name__}: {_short(error)}") from None
@@ -388,6 +420,27 @@ class KubeApi:
             self._api_client.close()
         except Exception:
             pass
+
+
+def _proxy_from_environment(configuration) -> None:
+    """The proxy for the API server's scheme, and NO_PROXY, as curl and requests read them.
+
+    The library's Configuration() reads HTTP(S)_PROXY (the last of four variables set wins, so
+    HTTP_PROXY beats HTTPS_PROXY for an https server) and then resets no_proxy to None: behind a
+    proxy, every API call went to it even with the API server in NO_PROXY. The library's
+    RESTClientObject checks no_proxy with requests' should_bypass_proxies (hosts, domain
+    suffixes, IPs and CIDRs) when no_proxy is set, so setting both right is enough."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    proxies = urllib.request.getproxies_environment()  # lower case wins, as in curl
+    scheme = urlsplit(configuration.host or "").scheme or "https"
+    configuration.proxy = proxies.get(scheme) or proxies.get("all") or None
+    configuration.no_proxy = proxies.get("no") or None
+    if configuration.proxy:
+        proxy = urlsplit(configuration.proxy)
+        log.debug("proxy for API calls: %s (NO_PROXY: %s)", proxy.hostname or "?",
+                  configuration.no_proxy or "unset")
 
 
 def _pop_exec_config(config_dict: Dict[str, object]) -> Optional[Dict[str, object]]:
@@ -417,9 +470,21 @@ def _api_error(error, method: str, path: str) -> ApiError:
         body = json.loads(error.body or "{}")
         message = body.get("message", message)
         reason = body.get("reason", reason)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # not a Status object: keep the HTTP reason
         pass
     return ApiError(int(error.status), str(reason), str(message), method, path)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """What kind of YAML error and where, never the text around it: PyYAML's message quotes the
+    offending line, which in a kubeconfig can be an inline token or client key."""
+    problem = str(getattr(error, "problem", "") or getattr(error, "context", "") or type(error).__name__)
+    # Problems quote what was found; keep YAML's own tokens (',' '}' '\\t' '<stream end>'), hide the rest.
+    problem = re.sub(r"'([^']*)'", lambda m: m.group(0) if re.fullmatch(r"[^\w]|\\t|<[a-z ]+>", m.group(1))
+                     else "'...'", problem)
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _short(error: Exception) -> str:
@@ -445,6 +510,32 @@ def whoami(api: KubeApi) -> str:
     return str(((review.get("status") or {}).get("userInfo") or {}).get("username", ""))
 
 
+PROVIDER_ID = re.compile(r"aws:///([^/]*)/([^/]+)")
+
+
+def provider_id_problem(provider_id: str, instance_id: Optional[str], zone: Optional[str],
+                        explicit_name: bool) -> Optional[str]:
+    """Why the Node with this providerID may not be taken for this instance, or None. Pure.
+
+    The agent cordons and drains whatever Node it finds, so the Node must name this instance:
+    its providerID (aws:///<zone>/<instance id>) has to carry IMDS's instance id (and zone, when
+    both are known). What cannot be checked, an empty providerID (a Node not yet initialised) or
+    an instance id IMDS did not give, is refused unless the operator named the node (NODE_NAME);
+    a providerID that names another instance is refused even then (a NODE_NAME typo)."""
+    if not provider_id or not instance_id:
+        if explicit_name:
+            return None
+        missing = ("has no providerID yet" if not provider_id
+                   else "cannot be checked: this instance's id is unknown (IMDS did not give it)")
+        return (f"{missing}, so it cannot be matched to this instance"
+                f"{' (' + instance_id + ')' if instance_id else ''} (set NODE_NAME to name this node yourself)")
+    match = PROVIDER_ID.fullmatch(provider_id)
+    if not match or match.group(2) != instance_id or (zone and match.group(1) and match.group(1) != zone):
+        expected = f"aws:///{zone or '<zone>'}/{instance_id}"
+        return f"has providerID {provider_id!r}, but IMDS says this instance is {expected!r}"
+    return None
+
+
 def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone: Optional[str]) -> NodeIdentity:
     """Learn this node's name (NODE_NAME, else SelfSubjectReview) and check its providerID."""
     tried: List[str] = []
@@ -468,15 +559,12 @@ def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone
         raise KubeError(f"node {name!r} (from {how}) could not be read: {error}") from None
     spec = node.get("spec") or {}
     provider_id = str(spec.get("providerID") or "")
-    if instance_id and zone:
-        expected = f"aws:///{zone}/{instance_id}"
-        if provider_id and provider_id != expected:
-            raise KubeError(
-                f"node {name!r} (from {how}) has providerID {provider_id!r}, but IMDS says this instance "
-                f"is {expected!r}; refusing to act on another node"
-            )
-        if not provider_id:
-            log.warning("node %s has no providerID; trusting %s", name, how)
+    problem = provider_id_problem(provider_id, instance_id, zone, explicit_name=how == "NODE_NAME")
+    if problem:
+        raise KubeError(f"node {name!r} (from {how}) {problem}; refusing to act on another node")
+    if not provider_id or not instance_id:
+        log.warning("node %s: %s; trusting NODE_NAME", name, "has no providerID" if not provider_id
+                    else "this instance's id is unknown, so its providerID cannot be checked")
     metadata = node.get("metadata") or {}
     return NodeIdentity(
         name=name, provider_id=provider_id, labels=dict(metadata.get("labels") or {}),

@@ -344,7 +344,11 @@ class Drainer:
                                                   return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     pod, mode, backoff = inflight.pop(future)
-                    verdict = future.result()
+                    try:
+                        verdict = future.result()
+                    except Exception:  # a bug or a hostile answer on one pod must not end the drain
+                        log.exception("evicting %s failed unexpectedly; leaving it", pod.key)
+                        verdict = FAILED
                     self._settle(pod, verdict, backoff, started, watch, queue, counter, outcome, result)
                 self.progress(sum(1 for p in pods if watch.gone(p.uid)), len(pods))
         finally:
@@ -421,6 +425,10 @@ class Drainer:
                 return GONE
             if error.status == 429 and "disruption budget" in error.message.lower():
                 return FORCE if self.clock.now() >= last_safe_moment(pod, started, self.options) else RETRY
+            if error.reason == "BadBody":
+                self._log_once(f"badbody-{pod.key}", f"eviction of {pod.key} got a malformed answer "
+                                                     f"(HTTP {error.status}: {error.message}); retrying")
+                return RETRY
             if error.status == 403:
                 self._log_once(f"403-{pod.key}", f"not allowed to evict {pod.key}: {error.message}")
                 return FAILED

@@ -11,15 +11,14 @@ Counters count from the start of the process (Prometheus' rate() and increase() 
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from nodeagent import __version__
+from nodeagent.atomic_file import replace_file
 
 log = logging.getLogger("nodeagent.report.metrics")
 
@@ -106,20 +105,8 @@ def render_textfile(state: MetricsState, version: str = __version__,
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Temporary file in the same directory, then rename: readers see the old or the new file."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".nodeagent.", suffix=".prom.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
+    """Readers (node_exporter) see the old file or the new one; see atomic_file."""
+    replace_file(path, text.encode("utf-8"), 0o644, prefix=".nodeagent.", suffix=".prom.tmp")
 
 
 def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float]:

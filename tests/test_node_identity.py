@@ -1,0 +1,103 @@
+"""The agent acts only on the Node that names this instance (issue 13 row 11).
+
+Pure rules (provider_id_problem), then the real daemon against ImdsSim and KubeSim: a Node
+whose providerID cannot be matched to the instance IMDS describes is refused, the agent stays
+up and waiting, and acts once the Node can be matched. docs/hostile-input.md has the rules."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from nodeagent_sim.imds import ImdsSim
+from tests.faults.conftest import NODE, PROVIDER, Cluster
+
+ME = "i-0123456789abcdef0"
+OTHER_INSTANCE = "aws:///us-east-1a/i-0fffffffffffffff0"
+
+
+@pytest.mark.parametrize("provider_id, instance_id, zone, explicit, refused", [
+    (PROVIDER, ME, "us-east-1a", False, None),
+    (PROVIDER, ME, None, False, None),                      # no zone: the instance id still decides
+    (OTHER_INSTANCE, ME, None, False, "IMDS says this instance is 'aws:///<zone>/" + ME),
+    (OTHER_INSTANCE, ME, "us-east-1a", True, "has providerID"),  # NODE_NAME cannot override a mismatch
+    ("aws:///us-east-1b/" + ME, ME, "us-east-1a", False, "has providerID"),
+    ("kind://docker/x/" + ME, ME, "us-east-1a", False, "has providerID"),
+    (PROVIDER + "0", ME, "us-east-1a", False, "has providerID"),
+    ("", ME, "us-east-1a", False, "has no providerID yet"),
+    ("", ME, "us-east-1a", True, None),                     # the operator named the node
+    (PROVIDER, None, "us-east-1a", False, "this instance's id is unknown"),
+    (PROVIDER, None, None, True, None),
+])
+def test_provider_id_rules(provider_id, instance_id, zone, explicit, refused):
+    from nodeagent.kube.client import provider_id_problem
+
+    problem = provider_id_problem(provider_id, instance_id, zone, explicit_name=explicit)
+    if refused is None:
+        assert problem is None
+    else:
+        assert problem is not None and refused in problem, problem
+
+
+def _node_writes(cluster: Cluster) -> list:
+    return cluster.writes(r"/nodes/|/eviction$")
+
+
+@pytest.mark.parametrize("imds_gap, provider_id, log", [
+    ("zone", OTHER_INSTANCE, r"has providerID 'aws:///us-east-1a/i-0fffffffffffffff0', but IMDS says this instance "
+                             r"is 'aws:///<zone>/i-0123456789abcdef0'; refusing to act on another node"),
+    ("instance-id", PROVIDER, r"cannot be checked: this instance's id is unknown \(IMDS did not give it\), "
+                              r"so it cannot be matched to this instance \(set NODE_NAME to name this node "
+                              r"yourself\); refusing"),
+])
+def test_unverifiable_or_foreign_node_is_never_acted_on(tmp_path: Path, imds_gap, provider_id, log):
+    """IMDS gives no zone (and the Node names another instance), or no instance id: the check
+    used to be skipped and the agent drained whatever Node its credential named."""
+    imds = ImdsSim(**({"availability_zone": ""} if imds_gap == "zone" else {"instance_id": ""})).start()
+    cluster = Cluster(tmp_path, imds=imds)
+    try:
+        cluster.kube.mutate_node(NODE, lambda n: n["spec"].update(providerID=provider_id))
+        cluster.add_workload(count=2)
+        cluster.start_agent(ready=r"refusing")
+        cluster.spot(30)
+        cluster.daemon.wait_line(r"Kubernetes not ready yet .*acting as soon as it is", timeout_s=10)
+        time.sleep(2)
+        assert not _node_writes(cluster), "acted on a node it could not prove was its own"
+        cluster.finish()
+        assert cluster.find(log), cluster.daemon.output()
+        assert cluster.alive_at_end and cluster.exit_codes[-1] == 0
+    finally:
+        cluster.finish()
+
+
+def test_empty_provider_id_waits_until_the_node_names_this_instance(tmp_path: Path):
+    """The Node (found through SelfSubjectReview) has no providerID yet: the agent refuses and
+    keeps the notice waiting; once the providerID is set to this instance it cordons and drains."""
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.kube.mutate_node(NODE, lambda n: n["spec"].pop("providerID", None))
+        cluster.add_workload(count=3)
+        cluster.start_agent(ready=r"has no providerID yet")
+        notice = cluster.spot(40)
+        cluster.daemon.wait_line(r"Kubernetes not ready yet .*acting as soon as it is", timeout_s=10)
+        time.sleep(2)
+        assert not _node_writes(cluster), "acted on a Node with no providerID"
+        cluster.kube.mutate_node(NODE, lambda n: n["spec"].update(providerID=PROVIDER))
+        cluster.daemon.wait_line(r"drained: ", timeout_s=30)
+        cluster.finish().check(notice, fault_log=rf"node '{NODE}' \(from SelfSubjectReview\) has no providerID yet")
+    finally:
+        cluster.finish()
+
+
+def test_empty_provider_id_is_accepted_when_node_name_is_set(tmp_path: Path):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.kube.mutate_node(NODE, lambda n: n["spec"].pop("providerID", None))
+        cluster.add_workload(count=2)
+        cluster.start_agent(NODE_NAME=NODE)
+        notice = cluster.spot(30)
+        cluster.daemon.wait_line(r"drained: ", timeout_s=30)
+        cluster.finish().check(notice, fault_log=rf"node {NODE}: has no providerID; trusting NODE_NAME")
+    finally:
+        cluster.finish()
