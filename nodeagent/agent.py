@@ -186,7 +186,9 @@ class Agent:
         busy = self.worker.running is not None
         log.info("stopping%s", ": drain interrupted, it resumes on the next start" if busy else "")
         self._stop.set()
-        self.worker.join(timeout_s=10)
+        # A response gets time to record how far it got; a startup or a label write stuck on a
+        # hung API has nothing to save and must not hold the stop.
+        self.worker.join(timeout_s=10 if busy else 2)
         if (self.label_stopped and not busy and self.worker.ready
                 and self.store.agent_state == "watching"):
             # A clean stop while idle: the fleet view must not show the node as guarded. One

@@ -172,6 +172,7 @@ class Worker:
         self.ready = True
         # The startup wrote "watching"; a response resumed after a restart says otherwise.
         quietly(self.responder.agent_state_changed, self.store.agent_state)
+        log.info("ready to respond (%s)", self.responder.describe())
         self.on_ready()
         return True
 

@@ -50,8 +50,8 @@ def test_presence_label_appears_at_startup_and_follows_the_state(sims):
     try:
         assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "watching", 20), daemon.output()
         assert node_labels(sims.kube)["nodeagent.io/version"] == __version__
-        # Cheap: no periodic writes while nothing happens.
-        daemon.wait_line(r"ready: watching IMDS")
+        # Cheap: no periodic writes while nothing happens (once the Kubernetes startup is over).
+        daemon.wait_line(r"ready to respond")
         before = node_patches(sims.kube)
         time.sleep(3)
         assert node_patches(sims.kube) == before
@@ -72,7 +72,7 @@ def test_a_clean_stop_says_stopped_and_a_hung_api_does_not_hold_the_stop(sims):
     try:
         assert wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/agent") == "watching", 20), daemon.output()
         # Startup's last PATCH (the taint probe) comes after the label: hang only the stop's.
-        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        daemon.wait_line(r"ready to respond", timeout_s=20)
         sims.kube.inject(count=5, status=None, delay_s=20, method="PATCH", path_regex="^/api/v1/nodes/")
         started = time.monotonic()
         assert daemon.stop() == 0
