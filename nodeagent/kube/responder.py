@@ -19,6 +19,7 @@ from nodeagent.kube.client import (
     KubeOptions,
     NodeIdentity,
     find_node,
+    import_client_modules,
 )
 from nodeagent.kube.drain import DrainOptions, Drainer
 from nodeagent.kube.node import NodeActions, parse_taint
@@ -33,6 +34,7 @@ class KubeResponder:
     def __init__(self, settings: Settings, api_factory: Callable[[KubeOptions], KubeApi] = KubeApi,
                  clock: Optional[Clock] = None):
         self.settings = settings
+        import_client_modules()
         self.api_factory = api_factory
         self.clock: Clock = clock or SystemClock()
         self.on_api_failure: Callable[[], None] = lambda: None  # set by the metrics reporter
