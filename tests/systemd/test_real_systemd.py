@@ -1,0 +1,427 @@
+"""The built .deb under a real systemd (PID 1 in a Debian container): every promise of
+systemd/nodeagent.service, checked through systemctl and journalctl only.
+
+One container is booted for the module (tests.systemd.container); the IMDS and Kubernetes API
+simulators run inside it as units, next to a stand-in kubelet.service, and a conf.d drop-in points
+the agent at them. The kubeconfig authenticates with an exec credential plugin, as on EKS. The
+tests run in file order and share the container; each one sets up the pods and notices it needs
+(`reset`). docs/testing.md says how to run this tier alone.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from tests.packaging_helpers import INSTANCE_ID, NODE, REPO, ZONE, build_packages, repo_version, run
+from tests.systemd.container import Container, check_host, rootfs
+
+UNIT = "nodeagent.service"
+SIMS = "/opt/test/sims"
+DEBS = "/opt/test/debs"
+TEST_CONF = "/etc/nodeagent/conf.d/50-test.conf"
+DROP_IN_DIR = "/etc/systemd/system/nodeagent.service.d"
+DRAIN_MARGIN_S = 5
+
+AGENT_CONF = f"""\
+IMDS_URL=http://127.0.0.1:1338
+POLL_INTERVAL=0.5s
+DRAIN_MARGIN={DRAIN_MARGIN_S}s
+"""
+
+SIM_UNITS = {
+    "imds-sim.service": f"""\
+[Unit]
+Description=IMDS simulator (test)
+[Service]
+ExecStart=/usr/bin/python3 -I {SIMS}/imds_sim.py /etc/sim-scenario.json
+""",
+    "kube-api-sim.service": f"""\
+[Unit]
+Description=Kubernetes API simulator (test)
+[Service]
+Type=notify
+ExecStart=/usr/bin/python3 -I {SIMS}/kube_api_sim.py /etc/sim-scenario.json
+""",
+    # The agent orders itself After=kubelet.service; a stand-in makes that ordering real.
+    "kubelet.service": """\
+[Unit]
+Description=kubelet (test stand-in)
+After=kube-api-sim.service
+[Service]
+ExecStart=/bin/sleep infinity
+[Install]
+WantedBy=multi-user.target
+""",
+}
+
+DAEMONSET_POD = {"name": "node-exporter-x1", "namespace": "kube-system", "owner_kind": "DaemonSet",
+                 "owner_name": "node-exporter"}
+# Six ReplicaSet pods that each take 3 s to exit: a drain of a few seconds.
+FAST = [{"name": f"web-{i}", "owner_kind": "ReplicaSet", "owner_name": "web", "labels": {"app": "web"},
+         "shutdown_s": 3} for i in range(6)] + [DAEMONSET_POD]
+# Four StatefulSet pods behind a maxUnavailable=1 budget: evicted one at a time, ~3.5 s each, so
+# a drain lasts ~15 s and can be interrupted with pods not yet evicted.
+SLOW = [{"name": f"db-{i}", "owner_kind": "StatefulSet", "owner_name": "db", "labels": {"app": "db"},
+         "grace_s": 10, "shutdown_s": 3} for i in range(4)] + [DAEMONSET_POD]
+SLOW_PDBS = [{"name": "db", "selector": {"app": "db"}, "max_unavailable": 1}]
+
+
+def evictable(pods: List[dict]) -> List[str]:
+    return sorted(f"{p.get('namespace', 'default')}/{p['name']}" for p in pods if p.get("owner_kind") != "DaemonSet")
+
+
+@dataclass
+class Node:
+    """The booted container with the package installed, and what the tests do to it."""
+    box: Container
+
+    # -- systemd --------------------------------------------------------------------------------
+    def show(self, *props: str, unit: str = UNIT) -> Dict[str, str]:
+        out = self.box.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)]).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def status_text(self) -> str:
+        return self.show("StatusText")["StatusText"]
+
+    def main_pid(self) -> int:
+        return int(self.show("MainPID")["MainPID"])
+
+    def systemctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.box.run(["systemctl", *args], check=check, timeout=timeout)
+
+    def cursor(self) -> str:
+        """A point in time for journal(). (Not a journal cursor: systemd 252's journalctl
+        --after-cursor together with --priority skips entries.)"""
+        return f"@{time.time():.6f}"
+
+    def journal(self, since: str, *, unit: str = UNIT, priority: Optional[str] = None) -> str:
+        cmd = ["journalctl", f"--unit={unit}", f"--since={since}", "--output=cat", "--no-pager"]
+        if priority:
+            cmd.append(f"--priority={priority}")
+        return self.box.run(cmd).stdout
+
+    def drop_in(self, name: str, text: str) -> None:
+        self.box.write(f"{DROP_IN_DIR}/{name}", text)
+        self.systemctl("daemon-reload")
+
+    def remove_drop_in(self, name: str) -> None:
+        self.box.run(["rm", "-f", f"{DROP_IN_DIR}/{name}"])
+        self.systemctl("daemon-reload")
+
+    # -- the simulated world ---------------------------------------------------------------------
+    def cluster(self) -> dict:
+        return json.loads(self.box.run(["python3", "-I", f"{SIMS}/kubectl.py", NODE]).stdout)
+
+    def left(self, wanted: List[str]) -> List[str]:
+        return sorted(set(self.cluster()["pods"]) & set(wanted))
+
+    def imds(self, endpoint: str, doc: dict) -> None:
+        script = ("import sys, urllib.request; urllib.request.urlopen(urllib.request.Request("
+                  "'http://127.0.0.1:1338/_sim/' + sys.argv[1], data=sys.argv[2].encode(), method='POST'), "
+                  "timeout=10).read()")
+        self.box.run(["python3", "-I", "-c", script, endpoint, json.dumps(doc)])
+
+    def spot(self, in_s: float) -> float:
+        """Post a spot notice due in in_s seconds; returns the deadline (epoch seconds)."""
+        deadline = time.time() + in_s
+        self.imds("spot", {"in": in_s})
+        return deadline
+
+    def reset(self, pods: List[dict], pdbs: Optional[List[dict]] = None) -> None:
+        """Agent stopped with no state, fresh simulators holding these pods, agent started (READY)."""
+        self.systemctl("stop", UNIT, "nodeagent-upgrade-restart.service", check=False)
+        self.box.run(["rm", "-rf", "/var/lib/nodeagent/state.json", "/var/cache/nodeagent/sim-exec-count"])
+        scenario = {"node": NODE, "instance_id": INSTANCE_ID, "zone": ZONE,
+                    "provider_id": f"aws:///{ZONE}/{INSTANCE_ID}", "pods": pods, "pdbs": pdbs or []}
+        self.box.write("/etc/sim-scenario.json", json.dumps(scenario))
+        self.systemctl("restart", "imds-sim.service", "kube-api-sim.service", "kubelet.service")
+        wait(lambda: self.box.run(["python3", "-I", "-c", "import socket; socket.create_connection(('127.0.0.1', 1338), 1)"],
+                                  check=False).returncode == 0, 10, "imds-sim listening")
+        self.systemctl("reset-failed", UNIT, check=False)
+        self.systemctl("start", UNIT, timeout=60)
+
+
+def wait(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(interval)
+
+
+def bump_version(deb: Path, version: str, out: Path) -> Path:
+    """The same package under a newer version (dpkg-deb, not a second nfpm run: same payload)."""
+    tree = out / f"tree-{version}"
+    run(["dpkg-deb", "-R", deb, tree])
+    control = tree / "DEBIAN" / "control"
+    control.write_text(re.sub(r"(?m)^Version: .*$", f"Version: {version}", control.read_text()))
+    target = out / f"nodeagent_{version}_all.deb"
+    run(["dpkg-deb", "--root-owner-group", "-b", tree, target])
+    shutil.rmtree(tree)
+    return target
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    check_host()
+    root = rootfs()
+    shared = tmp_path_factory.mktemp("real-systemd")
+    debs = shared / "debs"
+    packages = build_packages(debs)
+    for release in ("2", "3"):
+        bump_version(packages.deb, f"{repo_version()}-{release}", debs)
+    sims = shared / "sims"
+    shutil.copytree(REPO / "nodeagent", sims / "nodeagent", ignore=shutil.ignore_patterns("__pycache__"))
+    for script in (Path(__file__).parent / "inside").glob("*.py"):
+        shutil.copy(script, sims / script.name)
+    box = Container(root, shared, shared / "console.log").boot()
+    try:
+        for name, text in SIM_UNITS.items():
+            box.write(f"/etc/systemd/system/{name}", text)
+        box.write(TEST_CONF, AGENT_CONF)
+        box.run(["systemctl", "daemon-reload"])
+        box.run(["systemctl", "enable", "kubelet.service"])
+        box.run(["dpkg", "-i", f"{DEBS}/{packages.deb.name}"], timeout=120)
+        yield Node(box)
+    finally:
+        box.shutdown()
+
+
+IDLE_STATUS = re.compile(r"^watching IMDS \(([a-z-]+(, )?)+\); node " + re.escape(NODE)
+                         + r"; last poll \d+\.\ds ago(; node \w+)?$")
+DRAIN_STATUS = re.compile(r"^draining: \d+/\d+ pods gone, deadline in \d+s$")
+
+
+# --- READY, STATUS, the drain ------------------------------------------------------------------------
+
+def test_ready_only_once_imds_answers_and_status_reads_as_documented(node):
+    node.reset(FAST)
+    node.systemctl("stop", UNIT, "imds-sim.service")
+    cursor = node.cursor()
+    node.systemctl("start", "--no-block", UNIT)
+    time.sleep(3)
+    state = node.show("ActiveState", "SubState", "StatusText")
+    assert (state["ActiveState"], state["SubState"]) == ("activating", "start"), state
+    assert state["StatusText"].startswith("waiting for IMDS at http://127.0.0.1:1338"), state
+
+    node.systemctl("start", "imds-sim.service")
+    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active once IMDS answers")
+    assert "ready: watching IMDS at http://127.0.0.1:1338" in node.journal(cursor)
+    status = wait(lambda: (lambda s: s if IDLE_STATUS.match(s) else None)(node.status_text()), 10,
+                  "an idle STATUS= naming the node")
+    assert "spot-itn" in status and "rebalance" in status, status
+
+
+def test_spot_notice_cordons_and_drains_before_deadline(node):
+    node.reset(FAST)
+    cursor = node.cursor()
+    wanted = evictable(FAST)
+    deadline = node.spot(40)
+    statuses = set()
+
+    def drained() -> bool:
+        statuses.add(node.status_text())
+        return not node.left(wanted)
+
+    wait(drained, 40, f"every evictable pod gone ({node.left(wanted)} left)", interval=0.1)
+    assert time.time() < deadline - DRAIN_MARGIN_S + 1, "pods were gone only after the deadline"
+    cluster = node.cluster()
+    assert cluster["unschedulable"], "node not cordoned"
+    assert "kube-system/node-exporter-x1" in cluster["pods"], "the DaemonSet pod must stay"
+    assert any(DRAIN_STATUS.match(s) for s in statuses), f"no draining STATUS= seen: {sorted(statuses)}"
+    # The exec credential plugin ran inside the unit's sandbox (it counts its runs in HOME).
+    assert node.box.run(["cat", "/var/cache/nodeagent/sim-exec-count"]).stdout.strip(), "exec plugin never ran"
+    assert node.show("ActiveState")["ActiveState"] == "active"
+
+    warnings = [line for line in node.journal(cursor, priority="warning").splitlines() if line.strip()]
+    assert any(line.startswith("notice spot-itn-") for line in warnings), warnings
+    routine = [line for line in warnings
+               if re.search(r"ready|watching IMDS|config reloaded|starting|evicted \S+/\S+$|poll", line)]
+    assert not routine, f"routine lines at priority warning: {routine}"
+
+
+# --- reload --------------------------------------------------------------------------------------------
+
+def test_reload_applies_a_changed_key_and_keeps_the_old_config_on_a_bad_one(node):
+    node.reset(FAST)
+    pid = node.main_pid()
+    assert "rebalance" in node.status_text()
+    cursor = node.cursor()
+    node.box.write("/etc/nodeagent/conf.d/60-reload.conf", "ON_REBALANCE=ignore\n")
+    node.systemctl("reload", UNIT)
+    wait(lambda: "rebalance" not in node.status_text(), 10, "STATUS= without rebalance after the reload")
+    assert node.show("ActiveState")["ActiveState"] == "active" and node.main_pid() == pid
+    assert "config reloaded" in node.journal(cursor)
+
+    cursor = node.cursor()
+    node.box.write("/etc/nodeagent/conf.d/61-bad.conf", "POLL_INTERVAL=banana\nON_REBALANCE=drain\n")
+    node.systemctl("reload", UNIT)
+    errors = wait(lambda: node.journal(cursor, priority="err"), 10, "the bad reload logged")
+    assert "reload failed, keeping the running config" in errors and "POLL_INTERVAL" in errors, errors
+    time.sleep(1)
+    assert node.show("ActiveState")["ActiveState"] == "active" and node.main_pid() == pid
+    assert "rebalance" not in node.status_text(), "the bad file's ON_REBALANCE must not apply"
+    node.box.run(["rm", "-f", "/etc/nodeagent/conf.d/60-reload.conf", "/etc/nodeagent/conf.d/61-bad.conf"])
+
+
+# --- stop, restart, watchdog -----------------------------------------------------------------------
+
+def start_slow_drain(node: Node, in_s: float) -> float:
+    node.reset(SLOW, SLOW_PDBS)
+    deadline = node.spot(in_s)
+    wanted = evictable(SLOW)
+    wait(lambda: len(node.left(wanted)) <= len(wanted) - 1, 20, "the first pod evicted")
+    return deadline
+
+
+def test_stop_mid_drain_is_clean_and_the_next_start_resumes_it(node):
+    deadline = start_slow_drain(node, 60)
+    wanted = evictable(SLOW)
+    cursor = node.cursor()
+    started = time.monotonic()
+    node.systemctl("stop", UNIT, timeout=60)
+    took = time.monotonic() - started
+    state = node.show("ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
+    assert took < 30, f"stop took {took:.1f}s (TimeoutStopSec=30s)"
+    assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
+                     "ExecMainStatus": "0"}, state
+    assert "drain interrupted, it resumes on the next start" in node.journal(cursor)
+    left = node.left(wanted)
+    assert len(left) >= 2, f"too few pods left to show a resume: {left}"
+
+    cursor = node.cursor()
+    node.systemctl("start", UNIT)
+    wait(lambda: not node.left(wanted), max(1.0, deadline - time.time()), "the resumed drain to finish")
+    assert time.time() < deadline - DRAIN_MARGIN_S + 1
+    assert "resuming drain" in node.journal(cursor)
+
+
+def test_watchdog_kills_a_stopped_main_loop_and_the_drain_still_finishes(node):
+    node.drop_in("50-watchdog.conf", "[Service]\nWatchdogSec=3s\n")
+    try:
+        deadline = start_slow_drain(node, 60)
+        wanted = evictable(SLOW)
+        before = node.show("MainPID", "NRestarts")
+        cursor = node.cursor()
+        node.box.run(["kill", "-STOP", before["MainPID"]])
+        wait(lambda: node.show("NRestarts")["NRestarts"] != before["NRestarts"], 30, "systemd to restart it")
+        log = node.journal(cursor)
+        assert "Watchdog timeout" in log, log
+        wait(lambda: not node.left(wanted), max(1.0, deadline - time.time()), "the drain to finish after the restart")
+        assert time.time() < deadline - DRAIN_MARGIN_S + 1
+        assert node.main_pid() not in (0, int(before["MainPID"]))
+    finally:
+        node.remove_drop_in("50-watchdog.conf")
+
+
+# --- no socket, hardening ----------------------------------------------------------------------------
+
+def test_the_agent_listens_on_no_socket(node):
+    node.reset(FAST)
+    pid = node.main_pid()
+    listening = node.box.run(["ss", "--listening", "--tcp", "--udp", "--unix", "--processes", "--numeric"]).stdout
+    assert "1338" in listening, "ss must see the simulators' sockets, or it sees nothing"
+    mine = [line for line in listening.splitlines() if f"pid={pid}," in line]
+    assert not mine, mine
+
+
+def test_the_sandbox_is_in_force(node):
+    user = node.show("User")["User"]
+    node.reset(FAST)
+    pid = node.main_pid()
+    status = node.box.run(["cat", f"/proc/{pid}/status"]).stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2", "SystemCallFilter= not applied"
+    if user and user != "root":
+        assert fields["Uid"].split()[0] != "0", f"User={user} declared, runs as uid 0"
+        # systemd-run from inside the sandbox, as the agent's user: refused.
+        probe = ("ExecStartPost=-/bin/sh -c 'systemd-run --wait --quiet /bin/true "
+                 ">/var/lib/nodeagent/probe 2>&1; echo rc=$? >>/var/lib/nodeagent/probe'")
+        node.drop_in("50-probe.conf", "[Service]\n" + probe + "\n")
+        try:
+            node.systemctl("restart", UNIT)
+            out = wait(lambda: node.box.run(["cat", "/var/lib/nodeagent/probe"], check=False).stdout, 10, "the probe")
+        finally:
+            node.remove_drop_in("50-probe.conf")
+            node.box.run(["rm", "-f", "/var/lib/nodeagent/probe"])
+        assert "rc=0" not in out, f"systemd-run worked from inside the sandbox: {out}"
+        assert re.search(r"[Aa]ccess denied|[Ii]nteractive authentication required|[Pp]ermission denied", out), out
+    else:
+        assert int(fields["CapBnd"], 16) == 0, f"CapabilityBoundingSet= not in force: {fields['CapBnd']}"
+        assert int(fields["CapEff"], 16) == 0 and int(fields["CapAmb"], 16) == 0, status
+
+
+# --- package scripts ----------------------------------------------------------------------------------
+
+def dpkg_install(node: Node, deb: str) -> float:
+    started = time.monotonic()
+    node.box.run(["dpkg", "-i", f"{DEBS}/{deb}"], timeout=120)
+    return time.monotonic() - started
+
+
+def test_upgrade_with_imds_unreachable_returns_promptly(node):
+    node.reset(FAST)
+    node.systemctl("stop", "imds-sim.service")
+    took = dpkg_install(node, f"nodeagent_{repo_version()}-2_all.deb")
+    assert took < 20, f"dpkg -i took {took:.1f}s with IMDS unreachable"
+    assert node.box.run(["dpkg-query", "-W", "-f=${Version}", "nodeagent"]).stdout == f"{repo_version()}-2"
+    node.systemctl("start", "imds-sim.service")
+    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "the agent active again")
+
+
+def test_upgrade_during_a_drain_defers_the_restart_until_it_is_over(node):
+    deadline = start_slow_drain(node, 60)
+    wanted = evictable(SLOW)
+    pid = node.main_pid()
+    took = dpkg_install(node, f"nodeagent_{repo_version()}-3_all.deb")
+    assert took < 20, f"dpkg -i took {took:.1f}s during a drain"
+    assert node.main_pid() == pid, "the upgrade restarted the agent mid-drain"
+    waiter = node.show("ActiveState", unit="nodeagent-upgrade-restart.service")["ActiveState"]
+    assert waiter == "active", f"no deferred restart waiting: {waiter}"
+    restarted = {}
+
+    def watch() -> bool:
+        if node.main_pid() != pid and "at" not in restarted:
+            restarted["at"] = time.time()
+            restarted["left"] = node.left(wanted)
+        return not node.left(wanted)
+
+    wait(watch, max(1.0, deadline - time.time()), "the drain to finish", interval=0.3)
+    drained_at = time.time()
+    assert drained_at < deadline - DRAIN_MARGIN_S + 1
+    assert restarted.get("left", []) == [], f"restarted with pods still to drain: {restarted}"
+    wait(lambda: node.main_pid() not in (0, pid), 30, "the deferred restart once idle")
+    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active after the deferred restart")
+
+
+def test_remove_and_purge_leave_nothing(node):
+    node.reset(FAST)
+    ours = [f for f in node.box.run(["dpkg-query", "-L", "nodeagent"]).stdout.splitlines() if "nodeagent" in f]
+    assert "/usr/bin/nodeagent" in ours, ours
+    node.box.run(["dpkg", "-r", "nodeagent"], timeout=120)
+    assert node.show("ActiveState", "LoadState") == {"ActiveState": "inactive", "LoadState": "not-found"}
+    assert node.box.run(["pgrep", "-f", "/usr/bin/nodeagent"], check=False).returncode == 1, "agent still running"
+    assert node.box.run(["test", "-e", "/etc/nodeagent/nodeagent.conf"], check=False).returncode == 0, \
+        "dpkg -r must keep the conffile"
+    node.box.run(["rm", "-f", TEST_CONF])  # the test's own drop-in: not the package's to remove
+    node.box.run(["dpkg", "--purge", "nodeagent"], timeout=120)
+    candidates = ours + ["/etc/nodeagent", "/var/lib/nodeagent", "/var/lib/private/nodeagent",
+                         "/var/cache/nodeagent", "/var/cache/private/nodeagent",
+                         "/etc/systemd/system/multi-user.target.wants/nodeagent.service",
+                         "/etc/systemd/system/multi-user.target.wants/nodeagent-spot-label.service"]
+    leftovers = [f for f in candidates if node.box.run(["test", "-e", f], check=False).returncode == 0]
+    assert not leftovers, leftovers
+    assert node.box.run(["dpkg-query", "-W", "nodeagent"], check=False).returncode != 0
+    assert node.show("LoadState")["LoadState"] == "not-found"
