@@ -357,8 +357,9 @@ def test_the_sandbox_is_in_force(node):
         finally:
             node.remove_drop_in("50-probe.conf")
             node.box.run(["rm", "-f", "/var/lib/nodeagent/probe"])
+        print(f"systemd-run from the sandbox: {out.strip()}")
         assert "rc=0" not in out, f"systemd-run worked from inside the sandbox: {out}"
-        assert re.search(r"[Aa]ccess denied|[Ii]nteractive authentication required|[Pp]ermission denied", out), out
+        assert re.search(r"Access denied|Interactive authentication required", out), out
     else:
         assert int(fields["CapBnd"], 16) == 0, f"CapabilityBoundingSet= not in force: {fields['CapBnd']}"
         assert int(fields["CapEff"], 16) == 0 and int(fields["CapAmb"], 16) == 0, status
