@@ -38,9 +38,14 @@ def check_host() -> None:
     if os.geteuid() != 0:
         _skip("needs root (systemd-nspawn)")
     for tool, package in (("systemd-nspawn", "systemd-container"), ("mmdebstrap", "mmdebstrap"),
-                          ("nsenter", "util-linux")):
+                          ("nsenter", "util-linux"), ("dpkg-deb", "dpkg")):
         if shutil.which(tool) is None:
             _skip(f"{tool} is not installed (apt-get install -y {package}; .ci/run does)")
+    # Root inside an unprivileged container (no CAP_SYS_ADMIN) cannot make the namespaces nspawn needs.
+    probe = subprocess.run(["unshare", "--mount", "--uts", "--ipc", "--net", "--pid", "--fork", "true"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if probe.returncode != 0:
+        _skip(f"cannot create namespaces here (no privileges): {probe.stderr.strip()}")
 
 
 def _mirror_reachable() -> bool:

@@ -97,7 +97,7 @@ class Node:
     def systemctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.box.run(["systemctl", *args], check=check, timeout=timeout)
 
-    def cursor(self) -> str:
+    def mark(self) -> str:
         """A point in time for journal(). (Not a journal cursor: systemd 252's journalctl
         --after-cursor together with --priority skips entries.)"""
         return f"@{time.time():.6f}"
@@ -143,8 +143,8 @@ class Node:
                     "provider_id": f"aws:///{ZONE}/{INSTANCE_ID}", "pods": pods, "pdbs": pdbs or []}
         self.box.write("/etc/sim-scenario.json", json.dumps(scenario))
         self.systemctl("restart", "imds-sim.service", "kube-api-sim.service", "kubelet.service")
-        wait(lambda: self.box.run(["python3", "-I", "-c", "import socket; socket.create_connection(('127.0.0.1', 1338), 1)"],
-                                  check=False).returncode == 0, 10, "imds-sim listening")
+        probe = ["python3", "-I", "-c", "import socket; socket.create_connection(('127.0.0.1', 1338), 1)"]
+        wait(lambda: self.box.run(probe, check=False).returncode == 0, 10, "imds-sim listening")
         self.systemctl("reset-failed", UNIT, check=False)
         self.systemctl("start", UNIT, timeout=60)
 
@@ -208,7 +208,7 @@ DRAIN_STATUS = re.compile(r"^draining: \d+/\d+ pods gone, deadline in \d+s$")
 def test_ready_only_once_imds_answers_and_status_reads_as_documented(node):
     node.reset(FAST)
     node.systemctl("stop", UNIT, "imds-sim.service")
-    cursor = node.cursor()
+    mark = node.mark()
     node.systemctl("start", "--no-block", UNIT)
     time.sleep(3)
     state = node.show("ActiveState", "SubState", "StatusText")
@@ -217,7 +217,7 @@ def test_ready_only_once_imds_answers_and_status_reads_as_documented(node):
 
     node.systemctl("start", "imds-sim.service")
     wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active once IMDS answers")
-    assert "ready: watching IMDS at http://127.0.0.1:1338" in node.journal(cursor)
+    assert "ready: watching IMDS at http://127.0.0.1:1338" in node.journal(mark)
     status = wait(lambda: (lambda s: s if IDLE_STATUS.match(s) else None)(node.status_text()), 10,
                   "an idle STATUS= naming the node")
     assert "spot-itn" in status and "rebalance" in status, status
@@ -225,7 +225,7 @@ def test_ready_only_once_imds_answers_and_status_reads_as_documented(node):
 
 def test_spot_notice_cordons_and_drains_before_deadline(node):
     node.reset(FAST)
-    cursor = node.cursor()
+    mark = node.mark()
     wanted = evictable(FAST)
     deadline = node.spot(40)
     statuses = set()
@@ -245,7 +245,7 @@ def test_spot_notice_cordons_and_drains_before_deadline(node):
     assert node.show("ActiveState")["ActiveState"] == "active"
 
     # At warning and above: the notice, and nothing routine (no problem happened here).
-    warnings = [line for line in node.journal(cursor, priority="warning").splitlines() if line.strip()]
+    warnings = [line for line in node.journal(mark, priority="warning").splitlines() if line.strip()]
     notices = [line for line in warnings if line.startswith("notice spot-itn-") and "response: drain" in line]
     assert notices, f"the notice is not at priority warning: {warnings}"
     routine = [line for line in warnings if line not in notices]
@@ -258,17 +258,17 @@ def test_reload_applies_a_changed_key_and_keeps_the_old_config_on_a_bad_one(node
     node.reset(FAST)
     pid = node.main_pid()
     assert "rebalance" in node.status_text()
-    cursor = node.cursor()
+    mark = node.mark()
     node.box.write("/etc/nodeagent/conf.d/60-reload.conf", "ON_REBALANCE=ignore\n")
     node.systemctl("reload", UNIT)
     wait(lambda: "rebalance" not in node.status_text(), 10, "STATUS= without rebalance after the reload")
     assert node.show("ActiveState")["ActiveState"] == "active" and node.main_pid() == pid
-    assert "config reloaded" in node.journal(cursor)
+    assert "config reloaded" in node.journal(mark)
 
-    cursor = node.cursor()
+    mark = node.mark()
     node.box.write("/etc/nodeagent/conf.d/61-bad.conf", "POLL_INTERVAL=banana\nON_REBALANCE=drain\n")
     node.systemctl("reload", UNIT)
-    errors = wait(lambda: node.journal(cursor, priority="err"), 10, "the bad reload logged")
+    errors = wait(lambda: node.journal(mark, priority="err"), 10, "the bad reload logged")
     assert "reload failed, keeping the running config" in errors and "POLL_INTERVAL" in errors, errors
     time.sleep(1)
     assert node.show("ActiveState")["ActiveState"] == "active" and node.main_pid() == pid
@@ -289,7 +289,7 @@ def start_slow_drain(node: Node, in_s: float) -> float:
 def test_stop_mid_drain_is_clean_and_the_next_start_resumes_it(node):
     deadline = start_slow_drain(node, 60)
     wanted = evictable(SLOW)
-    cursor = node.cursor()
+    mark = node.mark()
     started = time.monotonic()
     node.systemctl("stop", UNIT, timeout=60)
     took = time.monotonic() - started
@@ -297,15 +297,15 @@ def test_stop_mid_drain_is_clean_and_the_next_start_resumes_it(node):
     assert took < 30, f"stop took {took:.1f}s (TimeoutStopSec=30s)"
     assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
                      "ExecMainStatus": "0"}, state
-    assert "drain interrupted, it resumes on the next start" in node.journal(cursor)
+    assert "drain interrupted, it resumes on the next start" in node.journal(mark)
     left = node.left(wanted)
     assert len(left) >= 2, f"too few pods left to show a resume: {left}"
 
-    cursor = node.cursor()
+    mark = node.mark()
     node.systemctl("start", UNIT)
     wait(lambda: not node.left(wanted), max(1.0, deadline - time.time()), "the resumed drain to finish")
     assert time.time() < deadline - DRAIN_MARGIN_S + 1
-    assert "resuming drain" in node.journal(cursor)
+    assert "resuming drain" in node.journal(mark)
 
 
 def test_watchdog_kills_a_stopped_main_loop_and_the_drain_still_finishes(node):
@@ -314,10 +314,10 @@ def test_watchdog_kills_a_stopped_main_loop_and_the_drain_still_finishes(node):
         deadline = start_slow_drain(node, 60)
         wanted = evictable(SLOW)
         before = node.show("MainPID", "NRestarts")
-        cursor = node.cursor()
+        mark = node.mark()
         node.box.run(["kill", "-STOP", before["MainPID"]])
         wait(lambda: node.show("NRestarts")["NRestarts"] != before["NRestarts"], 30, "systemd to restart it")
-        log = node.journal(cursor)
+        log = node.journal(mark)
         assert "Watchdog timeout" in log, log
         wait(lambda: not node.left(wanted), max(1.0, deadline - time.time()), "the drain to finish after the restart")
         assert time.time() < deadline - DRAIN_MARGIN_S + 1

@@ -56,8 +56,13 @@ def write_kubeconfig(sim, node):
     os.makedirs(os.path.dirname(CA_FILE), exist_ok=True)
     shutil.copyfile(sim.ca_file, CA_FILE)
     os.chmod(CA_FILE, 0o644)
-    kube_auth.write_exec_kubeconfig(KUBECONFIG, sim.url, CA_FILE, sim._tokens.secret, node,
-                                    delay_s=0.0, ttl_s=900, fail=False, hang=False)
+    sim.write_exec_kubeconfig(KUBECONFIG, node)
+    with open(KUBECONFIG) as handle:
+        config = json.load(handle)
+    for cluster in config["clusters"]:
+        cluster["cluster"]["certificate-authority"] = CA_FILE
+    with open(KUBECONFIG, "w") as handle:
+        json.dump(config, handle)
     script, settings, _ = kube_auth.exec_paths(KUBECONFIG)
     with open(settings) as handle:
         cfg = json.load(handle)
