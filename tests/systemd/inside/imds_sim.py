@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nodeagent.sim.imds import main_imds_sim  # noqa: E402
+from nodeagent_sim.imds import main_imds_sim  # noqa: E402
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as handle:

@@ -19,8 +19,8 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nodeagent.sim import kube_auth  # noqa: E402
-from nodeagent.sim.kube import KubeSim  # noqa: E402
+from nodeagent_sim import kube_auth  # noqa: E402
+from nodeagent_sim.kube import KubeSim  # noqa: E402
 
 KUBELET_DIR = "/var/lib/kubelet"
 KUBECONFIG = KUBELET_DIR + "/kubeconfig"
