@@ -37,6 +37,7 @@ NOTICE_FIELDS: Dict[str, str] = {
     "outcome": "string", "cordoned": "boolean", "evicted": "integer", "forced": "integer",
     "failed": "integer", "left": "array[string]", "drain_started": "string|null",
     "drain_finished": "string|null",
+    "lifecycle": "object|null (ASG_LIFECYCLE_HOOK: heartbeats, last_heartbeat, completed_at, outcome, held_s)",
 }
 PROGRESS_FIELDS: Dict[str, str] = {
     "notice": "string", "gone": "integer", "total": "integer", "deadline": "string",
