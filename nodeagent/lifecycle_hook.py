@@ -82,6 +82,10 @@ class LifecycleHook:
 
     def _run(self) -> None:
         try:
+            # Resolve the group, the endpoint and the credentials up front: a missing permission
+            # or tag shows at start, not when a termination comes, and the first call is quick.
+            if self._ready():
+                quietly(self.client.credentials.get_frozen_credentials)
             while not self.stop.is_set():
                 self.tick()
                 self._wake.wait(self._sleep_s())
