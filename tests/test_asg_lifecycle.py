@@ -12,6 +12,7 @@ import pytest
 
 from nodeagent_sim.autoscaling import AutoScalingSim
 from tests.helpers import wait_for
+from tests.report_helpers import Receiver
 from tests.test_kube_response import NODE, make_cluster, start_agent
 
 INSTANCE = "i-0123456789abcdef0"
@@ -57,7 +58,9 @@ def test_terminated_with_a_hook_drains_then_completes_once_within_a_second(tmp_p
     for i in range(4):
         cluster.kube.add_pod(f"web-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="web", grace_s=30)
     asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=3600)
-    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, METRICS_TEXTFILE=str(tmp_path / "m.prom")))
+    receiver = Receiver().start()
+    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, METRICS_TEXTFILE=str(tmp_path / "m.prom"),
+                                                            WEBHOOK_URL=receiver.url()))
     try:
         gone = gone_watch(cluster)
         asg.begin_termination(INSTANCE, GROUP, HOOK, imds=cluster.imds)
@@ -78,7 +81,16 @@ def test_terminated_with_a_hook_drains_then_completes_once_within_a_second(tmp_p
         assert wait_for(lambda: 'nodeagent_asg_lifecycle_calls_total{call="complete",result="ok"} 1'
                         in (tmp_path / "m.prom").read_text(), 10)
         assert "nodeagent_asg_lifecycle_held_seconds" in (tmp_path / "m.prom").read_text()
+
+        def lifecycle_messages():
+            return [body for _, body in receiver.bodies() if body.get("event") == "lifecycle"]
+
+        assert wait_for(lifecycle_messages, 10), receiver.bodies()
+        message = lifecycle_messages()[0]
+        assert message["lifecycle_completed_at"] and message["held_seconds"] > 0
+        assert "completed lifecycle hook drain-hook" in message["summary"]
     finally:
+        receiver.stop()
         daemon.stop()
         cluster.kube.stop()
         cluster.imds.stop()
