@@ -85,7 +85,10 @@ class LifecycleHook:
             # Resolve the group, the endpoint and the credentials up front: a missing permission
             # or tag shows at start, not when a termination comes, and the first call is quick.
             if self._ready():
-                quietly(self.client.credentials.get_frozen_credentials)
+                try:
+                    self.client.credentials.get_frozen_credentials()
+                except Exception as error:  # said now; every call fetches them again
+                    log.warning("lifecycle hook %s: %s", self.hook_name, error)
             while not self.stop.is_set():
                 self.tick()
                 self._wake.wait(self._sleep_s())
@@ -169,7 +172,8 @@ class LifecycleHook:
                 self._beat_paused_until[record.id] = self.clock.monotonic() + HEARTBEAT_PAUSE_S
                 log.error("notice %s: lifecycle heartbeat failed: %s; the drain carries on (next try in %.0fs)",
                           record.id, error, HEARTBEAT_PAUSE_S)
-            self._report(record, "LifecycleFailed", f"heartbeat of lifecycle hook {self.hook_name} failed: {error}")
+            self._report(record, "LifecycleHeartbeatFailed",
+                         f"heartbeat of lifecycle hook {self.hook_name} failed: {error}")
             return
         now = self.clock.now()
         beat = self.store.lifecycle(record.id, lifecycle_heartbeats=record.lifecycle_heartbeats + 1,

@@ -142,8 +142,8 @@ class Worker:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
-        if self.lifecycle is not None:
-            self.lifecycle.join(timeout_s)
+        if self.lifecycle is not None:  # a call in flight finishes and is recorded
+            self.lifecycle.join(min(timeout_s, 5.0))
 
     # ------------------------------------------------------------ the thread
 

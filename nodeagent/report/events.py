@@ -50,6 +50,7 @@ STEP_REASONS = {
     "LifecycleHeartbeat": "LifecycleActionHeartbeat",
     "LifecycleCompleted": "LifecycleActionCompleted",
     "LifecycleFailed": "LifecycleActionFailed",
+    "LifecycleHeartbeatFailed": "LifecycleActionFailed",
 }
 CANCELLED_REASON = "NoticeCancelled"
 WARNING_REASONS = frozenset(NOTICE_REASONS.values()) | {"DrainFailed", "LifecycleActionFailed"}

@@ -27,7 +27,7 @@ KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
 IDLE_REWRITE_S = 15.0
 # Step reasons of the lifecycle hook -> (call, result) of nodeagent_asg_lifecycle_calls_total
 LIFECYCLE_CALLS = {"LifecycleHeartbeat": ("heartbeat", "ok"), "LifecycleCompleted": ("complete", "ok"),
-                   "LifecycleFailed": ("complete", "failed")}
+                   "LifecycleFailed": ("complete", "failed"), "LifecycleHeartbeatFailed": ("heartbeat", "failed")}
 
 
 @dataclass
@@ -191,8 +191,7 @@ class MetricsReporter:
                 self.state.draining = 0
                 self.state.drains["finished" if reason == "DrainFinished" else "failed"] += 1
             elif reason in LIFECYCLE_CALLS:
-                key = LIFECYCLE_CALLS[reason] if reason != "LifecycleFailed" else (
-                    ("heartbeat" if "heartbeat" in message else "complete"), "failed")
+                key = LIFECYCLE_CALLS[reason]
                 self.state.lifecycle[key] = self.state.lifecycle.get(key, 0) + 1
                 if reason == "LifecycleCompleted":
                     from nodeagent.lifecycle import held_seconds

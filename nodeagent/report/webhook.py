@@ -43,6 +43,9 @@ KIND_TEXT = {
     "asg": "ASG termination",
 }
 
+# ASG_LIFECYCLE_HOOK steps that went well -> the headline of their "lifecycle" message
+LIFECYCLE_HEADLINES = {"LifecycleCompleted": "Lifecycle action completed", "LifecycleHeartbeat": "Lifecycle heartbeat"}
+
 JSON_TEMPLATE = """{
   "source": "nodeagent",
   "event": "${event}",
@@ -103,7 +106,7 @@ def _iso(moment: datetime) -> str:
 
 
 def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
-                   now: Optional[datetime] = None, message: str = "") -> Dict[str, object]:
+                   now: Optional[datetime] = None, message: str = "", reason: str = "") -> Dict[str, object]:
     """The template fields for one message about one notice record. Pure."""
     now = now or datetime.now(timezone.utc)
     deadline = parse_optional_rfc3339(record.deadline)
@@ -127,11 +130,9 @@ def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
         summary = f"{kind_text} {record.id}: {record.outcome or 'done'}"
         icon = ":white_check_mark:" if ok else ":x:"
     elif event == "lifecycle":
-        outcome = getattr(record, "lifecycle_outcome", "")
-        headline = ("Lifecycle action completed" if outcome in ("completed", "not waiting")
-                    else "Lifecycle action failed" if outcome.startswith("failed") else "Lifecycle heartbeat")
-        summary = f"{kind_text} {record.id}: {message or outcome}"
-        icon = ":x:" if outcome.startswith("failed") else ":white_check_mark:"
+        headline = LIFECYCLE_HEADLINES.get(reason, "Lifecycle action failed")
+        summary = f"{kind_text} {record.id}: {message or getattr(record, 'lifecycle_outcome', '')}"
+        icon = ":white_check_mark:" if reason in LIFECYCLE_HEADLINES else ":x:"
     else:
         headline = "Notice cancelled"
         summary = f"{kind_text} {record.id}: {record.outcome or 'cancelled'}"
@@ -403,9 +404,9 @@ class WebhookReporter(WorkerReporter):
     def __repr__(self) -> str:
         return f"WebhookReporter({self.format}, {REDACTED})"
 
-    def _queue(self, event: str, record, message: str = "") -> None:
+    def _queue(self, event: str, record, message: str = "", reason: str = "") -> None:
         fields = message_fields(event, record, self.node_name(), drill=self.drill, dry_run=self.settings.dry_run,
-                                message=message)
+                                message=message, reason=reason)
         try:
             body = render(self.template, fields)
         except TemplateError as error:  # checked at startup; only odd values get here
@@ -428,7 +429,7 @@ class WebhookReporter(WorkerReporter):
 
     def step(self, record, reason: str, message: str) -> None:
         if reason.startswith("Lifecycle"):  # ASG_LIFECYCLE_HOOK: heartbeats and the release
-            self._queue("lifecycle", record, message)
+            self._queue("lifecycle", record, message, reason)
 
     def finished(self, record) -> None:
         self._queue("finished", record)
