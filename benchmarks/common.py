@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:
 from nodeagent_sim.imds import ImdsSim  # noqa: E402
 from nodeagent_sim.kube import KubeSim  # noqa: E402
 from tests.helpers import Daemon, NotifySocket, daemon_env, wait_for  # noqa: E402
+from nodeagent.config import KEYS_BY_NAME  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 NODE = "ip-10-0-1-2.ec2.internal"
@@ -108,7 +109,10 @@ class Running:
 
 def start_daemon(stack: Stack, python: str, *, ready_timeout_s: float = 30.0, **settings: str) -> Running:
     """The real daemon with a real NOTIFY_SOCKET; returns once READY=1 has arrived."""
-    keys = dict(IMDS_URL=stack.imds.url, KUBECONFIG=stack.kubeconfig, POLL_INTERVAL="1s", LOG_LEVEL="info")
+    # The product's own per-path pacing (tests.helpers' daemon_env polls every path at the test pace).
+    keys = dict(IMDS_URL=stack.imds.url, KUBECONFIG=stack.kubeconfig, POLL_INTERVAL="1s", LOG_LEVEL="info",
+                POLL_INTERVAL_REBALANCE=KEYS_BY_NAME["POLL_INTERVAL_REBALANCE"].default,
+                POLL_INTERVAL_SCHEDULED=KEYS_BY_NAME["POLL_INTERVAL_SCHEDULED"].default)
     keys.update(settings)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=stack.tmp))
     env = daemon_env(run_dir, **keys)

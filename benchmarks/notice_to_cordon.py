@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--notices", type=int, default=0, help="notices per interval (default 60; smoke 5)")
     args = ap.parse_args(argv)
     count = args.notices or (5 if args.smoke else 60)
-    polls = (0.5,) if args.smoke else (1.0, 0.5)
+    polls = (0.5,) if args.smoke else (1.0, 0.5, 0.25)
     common.banner("notice -> cordon latency", args, f"{count} notices per poll interval")
     series = [run_series(args.python, poll_s=poll, count=count, seed=index + 1) for index, poll in enumerate(polls)]
     rows = []

@@ -15,10 +15,10 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
-from nodeagent import decide
-from nodeagent.clock import Clock, SystemClock
+from nodeagent import decide, pacing
+from nodeagent.clock import Clock, SystemClock, iso_seconds
 from nodeagent.config import Settings, restart_only_changes
 from nodeagent.decide import (
     Absence,
@@ -36,18 +36,19 @@ from nodeagent.decide import (
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
 from nodeagent.notice_store import NoticeStore
-from nodeagent.notices import SOURCES
+from nodeagent.notices import SOURCES, SOURCES_BY_KIND
 from nodeagent.notify import SystemdNotifier
 from nodeagent.poll import poll_once
 from nodeagent.ports import LoggingResponder, Reporter, Responder, quietly
 from nodeagent.respond import UncordonJob, Worker
-from nodeagent.state import AgentState, StateStore
+from nodeagent.state import OPEN_PHASES, AgentState, StateStore
 
 __all__ = ["Agent", "LoggingResponder"]
 
 log = logging.getLogger("nodeagent.agent")
 
 STOPPED_LABEL_TIMEOUT_S = 2.0
+STATUS_POLL_TIME_S = 10.0
 
 
 class Agent:
@@ -101,6 +102,9 @@ class Agent:
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
         self._adopt_from_node = False  # no state file: read the node once the API is up
         self._ready_seen = False
+        self._last_polled: Dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
+        self._next_poll_at = 0.0
+        self._status_base, self._status_stamped_at, self._status_poll_time = "", 0.0, ""
 
     # ---------------------------------------------------------------- views for the CLI tools
 
@@ -137,10 +141,9 @@ class Agent:
         if not self.start():
             return self.shutdown()
         while not self._stop.is_set():
-            started = self.clock.monotonic()
             self.tick()
             self.notifier.watchdog()
-            self._sleep_until(started + self.settings.poll_interval)
+            self._sleep_until(self._next_poll_at)
             if self._reload_requested:
                 self._apply_reload()
         return self.shutdown()
@@ -152,8 +155,7 @@ class Agent:
             return False
         self.worker.start(self.identity, held=self._rebuild_from_node or self._adopt_from_node)
         self.notifier.ready()
-        log.info("ready: watching IMDS at %s every %gs (%s)", self.settings.imds_url,
-                 self.settings.poll_interval, ", ".join(self._watched_kinds()))
+        log.info("ready: watching IMDS at %s (%s)", self.settings.imds_url, self._pace_text())
         return True
 
     def tick(self) -> None:
@@ -205,13 +207,13 @@ class Agent:
 
     def _sleep_until(self, deadline: float) -> None:
         remaining = deadline - self.clock.monotonic()
-        if remaining > 0:
-            select.select([self._wake_reader], [], [], remaining)
-        try:
-            while self._wake_reader.recv(64):
+        readable = select.select([self._wake_reader], [], [], max(0.0, remaining))[0]
+        if readable:
+            try:
+                while self._wake_reader.recv(64):
+                    pass
+            except OSError:  # drained (BlockingIOError)
                 pass
-        except OSError:  # drained (BlockingIOError)
-            pass
         if self._stop_requested:
             self._stop.set()
 
@@ -311,9 +313,42 @@ class Agent:
     def _watched_kinds(self) -> List[str]:
         return [s.kind.value for s in SOURCES if self.settings.response_for(s.kind.value) != "ignore"]
 
+    def _intervals(self) -> Dict[str, float]:
+        """Each watched path's own poll interval (pacing.py says why they differ)."""
+        every = pacing.path_intervals(self.settings.poll_interval, self.settings.poll_interval_rebalance,
+                                      self.settings.poll_interval_scheduled)
+        return {SOURCES_BY_KIND[kind].path: every[SOURCES_BY_KIND[kind].path] for kind in self._watched_kinds()}
+
+    def _pace_text(self) -> str:
+        paths = {source.path: source.kind.value for source in SOURCES}
+        return ", ".join(f"{paths[path]} every {every:g}s" for path, every in self._intervals().items())
+
+    def _hot_paths(self) -> FrozenSet[str]:
+        """Paths polled at the fast pace: those whose notice is being responded to (a cancel or a
+        change is then seen within one fast interval), and all of them while notices are held
+        for a lost state file (so they are acted on as soon as the node has been read)."""
+        if self._rebuild_from_node or self._adopt_from_node:
+            return frozenset(source.path for source in SOURCES)
+        return frozenset(SOURCES_BY_KIND[record.kind].path for record in self.store.records().values()
+                         if record.phase in OPEN_PHASES and record.kind in SOURCES_BY_KIND)
+
     def poll(self) -> PollResult:
-        result = poll_once(self.imds, self._watched_kinds(), self.clock.now())
+        intervals = self._intervals()
+        if not intervals:  # every kind ignored: nothing to watch, but stay alive and reloadable
+            self._next_poll_at = self.clock.monotonic() + self.settings.poll_interval
+            return PollResult({}, frozenset(), {})
+        hot = self._hot_paths()
+        now = self.clock.monotonic()
+        due = pacing.plan_polls(now, self._last_polled, intervals, hot, self.settings.poll_interval).due
+        kinds = [source.kind.value for source in SOURCES if source.path in due]
+        result = poll_once(self.imds, kinds, self.clock.now())
         self.last_poll_at = self.clock.monotonic()
+        tried = set(result.answered) | set(dict(result.errors))
+        for kind in kinds:
+            if kind in tried:  # one skipped after IMDS proved unreachable stays due
+                self._last_polled[SOURCES_BY_KIND[kind].path] = now
+        self._next_poll_at = pacing.plan_polls(self.last_poll_at, self._last_polled, intervals, self._hot_paths(),
+                                               self.settings.poll_interval).next_due_at
         errors = dict(result.errors)
         if errors:
             self.poll_errors += len(errors)
@@ -390,15 +425,20 @@ class Agent:
         elif poll_errors:
             text = f"{poll_errors[0]}; {self.responder.describe()}"
         else:
-            text = (f"watching IMDS ({', '.join(self._watched_kinds())}); {self.responder.describe()}; "
-                    f"last poll {self._since_poll():.1f}s ago")
+            text = f"watching IMDS ({', '.join(self._watched_kinds())}); {self.responder.describe()}"
             if self.store.agent_state != "watching":
                 text += f"; node {self.store.agent_state}"
+            # The poll time is refreshed every STATUS_POLL_TIME_S, not on each poll: each STATUS is
+            # a datagram, and an idle daemon's cost is mostly its wake-ups and system calls.
+            now = self.clock.monotonic()
+            if text != self._status_base or now - self._status_stamped_at >= STATUS_POLL_TIME_S:
+                self._status_base, self._status_stamped_at = text, now
+                self._status_poll_time = iso_seconds(self.clock.now())
+            self.notifier.status(f"{text}; last poll {self._status_poll_time}")
+            self.store.set_status(text)
+            return
         self.notifier.status(text)
-        self.store.set_status(text.split("; last poll")[0])
-
-    def _since_poll(self) -> float:
-        return 0.0 if self.last_poll_at is None else self.clock.monotonic() - self.last_poll_at
+        self.store.set_status(text)
 
     def _say_once(self, key: str, text: str, level: int) -> None:
         if self._said.get(key) != text:

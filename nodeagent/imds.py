@@ -193,7 +193,8 @@ class _DeadlineSocket(socket.socket):
         if left <= 0:
             raise _DeadlineExceeded()
         budget = min(self.io_timeout, left)
-        self.settimeout(budget)
+        if self.gettimeout() != budget:  # settimeout is a system call (ioctl) even when unchanged
+            self.settimeout(budget)
         return budget
 
     def recv_into(self, buffer, nbytes=0, flags=0):  # type: ignore[no-untyped-def,override]

@@ -1,13 +1,32 @@
 """sd_notify: READY, STATUS, WATCHDOG, STOPPING. Silent when NOTIFY_SOCKET is unset."""
 from __future__ import annotations
 
+import os
+import time
+from typing import Mapping, Optional
+
 import sdnotify
+
+# Without WATCHDOG_USEC (no WatchdogSec=, or not under systemd) pings are still sent this often.
+DEFAULT_PING_EVERY_S = 2.0
+
+
+def ping_interval(environ: Mapping[str, str]) -> float:
+    """A quarter of the watchdog period systemd set: every wake-up of an idle daemon costs CPU,
+    so the loop does not ping on each poll, yet a missed ping or two never trips the watchdog."""
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return DEFAULT_PING_EVERY_S
+    return usec / 1e6 / 4 if usec > 0 else DEFAULT_PING_EVERY_S
 
 
 class SystemdNotifier:
-    def __init__(self) -> None:
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
         self._notifier = sdnotify.SystemdNotifier()
         self.last_status = ""
+        self._ping_every = ping_interval(os.environ if environ is None else environ)
+        self._pinged_at: Optional[float] = None
 
     def ready(self) -> None:
         self._notifier.notify("READY=1")
@@ -18,7 +37,10 @@ class SystemdNotifier:
             self._notifier.notify(f"STATUS={text}")
 
     def watchdog(self) -> None:
-        self._notifier.notify("WATCHDOG=1")
+        now = time.monotonic()
+        if self._pinged_at is None or now - self._pinged_at >= self._ping_every:
+            self._pinged_at = now
+            self._notifier.notify("WATCHDOG=1")
 
     def stopping(self) -> None:
         self._notifier.notify("STOPPING=1")

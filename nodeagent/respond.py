@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nodeagent.agent")
 
-STARTUP_RETRY_S = (1.0, 5.0)  # first and longest wait between Kubernetes startup attempts
+STARTUP_RETRY_S = (1.0, 5.0)
+IDLE_WAIT_S = 30.0  # first and longest wait between Kubernetes startup attempts
 
 
 class CancelToken:
@@ -188,7 +189,9 @@ class Worker:
     def _next_job(self) -> Optional[Job]:
         with self._cond:
             if not self._jobs or self._held:
-                self._cond.wait(timeout=0.5)
+                # Woken by submit, release and join; the timeout is only a backstop (an idle
+                # thread that wakes twice a second is CPU for nothing on every node).
+                self._cond.wait(timeout=IDLE_WAIT_S)
             if not self._jobs or self._held or self.stop.is_set():
                 return None
             # Uncordons first (each re-checks that no other notice holds the node), then the most

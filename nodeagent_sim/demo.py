@@ -84,7 +84,7 @@ def _run(imds, kube, workdir: str, timeline: Timeline, quick: bool) -> int:
     kubeconfig = kube.write_kubeconfig(f"{workdir}/kubeconfig", kube.add_node_token(NODE))
     settings = config.load_settings([], {}, {
         "IMDS_URL": imds.url, "KUBECONFIG": kubeconfig, "STATE_DIR": f"{workdir}/state",
-        "POLL_INTERVAL": "0.5s", "DRAIN_MARGIN": "3s", "DRAIN_WINDOW": "30s",
+        "POLL_INTERVAL": "0.5s", "POLL_INTERVAL_REBALANCE": "1s", "POLL_INTERVAL_SCHEDULED": "1s", "DRAIN_MARGIN": "3s", "DRAIN_WINDOW": "30s",
     })
     print(f"nodeagent demo: IMDS simulator {imds.url}, Kubernetes API simulator {kube.url}")
     print(f"node {NODE}: {len(kube.pods(node=NODE))} pods, {len(evictable)} of them evictable; "

@@ -92,7 +92,9 @@ def daemon_env(tmp_path: Path, **keys: str) -> Dict[str, str]:
     config_dir.mkdir(exist_ok=True)
     env["NODEAGENT_CONFIG_DIR"] = str(config_dir)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    defaults = {"STATE_DIR": str(tmp_path / "state"), "POLL_INTERVAL": "0.5s"}
+    defaults = {"STATE_DIR": str(tmp_path / "state"), "POLL_INTERVAL": "0.5s",
+                # every path at the test pace; the pacing tests set their own
+                "POLL_INTERVAL_REBALANCE": "0.5s", "POLL_INTERVAL_SCHEDULED": "0.5s"}
     defaults.update(keys)
     for key, value in defaults.items():
         env[f"NODEAGENT_{key}"] = value

@@ -193,6 +193,7 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
             "NODEAGENT_STATE_DIR": str(workdir / "state"),
             "NODEAGENT_NODE_NAME": NODE,
             "NODEAGENT_POLL_INTERVAL": "0.2s",
+            "NODEAGENT_POLL_INTERVAL_REBALANCE": "0.2s", "NODEAGENT_POLL_INTERVAL_SCHEDULED": "0.2s",
             "NODEAGENT_DRAIN_MARGIN": "2s",
         }
         with open(log, "w") as out:

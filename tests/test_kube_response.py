@@ -71,6 +71,7 @@ def cluster(tmp_path):
 
 def start_agent(tmp_path, cluster: Cluster, **keys) -> Daemon:
     settings = dict(IMDS_URL=cluster.imds.url, KUBECONFIG=cluster.kubeconfig, POLL_INTERVAL="0.5s",
+                    POLL_INTERVAL_REBALANCE="0.5s", POLL_INTERVAL_SCHEDULED="0.5s",
                     DRAIN_MARGIN="2s", LOG_LEVEL="debug")
     settings.update(keys)
     daemon = Daemon(daemon_env(tmp_path, **settings)).start()

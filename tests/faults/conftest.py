@@ -136,6 +136,7 @@ class Cluster:
 
     def settings(self, **keys: str) -> Dict[str, str]:
         base = dict(IMDS_URL=self.imds.url, KUBECONFIG=self.kubeconfig, POLL_INTERVAL="0.5s",
+                    POLL_INTERVAL_REBALANCE="0.5s", POLL_INTERVAL_SCHEDULED="0.5s",
                     DRAIN_MARGIN="3s", LOG_LEVEL="debug", STATE_DIR=str(self.state_dir),
                     EXEC_PLUGIN_TIMEOUT="2s")
         base.update(keys)

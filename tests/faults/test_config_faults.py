@@ -170,7 +170,7 @@ def test_crlf_config_file(cluster_in, tmp_path):
     daemon.wait_line(r"acting on node", timeout_s=30)
     notice = cluster.spot(30)
     daemon.wait_line(r"drained: ", timeout_s=30)
-    cluster.finish().check(notice, fault_log=r"ready: watching IMDS at \S+ every 0\.5s")
+    cluster.finish().check(notice, fault_log=r"ready: watching IMDS at \S+ \(spot-itn every 0\.5s")
 
 
 def test_bad_value_on_reload(cluster_in, tmp_path):

@@ -236,3 +236,30 @@ def test_scheduled_event_flips_between_states(cluster_in):
     cluster.finish().check(notice, phase="cancelled", fault_log=r"cancelled: scheduled event is now canceled")
     assert not cluster.kube.node(NODE)["spec"].get("unschedulable")
     assert len(cluster.find(r"cancelled: scheduled event")) == 1
+
+
+def test_slow_paths_after_an_outage(cluster_in):
+    """Case: with per-path pacing (rebalance every 2 s, scheduled every 4 s), IMDS refuses connections for 3 s and comes back serving a rebalance recommendation and a scheduled instance-stop
+    Outcome: each slow path is polled again within its own interval after IMDS is back: the rebalance is cordoned within 2 s (plus one fast poll) and the scheduled event is drained; nothing waits for a later cycle
+    """
+    cluster = cluster_in()
+    cluster.add_workload()
+    cluster.start_agent(POLL_INTERVAL_REBALANCE="2s", POLL_INTERVAL_SCHEDULED="4s")
+    port = cluster.imds.port
+    cluster.imds.stop()
+    time.sleep(3)
+    not_before = (utcnow() + timedelta(seconds=40)).replace(microsecond=0)
+    event = {"NotBefore": not_before.strftime("%d %b %Y %H:%M:%S GMT"), "Code": "instance-stop",
+             "Description": "The instance is scheduled for stop", "EventId": "instance-event-0d59937288b749b33",
+             "NotAfter": "", "State": "active"}
+    cluster.imds = ImdsSim(port=port).start()
+    back = time.monotonic()
+    cluster.imds.set_rebalance(utcnow())
+    cluster.imds.set_scheduled([event])
+    rebalance = cluster.daemon.wait_line(r"cordoned \S+ for rebalance-", timeout_s=10)
+    scheduled = cluster.daemon.wait_line(r"notice scheduled-instance-event-0d59937288b749b33 \(", timeout_s=10)
+    assert rebalance.t - back < 2 + 0.5 + 0.5, "rebalance not seen within its interval"
+    assert scheduled.t - back < 4 + 0.5 + 0.5, "scheduled event not seen within its interval"
+    cluster.daemon.wait_line(DRAINED, timeout_s=30)
+    notice = NoticeRef("scheduled-instance-event-0d59937288b749b33", not_before, to_monotonic(not_before))
+    cluster.finish().check(notice, fault_log=r"IMDS poll \(spot-itn\): IMDS at \S+ refused the connection")

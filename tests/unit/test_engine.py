@@ -32,7 +32,9 @@ class Engine:
         self.imds = FakeImds()
         self.responder = responder or FakeResponder()
         self.files = MemoryFiles(state)
-        self.settings = config.load_settings([], {}, {"DRAIN_MARGIN": "5s", **keys})
+        # Every path polled on every 1 s tick unless a test says otherwise (the pacing tests do).
+        paced = {"POLL_INTERVAL_REBALANCE": "1s", "POLL_INTERVAL_SCHEDULED": "1s"}
+        self.settings = config.load_settings([], {}, {"DRAIN_MARGIN": "5s", **paced, **keys})
         self.agent = Agent(self.settings, self.responder, imds=self.imds, store=self.files,  # type: ignore[arg-type]
                            notifier=NullNotifier(), clock=self.clock, boot_time=boot_time)
 
@@ -200,3 +202,39 @@ def test_a_spot_stop_is_uncordoned_on_the_next_boot(action):
         engine.wait(lambda: engine.agent.worker.idle)
         assert engine.responder.writes_for("spot-itn-x") == ["uncordon"]
         assert not engine.record("spot-itn-x").cordoned
+
+
+# --- per-path pacing ---------------------------------------------------------------------------
+
+
+def gets_per_path(engine: Engine, seconds: int) -> dict:
+    before = len(engine.imds.gets)
+    for _ in range(seconds):
+        engine.tick(settle=False)
+    counts: dict = {}
+    for path in engine.imds.gets[before:]:
+        counts[path] = counts.get(path, 0) + 1
+    return counts
+
+
+def test_each_path_is_polled_at_its_own_pace():
+    """Defaults: spot and ASG every POLL_INTERVAL, rebalance every 5 s, scheduled every 30 s."""
+    with Engine(POLL_INTERVAL_REBALANCE="5s", POLL_INTERVAL_SCHEDULED="30s") as engine:
+        counts = gets_per_path(engine, 60)
+        assert counts == {SPOT: 60, "autoscaling/target-lifecycle-state": 60, REBALANCE: 12, SCHEDULED: 2}
+
+
+def test_a_path_whose_notice_is_being_answered_is_polled_fast_until_the_response_ends():
+    responder = FakeResponder(pods=3, hold_at=1)
+    with Engine(responder, ON_SCHEDULED_EVENT="drain", POLL_INTERVAL_SCHEDULED="30s") as engine:
+        engine.scheduled(not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick(settle=False)
+        assert responder.holding.wait(5)  # the drain is under way, held at its second pod
+        assert gets_per_path(engine, 10)[SCHEDULED] == 10, "a response in progress: polled every second"
+        engine.scheduled(state="canceled", not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick(settle=False)
+        assert engine.record(EVENT_ID).phase == "cancelled", "the cancel is seen within one fast interval"
+        responder.released.set()
+        engine.wait(lambda: engine.agent.worker.idle)
+        counts = gets_per_path(engine, 60)
+        assert counts[SCHEDULED] == 2, "back to its own pace once the response has ended"
