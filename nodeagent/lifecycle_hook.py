@@ -3,8 +3,8 @@
 The thread reads the notice store, heartbeats a hold whose drain runs long and completes the
 lifecycle action once the node's response is over; every accepted call is written to the record
 at once, so a restart neither repeats a completion nor forgets one. The worker pokes it when a
-response ends, so the completion follows the last pod within a poll of this thread (it also looks
-every LOOK_EVERY_S on its own). A failed call is retried with backoff (tenacity) and reported if it
+response starts and ends, so the completion follows the last pod at once (it also looks on its
+own now and then, and at each heartbeat's due time). A failed call is retried with backoff (tenacity) and reported if it
 never succeeds; nothing here ever waits on, or holds up, a drain.
 
 Only built when ASG_LIFECYCLE_HOOK is set; requests-aws4auth is imported with it.
@@ -28,7 +28,7 @@ from nodeagent.state import NoticeRecord
 log = logging.getLogger("nodeagent.lifecycle")
 
 GROUP_TAG_PATH = "tags/instance/aws:autoscaling:groupName"
-LOOK_EVERY_S = 1.0
+IDLE_LOOK_S = 30.0  # at most; a tenth of the hook's heartbeat timeout when that is shorter
 COMPLETE_ATTEMPTS = 8  # about a minute of backoff in all
 HEARTBEAT_ATTEMPTS = 4
 HEARTBEAT_PAUSE_S = 30.0  # after a heartbeat that failed every attempt, before the next try
@@ -100,10 +100,13 @@ class LifecycleHook:
                 quietly(self._imds.close)
 
     def _sleep_s(self) -> float:
+        # The worker pokes at the start and the end of every response; looking on our own is
+        # only a backstop (a notice that waits for Kubernetes still gets its heartbeats).
+        idle = min(IDLE_LOOK_S, 0.1 * self.policy.heartbeat_timeout_s)
         at = lifecycle.wake_at(self.store.records(), self.policy)
         if at is None:
-            return LOOK_EVERY_S
-        return max(0.05, min(LOOK_EVERY_S, (at - self.clock.now()).total_seconds()))
+            return idle
+        return max(0.05, min(idle, (at - self.clock.now()).total_seconds()))
 
     def tick(self) -> None:
         """One look at the records: completions first (the drain is over), then heartbeats."""

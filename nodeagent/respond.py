@@ -161,6 +161,8 @@ class Worker:
                 continue
             try:
                 if isinstance(job, Plan):
+                    if self.lifecycle is not None:  # a hold to heartbeat may begin
+                        self.lifecycle.poke()
                     self._respond(job)
                 else:
                     self._uncordon(job)
