@@ -215,6 +215,10 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("WEBHOOK_FORMAT", "json", _enum(("json", "slack")), "json or slack"),
     KeySpec("WEBHOOK_TEMPLATE", "", _optional_path, "file with a `${field}` template (string.Template) for the webhook body; must render to JSON"),
     KeySpec("WEBHOOK_HEADERS", "", _headers, "extra headers, 'Name: value; Name2: value2' (never logged)", secret=True),
+    KeySpec("WEBHOOK_URL_FILE", "", _optional_path,
+            "file holding WEBHOOK_URL, owner-only (0600); default: the credential webhook-url, if the unit loads one"),
+    KeySpec("WEBHOOK_HEADERS_FILE", "", _optional_path,
+            "file holding WEBHOOK_HEADERS, owner-only (0600); default: the credential webhook-headers, if loaded"),
     KeySpec("METRICS_TEXTFILE", "", _optional_path, "node_exporter textfile to write (no listening port)"),
     KeySpec("WITHDRAWN_AFTER_POLLS", "3", lambda t: _int_between(t, 1, 100),
             "a rebalance or scheduled event counts as withdrawn only when this many answered polls in a row miss it"),
@@ -284,6 +288,8 @@ class Settings:
     webhook_format: str
     webhook_template: str
     webhook_headers: str
+    webhook_url_file: str
+    webhook_headers_file: str
     metrics_textfile: str
     withdrawn_after_polls: int
     withdrawn_after: float
@@ -416,8 +422,10 @@ def read_config_files(config_dir: str) -> List[ConfigSource]:
 
 
 def load(environ: Mapping[str, str], flags: Optional[Mapping[str, str]] = None) -> Settings:
+    from nodeagent import secret_files  # it builds on this module
+
     config_dir = environ.get(ENV_PREFIX + "CONFIG_DIR", DEFAULT_CONFIG_DIR)
-    return load_settings(read_config_files(config_dir), environ, flags)
+    return secret_files.resolve(load_settings(read_config_files(config_dir), environ, flags), environ)
 
 
 # Read once at startup (the API client, the state file); a reload says they wait for a restart.

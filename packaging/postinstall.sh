@@ -42,6 +42,55 @@ enable_per_preset() {
     rm -f "$removed_marker"
 }
 
+# The service user, the way each distribution does it: systemd-sysusers with the file we ship in
+# /usr/lib/sysusers.d (AL2023, Ubuntu), else the distribution's own tools. Idempotent; an existing
+# user is kept as it is. Nothing of the user's is ever removed, not even on purge (Debian policy:
+# its files may survive elsewhere). An alternate root gets the user in its own /etc/passwd.
+create_user() {
+    if [ -n "$root" ]; then
+        if command -v systemd-sysusers >/dev/null 2>&1; then
+            systemd-sysusers --root="$root" nodeagent.conf >/dev/null 2>&1 || true
+        fi
+        return 0
+    fi
+    getent passwd nodeagent >/dev/null 2>&1 && return 0
+    if command -v systemd-sysusers >/dev/null 2>&1 && systemd-sysusers nodeagent.conf; then
+        return 0
+    fi
+    if command -v useradd >/dev/null 2>&1; then
+        useradd --system --user-group --home-dir /var/lib/nodeagent --no-create-home \
+            --shell /usr/sbin/nologin --comment "nodeagent spot-interruption handler" nodeagent ||
+            echo "nodeagent: could not create the nodeagent user" >&2
+    elif command -v adduser >/dev/null 2>&1; then
+        adduser --system --group --home /var/lib/nodeagent --no-create-home \
+            --gecos "nodeagent spot-interruption handler" nodeagent >/dev/null ||
+            echo "nodeagent: could not create the nodeagent user" >&2
+    else
+        echo "nodeagent: no systemd-sysusers, useradd or adduser: create the nodeagent user" >&2
+    fi
+}
+
+# The agent (user nodeagent) reads /etc/nodeagent/conf.d/*.conf. The directory stays root's to
+# write; its group becomes nodeagent, so the agent and nobody else may read it. Files already
+# there (written when the agent ran as root, e.g. 0600 by user-data) get group nodeagent and g+r;
+# where setfacl exists, a default ACL gives files written later the same read access whatever
+# the writer's umask. Secrets belong in credentials (LoadCredential=) or WEBHOOK_URL_FILE.
+grant_config_read() {
+    [ -z "$root" ] || return 0
+    conf_d=/etc/nodeagent/conf.d
+    [ -d "$conf_d" ] && [ ! -L "$conf_d" ] || return 0
+    getent group nodeagent >/dev/null 2>&1 || return 0
+    if chgrp nodeagent "$conf_d"; then
+        chmod 0750 "$conf_d" || true
+    fi
+    # -type f: never a symlink (find does not follow them), so nothing outside is touched.
+    find "$conf_d" -maxdepth 1 -type f -name '*.conf' -user root -group root \
+        -exec chgrp nodeagent {} + -exec chmod g+r,g-w {} + 2>/dev/null || true
+    if command -v setfacl >/dev/null 2>&1; then
+        setfacl -m g:nodeagent:rx -d -m g:nodeagent:r "$conf_d" 2>/dev/null || true
+    fi
+}
+
 # Byte-compile for the host's python3 (the package ships no .pyc; the service cannot write them
 # under ProtectSystem=strict). preremove deletes them again.
 compile_bytecode() {
@@ -52,6 +101,8 @@ compile_bytecode() {
 
 case "${1:-}" in
     configure)
+        create_user
+        grant_config_read
         if [ -z "${2:-}" ] || [ -e "$removed_marker" ]; then
             enable_per_preset
         elif systemd_online; then
@@ -67,9 +118,13 @@ case "${1:-}" in
         compile_bytecode
         ;;
     1)
+        create_user
+        grant_config_read
         enable_per_preset
         ;;
     [2-9] | [1-9][0-9]*)
+        create_user
+        grant_config_read
         if systemd_online; then
             systemctl daemon-reload || true
         fi

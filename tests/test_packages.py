@@ -29,6 +29,7 @@ UNIT_PATH = "/usr/lib/systemd/system/nodeagent.service"
 ONESHOT_PATH = "/usr/lib/systemd/system/nodeagent-spot-label.service"
 WANTS_LINK = "etc/systemd/system/multi-user.target.wants/nodeagent.service"
 ONESHOT_WANTS_LINK = "etc/systemd/system/multi-user.target.wants/nodeagent-spot-label.service"
+SYSUSERS_PATH = "/usr/lib/sysusers.d/nodeagent.conf"
 SCRIPTS = ["postinstall.sh", "preremove.sh", "postremove.sh", "posttrans.sh"]
 
 
@@ -77,6 +78,7 @@ def test_deb_payload(packages):
     assert entries["/etc/nodeagent/nodeagent.conf"][0] == "-rw-r--r--"
     assert entries["/etc/nodeagent/conf.d"][0] == "drwxr-x---"
     assert "/usr/lib/systemd/system-preset/80-nodeagent.preset" in entries
+    assert entries[SYSUSERS_PATH][0] == "-rw-r--r--"
     site = "/usr/lib/nodeagent/site/"
     for module in ("nodeagent/__init__.py", "nodeagent/cli.py", "nodeagent/drill_imds.py",
                    "kubernetes/__init__.py", "yaml/__init__.py", "sdnotify/__init__.py",
@@ -120,6 +122,7 @@ def test_rpm_payload(packages):
     assert modes["/usr/bin/nodeagent"] == "-rwxr-xr-x"
     assert modes["/usr/lib/nodeagent/spot-label"] == "-rwxr-xr-x"
     assert modes[ONESHOT_PATH] == "-rw-r--r--"
+    assert modes[SYSUSERS_PATH] == "-rw-r--r--"
     assert modes["/etc/nodeagent/conf.d"] == "drwxr-x---"
     # Owned directories are removed on erase: the package must own its own ones.
     for directory in ("/usr/lib/nodeagent", "/usr/lib/nodeagent/site", "/etc/nodeagent"):
@@ -234,6 +237,20 @@ def test_deb_install_enables_the_unit_offline(installed_deb):
     assert list(Path("/usr/lib/nodeagent/site/nodeagent").glob("__pycache__/*.pyc"))
 
 
+def test_deb_install_creates_the_service_user(installed_deb):
+    """User=nodeagent: postinst ran systemd-sysusers (or useradd) with the shipped file, and the
+    agent's group may read conf.d (root's to write, nobody else's to read)."""
+    import grp
+    import pwd
+
+    user = pwd.getpwnam("nodeagent")
+    assert 0 < user.pw_uid < 1000 and user.pw_dir == "/var/lib/nodeagent"
+    assert user.pw_shell.endswith("nologin")
+    conf_d = os.stat("/etc/nodeagent/conf.d")
+    assert conf_d.st_uid == 0 and grp.getgrgid(conf_d.st_gid).gr_name == "nodeagent"
+    assert conf_d.st_mode & 0o777 == 0o750
+
+
 def test_installed_launcher_version_and_check_config(installed_deb, tmp_path):
     assert run(["/usr/bin/nodeagent", "version"]).stdout.strip() == repo_version()
     checked = run(["/usr/bin/nodeagent", "check-config"])  # the shipped, all-commented config
@@ -268,6 +285,7 @@ def test_deb_upgrade_remove_reinstall_purge(installed_deb, tmp_path):
     conf.write_text(conf.read_text() + "# local edit\n")
     drop_in = Path("/etc/nodeagent/conf.d/50-local.conf")
     drop_in.write_text("DRY_RUN=true\n")
+    drop_in.chmod(0o600)  # written when the agent ran as root: only root could read it
     link = Path("/") / WANTS_LINK
     # The admin disables the unit: an upgrade must keep that choice.
     run(["systemctl", "--root=/", "disable", "nodeagent.service"])
@@ -278,6 +296,10 @@ def test_deb_upgrade_remove_reinstall_purge(installed_deb, tmp_path):
     assert dpkg_status() == f"install ok installed {repo_version()}-2"
     assert conf.read_text().endswith("# local edit\n")
     assert drop_in.read_text() == "DRY_RUN=true\n"
+    # ... and now the agent (group nodeagent) may read it; still nobody else.
+    assert oct(drop_in.stat().st_mode & 0o777) == oct(0o640)
+    import grp
+    assert grp.getgrgid(drop_in.stat().st_gid).gr_name == "nodeagent"
     assert not link.exists(), "an upgrade re-enabled a unit the admin had disabled"
     run(["systemctl", "--root=/", "enable", "nodeagent.service"])
 
@@ -438,6 +460,8 @@ def test_rpm_scriptlet_arguments(packages, tmp_path):
 
     scriptlet(packages, "POSTIN", root, "1")  # install: enabled per the shipped preset
     assert link.is_symlink() and (root / ONESHOT_WANTS_LINK).is_symlink()
+    if shutil.which("systemd-sysusers"):  # the user, in the alternate root's own passwd
+        assert "nodeagent:" in (root / "etc/passwd").read_text()
     run(["systemctl", f"--root={root}", "disable", "nodeagent.service"])
     scriptlet(packages, "POSTIN", root, "2")  # upgrade: the new version's %post ...
     scriptlet(packages, "PREUN", root, "1")  # ... then the old version's %preun and %postun
@@ -476,6 +500,10 @@ def test_rpm_erase_leaves_nothing(packages, tmp_path):
 STUB = """#!/bin/sh
 echo "$(basename "$0") $*" >> "{log}"
 if [ "$1" = is-active ]; then [ -e "{active}" ]; exit $?; fi
+if [ "$1" = show ]; then cat "{unit_env}" 2>/dev/null; exit 0; fi
+# Like systemctl: a restart without --no-block waits for the new process's READY=1, which never
+# comes while IMDS is unreachable (the unit's TimeoutStartSec=infinity).
+if [ "$1" = try-restart ] && [ -e "{imds_down}" ]; then sleep 3600; fi
 exit 0
 """
 
@@ -486,9 +514,11 @@ def stub_systemd(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log, active = tmp_path / "calls.log", tmp_path / "active"
+    unit_env, imds_down = tmp_path / "unit-environment", tmp_path / "imds-down"
     log.write_text("")
     for name in ("systemctl", "systemd-run"):
-        (bin_dir / name).write_text(STUB.format(log=log, active=active))
+        (bin_dir / name).write_text(STUB.format(log=log, active=active, unit_env=unit_env,
+                                                imds_down=imds_down))
         (bin_dir / name).chmod(0o755)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
@@ -501,6 +531,7 @@ def stub_systemd(tmp_path):
     class Stub:
         def __init__(self):
             self.env, self.active, self.state = env, active, state_dir / "state.json"
+            self.unit_env, self.imds_down, self.root = unit_env, imds_down, tmp_path
 
         def calls(self) -> List[str]:
             return log.read_text().splitlines()
@@ -518,16 +549,20 @@ def stub_systemd(tmp_path):
     return Stub()
 
 
+RESTART = "systemctl --no-block try-restart nodeagent.service"
+
+
 def test_upgrade_restart_leaves_a_stopped_unit_alone(stub_systemd):
     assert stub_systemd.helper().returncode == 0
-    assert stub_systemd.calls() == ["systemctl is-active --quiet nodeagent.service"]
+    assert stub_systemd.calls() == ["systemctl show -p Environment --value nodeagent.service",
+                                    "systemctl is-active --quiet nodeagent.service"]
 
 
 def test_upgrade_restart_restarts_an_idle_agent(stub_systemd):
     stub_systemd.active.touch()
     stub_systemd.state.write_text(json.dumps({"busy": False, "notices": {}}))
     assert stub_systemd.helper().returncode == 0
-    assert stub_systemd.calls()[-1] == "systemctl try-restart nodeagent.service"
+    assert stub_systemd.calls()[-1] == RESTART
 
 
 @pytest.mark.parametrize("state", ['{"busy": true}', '{"busy": tr'], ids=["draining", "unreadable"])
@@ -552,7 +587,7 @@ def test_upgrade_restart_waits_for_the_drain_to_end(stub_systemd):
     assert not [c for c in stub_systemd.calls() if "try-restart" in c]
     stub_systemd.state.write_text('{"busy": false}')
     assert waiter.wait(timeout=30) == 0
-    assert stub_systemd.calls()[-1] == "systemctl try-restart nodeagent.service"
+    assert stub_systemd.calls()[-1] == RESTART
 
 
 def test_upgrade_restart_gives_up_rather_than_kill_a_drain(stub_systemd):
@@ -572,3 +607,46 @@ def test_upgrade_restart_stops_waiting_when_the_unit_stops(stub_systemd):
     stub_systemd.active.unlink()
     assert waiter.wait(timeout=30) == 0
     assert not [c for c in stub_systemd.calls() if "try-restart" in c]
+
+
+def test_upgrade_restart_never_waits_for_ready(stub_systemd):
+    """Issue 13 row 3: the restarted agent waits for IMDS before READY=1 (TimeoutStartSec=infinity);
+    a plain `systemctl try-restart` waits with it and the deb postinst / rpm %posttrans hang."""
+    stub_systemd.active.touch()
+    stub_systemd.imds_down.touch()
+    stub_systemd.state.write_text('{"busy": false}')
+    helper = stub_systemd.helper(wait=False)
+    try:
+        assert helper.wait(timeout=20) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail("upgrade-restart blocked on the restart: " + repr(stub_systemd.calls()))
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
+    assert stub_systemd.calls()[-1] == RESTART
+
+
+@pytest.mark.parametrize("how", ["STATE_DIR", "CONFIG_DIR"])
+def test_upgrade_restart_reads_the_state_dir_of_the_unit(stub_systemd, how):
+    """Issue 13 row 9: a drop-in's Environment=NODEAGENT_STATE_DIR= (or a NODEAGENT_CONFIG_DIR= whose
+    files set STATE_DIR) moves the state; the helper must look there, not at the config files'
+    idle state, or it restarts the agent in the middle of a drain."""
+    stub_systemd.active.touch()
+    stub_systemd.state.write_text('{"busy": false}')  # what the config files point at: idle
+    draining = stub_systemd.root / "state elsewhere"  # a space: the value is quoted by systemctl
+    draining.mkdir()
+    (draining / "state.json").write_text('{"busy": true}')
+    if how == "STATE_DIR":
+        stub_systemd.unit_env.write_text(
+            f'HOME=/var/lib/nodeagent "NODEAGENT_STATE_DIR={draining}"\n')
+    else:
+        etc = stub_systemd.root / "etc-unit"
+        (etc / "conf.d").mkdir(parents=True)
+        (etc / "conf.d" / "10-state.conf").write_text(f"\ufeffexport STATE_DIR='{draining}'\n")
+        stub_systemd.unit_env.write_text(f'"NODEAGENT_CONFIG_DIR={etc}"\n')
+    helper = stub_systemd.helper()
+    assert helper.returncode == 0
+    calls = stub_systemd.calls()
+    assert not [c for c in calls if "try-restart" in c], "restarted a draining agent: " + repr(calls)
+    assert [c for c in calls if c.startswith("systemd-run ")], calls

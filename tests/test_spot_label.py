@@ -222,6 +222,32 @@ def test_config_layering_matches_the_agent(root: Root, sim: ImdsSim, layout: str
     assert root.dropin.exists() == expected, result.stderr
 
 
+# Issue 13 row 14: a file that starts with a UTF-8 byte order mark (Windows editors write one).
+# The agent's loader skips it; the script read "\ufeffENABLED" as an unknown key and labelled.
+BOM_LAYOUTS = {
+    "BOM then ENABLED=false": {"conf.d/50-user-data.conf": "\ufeffENABLED=false\n"},
+    "BOM then SPOT_LABEL_AT_BOOT=off, CRLF": {"conf.d/50-user-data.conf": "\ufeffSPOT_LABEL_AT_BOOT=off\r\n"},
+    "BOM in nodeagent.conf": {"nodeagent.conf": "\ufeffENABLED=no\n"},
+    "BOM, then a comment": {"conf.d/50-user-data.conf": "\ufeff# off\nENABLED=false\n"},
+    "a BOM only at the start counts": {"conf.d/50-user-data.conf": "LOG_LEVEL=info\n"},
+}
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("layout", sorted(BOM_LAYOUTS))
+def test_byte_order_mark_is_read_as_the_agent_reads_it(root: Root, sim: ImdsSim, layout: str,
+                                                       shell: str) -> None:
+    for relative, text in BOM_LAYOUTS[layout].items():
+        root.write_conf(relative, text)
+    settings = config.load({"NODEAGENT_CONFIG_DIR": str(root.config_dir)})
+    expected = settings.enabled and settings.spot_label_at_boot
+
+    result = run_spot_label(root, sim.url, shell=shell)
+
+    assert result.returncode == 0, result.stderr
+    assert root.dropin.exists() == expected, result.stderr
+
+
 def test_imds_url_comes_from_the_config_file(root: Root, sim: ImdsSim) -> None:
     root.write_conf("conf.d/50-user-data.conf", f"IMDS_URL={sim.url}/\n")
     result = run_spot_label(root, imds_url=None)

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging_helpers import UNIT_FILE, parse_unit, require_tool, run, words
+from tests.packaging_helpers import REPO, UNIT_FILE, parse_unit, require_tool, run, words
 
 EXPOSURE_LIMIT = 2.0
 REAL_EXEC_START = "/usr/bin/nodeagent run"
+ONESHOT_FILE = REPO / "systemd" / "nodeagent-spot-label.service"
+SYSUSERS_FILE = REPO / "packaging" / "nodeagent.sysusers"
+# The way out of a sandbox for a process that can talk to PID 1 (systemd-run, systemctl), and the
+# container runtimes (root on the node). A missing path must not fail the unit: "-" prefix.
+ESCAPE_SOCKETS = ("/run/systemd/private", "/run/dbus/system_bus_socket", "/var/run/dbus",
+                  "/run/containerd", "/var/run/docker.sock")
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +59,22 @@ def test_verify_rejects_a_broken_unit(tmp_path):
     assert "ProtectHomme" in result.stderr
 
 
-def test_security_exposure_at_most_2(tmp_path):
+def oneshot_copy(directory: Path) -> Path:
+    """The boot oneshot with ExecStart= pointing at /bin/true; everything else as shipped."""
+    text = ONESHOT_FILE.read_text()
+    assert text.count("ExecStart=/usr/lib/nodeagent/spot-label\n") == 1
+    copy = directory / ONESHOT_FILE.name
+    copy.write_text(text.replace("ExecStart=/usr/lib/nodeagent/spot-label\n", "ExecStart=/bin/true\n"))
+    return copy
+
+
+@pytest.mark.parametrize("which", ["agent", "oneshot"])
+def test_security_exposure_at_most_2(tmp_path, which):
+    """Both units (issue 13: the boot oneshot was 2.1 before it was hardened like the agent)."""
     require_tool("systemd-analyze")
+    copy = runnable_copy(tmp_path) if which == "agent" else oneshot_copy(tmp_path)
     result = run(["systemd-analyze", "security", "--offline=true", "--threshold=20", "--no-pager",
-                  runnable_copy(tmp_path)], check=False)
+                  copy], check=False)
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert match, result.stdout + result.stderr
     exposure = float(match.group(1))
@@ -163,8 +181,59 @@ def test_network_is_not_address_restricted(unit):
 
 
 def test_writable_home_for_the_exec_plugin(unit):
-    """`aws eks get-token` needs a writable HOME under ProtectHome/ProtectSystem=strict."""
+    """`aws eks get-token` needs a writable HOME under ProtectHome/ProtectSystem=strict: the
+    service user's home, its state directory (which systemd makes and chowns to it)."""
     environment = words(unit["Service"]["Environment"])
-    assert "HOME=/var/cache/nodeagent" in environment
+    assert "HOME=/var/lib/nodeagent" in environment
+    assert "XDG_CACHE_HOME=/var/cache/nodeagent" in environment
+    assert one(unit, "Service", "StateDirectory") == "nodeagent"
     assert one(unit, "Service", "CacheDirectory") == "nodeagent"
-    assert "User" not in unit["Service"] and "DynamicUser" not in unit["Service"]
+
+
+def test_runs_as_its_own_user(unit):
+    """Issue 13 row 1: uid 0 without capabilities is no boundary (PID 1 trusts uid 0, so
+    `systemd-run` from inside the sandbox runs anything outside it). The agent has its own user,
+    the one the package's sysusers.d file creates, and never gains privileges."""
+    assert one(unit, "Service", "User") == "nodeagent"
+    assert one(unit, "Service", "Group") == "nodeagent"
+    assert "DynamicUser" not in unit["Service"], "a dynamic uid cannot keep the state across upgrades"
+    sysusers = [line.split() for line in SYSUSERS_FILE.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert [(fields[0], fields[1]) for fields in sysusers] == [("u", "nodeagent")]
+    assert sysusers[0][-1] == "/var/lib/nodeagent"  # home: the state directory
+    assert one(unit, "Service", "NoNewPrivileges") == "yes"
+
+
+def test_sysusers_file_creates_the_user(tmp_path):
+    """The file we ship, run through systemd-sysusers as the package scripts do (into a scratch
+    root): a system user and group, home /var/lib/nodeagent, no login shell."""
+    require_tool("systemd-sysusers")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "usr/lib/sysusers.d").mkdir(parents=True)
+    (tmp_path / "usr/lib/sysusers.d/nodeagent.conf").write_text(SYSUSERS_FILE.read_text())
+    run(["systemd-sysusers", f"--root={tmp_path}", "nodeagent.conf"])
+    passwd = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()}
+    groups = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/group").read_text().splitlines()}
+    entry = passwd["nodeagent"]
+    assert 0 < int(entry[2]) < 1000, entry  # a system uid, never root
+    assert entry[3] == groups["nodeagent"][2]
+    assert entry[5] == "/var/lib/nodeagent"
+    assert entry[6].endswith("nologin"), entry
+
+
+@pytest.mark.parametrize("which", ["agent", "oneshot"])
+def test_no_way_to_ask_systemd_or_the_runtime(which):
+    """Hidden from both units: PID 1's private socket, the system bus, the container runtimes."""
+    text = UNIT_FILE.read_text() if which == "agent" else ONESHOT_FILE.read_text()
+    service = parse_unit(text)["Service"]
+    hidden = words(service["InaccessiblePaths"])
+    for path in ESCAPE_SOCKETS:
+        assert "-" + path in hidden, path
+    # sd_notify and the journal must stay reachable.
+    assert not [p for p in hidden if p.lstrip("-").startswith(("/run/systemd/notify", "/run/systemd/journal"))]
+    for key in ("PrivateMounts", "PrivateIPC", "NoNewPrivileges", "RestrictSUIDSGID", "PrivateTmp",
+                "PrivateDevices", "ProtectKernelTunables", "RestrictNamespaces", "LockPersonality"):
+        assert service[key][-1] == "yes", (which, key)
+    assert service["CapabilityBoundingSet"][-1] == "", which
+    assert service["ProtectSystem"][-1] == "strict", which
+    assert any(f.startswith("~") and "@privileged" in f for f in service["SystemCallFilter"]), which

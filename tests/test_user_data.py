@@ -34,6 +34,13 @@ EXPECTED_PARTS = {
     "al2023": ["application/node.eks.aws", "text/x-shellscript"],
     "ubuntu": ["text/x-shellscript", "text/x-shellscript"],
 }
+# What the stand-in for `aws ssm get-parameter` returns: the secret lives in Parameter Store.
+SSM_URL = "https://hooks.example.com/services/FROM-SSM-5ecret"
+AWS_STUB = """#!/bin/sh
+printf '%s\\n' "$*" >>"$AWS_CALLS"
+[ -n "${AWS_FAIL:-}" ] && { echo "An error occurred (ParameterNotFound)" >&2; exit 254; }
+printf '%s\\n' "$SSM_URL"
+"""
 # What each example must configure, as the agent reads it (nodeagent.config.Settings fields).
 EXPECTED_SETTINGS: Dict[str, Dict[str, object]] = {
     "al2023-all-toggles.mime": {
@@ -42,7 +49,7 @@ EXPECTED_SETTINGS: Dict[str, Dict[str, object]] = {
         "on_rebalance": "drain",
         "drain_margin": 30.0,
         "force_at_deadline": "true",
-        "webhook_url": "https://hooks.example.com/services/REPLACE-ME",
+        "webhook_url": SSM_URL,
         "webhook_format": "slack",
         "log_level": "debug",
         "asg_lifecycle_hook": "nodeagent-drain",
@@ -62,7 +69,7 @@ EXPECTED_SETTINGS: Dict[str, Dict[str, object]] = {
         "on_rebalance": "drain",
         "drain_margin": 30.0,
         "force_at_deadline": "true",
-        "webhook_url": "https://hooks.example.com/services/REPLACE-ME",
+        "webhook_url": SSM_URL,
         "log_level": "info",
         "asg_lifecycle_hook": "nodeagent-drain",
         "asg_heartbeat_timeout": 300.0,
@@ -70,7 +77,7 @@ EXPECTED_SETTINGS: Dict[str, Dict[str, object]] = {
 }
 # The toggles the brief asks the examples to cover.
 TOGGLES = {"ENABLED", "DRY_RUN", "ON_REBALANCE", "DRAIN_MARGIN", "FORCE_AT_DEADLINE",
-           "WEBHOOK_URL", "LOG_LEVEL", "ASG_LIFECYCLE_HOOK"}
+           "WEBHOOK_FORMAT", "LOG_LEVEL", "ASG_LIFECYCLE_HOOK"}
 
 
 def parse(path: Path) -> EmailMessage:
@@ -100,10 +107,17 @@ def os_of(path: Path) -> str:
 
 
 def run_part(text: str, tmp_path: Path, env: Dict[str, str]) -> subprocess.CompletedProcess:
+    """One shell part with `aws` replaced by a stand-in, and AWS_REGION set so that the part
+    never asks IMDS (no test may reach 169.254.169.254)."""
     script = tmp_path / "part.sh"
     script.write_text(text)
-    return subprocess.run(["sh", str(script)], env={"PATH": os.environ["PATH"], **env},
-                          capture_output=True, text=True, timeout=90)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "aws").write_text(AWS_STUB)
+    (bin_dir / "aws").chmod(0o755)
+    full = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "AWS_REGION": "us-east-1",
+            "AWS_CALLS": str(tmp_path / "aws-calls"), "SSM_URL": SSM_URL, **env}
+    return subprocess.run(["sh", str(script)], env=full, capture_output=True, text=True, timeout=90)
 
 
 def check_config(config_dir: Path) -> subprocess.CompletedProcess:
@@ -170,11 +184,17 @@ def test_toggles_part_writes_a_config_the_agent_accepts(path: Path, tmp_path: Pa
 
     assert result.returncode == 0, result.stderr
     written = config_dir / "conf.d" / CONF_NAME
-    assert stat.S_IMODE(written.stat().st_mode) == 0o600, "WEBHOOK_URL is a secret"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640, "root and the agent's group only"
+    secret = config_dir / "secrets" / "webhook-url"
+    if "webhook_url" in EXPECTED_SETTINGS[path.name]:
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, "the secret: its owner's alone"
+        assert "--with-decryption" in (tmp_path / "aws-calls").read_text()
+    else:
+        assert not secret.exists() and not (tmp_path / "aws-calls").exists()
     checked = check_config(config_dir)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert CONF_NAME in checked.stdout, "check-config names the file each value came from"
-    assert "REPLACE-ME" not in checked.stdout + checked.stderr, "the webhook URL was shown"
+    assert "5ecret" not in checked.stdout + checked.stderr, "the webhook URL was shown"
     settings = config.load({"NODEAGENT_CONFIG_DIR": str(config_dir)})
     for field, expected in EXPECTED_SETTINGS[path.name].items():
         assert getattr(settings, field) == expected, field
@@ -232,3 +252,28 @@ def test_ubuntu_bootstrap_part_adds_the_spot_label(
     assert (LABEL_FLAG in kubelet_args) == labelled
     if not labelled:
         assert kubelet_args == []
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=EXAMPLE_IDS)
+def test_no_secret_in_user_data(path: Path) -> None:
+    """Issue 13 row 15: user-data is readable by any local process through IMDS, and by pods
+    where the hop limit allows. No example may carry a webhook URL or header values."""
+    text = path.read_text()
+    for key in ("WEBHOOK_URL", "WEBHOOK_HEADERS"):
+        assert not [line for line in text.splitlines() if line.strip().startswith(key + "=")], key
+    assert "hooks.example.com" not in text and "Bearer" not in text
+    if "WEBHOOK_URL_FILE" in text:  # where it comes from instead, and the risk, said plainly
+        assert "aws ssm get-parameter" in text and "--with-decryption" in text
+        assert "readable" in text and "IMDS" in text
+
+
+def test_a_missing_parameter_leaves_a_valid_config_without_a_webhook(tmp_path: Path) -> None:
+    config_dir = tmp_path / "etc" / "nodeagent"
+    part = toggles_part(USER_DATA / "al2023-all-toggles.mime")
+    result = run_part(part, tmp_path, {"NODEAGENT_CONFIG_DIR": str(config_dir), "AWS_FAIL": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "no webhook" in result.stderr
+    assert not (config_dir / "secrets" / "webhook-url").exists()
+    checked = check_config(config_dir)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert config.load({"NODEAGENT_CONFIG_DIR": str(config_dir)}).webhook_url == ""

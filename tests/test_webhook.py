@@ -251,3 +251,46 @@ def test_redactor_removes_url_parts_and_header_values():
     text = redact(f"POST {url} failed; host hooks.example.com path /services/{SECRET_TOKEN} {HEADER_SECRET}")
     for secret in (SECRET_TOKEN, "hooks.example.com", "querysecret", HEADER_SECRET):
         assert secret not in text
+
+
+def test_secrets_and_kubeconfig_from_systemd_credentials(sims, receiver, tmp_path):
+    """LoadCredential=webhook-url:..., webhook-headers:..., kubeconfig:... in a unit drop-in: systemd
+    puts owner-only copies in $CREDENTIALS_DIRECTORY and the agent picks them up by name, with
+    nothing in the config (nor in user-data) and nothing of them in the logs or status."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name, text in (("webhook-url", receiver.url() + "\n"),
+                       ("webhook-headers", f"Authorization: {HEADER_SECRET}\n"),
+                       ("kubeconfig", open(sims.kubeconfig).read())):
+        (credentials / name).write_text(text)
+        (credentials / name).chmod(0o400)
+    env = sims.env()
+    del env["NODEAGENT_KUBECONFIG"]  # left at its default: the credential takes its place
+    env["CREDENTIALS_DIRECTORY"] = str(credentials)
+    daemon = Daemon(env).start()
+    try:
+        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
+        sims.imds.schedule_spot(30)
+        assert wait_for(lambda: len(receiver.bodies()) >= 2, 25), daemon.output()
+        status_text = run_cli(["status"], env)
+    finally:
+        assert daemon.stop() == 0
+    assert receiver.received[0].headers["Authorization"] == HEADER_SECRET
+    assert receiver.bodies()[1][1]["evicted"] == 5, "drained through the kubeconfig credential"
+    assert "credential kubeconfig" in status_text.stdout and "credential webhook-url" in status_text.stdout
+    for text in (daemon.output(), status_text.stdout + status_text.stderr):
+        for leaked in (SECRET_TOKEN, HEADER_SECRET, receiver.url()):
+            assert leaked not in text
+
+
+def test_a_group_readable_secret_file_stops_the_agent_without_showing_it(sims, receiver, tmp_path):
+    url_file = tmp_path / "webhook-url"
+    url_file.write_text(receiver.url())
+    url_file.chmod(0o640)
+    env = sims.env(WEBHOOK_URL_FILE=str(url_file))
+    daemon = Daemon(env).start()
+    assert daemon.process.wait(timeout=20) == 78
+    output = daemon.output()
+    assert "config: WEBHOOK_URL_FILE:" in output and "0640" in output and "chmod 0600" in output
+    assert SECRET_TOKEN not in output and receiver.url() not in output
+    assert receiver.bodies() == []

@@ -57,6 +57,8 @@ BAD_VALUES = {
     "WEBHOOK_FORMAT": "xml",
     "WEBHOOK_TEMPLATE": "template.json",
     "WEBHOOK_HEADERS": "Authorization Bearer SECRETTOKEN",
+    "WEBHOOK_URL_FILE": "secrets/webhook-url",
+    "WEBHOOK_HEADERS_FILE": "webhook-headers",
     "METRICS_TEXTFILE": "nodeagent.prom",
     "WITHDRAWN_AFTER_POLLS": "0",
     "WITHDRAWN_AFTER": "2h",
