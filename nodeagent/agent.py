@@ -94,7 +94,9 @@ class Agent:
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
         self.worker = Worker(self.store, responder, clock=self.clock, reporters=lambda: self.reporters,
-                             stop=self._stop, on_status=self.notifier.status, on_ready=self._poke)
+                             stop=self._stop, on_status=self.notifier.status, on_ready=self._poke,
+                             lifecycle=_lifecycle_hook(settings, self.store, self.clock, self._stop,
+                                                       lambda: self.reporters))
         self._absences: Dict[str, Absence] = {}
         self._said: Dict[str, str] = {}
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
@@ -452,6 +454,17 @@ def _boot_time() -> float:
         return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
     except (AttributeError, OSError):
         return 0.0
+
+
+def _lifecycle_hook(settings: Settings, store: NoticeStore, clock: Clock, stop: threading.Event,
+                    reporters: Callable[[], Sequence[Reporter]]):
+    """ASG_LIFECYCLE_HOOK set: the thread that heartbeats and completes it (nodeagent/lifecycle_hook.py)."""
+    if not settings.asg_lifecycle_hook:
+        return None
+    from nodeagent.lifecycle_hook import LifecycleHook
+
+    return LifecycleHook(settings, store, clock=clock, stop=stop, reporters=reporters,
+                         imds_factory=lambda: ImdsClient(_imds_options(settings)))
 
 
 def _imds_options(settings: Settings) -> ImdsOptions:

@@ -82,6 +82,31 @@ def _imds_url(text: str) -> str:
     return value
 
 
+def _optional_https_url(text: str) -> str:
+    value = _url(text) if text.strip() else ""
+    if value and not value.lower().startswith("https://"):
+        raise ValueError(f"{text!r} is not an https:// URL (the AWS API is only called over TLS)")
+    return value
+
+
+def _hook_name(text: str) -> str:
+    """Lifecycle hook and Auto Scaling group names: 1..255 printable characters, no spaces at the ends."""
+    value = text.strip()
+    if value and not (len(value) <= 255 and re.fullmatch(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?", value)):
+        raise ValueError(f"{text!r} is not a valid name (up to 255 printable ASCII characters)")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not 0.1 <= value <= 0.9:
+        raise ValueError(f"{value:g} is out of range (0.1..0.9)")
+    return value
+
+
 def _optional_url(text: str) -> str:
     return _url(text) if text.strip() else ""
 
@@ -202,6 +227,20 @@ KEYS: Tuple[KeySpec, ...] = (
             "a rebalance or scheduled event counts as withdrawn only when this many answered polls in a row miss it"),
     KeySpec("WITHDRAWN_AFTER", "5s", _duration_between(0, 3600),
             "... and it has been missing for at least this long (an explicit 'canceled' acts at once)"),
+    KeySpec("ASG_LIFECYCLE_HOOK", "", _hook_name,
+            "termination lifecycle hook to complete (CONTINUE) once an ASG termination's drain ends, "
+            "heartbeating it while the drain runs; empty = off (docs/asg-lifecycle.md)"),
+    KeySpec("ASG_NAME", "", _hook_name,
+            "the Auto Scaling group; empty = IMDS tag aws:autoscaling:groupName (needs instance metadata tags)"),
+    KeySpec("ASG_HEARTBEAT_TIMEOUT", "1h", _duration_between(30, 7200),
+            "the hook's heartbeat timeout, as configured on the hook"),
+    KeySpec("ASG_HEARTBEAT_SHARE", "0.5", _share,
+            "heartbeat once a drain has held the instance this share of ASG_HEARTBEAT_TIMEOUT (0.1..0.9)"),
+    KeySpec("ASG_HEARTBEAT_MAX", "2h", _duration_between(30, 172800),
+            "never heartbeat the hold past this long from the termination (AWS caps it too: 48h or 100 timeouts)"),
+    KeySpec("ASG_FIPS", "false", parse_bool, "use the autoscaling-fips endpoint"),
+    KeySpec("ASG_ENDPOINT_URL", "", _optional_https_url, "Auto Scaling endpoint override (https://); empty = by region and partition"),
+    KeySpec("ASG_CA_BUNDLE", "", _optional_path, "CA bundle to verify the Auto Scaling endpoint; empty = the system's"),
 )
 KEYS_BY_NAME: Dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
 
@@ -257,6 +296,14 @@ class Settings:
     metrics_textfile: str
     withdrawn_after_polls: int
     withdrawn_after: float
+    asg_lifecycle_hook: str
+    asg_name: str
+    asg_heartbeat_timeout: float
+    asg_heartbeat_share: float
+    asg_heartbeat_max: float
+    asg_fips: bool
+    asg_endpoint_url: str
+    asg_ca_bundle: str
     # key -> where its value came from ("default", a file path, "env NODEAGENT_X", "flag")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -467,7 +514,12 @@ def load(environ: Mapping[str, str], flags: Optional[Mapping[str, str]] = None) 
 
 
 # Read once at startup (the API client, the state file); a reload says they wait for a restart.
-RESTART_ONLY_KEYS = ("ENABLED", "KUBECONFIG", "NODE_NAME", "STATE_DIR", "EXEC_PLUGIN_TIMEOUT", "DRAIN_PARALLELISM")
+RESTART_ONLY_KEYS = ("ENABLED", "KUBECONFIG", "NODE_NAME", "STATE_DIR", "EXEC_PLUGIN_TIMEOUT", "DRAIN_PARALLELISM",
+                     "ASG_LIFECYCLE_HOOK", "ASG_NAME", "ASG_HEARTBEAT_TIMEOUT", "ASG_HEARTBEAT_SHARE",
+                     "ASG_HEARTBEAT_MAX", "ASG_FIPS", "ASG_ENDPOINT_URL", "ASG_CA_BUNDLE")
+
+
+UNITLESS_KEYS = ("ASG_HEARTBEAT_SHARE",)
 
 
 def restart_only_changes(old: Settings, new: Settings) -> List[str]:
@@ -483,8 +535,10 @@ def describe(settings: Settings) -> List[Tuple[str, str, str]]:
             shown = "<set, hidden>"
         elif isinstance(value, bool):
             shown = "true" if value else "false"
-        elif isinstance(value, float):
+        elif isinstance(value, float) and spec.name not in UNITLESS_KEYS:
             shown = f"{value:g}s"
+        elif isinstance(value, float):
+            shown = f"{value:g}"
         else:
             shown = str(value)
         rows.append((spec.name, shown, settings.sources.get(spec.name, "default")))

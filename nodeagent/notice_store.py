@@ -160,6 +160,19 @@ class NoticeStore:
         """The agent is stopping mid-response: progress kept, phase stays acting for the next start."""
         self.progress(working)
 
+    # ------------------------------------------------------------ the lifecycle hook
+
+    def lifecycle(self, notice_id: str, **fields: object) -> NoticeRecord:
+        """What Auto Scaling was told (lifecycle_* fields only): saved at once, a restart reads it."""
+        with self._lock:
+            record = self._record(notice_id)
+            for name, value in fields.items():
+                if not name.startswith("lifecycle_"):
+                    raise ValueError(f"not a lifecycle field: {name}")
+                setattr(record, name, value)
+            self._save()
+            return copy.deepcopy(record)
+
     # ------------------------------------------------------------ the cordon
 
     def request_uncordon(self, notice_id: str) -> None:

@@ -60,7 +60,8 @@ class Reporter(Protocol):
     def notice_received(self, notice: Notice, record: NoticeRecord, plan: Optional[Plan]) -> None: ...
 
     def step(self, record: NoticeRecord, reason: str, message: str) -> None:
-        """reason: Cordoned, DrainStarted, DrainFinished, DrainFailed, Uncordoned."""
+        """reason: Cordoned, DrainStarted, DrainFinished, DrainFailed, Uncordoned; with ASG_LIFECYCLE_HOOK
+        also LifecycleHeartbeat, LifecycleCompleted, LifecycleFailed, LifecycleHeartbeatFailed."""
 
     def finished(self, record: NoticeRecord) -> None: ...
 

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
 
 from nodeagent.clock import Clock, iso
 from nodeagent.decide import Plan, expired_before_start, held_by_other
@@ -21,6 +21,9 @@ from nodeagent.imds import InstanceIdentity
 from nodeagent.notice_store import NoticeStore, working_copy
 from nodeagent.ports import Reporter, Responder, quietly
 from nodeagent.state import CANCELLED, SUPERSEDED, NoticeRecord
+
+if TYPE_CHECKING:
+    from nodeagent.lifecycle_hook import LifecycleHook
 
 log = logging.getLogger("nodeagent.agent")
 
@@ -65,6 +68,7 @@ class Worker:
         stop: threading.Event,
         on_status: Callable[[str], None],
         on_ready: Callable[[], None] = lambda: None,
+        lifecycle: Optional["LifecycleHook"] = None,
     ):
         self.store = store
         self.responder = responder
@@ -73,6 +77,7 @@ class Worker:
         self.stop = stop
         self.on_status = on_status
         self.on_ready = on_ready  # wakes the poll loop, which then reads the node (lost state) at once
+        self.lifecycle = lifecycle  # ASG_LIFECYCLE_HOOK: told when a response ends (it completes the hook)
         self.identity: Optional[InstanceIdentity] = None
         self.ready = False
         self.startup_status = "starting"
@@ -95,6 +100,8 @@ class Worker:
         self.identity = identity
         self._held = held
         self._thread.start()
+        if self.lifecycle is not None:  # a record left pending by the last run is completed now
+            self.lifecycle.start(identity)
 
     def release(self) -> None:
         with self._cond:
@@ -136,6 +143,8 @@ class Worker:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
+        if self.lifecycle is not None:  # a call in flight finishes and is recorded
+            self.lifecycle.join(min(timeout_s, 5.0))
 
     # ------------------------------------------------------------ the thread
 
@@ -152,12 +161,16 @@ class Worker:
                 continue
             try:
                 if isinstance(job, Plan):
+                    if self.lifecycle is not None:  # a hold to heartbeat may begin
+                        self.lifecycle.poke()
                     self._respond(job)
                 else:
                     self._uncordon(job)
             finally:
                 with self._cond:
                     self._picking = False
+                if self.lifecycle is not None:  # the node may be empty now: release the instance
+                    self.lifecycle.poke()
 
     def _startup(self) -> bool:
         try:

@@ -52,6 +52,12 @@ class NoticeRecord:
     not_after: Optional[str] = None  # scheduled events: the end of the maintenance window
     superseded_by: Optional[str] = None
     uncordon_pending: bool = False  # an uncordon was decided and is not done yet (survives a restart)
+    # ASG termination lifecycle hook (ASG_LIFECYCLE_HOOK): what was said to Auto Scaling, so that a
+    # restart neither repeats nor forgets the completion. See nodeagent/lifecycle.py.
+    lifecycle_heartbeats: int = 0
+    lifecycle_heartbeat_at: Optional[str] = None  # the last accepted heartbeat
+    lifecycle_completed_at: Optional[str] = None  # CompleteLifecycleAction accepted (or no longer needed)
+    lifecycle_outcome: str = ""  # completed | not waiting | failed: <why>; empty while pending
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from nodeagent import __version__
+from nodeagent.notices import parse_rfc3339_utc
 from nodeagent.state import STATE_FILE
 
 SCHEMA_VERSION = 1
@@ -36,6 +37,7 @@ NOTICE_FIELDS: Dict[str, str] = {
     "outcome": "string", "cordoned": "boolean", "evicted": "integer", "forced": "integer",
     "failed": "integer", "left": "array[string]", "drain_started": "string|null",
     "drain_finished": "string|null",
+    "lifecycle": "object|null (ASG_LIFECYCLE_HOOK: heartbeats, last_heartbeat, completed_at, outcome, held_s)",
 }
 PROGRESS_FIELDS: Dict[str, str] = {
     "notice": "string", "gone": "integer", "total": "integer", "deadline": "string",
@@ -215,7 +217,26 @@ def last_notice_section(data: Optional[Dict[str, object]], now: datetime) -> Opt
         "left": [str(item) for item in record.get("left") or []],
         "drain_started": _str_or_none(record.get("drain_started")),
         "drain_finished": _str_or_none(record.get("drain_finished")),
+        "lifecycle": lifecycle_section(record),
     }
+
+
+def lifecycle_section(record: Dict[str, object]) -> Optional[Dict[str, object]]:
+    """ASG_LIFECYCLE_HOOK: what Auto Scaling was told about this notice (None: nothing yet)."""
+    heartbeats = _int(record.get("lifecycle_heartbeats"))
+    completed = _str_or_none(record.get("lifecycle_completed_at"))
+    outcome = str(record.get("lifecycle_outcome") or "")
+    if not heartbeats and not completed and not outcome:
+        return None
+    held = None
+    first_seen = _str_or_none(record.get("first_seen"))
+    if completed and first_seen:
+        try:
+            held = max(0.0, (parse_rfc3339_utc(completed) - parse_rfc3339_utc(first_seen)).total_seconds())
+        except ValueError:
+            held = None
+    return {"heartbeats": heartbeats, "last_heartbeat": _str_or_none(record.get("lifecycle_heartbeat_at")),
+            "completed_at": completed, "outcome": outcome, "held_s": held}
 
 
 def progress_section(data: Optional[Dict[str, object]], now: datetime) -> Optional[Dict[str, object]]:
@@ -330,6 +351,10 @@ def problems_of(report: Dict[str, object]) -> List[str]:
         assert isinstance(section, dict)
         if section["checked"] and not section["reachable"]:
             problems.append(f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}")
+    notice = report.get("last_notice")
+    hook = notice.get("lifecycle") if isinstance(notice, dict) else None
+    if isinstance(hook, dict) and str(hook["outcome"]).startswith("failed"):
+        problems.append(f"lifecycle action not completed ({hook['outcome']}): the instance waits for the hook's timeout")
     return problems
 
 
@@ -406,6 +431,14 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
             f"deadline {notice['deadline']} ({_in(notice['deadline_in_s'])})")
         row("", f"response {notice['response']}, phase {notice['phase']}"
             f"{': ' + notice['outcome'] if notice['outcome'] else ''}")
+        hook = notice.get("lifecycle")
+        if isinstance(hook, dict):
+            beats = f"{hook['heartbeats']} heartbeat(s)" + (f", last {hook['last_heartbeat']}" if hook["last_heartbeat"] else "")
+            if hook["completed_at"]:
+                held = f", held {hook['held_s']:.1f}s" if hook["held_s"] is not None else ""
+                row("lifecycle:", f"{hook['outcome'] or 'completed'} at {hook['completed_at']}{held}; {beats}")
+            else:
+                row("lifecycle:", f"{hook['outcome'] or 'pending'}; {beats}")
     elif not daemon["state_file_error"]:
         row("last notice:", "none")
     progress = report["drain_progress"]

@@ -25,7 +25,9 @@ Behaviour (DESIGN.md B "IMDS"):
   an empty list must be the normal answer), autoscaling/target-lifecycle-state (default
   "InService"; set_asg_state(None) makes it 404 as on an instance outside an ASG), instance-id,
   instance-type, instance-life-cycle, local-hostname, placement/availability-zone,
-  placement/region.
+  placement/region, iam/security-credentials/ (the role) and iam/security-credentials/<role> (its
+  temporary keys, JSON; set_credentials), tags/instance/<key> (404 unless set_instance_tags: instance
+  metadata tags off, as by default).
 
 Simulator-only knobs: set_v1_only (token PUT answers 405 or 403 and token-less GETs are served,
 like an endpoint that only speaks v1), hang_token_put (the PUT is never answered, as when the
@@ -47,6 +49,8 @@ are not in request_log and bypass faults and tokens:
     POST /_sim/scheduled       {"events": [...]}                     the full list
     POST /_sim/asg             {"state": "Terminated" | null}
     POST /_sim/life-cycle      {"life_cycle": "spot" | "on-demand"}
+    POST /_sim/credentials     {"access_key": ..., "secret_key": ..., "token": ..., "expires_in_s": 21600}
+    POST /_sim/tags            {"tags": {"aws:autoscaling:groupName": "nodes"} | null}
     POST /_sim/clear           {}                                    clear_all()
     POST /_sim/expire-tokens   {}
     POST /_sim/inject          {"count": 3, "status": 500, "delay_s": 0, "body": "text",
@@ -132,6 +136,8 @@ class ImdsSim:
         instance_type: str = "m5.large",
         life_cycle: str = "spot",
         local_hostname: str = "ip-10-0-1-2.ec2.internal",
+        role: Optional[str] = "eks-node-role",
+        instance_tags: Optional[Dict[str, str]] = None,
     ):
         self.host = host
         self._requested_port = port
@@ -150,6 +156,12 @@ class ImdsSim:
             "placement/region": region,
         }
         self._life_cycle = self._check_life_cycle(life_cycle)
+        # instance profile credentials (iam/security-credentials/<role>) and instance tags
+        # (tags/instance/<key>; None = instance metadata tags not enabled: 404)
+        self._role = role
+        self._credentials: Optional[Dict[str, str]] = None
+        self.set_credentials("ASIASIMULATEDKEY0001", "simulated/secret/key/0001", "simulated-session-token-0001")
+        self._tags: Optional[Dict[str, str]] = dict(instance_tags) if instance_tags is not None else None
         # notices
         self._spot_body: Optional[str] = None
         self._spot_time: Optional[str] = None
@@ -270,6 +282,27 @@ class ImdsSim:
         life_cycle = self._check_life_cycle(life_cycle)
         with self._lock:
             self._life_cycle = life_cycle
+
+    def set_credentials(self, access_key: str, secret_key: str, token: str,
+                        expires_in_s: float = 6 * 3600, code: str = "Success") -> None:
+        """What iam/security-credentials/<role> serves (the instance profile's temporary keys)."""
+        now = datetime.now(timezone.utc)
+        with self._lock:
+            self._credentials = {
+                "Code": code, "LastUpdated": _rfc3339(now), "Type": "AWS-HMAC",
+                "AccessKeyId": access_key, "SecretAccessKey": secret_key, "Token": token,
+                "Expiration": _rfc3339(now + timedelta(seconds=expires_in_s)),
+            }
+
+    def set_role(self, role: Optional[str]) -> None:
+        """None: no instance profile (iam/security-credentials/ answers 404)."""
+        with self._lock:
+            self._role = role
+
+    def set_instance_tags(self, tags: Optional[Dict[str, str]]) -> None:
+        """None: instance metadata tags are not enabled (tags/instance/... answer 404)."""
+        with self._lock:
+            self._tags = dict(tags) if tags is not None else None
 
     def clear_all(self) -> None:
         """Clear every notice, fault and mode knob (identity and tokens are kept)."""
@@ -470,6 +503,18 @@ class ImdsSim:
                 return self._scheduled_body
             if rel == "autoscaling/target-lifecycle-state":
                 return self._asg_state
+            if rel.startswith("iam/security-credentials/") and self._role is not None:
+                name = rel[len("iam/security-credentials/"):]
+                if not name:
+                    return self._role
+                if name == self._role and self._credentials is not None:
+                    return json.dumps(self._credentials, indent=2)
+                return None
+            if rel.startswith("tags/instance") and self._tags is not None:
+                key = rel[len("tags/instance"):].lstrip("/")
+                if not key:
+                    return "\n".join(sorted(self._tags))
+                return self._tags.get(key)
         return None
 
     # --- HTTP control API -----------------------------------------------------------------------
@@ -548,6 +593,10 @@ _CONTROL = {
     "scheduled": _ctl_scheduled,
     "asg": lambda sim, doc: sim.set_asg_state(doc.get("state")),
     "life-cycle": lambda sim, doc: sim.set_life_cycle(doc["life_cycle"]),
+    "credentials": lambda sim, doc: sim.set_credentials(str(doc["access_key"]), str(doc["secret_key"]),
+                                                        str(doc["token"]), float(doc.get("expires_in_s", 21600)),
+                                                        str(doc.get("code", "Success"))),
+    "tags": lambda sim, doc: sim.set_instance_tags(doc.get("tags")),
     "clear": lambda sim, doc: sim.clear_all(),
     "expire-tokens": lambda sim, doc: sim.expire_tokens(),
     "inject": _ctl_inject,

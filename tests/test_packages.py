@@ -82,7 +82,8 @@ def test_deb_payload(packages):
     site = "/usr/lib/nodeagent/site/"
     for module in ("nodeagent/__init__.py", "nodeagent/cli.py", "nodeagent/drill_imds.py",
                    "kubernetes/__init__.py", "yaml/__init__.py", "sdnotify/__init__.py",
-                   "charset_normalizer/__init__.py", "certifi/cacert.pem"):
+                   "charset_normalizer/__init__.py", "certifi/cacert.pem",
+                   "requests_aws4auth/__init__.py", "nodeagent/aws/autoscaling.py"):
         assert site + module in entries, module
     assert not [p for p in entries if p.endswith(NATIVE_SUFFIXES) or ".so." in p]
     assert not [p for p in entries if "nodeagent_sim" in p or "/sim/" in p or p.endswith("/demo.py")]
@@ -372,6 +373,8 @@ def test_payload_imports_every_module_without_the_simulators(rpm_root):
     report = json.loads(run([str(python), "-I", "-S", "-c", code]).stdout)
     assert report["file"] == str(site / "nodeagent/__init__.py")
     assert "nodeagent.drill_imds" in report["modules"] and "nodeagent.drill" in report["modules"]
+    # the lifecycle hook's AWS side, with the vendored requests-aws4auth
+    assert "nodeagent.aws.autoscaling" in report["modules"] and "nodeagent.lifecycle_hook" in report["modules"]
     assert report["failed"] == {}, "\n".join(report["failed"].values())
     assert report["sim_loaded"] == []
 

@@ -52,6 +52,9 @@ EXPECTED_SETTINGS: Dict[str, Dict[str, object]] = {
         "webhook_url": SSM_URL,
         "webhook_format": "slack",
         "log_level": "debug",
+        "asg_lifecycle_hook": "nodeagent-drain",
+        "asg_heartbeat_timeout": 300.0,
+        "asg_name": "",
     },
     "al2023-disabled.mime": {"enabled": False},
     "al2023-dry-run.mime": {"dry_run": True, "log_level": "debug"},
@@ -68,11 +71,13 @@ EXPECTED_SETTINGS: Dict[str, Dict[str, object]] = {
         "force_at_deadline": "true",
         "webhook_url": SSM_URL,
         "log_level": "info",
+        "asg_lifecycle_hook": "nodeagent-drain",
+        "asg_heartbeat_timeout": 300.0,
     },
 }
 # The toggles the brief asks the examples to cover.
 TOGGLES = {"ENABLED", "DRY_RUN", "ON_REBALANCE", "DRAIN_MARGIN", "FORCE_AT_DEADLINE",
-           "WEBHOOK_FORMAT", "LOG_LEVEL"}
+           "WEBHOOK_FORMAT", "LOG_LEVEL", "ASG_LIFECYCLE_HOOK"}
 
 
 def parse(path: Path) -> EmailMessage:

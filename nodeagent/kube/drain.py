@@ -161,6 +161,7 @@ class PodWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
         self.breaks = 0
+        self.changes = 0  # bumped on every change to `present`
         self._failing = False  # the API is failing us: one warning per outage, not one per retry
 
     def start(self) -> "PodWatch":
@@ -174,11 +175,15 @@ class PodWatch:
     def mark_gone(self, uid: str) -> None:
         with self._cond:
             self.present.discard(uid)
+            self.changes += 1
             self._cond.notify_all()
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float, since: Optional[int] = None) -> None:
+        """Wait for a change; `since` (a `changes` value read before looking): not if one came
+        already, so a pod that leaves between the look and the wait is not noticed a second late."""
         with self._cond:
-            self._cond.wait(timeout=max(0.0, timeout_s))
+            if since is None or self.changes == since:
+                self._cond.wait(timeout=max(0.0, timeout_s))
 
     def close(self) -> None:
         self._stop.set()
@@ -238,6 +243,7 @@ class PodWatch:
         still_here = {str((p.get("metadata") or {}).get("uid")) for p in listing.get("items") or []}
         with self._cond:
             self.present &= still_here
+            self.changes += 1
             self._cond.notify_all()
         self._rv = str((listing.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -442,6 +448,7 @@ class Drainer:
 
     def _wait_gone(self, pods: List[PodInfo], watch: PodWatch, result: DrainResult) -> None:
         while not self.should_stop():
+            since = watch.changes
             remaining = [p for p in pods if not watch.gone(p.uid)]
             self.progress(len(pods) - len(remaining), len(pods))
             if not remaining:
@@ -450,7 +457,7 @@ class Drainer:
             if left_s <= 0:
                 result.left = [p.key for p in remaining]
                 break
-            watch.wait(min(left_s, 1.0))
+            watch.wait(min(left_s, 1.0), since)
         else:
             result.interrupted = True
 

@@ -8,7 +8,8 @@ resumed after a restart, a second uncordon).
 
 Reasons (filter with `kubectl get events --field-selector involvedObject.name=<node>,reason=<R>`):
 SpotInterruptionNotice, RebalanceRecommendation, ScheduledMaintenance, ASGTermination (the notice),
-NodeCordoned, DrainStarted, DrainFinished, DrainFailed, NodeUncordoned, NoticeCancelled.
+NodeCordoned, DrainStarted, DrainFinished, DrainFailed, NodeUncordoned, NoticeCancelled; with
+ASG_LIFECYCLE_HOOK also LifecycleActionHeartbeat, LifecycleActionCompleted, LifecycleActionFailed.
 
 Events go to the `default` namespace with involvedObject {kind: Node, name: <node>, uid: <node>},
 as the kubelet writes its own node events, so `kubectl describe node` lists them too. They are sent
@@ -45,9 +46,14 @@ STEP_REASONS = {
     "DrainFinished": "DrainFinished",
     "DrainFailed": "DrainFailed",
     "Uncordoned": "NodeUncordoned",
+    # ASG_LIFECYCLE_HOOK (nodeagent/lifecycle_hook.py)
+    "LifecycleHeartbeat": "LifecycleActionHeartbeat",
+    "LifecycleCompleted": "LifecycleActionCompleted",
+    "LifecycleFailed": "LifecycleActionFailed",
+    "LifecycleHeartbeatFailed": "LifecycleActionFailed",
 }
 CANCELLED_REASON = "NoticeCancelled"
-WARNING_REASONS = frozenset(NOTICE_REASONS.values()) | {"DrainFailed"}
+WARNING_REASONS = frozenset(NOTICE_REASONS.values()) | {"DrainFailed", "LifecycleActionFailed"}
 ALL_REASONS = tuple(NOTICE_REASONS.values()) + tuple(STEP_REASONS.values()) + (CANCELLED_REASON,)
 MAX_MESSAGE = 1024
 MIN_RETRY_WINDOW_S = 30.0

@@ -24,6 +24,9 @@ log = logging.getLogger("nodeagent.report.metrics")
 
 KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
 IDLE_REWRITE_S = 15.0
+# Step reasons of the lifecycle hook -> (call, result) of nodeagent_asg_lifecycle_calls_total
+LIFECYCLE_CALLS = {"LifecycleHeartbeat": ("heartbeat", "ok"), "LifecycleCompleted": ("complete", "ok"),
+                   "LifecycleFailed": ("complete", "failed"), "LifecycleHeartbeatFailed": ("heartbeat", "failed")}
 
 
 @dataclass
@@ -43,6 +46,9 @@ class MetricsState:
     last_poll: Optional[float] = None
     last_poll_ok: Optional[bool] = None
     webhook: Dict[str, int] = field(default_factory=lambda: {"delivered": 0, "failed": 0})
+    # ASG_LIFECYCLE_HOOK: calls that ended, by call and result; how long the last hold lasted
+    lifecycle: Dict[Tuple[str, str], int] = field(default_factory=dict)
+    last_lifecycle_held_seconds: Optional[float] = None
 
 
 def _escape(value: str) -> str:
@@ -84,6 +90,15 @@ def render_textfile(state: MetricsState, version: str = __version__,
         ("nodeagent_webhook_deliveries_total", "counter", "Webhook messages, by result (after retries).",
          [({"result": result}, count) for result, count in state.webhook.items()]),
     ]
+    if state.lifecycle:
+        families.append(("nodeagent_asg_lifecycle_calls_total", "counter",
+                         "Auto Scaling lifecycle-hook calls that ended (after retries), by call and result.",
+                         [({"call": call, "result": result}, count)
+                          for (call, result), count in sorted(state.lifecycle.items())]))
+    if state.last_lifecycle_held_seconds is not None:
+        families.append(("nodeagent_asg_lifecycle_held_seconds", "gauge",
+                         "How long the lifecycle hook held the instance, from the Terminated state to the completion.",
+                         [({}, state.last_lifecycle_held_seconds)]))
     if state.last_drain_seconds is not None:
         families.append(("nodeagent_drain_duration_seconds", "gauge",
                          "How long the last drain took, from its start to its end.",
@@ -162,6 +177,13 @@ class MetricsReporter:
             elif reason in ("DrainFinished", "DrainFailed"):
                 self.state.draining = 0
                 self.state.drains["finished" if reason == "DrainFinished" else "failed"] += 1
+            elif reason in LIFECYCLE_CALLS:
+                key = LIFECYCLE_CALLS[reason]
+                self.state.lifecycle[key] = self.state.lifecycle.get(key, 0) + 1
+                if reason == "LifecycleCompleted":
+                    from nodeagent.lifecycle import held_seconds
+
+                    self.state.last_lifecycle_held_seconds = held_seconds(record)
         self._write()
 
     def finished(self, record) -> None:

@@ -43,6 +43,9 @@ KIND_TEXT = {
     "asg": "ASG termination",
 }
 
+# ASG_LIFECYCLE_HOOK steps that went well -> the headline of their "lifecycle" message
+LIFECYCLE_HEADLINES = {"LifecycleCompleted": "Lifecycle action completed", "LifecycleHeartbeat": "Lifecycle heartbeat"}
+
 JSON_TEMPLATE = """{
   "source": "nodeagent",
   "event": "${event}",
@@ -60,6 +63,9 @@ JSON_TEMPLATE = """{
   "failed": ${failed},
   "left": ${left},
   "drain_seconds": ${drain_seconds},
+  "lifecycle_heartbeats": ${lifecycle_heartbeats},
+  "lifecycle_completed_at": "${lifecycle_completed_at}",
+  "held_seconds": ${held_seconds},
   "dry_run": ${dry_run},
   "drill": ${drill},
   "summary": "${summary}",
@@ -100,7 +106,7 @@ def _iso(moment: datetime) -> str:
 
 
 def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
-                   now: Optional[datetime] = None) -> Dict[str, object]:
+                   now: Optional[datetime] = None, message: str = "", reason: str = "") -> Dict[str, object]:
     """The template fields for one message about one notice record. Pure."""
     now = now or datetime.now(timezone.utc)
     deadline = parse_optional_rfc3339(record.deadline)
@@ -123,6 +129,10 @@ def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
             headline = "Cordoned" if ok else "Response failed"
         summary = f"{kind_text} {record.id}: {record.outcome or 'done'}"
         icon = ":white_check_mark:" if ok else ":x:"
+    elif event == "lifecycle":
+        headline = LIFECYCLE_HEADLINES.get(reason, "Lifecycle action failed")
+        summary = f"{kind_text} {record.id}: {message or getattr(record, 'lifecycle_outcome', '')}"
+        icon = ":white_check_mark:" if reason in LIFECYCLE_HEADLINES else ":x:"
     else:
         headline = "Notice cancelled"
         summary = f"{kind_text} {record.id}: {record.outcome or 'cancelled'}"
@@ -147,6 +157,9 @@ def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
         "left": len(record.left),
         "left_pods": ", ".join(record.left),
         "drain_seconds": drain_seconds,
+        "lifecycle_heartbeats": getattr(record, "lifecycle_heartbeats", 0),
+        "lifecycle_completed_at": getattr(record, "lifecycle_completed_at", None) or "",
+        "held_seconds": _held(record),
         "dry_run": dry_run,
         "drill": drill,
         "drill_prefix": "[drill] " if drill else "",
@@ -156,6 +169,13 @@ def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
         "time": _iso(now),
         "version": __version__,
     }
+
+
+def _held(record) -> Optional[float]:
+    from nodeagent.lifecycle import held_seconds
+
+    held = held_seconds(record) if hasattr(record, "lifecycle_completed_at") else None
+    return None if held is None else round(held, 3)
 
 
 def _json_value(value: object) -> str:
@@ -384,8 +404,9 @@ class WebhookReporter(WorkerReporter):
     def __repr__(self) -> str:
         return f"WebhookReporter({self.format}, {REDACTED})"
 
-    def _queue(self, event: str, record) -> None:
-        fields = message_fields(event, record, self.node_name(), drill=self.drill, dry_run=self.settings.dry_run)
+    def _queue(self, event: str, record, message: str = "", reason: str = "") -> None:
+        fields = message_fields(event, record, self.node_name(), drill=self.drill, dry_run=self.settings.dry_run,
+                                message=message, reason=reason)
         try:
             body = render(self.template, fields)
         except TemplateError as error:  # checked at startup; only odd values get here
@@ -407,7 +428,8 @@ class WebhookReporter(WorkerReporter):
         self._queue("notice", record)
 
     def step(self, record, reason: str, message: str) -> None:
-        pass
+        if reason.startswith("Lifecycle"):  # ASG_LIFECYCLE_HOOK: heartbeats and the release
+            self._queue("lifecycle", record, message, reason)
 
     def finished(self, record) -> None:
         self._queue("finished", record)

@@ -62,6 +62,14 @@ BAD_VALUES = {
     "METRICS_TEXTFILE": "nodeagent.prom",
     "WITHDRAWN_AFTER_POLLS": "0",
     "WITHDRAWN_AFTER": "2h",
+    "ASG_LIFECYCLE_HOOK": " bad\tname",
+    "ASG_NAME": "x" * 256,
+    "ASG_HEARTBEAT_TIMEOUT": "10s",
+    "ASG_HEARTBEAT_SHARE": "1.5",
+    "ASG_HEARTBEAT_MAX": "3d",
+    "ASG_FIPS": "sometimes",
+    "ASG_ENDPOINT_URL": "http://autoscaling.us-east-1.amazonaws.com",
+    "ASG_CA_BUNDLE": "ca.pem",
 }
 
 
