@@ -6,6 +6,7 @@ The loop decides nothing itself. It polls IMDS, asks the decision core what the 
 and applies each action: record changes go to the notice store, Kubernetes changes to the
 worker thread, log lines and reports out. Time comes from one injectable clock.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,15 @@ class Agent:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
-        self.worker = Worker(self.store, responder, clock=self.clock, reporters=lambda: self.reporters,
-                             stop=self._stop, on_status=self.notifier.status, on_ready=self._poke)
+        self.worker = Worker(
+            self.store,
+            responder,
+            clock=self.clock,
+            reporters=lambda: self.reporters,
+            stop=self._stop,
+            on_status=self.notifier.status,
+            on_ready=self._poke,
+        )
         self._absences: Dict[str, Absence] = {}
         self._said: Dict[str, str] = {}
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
@@ -150,8 +158,12 @@ class Agent:
             return False
         self.worker.start(self.identity, held=self._rebuild_from_node or self._adopt_from_node)
         self.notifier.ready()
-        log.info("ready: watching IMDS at %s every %gs (%s)", self.settings.imds_url,
-                 self.settings.poll_interval, ", ".join(self._watched_kinds()))
+        log.info(
+            "ready: watching IMDS at %s every %gs (%s)",
+            self.settings.imds_url,
+            self.settings.poll_interval,
+            ", ".join(self._watched_kinds()),
+        )
         return True
 
     def tick(self) -> None:
@@ -169,11 +181,15 @@ class Agent:
             # labels say, once the API can be read.
             if result.notices:
                 lost = "state file lost" if self._rebuild_from_node else "no state file"
-                self._say_once("rebuild", f"{lost}: holding notices until the node's own labels "
-                               "can be read from the API", logging.WARNING)
+                self._say_once(
+                    "rebuild",
+                    f"{lost}: holding notices until the node's own labels can be read from the API",
+                    logging.WARNING,
+                )
         elif result.answered:
-            decision = decide.decide_poll(self.store.records(), result, self._absences, self.settings,
-                                          self._context())
+            decision = decide.decide_poll(
+                self.store.records(), result, self._absences, self.settings, self._context()
+            )
             self._absences = dict(decision.absences)
             self._apply(decision.actions)
         self._update_status()
@@ -185,8 +201,7 @@ class Agent:
         log.info("stopping%s", ": drain interrupted, it resumes on the next start" if busy else "")
         self._stop.set()
         self.worker.join(timeout_s=10)
-        if (self.label_stopped and not busy and self.worker.ready
-                and self.store.agent_state == "watching"):
+        if self.label_stopped and not busy and self.worker.ready and self.store.agent_state == "watching":
             # A clean stop while idle: the fleet view must not show the node as guarded. One
             # quick attempt; the next start writes "watching" again.
             quietly(self.responder.agent_state_changed, "stopped", STOPPED_LABEL_TIMEOUT_S)
@@ -225,8 +240,10 @@ class Agent:
         else:
             pending = restart_only_changes(self.settings, new_settings)
             if pending:
-                log.warning("reload: %s changed; that takes effect on the next restart "
-                            "(systemctl restart nodeagent)", ", ".join(pending))
+                log.warning(
+                    "reload: %s changed; that takes effect on the next restart (systemctl restart nodeagent)",
+                    ", ".join(pending),
+                )
             if _imds_options(new_settings) != _imds_options(self.settings):
                 self.imds.close()
                 self.imds = ImdsClient(_imds_options(new_settings))
@@ -249,8 +266,9 @@ class Agent:
         self.reporters = fresh  # one assignment: a thread iterating the old list finishes on it
         retired = [old for old in running if not any(old is new for new in fresh)]
         if retired:  # closing flushes queued messages: not on the poll loop
-            closer = threading.Thread(target=lambda: [quietly(r.close) for r in retired],
-                                      name="reporter-close", daemon=True)
+            closer = threading.Thread(
+                target=lambda: [quietly(r.close) for r in retired], name="reporter-close", daemon=True
+            )
             closer.start()
             self._retiring = [t for t in self._retiring if t.is_alive()] + [closer]
 
@@ -300,9 +318,13 @@ class Agent:
 
     def _context(self) -> Context:
         life_cycle = self.identity.life_cycle if self.identity is not None else None
-        return Context(now=self.clock.now(), running=self.worker.running,
-                       spot_label=self.responder.spot_label() if self.worker.ready else None,
-                       imds_life_cycle=life_cycle, boot_time=self.boot_time)
+        return Context(
+            now=self.clock.now(),
+            running=self.worker.running,
+            spot_label=self.responder.spot_label() if self.worker.ready else None,
+            imds_life_cycle=life_cycle,
+            boot_time=self.boot_time,
+        )
 
     # ---------------------------------------------------------------- polling
 
@@ -319,7 +341,7 @@ class Agent:
                 self._say_once(f"poll-{kind}", f"IMDS poll ({kind}): {text}", logging.WARNING)
         else:
             for key in [k for k in self._said if k.startswith("poll-")]:
-                log.info("IMDS poll recovered (%s)", key[len("poll-"):])
+                log.info("IMDS poll recovered (%s)", key[len("poll-") :])
                 self._said.pop(key, None)
         for reporter in self.reporters:
             quietly(reporter.polled, not errors, errors)
@@ -334,8 +356,11 @@ class Agent:
             elif isinstance(action, Accept):
                 self._accept(action)
             elif isinstance(action, Supersede):
-                log.warning("notice %s: superseded by %s, whose deadline comes first; its response stops",
-                            action.notice_id, action.by)
+                log.warning(
+                    "notice %s: superseded by %s, whose deadline comes first; its response stops",
+                    action.notice_id,
+                    action.by,
+                )
                 self.worker.cancel(action.notice_id, f"superseded by {action.by}", superseded_by=action.by)
             elif isinstance(action, Cancel):
                 self._cancel(action)
@@ -346,12 +371,19 @@ class Agent:
                 self.worker.submit(action.plan)
             elif isinstance(action, Reopen):
                 if self.store.reopen(action.plan.notice_id):
-                    log.warning("notice %s: the notice that superseded it was cancelled; its response resumes",
-                                action.plan.notice_id)
+                    log.warning(
+                        "notice %s: the notice that superseded it was cancelled; its response resumes",
+                        action.plan.notice_id,
+                    )
                     self.worker.submit(action.plan)
             elif isinstance(action, Expire):
                 record = self.store.get(action.notice_id)
-                log.error("notice %s: deadline %s passed (%s); not acting", record.id, record.deadline, action.reason)
+                log.error(
+                    "notice %s: deadline %s passed (%s); not acting",
+                    record.id,
+                    record.deadline,
+                    action.reason,
+                )
                 self.store.expire(action.notice_id, action.reason)
 
     def _accept(self, action: Accept) -> None:
@@ -362,8 +394,11 @@ class Agent:
                 quietly(reporter.notice_received, action.notice, action.record, action.plan)
         if action.plan is not None:
             if not self.worker.ready:
-                log.warning("notice %s: Kubernetes not ready yet (%s); acting as soon as it is",
-                            action.record.id, self.worker.startup_status)
+                log.warning(
+                    "notice %s: Kubernetes not ready yet (%s); acting as soon as it is",
+                    action.record.id,
+                    self.worker.startup_status,
+                )
             self.worker.submit(action.plan)
 
     def _cancel(self, action: Cancel) -> None:
@@ -388,8 +423,10 @@ class Agent:
         elif poll_errors:
             text = f"{poll_errors[0]}; {self.responder.describe()}"
         else:
-            text = (f"watching IMDS ({', '.join(self._watched_kinds())}); {self.responder.describe()}; "
-                    f"last poll {self._since_poll():.1f}s ago")
+            text = (
+                f"watching IMDS ({', '.join(self._watched_kinds())}); {self.responder.describe()}; "
+                f"last poll {self._since_poll():.1f}s ago"
+            )
             if self.store.agent_state != "watching":
                 text += f"; node {self.store.agent_state}"
         self.notifier.status(text)
@@ -414,4 +451,3 @@ def _boot_time() -> float:
 
 def _imds_options(settings: Settings) -> ImdsOptions:
     return ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1)
-

@@ -1,4 +1,5 @@
 """The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,10 +51,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from nodeagent.kube.responder import KubeResponder
 
         responder = KubeResponder(settings)
-    agent = Agent(settings, responder, reporters=build_reporters(settings, responder),
-                  reload_settings=lambda: _load_settings(args),
-                  rebuild_reporters=lambda new, running: build_reporters(new, responder, running=running),
-                  label_stopped=True)
+    agent = Agent(
+        settings,
+        responder,
+        reporters=build_reporters(settings, responder),
+        reload_settings=lambda: _load_settings(args),
+        rebuild_reporters=lambda new, running: build_reporters(new, responder, running=running),
+        label_stopped=True,
+    )
     agent.install_signal_handlers()
     log.info("nodeagent %s starting (python %s)", __version__, sys.version.split()[0])
     return agent.run()
@@ -83,7 +88,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 SOURCE_CHECKOUT_ONLY = (
     "nodeagent {command}: the simulators and the demo are not part of the installed package; "
     "they run from a source checkout: clone the repository, then `pip install -e .` in it and "
-    "run `nodeagent {command}` there.")
+    "run `nodeagent {command}` there."
+)
 
 
 def _source_checkout_only(command: str, error: ImportError) -> int:
@@ -134,13 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     def config_flags(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                             help="override a config key (highest precedence)")
+        command.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            default=[],
+            help="override a config key (highest precedence)",
+        )
 
     run = add("run", cmd_run, "the daemon (systemd Type=notify)")
     config_flags(run)
     run.add_argument("--log-only", action="store_true", help="watch and log; take no Kubernetes actions")
-    config_flags(add("check-config", cmd_check_config, "print the effective config and where each value came from"))
+    config_flags(
+        add("check-config", cmd_check_config, "print the effective config and where each value came from")
+    )
     status = add("status", cmd_status, "the daemon's state, last notice, drain progress and reachability")
     config_flags(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -3,6 +3,7 @@
 Deciding code never reads a clock; it is given `now`. The daemon's threads read time through a
 `Clock`, so a test can run a two-day maintenance window in milliseconds with a fake one.
 """
+
 from __future__ import annotations
 
 import threading

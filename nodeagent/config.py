@@ -3,6 +3,7 @@
 Parsing is pure: `load_settings` takes the file contents, the environment and the flags as
 arguments, so it can be tested with no disk at all. `read_config_files` is the only I/O.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -122,7 +123,10 @@ def _priority_classes(text: str) -> str:
     """Comma-separated PriorityClass names (DNS subdomains). A typo such as ';' for ',' would
     otherwise silently put no pod in the last tier."""
     for name in (part.strip() for part in text.split(",")):
-        if name and not (len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)):
+        if name and not (
+            len(name) <= 253
+            and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)
+        ):
             raise ValueError(f"{name!r} is not a PriorityClass name (comma-separated lowercase DNS names)")
     return text.strip()
 
@@ -148,17 +152,31 @@ class KeySpec:
 
 
 KEYS: Tuple[KeySpec, ...] = (
-    KeySpec("ENABLED", "true", parse_bool, "false: `run` exits 0 at once (turn the agent off per node group)"),
+    KeySpec(
+        "ENABLED", "true", parse_bool, "false: `run` exits 0 at once (turn the agent off per node group)"
+    ),
     KeySpec("IMDS_URL", "http://169.254.169.254", _imds_url, "instance metadata endpoint (plain http://)"),
-    KeySpec("POLL_INTERVAL", "1s", _duration_between(0.1, 60),
-            "how often IMDS is polled for spot interruptions and ASG terminations (seconds of warning "
-            "at most), and for any notice being responded to"),
-    KeySpec("POLL_INTERVAL_REBALANCE", "5s", _duration_between(0.1, 300),
-            "how often the rebalance recommendation is polled: it is advisory and comes well before "
-            "any interruption (POLL_INTERVAL while one is being responded to)"),
-    KeySpec("POLL_INTERVAL_SCHEDULED", "30s", _duration_between(0.1, 600),
-            "how often scheduled maintenance events are polled: they are announced days ahead "
-            "(POLL_INTERVAL while one is being responded to)"),
+    KeySpec(
+        "POLL_INTERVAL",
+        "1s",
+        _duration_between(0.1, 60),
+        "how often IMDS is polled for spot interruptions and ASG terminations (seconds of warning "
+        "at most), and for any notice being responded to",
+    ),
+    KeySpec(
+        "POLL_INTERVAL_REBALANCE",
+        "5s",
+        _duration_between(0.1, 300),
+        "how often the rebalance recommendation is polled: it is advisory and comes well before "
+        "any interruption (POLL_INTERVAL while one is being responded to)",
+    ),
+    KeySpec(
+        "POLL_INTERVAL_SCHEDULED",
+        "30s",
+        _duration_between(0.1, 600),
+        "how often scheduled maintenance events are polled: they are announced days ahead "
+        "(POLL_INTERVAL while one is being responded to)",
+    ),
     KeySpec("IMDS_ALLOW_V1", "false", parse_bool, "fall back to IMDSv1 when the token PUT is refused"),
     KeySpec("KUBECONFIG", "/var/lib/kubelet/kubeconfig", _path, "kubeconfig (the kubelet's own)"),
     KeySpec("NODE_NAME", "", _node_name, "this node's name; empty = ask the API (SelfSubjectReview)"),
@@ -170,31 +188,84 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("ON_SCHEDULED_EVENT", "drain", _enum(RESPONSES), "drain, cordon or ignore"),
     KeySpec("ON_ASG_TERMINATION", "drain", _enum(RESPONSES), "drain, cordon or ignore"),
     KeySpec("SPOT_GATE", "label-or-imds", _enum(SPOT_GATES), "how a spot node is recognised"),
-    KeySpec("DRAIN_MARGIN", "15s", _duration_between(0, 600), "pods must be gone this long before the deadline"),
-    KeySpec("DRAIN_WINDOW", "120s", _duration_between(1, 86400), "deadline for notices with no time of their own"),
-    KeySpec("FORCE_AT_DEADLINE", "auto", _enum(TRISTATE), "delete PDB-blocked pods at their last safe moment (auto: not for rebalance)"),
-    KeySpec("EXCLUDE_FROM_LB", "auto", _enum(TRISTATE), "label node.kubernetes.io/exclude-from-external-load-balancers (auto: spot only)"),
-    KeySpec("TAINT", "nodeagent.io/interruption=<kind>:NoSchedule", _taint, "taint to try (node credentials cannot; cordon is the fallback); empty disables"),
+    KeySpec(
+        "DRAIN_MARGIN", "15s", _duration_between(0, 600), "pods must be gone this long before the deadline"
+    ),
+    KeySpec(
+        "DRAIN_WINDOW", "120s", _duration_between(1, 86400), "deadline for notices with no time of their own"
+    ),
+    KeySpec(
+        "FORCE_AT_DEADLINE",
+        "auto",
+        _enum(TRISTATE),
+        "delete PDB-blocked pods at their last safe moment (auto: not for rebalance)",
+    ),
+    KeySpec(
+        "EXCLUDE_FROM_LB",
+        "auto",
+        _enum(TRISTATE),
+        "label node.kubernetes.io/exclude-from-external-load-balancers (auto: spot only)",
+    ),
+    KeySpec(
+        "TAINT",
+        "nodeagent.io/interruption=<kind>:NoSchedule",
+        _taint,
+        "taint to try (node credentials cannot; cordon is the fallback); empty disables",
+    ),
     KeySpec("EVICT_LOCAL_STORAGE", "true", parse_bool, "evict pods with emptyDir volumes"),
     KeySpec("EVICT_UNMANAGED", "true", parse_bool, "evict pods with no controller"),
-    KeySpec("LAST_TIER_PRIORITY_CLASSES", "system-cluster-critical,system-node-critical", _priority_classes, "priority classes evicted after everything else"),
+    KeySpec(
+        "LAST_TIER_PRIORITY_CLASSES",
+        "system-cluster-critical,system-node-critical",
+        _priority_classes,
+        "priority classes evicted after everything else",
+    ),
     KeySpec("DRAIN_PARALLELISM", "32", lambda t: _int_between(t, 1, 256), "evictions in flight at once"),
-    KeySpec("SPOT_LABEL", "true", parse_bool, "set lifecycle=Ec2Spot through the API when a spot node lacks it"),
-    KeySpec("SPOT_LABEL_AT_BOOT", "true", parse_bool, "boot oneshot writes the nodeadm drop-in with the label"),
-    KeySpec("UNCORDON_AFTER_REBOOT", "true", parse_bool,
-            "uncordon once a scheduled event has happened: at the first start after a scheduled reboot, "
-            "or when IMDS marks the event completed"),
-    KeySpec("EXEC_PLUGIN_TIMEOUT", "20s", _duration_between(1, 300), "give up on a credential plugin after this"),
+    KeySpec(
+        "SPOT_LABEL", "true", parse_bool, "set lifecycle=Ec2Spot through the API when a spot node lacks it"
+    ),
+    KeySpec(
+        "SPOT_LABEL_AT_BOOT", "true", parse_bool, "boot oneshot writes the nodeadm drop-in with the label"
+    ),
+    KeySpec(
+        "UNCORDON_AFTER_REBOOT",
+        "true",
+        parse_bool,
+        "uncordon once a scheduled event has happened: at the first start after a scheduled reboot, "
+        "or when IMDS marks the event completed",
+    ),
+    KeySpec(
+        "EXEC_PLUGIN_TIMEOUT", "20s", _duration_between(1, 300), "give up on a credential plugin after this"
+    ),
     KeySpec("EVENTS", "true", parse_bool, "write Kubernetes Events on the Node"),
     KeySpec("WEBHOOK_URL", "", _optional_url, "webhook receiver (never logged)", secret=True),
     KeySpec("WEBHOOK_FORMAT", "json", _enum(("json", "slack")), "json or slack"),
-    KeySpec("WEBHOOK_TEMPLATE", "", _optional_path, "file with a `${field}` template (string.Template) for the webhook body; must render to JSON"),
-    KeySpec("WEBHOOK_HEADERS", "", _headers, "extra headers, 'Name: value; Name2: value2' (never logged)", secret=True),
+    KeySpec(
+        "WEBHOOK_TEMPLATE",
+        "",
+        _optional_path,
+        "file with a `${field}` template (string.Template) for the webhook body; must render to JSON",
+    ),
+    KeySpec(
+        "WEBHOOK_HEADERS",
+        "",
+        _headers,
+        "extra headers, 'Name: value; Name2: value2' (never logged)",
+        secret=True,
+    ),
     KeySpec("METRICS_TEXTFILE", "", _optional_path, "node_exporter textfile to write (no listening port)"),
-    KeySpec("WITHDRAWN_AFTER_POLLS", "3", lambda t: _int_between(t, 1, 100),
-            "a rebalance or scheduled event counts as withdrawn only when this many answered polls in a row miss it"),
-    KeySpec("WITHDRAWN_AFTER", "5s", _duration_between(0, 3600),
-            "... and it has been missing for at least this long (an explicit 'canceled' acts at once)"),
+    KeySpec(
+        "WITHDRAWN_AFTER_POLLS",
+        "3",
+        lambda t: _int_between(t, 1, 100),
+        "a rebalance or scheduled event counts as withdrawn only when this many answered polls in a row miss it",
+    ),
+    KeySpec(
+        "WITHDRAWN_AFTER",
+        "5s",
+        _duration_between(0, 3600),
+        "... and it has been missing for at least this long (an explicit 'canceled' acts at once)",
+    ),
 )
 KEYS_BY_NAME: Dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
 
@@ -294,7 +365,7 @@ def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
-            line = line[len("export "):].strip()
+            line = line[len("export ") :].strip()
         if "=" not in line:
             raise ConfigError(line.split()[0], f"{source.origin}:{line_no}: expected KEY=value")
         key, value = line.split("=", 1)
@@ -327,7 +398,7 @@ def load_settings(
     for env_key, value in environ.items():
         if not env_key.startswith(ENV_PREFIX) or env_key == ENV_PREFIX + "CONFIG_DIR":
             continue
-        put(env_key[len(ENV_PREFIX):], value, f"env {env_key}")
+        put(env_key[len(ENV_PREFIX) :], value, f"env {env_key}")
     for key, value in (flags or {}).items():
         put(key, value, "flag")
 
@@ -338,7 +409,9 @@ def load_settings(
         except ValueError as error:
             text = str(error)
             if spec.secret and raw[spec.name].strip():  # parsers quote bad values; not a secret's
-                text = text.replace(repr(raw[spec.name]), "<hidden>").replace(raw[spec.name].strip(), "<hidden>")
+                text = text.replace(repr(raw[spec.name]), "<hidden>").replace(
+                    raw[spec.name].strip(), "<hidden>"
+                )
             raise ConfigError(spec.name, f"{text} (from {sources[spec.name]})") from None
     return Settings(sources=sources, **values)
 
@@ -374,7 +447,14 @@ def load(environ: Mapping[str, str], flags: Optional[Mapping[str, str]] = None) 
 
 
 # Read once at startup (the API client, the state file); a reload says they wait for a restart.
-RESTART_ONLY_KEYS = ("ENABLED", "KUBECONFIG", "NODE_NAME", "STATE_DIR", "EXEC_PLUGIN_TIMEOUT", "DRAIN_PARALLELISM")
+RESTART_ONLY_KEYS = (
+    "ENABLED",
+    "KUBECONFIG",
+    "NODE_NAME",
+    "STATE_DIR",
+    "EXEC_PLUGIN_TIMEOUT",
+    "DRAIN_PARALLELISM",
+)
 
 
 def restart_only_changes(old: Settings, new: Settings) -> List[str]:

@@ -6,6 +6,7 @@ a record: the agent hands the actions to the notice store (record changes) and t
 (Kubernetes changes). docs/notices.md states the rules in prose; tests/unit/test_decide.py
 holds a case for each.
 """
+
 from __future__ import annotations
 
 import logging
@@ -188,24 +189,35 @@ def gate_reason(kind: str, settings: Settings, spot_label: Optional[bool], life_
     if checks[settings.spot_gate]:
         return ""
     known = "unknown" if spot_label is None else ("yes" if spot_label else "no")
-    return (f"SPOT_GATE={settings.spot_gate} says this is not a spot node "
-            f"(label lifecycle=Ec2Spot: {known}, IMDS instance-life-cycle: {life_cycle or 'unknown'})")
+    return (
+        f"SPOT_GATE={settings.spot_gate} says this is not a spot node "
+        f"(label lifecycle=Ec2Spot: {known}, IMDS instance-life-cycle: {life_cycle or 'unknown'})"
+    )
 
 
 def plan_for(record: NoticeRecord, settings: Settings, resume: bool = False) -> Plan:
     return Plan(
-        notice_id=record.id, kind=record.kind, action=record.action, response=record.response,
-        deadline=parse_iso(record.deadline), force_at_deadline=settings.force_for(record.kind),
-        exclude_from_lb=settings.exclude_lb_for(record.kind), dry_run=settings.dry_run, resume=resume,
+        notice_id=record.id,
+        kind=record.kind,
+        action=record.action,
+        response=record.response,
+        deadline=parse_iso(record.deadline),
+        force_at_deadline=settings.force_for(record.kind),
+        exclude_from_lb=settings.exclude_lb_for(record.kind),
+        dry_run=settings.dry_run,
+        resume=resume,
     )
 
 
 def holds_node(record: NoticeRecord) -> bool:
     """Does this notice keep the node cordoned? Open or finished responses that were not
     cancelled, superseded or released."""
-    return (record.response in ACTING_RESPONSES and record.phase in (SEEN, ACTING, DONE)
-            and not record.uncordon_pending
-            and (record.phase != DONE or record.cordoned))
+    return (
+        record.response in ACTING_RESPONSES
+        and record.phase in (SEEN, ACTING, DONE)
+        and not record.uncordon_pending
+        and (record.phase != DONE or record.cordoned)
+    )
 
 
 def held_by_other(records: Mapping[str, NoticeRecord], notice_id: str) -> Optional[str]:
@@ -247,7 +259,9 @@ def decide_poll(
             continue
         if notice.state != ACTIVE:
             if record is not None and record.phase not in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
-                actions.extend(_cancel(record, seen_records, f"scheduled event is now {notice.state}", ctx, settings))
+                actions.extend(
+                    _cancel(record, seen_records, f"scheduled event is now {notice.state}", ctx, settings)
+                )
             continue
         if record is not None and _from_earlier_boot(record, ctx):
             record = None  # an ASG state seen again after the instance came back: a new notice
@@ -255,13 +269,23 @@ def decide_poll(
             accept = _accept(notice, settings, ctx)
             actions.append(accept)
             seen_records[notice.id] = accept.record
-            if accept.plan is not None and running is not None and running.phase in OPEN_PHASES \
-                    and should_supersede(accept.plan, running):
+            if (
+                accept.plan is not None
+                and running is not None
+                and running.phase in OPEN_PHASES
+                and should_supersede(accept.plan, running)
+            ):
                 actions.append(Supersede(running.id, by=notice.id))
                 running = None
         elif record.phase == CANCELLED:
-            actions.append(Say(f"back-{record.id}", f"notice {record.id} is back (active) after it was "
-                               "cancelled; not acting on the same notice twice", logging.WARNING))
+            actions.append(
+                Say(
+                    f"back-{record.id}",
+                    f"notice {record.id} is back (active) after it was "
+                    "cancelled; not acting on the same notice twice",
+                    logging.WARNING,
+                )
+            )
     new_absences = dict(absences)
     for record in records.values():
         if record.kind not in poll.answered:
@@ -270,8 +294,13 @@ def decide_poll(
             new_absences.pop(record.id, None)
             continue
         if record.kind == NoticeKind.SPOT_ITN.value and record.phase in OPEN_PHASES:
-            actions.append(Say(f"vanished-{record.id}", f"notice {record.id} is no longer in IMDS; carrying on: "
-                               "a spot interruption is never withdrawn"))
+            actions.append(
+                Say(
+                    f"vanished-{record.id}",
+                    f"notice {record.id} is no longer in IMDS; carrying on: "
+                    "a spot interruption is never withdrawn",
+                )
+            )
             continue
         if record.kind not in WITHDRAWABLE_KINDS or record.phase in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
             continue
@@ -296,8 +325,11 @@ def decide_poll(
 
 
 def _from_earlier_boot(record: NoticeRecord, ctx: Context) -> bool:
-    return (record.kind == NoticeKind.ASG.value and record.phase not in OPEN_PHASES
-            and _handled_by(record) < ctx.boot_time)
+    return (
+        record.kind == NoticeKind.ASG.value
+        and record.phase not in OPEN_PHASES
+        and _handled_by(record) < ctx.boot_time
+    )
 
 
 def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
@@ -307,8 +339,12 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
     if response != "ignore" and gate:
         response = "gated"
     record = NoticeRecord(
-        id=notice.id, kind=notice.kind.value, action=notice.action, deadline=iso(deadline),
-        first_seen=iso(ctx.now), response=response,
+        id=notice.id,
+        kind=notice.kind.value,
+        action=notice.action,
+        deadline=iso(deadline),
+        first_seen=iso(ctx.now),
+        response=response,
         not_after=iso(notice.not_after) if notice.not_after is not None else None,
     )
     plan: Optional[Plan] = None
@@ -317,37 +353,56 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
     else:
         record = replace(record, phase=SKIPPED, outcome=gate if response == "gated" else "ignored by config")
     in_s = (deadline - ctx.now).total_seconds()
-    message = (f"notice {notice.id} ({notice.kind.value}: {notice.action}), deadline {iso(deadline)} "
-               f"(in {in_s:.0f}s; {why}); response: {response}"
-               + (f" ({record.outcome})" if record.outcome else ""))
+    message = (
+        f"notice {notice.id} ({notice.kind.value}: {notice.action}), deadline {iso(deadline)} "
+        f"(in {in_s:.0f}s; {why}); response: {response}" + (f" ({record.outcome})" if record.outcome else "")
+    )
     return Accept(record, notice, plan, message)
 
 
-def _cancel(record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context,
-            settings: Settings) -> List[Action]:
+def _cancel(
+    record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context, settings: Settings
+) -> List[Action]:
     touched = record.phase in (SEEN, ACTING, DONE) and record.response in ACTING_RESPONSES
     # Responses it had superseded, whose notices are still live, are the node's again.
     reopened: List[Action] = [
-        Reopen(plan_for(other, settings, resume=True)) for other in records.values()
-        if other.phase == SUPERSEDED and other.superseded_by == record.id and parse_iso(other.deadline) > ctx.now]
+        Reopen(plan_for(other, settings, resume=True))
+        for other in records.values()
+        if other.phase == SUPERSEDED
+        and other.superseded_by == record.id
+        and parse_iso(other.deadline) > ctx.now
+    ]
     undo = touched and not reopened and held_by_other(records, record.id) is None
     return [Cancel(record.id, reason, undo=undo), *reopened]
 
 
-def _event_over(record: NoticeRecord, records: Mapping[str, NoticeRecord], how: str,
-                settings: Settings) -> List[Action]:
+def _event_over(
+    record: NoticeRecord, records: Mapping[str, NoticeRecord], how: str, settings: Settings
+) -> List[Action]:
     """The maintenance happened. Unlike a cancellation the record stays done, and the cordon is
     lifted only when UNCORDON_AFTER_REBOOT says so, once the response in progress has ended."""
     if record.phase not in (SEEN, ACTING, DONE) or not record.cordoned or record.uncordon_pending:
         return []
     key = f"over-{record.id}"
     if record.phase != DONE:
-        return [Say(key, f"notice {record.id}: scheduled event {how}; the response in progress runs to its end first")]
+        return [
+            Say(
+                key,
+                f"notice {record.id}: scheduled event {how}; the response in progress runs to its end first",
+            )
+        ]
     if not settings.uncordon_after_reboot:
-        return [Say(key, f"notice {record.id}: scheduled event {how}; the node stays cordoned "
-                    "(UNCORDON_AFTER_REBOOT=false)")]
-    return [Say(key, f"notice {record.id}: scheduled event {how}; uncordoning (UNCORDON_AFTER_REBOOT)"),
-            Uncordon(record.id, f"scheduled event {how}", keep=held_by_other(records, record.id) is not None)]
+        return [
+            Say(
+                key,
+                f"notice {record.id}: scheduled event {how}; the node stays cordoned "
+                "(UNCORDON_AFTER_REBOOT=false)",
+            )
+        ]
+    return [
+        Say(key, f"notice {record.id}: scheduled event {how}; uncordoning (UNCORDON_AFTER_REBOOT)"),
+        Uncordon(record.id, f"scheduled event {how}", keep=held_by_other(records, record.id) is not None),
+    ]
 
 
 # --- a start ---------------------------------------------------------------------------------
@@ -371,23 +426,34 @@ def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: C
     return tuple(actions)
 
 
-def _after_boot(record: NoticeRecord, records: Mapping[str, NoticeRecord], settings: Settings,
-                ctx: Context) -> List[Action]:
+def _after_boot(
+    record: NoticeRecord, records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context
+) -> List[Action]:
     """A notice whose instance came back on a new boot (a reboot, a spot stop or hibernate, a
     warm pool): the event happened, so the cordon is lifted if UNCORDON_AFTER_REBOOT says so."""
     if not (settings.uncordon_after_reboot and _came_back(record) and _handled_by(record) < ctx.boot_time):
         return []
-    return [Say(f"over-{record.id}", f"notice {record.id}: the {record.action} happened (booted since); uncordoning"),
-            Uncordon(record.id, f"rebooted after the {record.action}",
-                     keep=held_by_other(records, record.id) is not None)]
+    return [
+        Say(
+            f"over-{record.id}",
+            f"notice {record.id}: the {record.action} happened (booted since); uncordoning",
+        ),
+        Uncordon(
+            record.id,
+            f"rebooted after the {record.action}",
+            keep=held_by_other(records, record.id) is not None,
+        ),
+    ]
 
 
 def _came_back(record: NoticeRecord) -> bool:
     if record.phase != DONE or not record.cordoned:
         return False
-    return ((record.kind == NoticeKind.SCHEDULED.value and record.action in REBOOT_CODES)
-            or (record.kind == NoticeKind.SPOT_ITN.value and record.action in COMES_BACK_SPOT_ACTIONS)
-            or (record.kind == NoticeKind.ASG.value and record.action in COMES_BACK_ASG_STATES))
+    return (
+        (record.kind == NoticeKind.SCHEDULED.value and record.action in REBOOT_CODES)
+        or (record.kind == NoticeKind.SPOT_ITN.value and record.action in COMES_BACK_SPOT_ACTIONS)
+        or (record.kind == NoticeKind.ASG.value and record.action in COMES_BACK_ASG_STATES)
+    )
 
 
 def _handled_by(record: NoticeRecord) -> float:
@@ -414,8 +480,9 @@ class NodeNotice:
     cordoned: bool
 
 
-def decide_adopt(found: NodeNotice, records: Mapping[str, NoticeRecord], settings: Settings,
-                 ctx: Context) -> Tuple[Action, ...]:
+def decide_adopt(
+    found: NodeNotice, records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context
+) -> Tuple[Action, ...]:
     """Rebuild a lost record from the node: a drain under way is resumed within its original
     deadline, a finished one is not repeated."""
     known = records.get(found.id)
@@ -425,17 +492,32 @@ def decide_adopt(found: NodeNotice, records: Mapping[str, NoticeRecord], setting
         deadline = parse_iso(found.deadline)
         response = settings.response_for(found.kind)
     except (KeyError, ValueError) as error:
-        return (Say("adopt", f"state: cannot rebuild from the node's labels ({type(error).__name__}: {error}); "
-                    "starting afresh", logging.ERROR),)
+        return (
+            Say(
+                "adopt",
+                f"state: cannot rebuild from the node's labels ({type(error).__name__}: {error}); "
+                "starting afresh",
+                logging.ERROR,
+            ),
+        )
     finished = found.agent in ("drained", "cordoned")
     first_seen = known.first_seen if known is not None else iso(ctx.now)
     record = NoticeRecord(
-        id=found.id, kind=found.kind, action=found.action, deadline=iso(deadline), first_seen=first_seen,
-        response=response, phase=DONE if finished else ACTING, cordoned=found.cordoned, labelled=True,
+        id=found.id,
+        kind=found.kind,
+        action=found.action,
+        deadline=iso(deadline),
+        first_seen=first_seen,
+        response=response,
+        phase=DONE if finished else ACTING,
+        cordoned=found.cordoned,
+        labelled=True,
         outcome=f"finished before the state file was lost (node label {found.agent})" if finished else "",
     )
-    message = (f"state rebuilt from the node's labels: notice {record.id} ({found.kind}), deadline "
-               f"{record.deadline}, {'already finished' if finished else 'in progress: resuming it'}")
+    message = (
+        f"state rebuilt from the node's labels: notice {record.id} ({found.kind}), deadline "
+        f"{record.deadline}, {'already finished' if finished else 'in progress: resuming it'}"
+    )
     if known is not None and not finished:
         # Seen again in IMDS before the API was up: its queued response resumes the drain.
         return (Say("adopt", message, logging.WARNING),)

@@ -22,6 +22,7 @@ Exit status: 0 when the response finished as configured (a drain with no evictab
 a cordon); 1 when it did not, or the drill could not start; 2 refused (no --yes, bad --in);
 75 refused because the daemon is handling a real notice; 78 bad config.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,12 @@ from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_unt
 EX_USAGE = 2
 EX_BUSY = 75
 KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
-RESPONSE_KEY = {"spot-itn": "ON_SPOT_INTERRUPTION", "rebalance": "ON_REBALANCE",
-                "scheduled": "ON_SCHEDULED_EVENT", "asg": "ON_ASG_TERMINATION"}
+RESPONSE_KEY = {
+    "spot-itn": "ON_SPOT_INTERRUPTION",
+    "rebalance": "ON_REBALANCE",
+    "scheduled": "ON_SCHEDULED_EVENT",
+    "asg": "ON_ASG_TERMINATION",
+}
 TERMINAL_PHASES = ("done", "expired", "cancelled", "skipped")
 READY_TIMEOUT_S = 45.0
 
@@ -85,10 +90,16 @@ def check_daemon_not_busy(state_dir: str) -> str:
         last = read.data.get("last_notice") or "?"
         pid = int(read.data.get("pid") or 0)
         alive = process_is_nodeagent(pid)
-        note = "" if alive is not False else f" (daemon pid {pid} is not running; it resumes that notice when it starts)"
+        note = (
+            ""
+            if alive is not False
+            else f" (daemon pid {pid} is not running; it resumes that notice when it starts)"
+        )
         raise DrillError(
             f"drill refused: the daemon's state file {read.path} says a real notice is being handled "
-            f"(last notice {last}){note}. Wait until it is done (`nodeagent status`).", EX_BUSY)
+            f"(last notice {last}){note}. Wait until it is done (`nodeagent status`).",
+            EX_BUSY,
+        )
     return f"daemon state {read.path}: idle ({read.data.get('agent_state', '?')})"
 
 
@@ -111,14 +122,19 @@ def identity_from_node(node: Dict[str, object], name: str):
     spec = node.get("spec") or {}
     labels = (node.get("metadata") or {}).get("labels") or {}
     provider = str(spec.get("providerID") or "")
-    parts = provider[len("aws:///"):].split("/") if provider.startswith("aws:///") else []
-    spot = (labels.get("lifecycle") == "Ec2Spot" or labels.get("eks.amazonaws.com/capacityType") == "SPOT"
-            or labels.get("karpenter.sh/capacity-type") == "spot")
+    parts = provider[len("aws:///") :].split("/") if provider.startswith("aws:///") else []
+    spot = (
+        labels.get("lifecycle") == "Ec2Spot"
+        or labels.get("eks.amazonaws.com/capacityType") == "SPOT"
+        or labels.get("karpenter.sh/capacity-type") == "spot"
+    )
     return InstanceIdentity(
         instance_id=parts[1] if len(parts) == 2 else "i-unknown",
         availability_zone=parts[0] if len(parts) == 2 else "unknown",
-        region=None, instance_type=labels.get("node.kubernetes.io/instance-type"),
-        life_cycle="spot" if spot else "on-demand", local_hostname=name,
+        region=None,
+        instance_type=labels.get("node.kubernetes.io/instance-type"),
+        life_cycle="spot" if spot else "on-demand",
+        local_hostname=name,
     )
 
 
@@ -193,10 +209,15 @@ def run_drill(args, base, flags: Dict[str, str]) -> int:
         raise DrillError(
             "drill refused: without --dry-run this really cordons and drains this node "
             "(pods are evicted). Re-run with --yes to do it, or with --dry-run to rehearse without "
-            "changing anything.", EX_USAGE)
+            "changing anything.",
+            EX_USAGE,
+        )
     if base.response_for(kind) == "ignore":
-        raise DrillError(f"drill: {RESPONSE_KEY[kind]}=ignore, so the agent would ignore a {kind} notice; "
-                         f"nothing to rehearse", EX_USAGE)
+        raise DrillError(
+            f"drill: {RESPONSE_KEY[kind]}=ignore, so the agent would ignore a {kind} notice; "
+            f"nothing to rehearse",
+            EX_USAGE,
+        )
     daemon_note = check_daemon_not_busy(base.state_dir)
 
     workdir = tempfile.mkdtemp(prefix="nodeagent-drill-")
@@ -230,24 +251,35 @@ class _Preflight:
             raise DrillError(
                 f"drill: IMDS at {self.base.imds_url} is unreachable ({self.imds_problem}), so this "
                 "instance's identity is unknown. Set NODE_NAME (e.g. --set NODE_NAME=<this node>) to drill "
-                "with the identity the Node's providerID claims.")
+                "with the identity the Node's providerID claims."
+            )
         try:
-            self.api = KubeApi(KubeOptions(kubeconfig=self.base.kubeconfig,
-                                           exec_timeout_s=self.base.exec_plugin_timeout, pool_size=4))
+            self.api = KubeApi(
+                KubeOptions(
+                    kubeconfig=self.base.kubeconfig, exec_timeout_s=self.base.exec_plugin_timeout, pool_size=4
+                )
+            )
             self.api.warm_up()
-            node = find_node(self.api, self.base.node_name,
-                             self.identity.instance_id if self.identity else None,
-                             self.identity.availability_zone if self.identity else None)
+            node = find_node(
+                self.api,
+                self.base.node_name,
+                self.identity.instance_id if self.identity else None,
+                self.identity.availability_zone if self.identity else None,
+            )
             raw = self.api.request("GET", f"/api/v1/nodes/{node.name}")
         except KubeError as error:
-            raise DrillError(f"drill: cannot reach this node through {self.base.kubeconfig}: {error}") from None
+            raise DrillError(
+                f"drill: cannot reach this node through {self.base.kubeconfig}: {error}"
+            ) from None
         self.node_name, self.node_how = node.name, node.how
         self.before = snapshot(raw)
         if self.identity is None:
             self.identity = identity_from_node(raw, node.name)
 
     def pods(self) -> List[Dict[str, object]]:
-        listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node_name}")])
+        listing = self.api.request(
+            "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node_name}")]
+        )
         return list(listing.get("items") or [])
 
     def close(self) -> None:
@@ -258,38 +290,63 @@ class _Preflight:
 def _evictable(pods: List[Dict[str, object]], settings) -> List[str]:
     from nodeagent.kube.drain import DrainOptions, select_pods
 
-    options = DrainOptions(deadline=datetime.now(timezone.utc), margin_s=0, force_at_deadline=False,
-                           evict_local_storage=settings.evict_local_storage,
-                           evict_unmanaged=settings.evict_unmanaged, last_tier_classes=settings.last_tier())
+    options = DrainOptions(
+        deadline=datetime.now(timezone.utc),
+        margin_s=0,
+        force_at_deadline=False,
+        evict_local_storage=settings.evict_local_storage,
+        evict_unmanaged=settings.evict_unmanaged,
+        last_tier_classes=settings.last_tier(),
+    )
     return [pod.key for pod in select_pods(pods, options).evict]
 
 
-def _run(plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class) -> int:
+def _run(
+    plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class
+) -> int:
     from nodeagent.agent import Agent
     from nodeagent.kube.responder import KubeResponder
     from nodeagent.report import build_reporters, flush_reporters
 
     ident = preflight.identity
-    sim = DrillImds(DrillIdentity(
-        instance_id=ident.instance_id or "i-unknown", availability_zone=ident.availability_zone or "unknown",
-        region=ident.region or "unknown", instance_type=ident.instance_type or "unknown",
-        life_cycle=ident.life_cycle if ident.life_cycle in ("spot", "on-demand", "scheduled") else "on-demand",
-        local_hostname=ident.local_hostname or preflight.node_name,
-    ), DrillNotice(plan.kind, plan.in_s)).start()
+    sim = DrillImds(
+        DrillIdentity(
+            instance_id=ident.instance_id or "i-unknown",
+            availability_zone=ident.availability_zone or "unknown",
+            region=ident.region or "unknown",
+            instance_type=ident.instance_type or "unknown",
+            life_cycle=ident.life_cycle
+            if ident.life_cycle in ("spot", "on-demand", "scheduled")
+            else "on-demand",
+            local_hostname=ident.local_hostname or preflight.node_name,
+        ),
+        DrillNotice(plan.kind, plan.in_s),
+    ).start()
     try:
         settings = drill_settings(base, flags, plan, sim.url, preflight.node_name)
         pods_before = preflight.pods()
         evictable_before = _evictable(pods_before, settings)
         response = settings.response_for(plan.kind)
-        _say(f"nodeagent drill: {plan.kind} notice, deadline in {plan.in_s:g}s, on node {preflight.node_name}"
-             f" (from {preflight.node_how})")
-        _say(f"  mode: {'DRY RUN: server-side dryRun=All, nothing changes' if plan.dry_run else 'REAL: the node is cordoned and drained'}"
-             f"; response: {response} ({RESPONSE_KEY[plan.kind]}){'; --undo at the end' if plan.undo else ''}")
-        where = (f"from IMDS {base.imds_url}" if not preflight.imds_problem
-                 else f"from the Node's providerID (IMDS unreachable: {preflight.imds_problem})")
-        _say(f"  instance {ident.instance_id} in {ident.availability_zone}, {ident.life_cycle} ({where});"
-             f" drill IMDS {sim.url}")
-        _say(f"  API {preflight.api.host}; {len(pods_before)} pods on the node, {len(evictable_before)} evictable")
+        _say(
+            f"nodeagent drill: {plan.kind} notice, deadline in {plan.in_s:g}s, on node {preflight.node_name}"
+            f" (from {preflight.node_how})"
+        )
+        _say(
+            f"  mode: {'DRY RUN: server-side dryRun=All, nothing changes' if plan.dry_run else 'REAL: the node is cordoned and drained'}"
+            f"; response: {response} ({RESPONSE_KEY[plan.kind]}){'; --undo at the end' if plan.undo else ''}"
+        )
+        where = (
+            f"from IMDS {base.imds_url}"
+            if not preflight.imds_problem
+            else f"from the Node's providerID (IMDS unreachable: {preflight.imds_problem})"
+        )
+        _say(
+            f"  instance {ident.instance_id} in {ident.availability_zone}, {ident.life_cycle} ({where});"
+            f" drill IMDS {sim.url}"
+        )
+        _say(
+            f"  API {preflight.api.host}; {len(pods_before)} pods on the node, {len(evictable_before)} evictable"
+        )
         _say(f"  drill state {settings.state_dir}; {daemon_note} (untouched)")
         _say()
 
@@ -346,7 +403,10 @@ def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
         if taint:
             actions.remove_taint(taint[0])  # only a privileged kubeconfig could have set it
     except KubeError as error:
-        timeline.say("drill", f"--undo failed: {error}; the node may stay cordoned (kubectl uncordon {preflight.node_name})")
+        timeline.say(
+            "drill",
+            f"--undo failed: {error}; the node may stay cordoned (kubectl uncordon {preflight.node_name})",
+        )
         return
     if settings.dry_run:
         text = "nothing to undo (dry run); the restore requests were sent with dryRun=All too"
@@ -383,11 +443,15 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
     # Only a real drain is expected to empty the node; a cordon or a dry run leaves the pods.
     left = _evictable(pods_after, settings) if record.response == "drain" and not plan.dry_run else []
     labels = (node.get("metadata") or {}).get("labels") or {}
-    ours = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("nodeagent.io/") or "exclude-from" in k)
+    ours = ", ".join(
+        f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("nodeagent.io/") or "exclude-from" in k
+    )
     _say(f"  notice {record.id}: response {record.response}, phase {record.phase}")
     _say(f"  outcome: {record.outcome or '-'}")
-    _say(f"  node {preflight.node_name}: unschedulable={bool((node.get('spec') or {}).get('unschedulable'))}; "
-         f"labels: {ours or 'none of ours'}")
+    _say(
+        f"  node {preflight.node_name}: unschedulable={bool((node.get('spec') or {}).get('unschedulable'))}; "
+        f"labels: {ours or 'none of ours'}"
+    )
     if record.response == "cordon":
         left_text = "not drained (the response is a cordon)"
     elif record.response != "drain":
@@ -401,8 +465,10 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
 
     events = next((r for r in reporters if isinstance(r, EventsReporter)), None)
     if events is not None:
-        _say(f"  Events: {events.sent} written{' (dryRun=All)' if plan.dry_run else ''}; "
-             f"kubectl get events --field-selector involvedObject.name={preflight.node_name}")
+        _say(
+            f"  Events: {events.sent} written{' (dryRun=All)' if plan.dry_run else ''}; "
+            f"kubectl get events --field-selector involvedObject.name={preflight.node_name}"
+        )
     _say(f"  state: {os.path.join(settings.state_dir, 'state.json')}")
     if settings.metrics_textfile:
         _say(f"  metrics: {settings.metrics_textfile}")
@@ -415,6 +481,8 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
         ok = False
         _say(f"  the agent did not act: {record.outcome}")
         if record.response == "gated":
-            _say("  (that is what a real notice would get here; --set SPOT_GATE=off rehearses the drain anyway)")
+            _say(
+                "  (that is what a real notice would get here; --set SPOT_GATE=off rehearses the drain anyway)"
+            )
     _say(f"  drill {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1

@@ -8,6 +8,7 @@ and every path outside the identity and notice paths, is refused (405/404).
 
 It binds 127.0.0.1 on an ephemeral port. IMDSv2 only: GETs need a token from its own PUT.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,14 +90,19 @@ class DrillNotice:
             served[REBALANCE_PATH] = json.dumps({"noticeTime": _rfc3339(now)})
         elif self.kind == "scheduled":
             not_before = now + timedelta(seconds=self.in_s)
-            served[SCHEDULED_EVENTS_PATH] = json.dumps([{
-                "NotBefore": scheduled_time(not_before),
-                "NotAfter": scheduled_time(not_before + timedelta(hours=2)),
-                "Code": "system-maintenance",
-                "Description": "nodeagent drill",
-                "EventId": f"instance-event-drill{int(now.timestamp()):x}",
-                "State": "active",
-            }], indent=2)
+            served[SCHEDULED_EVENTS_PATH] = json.dumps(
+                [
+                    {
+                        "NotBefore": scheduled_time(not_before),
+                        "NotAfter": scheduled_time(not_before + timedelta(hours=2)),
+                        "Code": "system-maintenance",
+                        "Description": "nodeagent drill",
+                        "EventId": f"instance-event-drill{int(now.timestamp()):x}",
+                        "State": "active",
+                    }
+                ],
+                indent=2,
+            )
         else:
             served[ASG_STATE_PATH] = "Terminated"
         return served
@@ -130,8 +136,9 @@ class DrillImds:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.responder = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="drill-imds", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="drill-imds", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -185,7 +192,7 @@ class DrillImds:
             return 401, "401 - Unauthorized\n", ()
         ttl = ((TTL_HEADER, str(remaining)),)
         with self._lock:
-            value = self._served.get(path[len(METADATA_PREFIX):])
+            value = self._served.get(path[len(METADATA_PREFIX) :])
         if value is None:
             return 404, "404 - Not Found\n", ttl
         return 200, value, ttl
@@ -263,8 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
         status, body, headers = self.server.responder.answer(method, path, self.headers)
         self._send(status, body, headers, close=False, head=method == "HEAD")
 
-    def _send(self, status: int, body: str, headers: Tuple[Tuple[str, str], ...], close: bool,
-              head: bool = False) -> None:
+    def _send(
+        self, status: int, body: str, headers: Tuple[Tuple[str, str], ...], close: bool, head: bool = False
+    ) -> None:
         data = body.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")

@@ -39,6 +39,7 @@ Errors: everything raised by get/get_bytes/identity is an ImdsError subclass.
 Thread safety: one lock serialises requests (one HTTP connection carries one request at a time);
 the agent polls from a single loop anyway. `stats` never waits for that lock.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -238,9 +239,7 @@ class _Connection(http.client.HTTPConnection):
         except socket.timeout:
             if timeout < self.connect_timeout:
                 raise _DeadlineExceeded() from None
-            raise _ConnectTimeout(
-                f"did not accept a connection within {self.connect_timeout:g}s"
-            ) from None
+            raise _ConnectTimeout(f"did not accept a connection within {self.connect_timeout:g}s") from None
         sock = _DeadlineSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
         sock.io_timeout = self.io_timeout
         sock.deadline = self.deadline
@@ -388,8 +387,7 @@ class ImdsClient:
         """Anything but 200 here is an error; retryable statuses mean the retries ran out."""
         if reply.status in _RETRY_STATUSES or reply.status >= 500:
             raise ImdsUnavailable(
-                f"IMDS answered HTTP {reply.status} to {what} "
-                f"after {self.options.retry_attempts} attempt(s)"
+                f"IMDS answered HTTP {reply.status} to {what} after {self.options.retry_attempts} attempt(s)"
             )
         if reply.status != 200:
             raise ImdsError(f"IMDS answered HTTP {reply.status} to {what}")
@@ -422,7 +420,10 @@ class ImdsClient:
         what = "PUT /latest/api/token"
         try:
             reply = self._exchange(
-                "PUT", self._prefix + TOKEN_PATH, {TTL_HEADER: str(opts.token_ttl_s)}, what,
+                "PUT",
+                self._prefix + TOKEN_PATH,
+                {TTL_HEADER: str(opts.token_ttl_s)},
+                what,
                 retry_read_timeouts=False,
             )
         except ImdsUnavailable as exc:
@@ -563,7 +564,7 @@ class ImdsClient:
             if len(body) > cap:
                 connection.close()  # the rest is never read, so the connection is unusable
                 raise ImdsBodyTooLarge(
-                    f"IMDS response to {method} {url[len(self._prefix):]} exceeds "
+                    f"IMDS response to {method} {url[len(self._prefix) :]} exceeds "
                     f"{cap} bytes; refusing to read more"
                 )
             return _Reply(response.status, response.msg, body)
@@ -601,8 +602,9 @@ def _describe_failure(exc: BaseException) -> str:
         return "refused the connection"
     if isinstance(exc, http.client.IncompleteRead):
         return "broke off the response"
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
-                        http.client.RemoteDisconnected)):
+    if isinstance(
+        exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, http.client.RemoteDisconnected)
+    ):
         return "dropped the connection"
     if isinstance(exc, http.client.HTTPException):
         return f"sent a malformed response ({type(exc).__name__})"

@@ -1,4 +1,5 @@
 """Logging to stdout with syslog priority prefixes, so journald shows the levels."""
+
 from __future__ import annotations
 
 import logging

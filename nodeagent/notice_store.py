@@ -5,6 +5,7 @@ expire, stop on shutdown) or record what a response did so far (progress). Reade
 so the decision core can never change a record by accident, and the worker's working copy only
 becomes the truth through `progress`. The poll loop and the worker both call in: one lock.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,18 @@ from nodeagent.state import (
 )
 
 # What a response may write back: how far it got. Never the phase.
-PROGRESS_FIELDS = ("cordoned", "labelled", "drain_started", "drain_finished", "evicted", "forced",
-                   "failed", "left", "total", "outcome")
+PROGRESS_FIELDS = (
+    "cordoned",
+    "labelled",
+    "drain_started",
+    "drain_finished",
+    "evicted",
+    "forced",
+    "failed",
+    "left",
+    "total",
+    "outcome",
+)
 
 
 class UnknownNotice(KeyError):
@@ -223,4 +234,3 @@ class NoticeStore:
 
 def working_copy(record: NoticeRecord) -> NoticeRecord:
     return replace(record, left=list(record.left))
-

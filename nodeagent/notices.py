@@ -11,6 +11,7 @@ valid Kubernetes label value (the agent stores it in a node label/annotation).
 
 Paths are relative to /latest/meta-data/ (the form ImdsClient.get takes).
 """
+
 from __future__ import annotations
 
 import enum
@@ -99,8 +100,18 @@ ASG_OUT_OF_SERVICE = {
     "Warmed:Hibernated": "asg-warmed-hibernated",
 }
 # States that need nothing from us.
-ASG_IN_SERVICE = frozenset({"InService", "Warmed:Running", "Standby", "Detached",
-                            "Pending", "Pending:Wait", "Pending:Proceed", "Warmed:Pending"})
+ASG_IN_SERVICE = frozenset(
+    {
+        "InService",
+        "Warmed:Running",
+        "Standby",
+        "Detached",
+        "Pending",
+        "Pending:Wait",
+        "Pending:Proceed",
+        "Warmed:Pending",
+    }
+)
 # Longest ASG state text we accept; real ones are short ("Warmed:Hibernated" is 17 chars).
 ASG_STATE_MAX_LEN = 64
 
@@ -239,9 +250,7 @@ def _require_str(path: str, obj: Dict[str, object], key: str, where: str = "") -
         raise NoticeParseError(path, f"missing key {key!r}{where}")
     value = obj[key]
     if not isinstance(value, str):
-        raise NoticeParseError(
-            path, f"{key!r}{where} must be a string, got {type(value).__name__}"
-        )
+        raise NoticeParseError(path, f"{key!r}{where} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -388,7 +397,9 @@ def _scheduled_event(event: object, index: int) -> Notice:
     )
 
 
-def _scheduled_time_field(event: Dict[str, object], key: str, where: str, required: bool = True) -> Optional[datetime]:
+def _scheduled_time_field(
+    event: Dict[str, object], key: str, where: str, required: bool = True
+) -> Optional[datetime]:
     if key not in event and not required:
         return None
     text = _require_str(SCHEDULED_PATH, event, key, where)

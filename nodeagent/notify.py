@@ -1,4 +1,5 @@
 """sd_notify: READY, STATUS, WATCHDOG, STOPPING. Silent when NOTIFY_SOCKET is unset."""
+
 from __future__ import annotations
 
 import sdnotify

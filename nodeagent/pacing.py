@@ -17,6 +17,7 @@ fast interval.
     for path in plan.due: ...poll it, record last_polled[path] = the time it was polled...
     sleep until plan.next_due_at
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,9 @@ def path_intervals(fast_s: float, rebalance_s: float, scheduled_s: float) -> Dic
     }
 
 
-def effective_interval(path: str, intervals: Mapping[str, float], hot: AbstractSet[str],
-                       fast_s: float) -> float:
+def effective_interval(
+    path: str, intervals: Mapping[str, float], hot: AbstractSet[str], fast_s: float
+) -> float:
     """A hot path never waits longer than the fast interval; a path's own shorter one still holds."""
     own = intervals[path]
     return min(own, fast_s) if path in hot else own

@@ -1,4 +1,5 @@
 """One poll: fetch the due IMDS paths and parse each body. Fetching here, parsing in notices.py."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """The interfaces between the agent and the parts it drives: responders and reporters."""
+
 from __future__ import annotations
 
 import logging
@@ -92,7 +93,10 @@ class LoggingResponder:
     def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
         log.info(
             "would %s for %s (%s) by %s [log-only: no Kubernetes actions]",
-            plan.response, plan.notice_id, plan.action, iso(plan.deadline),
+            plan.response,
+            plan.notice_id,
+            plan.action,
+            iso(plan.deadline),
         )
         record.outcome = f"logged ({plan.response})"
 

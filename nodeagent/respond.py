@@ -6,6 +6,7 @@ uncordon. Each running response carries a cancellation token that the drain chec
 eviction, delete, retry and label write. All Kubernetes writes happen on this one thread, so an
 uncordon can never race a response that is still labelling the node.
 """
+
 from __future__ import annotations
 
 import logging
@@ -110,7 +111,6 @@ class Worker:
         with self._cond:
             return not self._jobs and self._running is None and not self._picking
 
-
     def submit(self, job: Job) -> None:
         with self._cond:
             self._jobs.append(job)
@@ -183,8 +183,11 @@ class Worker:
             # Uncordons first (each re-checks that no other notice holds the node), then the most
             # urgent response.
             undo = next((job for job in self._jobs if isinstance(job, UncordonJob)), None)
-            job: Job = undo if undo is not None else min(
-                (job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
+            job: Job = (
+                undo
+                if undo is not None
+                else min((job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
+            )
             self._jobs.remove(job)
             self._picking = True
             return job
@@ -196,15 +199,22 @@ class Worker:
                 return
             if expired_before_start(plan, self.clock.now()):
                 self.store.expire(plan.notice_id, "deadline passed before the response could start")
-                log.error("notice %s: its deadline %s passed before Kubernetes was ready; not acting",
-                          plan.notice_id, iso(plan.deadline))
+                log.error(
+                    "notice %s: its deadline %s passed before Kubernetes was ready; not acting",
+                    plan.notice_id,
+                    iso(plan.deadline),
+                )
                 return
             self.store.start(plan.notice_id)
             token = CancelToken()
             self._running, self._token = plan.notice_id, token
         if plan.resume:
-            log.info("resuming %s for %s (deadline in %.0fs)", plan.response, plan.notice_id,
-                     (plan.deadline - self.clock.now()).total_seconds())
+            log.info(
+                "resuming %s for %s (deadline in %.0fs)",
+                plan.response,
+                plan.notice_id,
+                (plan.deadline - self.clock.now()).total_seconds(),
+            )
         self._set_agent_state("draining" if plan.response == "drain" else "cordoning")
         working = working_copy(self.store.get(plan.notice_id))
         hooks = _Hooks(self, plan, working, token)
@@ -214,8 +224,12 @@ class Worker:
             if hooks.should_stop():
                 log.info("notice %s: %s", plan.notice_id, error)
             else:
-                log.error("notice %s: response failed: %s", plan.notice_id, error,
-                          exc_info=not getattr(error, "expected", False))
+                log.error(
+                    "notice %s: response failed: %s",
+                    plan.notice_id,
+                    error,
+                    exc_info=not getattr(error, "expected", False),
+                )
                 working.outcome = f"failed: {error}"
         finished_state = "drained" if plan.response == "drain" else "cordoned"
         ended_on_its_own = not hooks.should_stop()  # finished, failed, or at its deadline
@@ -272,8 +286,9 @@ class Worker:
         left = max(0.0, (deadline - self.clock.now()).total_seconds())
         self.drain_text = f"draining: {gone}/{total} pods gone, deadline in {left:.0f}s"
         self.on_status(self.drain_text)
-        self.store.set_drain_progress({"notice": plan.notice_id, "gone": gone, "total": total,
-                                       "deadline": iso(deadline)})
+        self.store.set_drain_progress(
+            {"notice": plan.notice_id, "gone": gone, "total": total, "deadline": iso(deadline)}
+        )
 
 
 class _Hooks:

@@ -4,6 +4,7 @@ The file is the truth across restarts. Writes are write + fsync + rename (+ fsyn
 directory). A corrupt file is quarantined, never silently overwritten. A state directory that
 cannot be written leaves the agent running from memory, and `writable` says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -111,11 +112,15 @@ class StateStore:
         except FileNotFoundError:
             return LoadResult(AgentState(), quarantined=None, missing=True)
         except OSError as error:
-            return LoadResult(AgentState(), quarantined=None, error=f"cannot read {self.path}: {error.strerror}")
+            return LoadResult(
+                AgentState(), quarantined=None, error=f"cannot read {self.path}: {error.strerror}"
+            )
         try:
             return LoadResult(AgentState.from_json(json.loads(data.decode("utf-8"))), quarantined=None)
         except (ValueError, TypeError, UnicodeDecodeError) as error:
-            return LoadResult(AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {error}")
+            return LoadResult(
+                AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {error}"
+            )
 
     def _quarantine(self) -> Optional[str]:
         target = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")

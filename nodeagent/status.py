@@ -10,6 +10,7 @@ API unreachable); 78 bad config.
 JSON output (`--json`): one object; STATUS_SCHEMA lists every key (dotted for nested objects)
 with its JSON type(s). The README's "Operating it" section shows it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,28 @@ API_PROBE_TIMEOUT_S = 15.0
 # Every key of `nodeagent status --json`, with its JSON types. "object|null" keys list their
 # members as "key.member" when the object is present.
 NOTICE_FIELDS: Dict[str, str] = {
-    "id": "string", "kind": "string", "action": "string", "deadline": "string",
-    "deadline_in_s": "number", "first_seen": "string", "response": "string", "phase": "string",
-    "outcome": "string", "cordoned": "boolean", "evicted": "integer", "forced": "integer",
-    "failed": "integer", "left": "array[string]", "drain_started": "string|null",
+    "id": "string",
+    "kind": "string",
+    "action": "string",
+    "deadline": "string",
+    "deadline_in_s": "number",
+    "first_seen": "string",
+    "response": "string",
+    "phase": "string",
+    "outcome": "string",
+    "cordoned": "boolean",
+    "evicted": "integer",
+    "forced": "integer",
+    "failed": "integer",
+    "left": "array[string]",
+    "drain_started": "string|null",
     "drain_finished": "string|null",
 }
 PROGRESS_FIELDS: Dict[str, str] = {
-    "notice": "string", "gone": "integer", "total": "integer", "deadline": "string",
+    "notice": "string",
+    "gone": "integer",
+    "total": "integer",
+    "deadline": "string",
     "deadline_in_s": "number",
 }
 STATUS_SCHEMA: Dict[str, str] = {
@@ -122,16 +137,24 @@ def read_daemon_state(state_dir: str) -> StateRead:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return StateRead(str(path), None, f"no state file at {path} (the daemon has not run here, or STATE_DIR differs)",
-                         missing=True)
+        return StateRead(
+            str(path),
+            None,
+            f"no state file at {path} (the daemon has not run here, or STATE_DIR differs)",
+            missing=True,
+        )
     except PermissionError:
-        return StateRead(str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)")
+        return StateRead(
+            str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)"
+        )
     except OSError as error:
         return StateRead(str(path), None, f"cannot read {path}: {error.strerror}")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
-        return StateRead(str(path), None, f"{path} is not valid JSON ({error}); the daemon quarantines it at start")
+        return StateRead(
+            str(path), None, f"{path} is not valid JSON ({error}); the daemon quarantines it at start"
+        )
     if not isinstance(data, dict):
         return StateRead(str(path), None, f"{path} is not a nodeagent state file")
     return StateRead(str(path), data, None)
@@ -169,7 +192,9 @@ def _str_or_none(value: object) -> Optional[str]:
     return None if value is None else str(value)
 
 
-def daemon_section(read: StateRead, is_alive: Callable[[int], Optional[bool]] = process_is_nodeagent) -> Dict[str, object]:
+def daemon_section(
+    read: StateRead, is_alive: Callable[[int], Optional[bool]] = process_is_nodeagent
+) -> Dict[str, object]:
     data = read.data or {}
     pid = _int(data.get("pid")) if read.data is not None else None
     running: Optional[bool] = None
@@ -183,7 +208,9 @@ def daemon_section(read: StateRead, is_alive: Callable[[int], Optional[bool]] = 
         "agent_state": _str_or_none(data.get("agent_state")),
         "status": _str_or_none(data.get("status")),
         "busy": bool(data.get("busy")) if read.data is not None else None,
-        "updated_at": _iso(datetime.fromtimestamp(float(updated), timezone.utc)) if isinstance(updated, (int, float)) and updated else None,
+        "updated_at": _iso(datetime.fromtimestamp(float(updated), timezone.utc))
+        if isinstance(updated, (int, float)) and updated
+        else None,
         "notices_recorded": len(notices) if notices is not None else (None if read.data is None else 0),
         "state_file": read.path,
         "state_file_error": read.error,
@@ -237,15 +264,27 @@ def progress_section(data: Optional[Dict[str, object]], now: datetime) -> Option
 def probe_imds(settings, checked: bool) -> Tuple[Dict[str, object], object]:
     """(section, identity or None). Short timeouts and a single attempt."""
     section: Dict[str, object] = {
-        "checked": checked, "reachable": None, "url": settings.imds_url, "latency_ms": None,
-        "instance_id": None, "availability_zone": None, "instance_type": None, "life_cycle": None, "error": None,
+        "checked": checked,
+        "reachable": None,
+        "url": settings.imds_url,
+        "latency_ms": None,
+        "instance_id": None,
+        "availability_zone": None,
+        "instance_type": None,
+        "life_cycle": None,
+        "error": None,
     }
     if not checked:
         return section, None
     from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 
-    options = ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1,
-                          connect_timeout_s=0.5, read_timeout_s=1.0, retry_attempts=1)
+    options = ImdsOptions(
+        base_url=settings.imds_url,
+        allow_v1=settings.imds_allow_v1,
+        connect_timeout_s=0.5,
+        read_timeout_s=1.0,
+        retry_attempts=1,
+    )
     started = time.monotonic()
     try:
         with ImdsClient(options) as client:
@@ -254,17 +293,28 @@ def probe_imds(settings, checked: bool) -> Tuple[Dict[str, object], object]:
         section.update(reachable=False, error=str(error))
         return section, None
     section.update(
-        reachable=True, latency_ms=round((time.monotonic() - started) * 1000, 1),
-        instance_id=identity.instance_id, availability_zone=identity.availability_zone,
-        instance_type=identity.instance_type, life_cycle=identity.life_cycle,
+        reachable=True,
+        latency_ms=round((time.monotonic() - started) * 1000, 1),
+        instance_id=identity.instance_id,
+        availability_zone=identity.availability_zone,
+        instance_type=identity.instance_type,
+        life_cycle=identity.life_cycle,
     )
     return section, identity
 
 
 def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> Dict[str, object]:
     section: Dict[str, object] = {
-        "checked": checked, "reachable": None, "server": None, "latency_ms": None, "node": None,
-        "node_from": None, "unschedulable": None, "agent_label": None, "version_label": None, "error": None,
+        "checked": checked,
+        "reachable": None,
+        "server": None,
+        "latency_ms": None,
+        "node": None,
+        "node_from": None,
+        "unschedulable": None,
+        "agent_label": None,
+        "version_label": None,
+        "error": None,
     }
     if not checked:
         return section
@@ -273,8 +323,9 @@ def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TI
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        section.update(reachable=False, server=outcome.get("server"),
-                       error=f"no answer within {timeout_s:g}s")
+        section.update(
+            reachable=False, server=outcome.get("server"), error=f"no answer within {timeout_s:g}s"
+        )
         return section
     section.update(outcome)
     return section
@@ -286,18 +337,33 @@ def _api_probe_body(settings, identity, out: Dict[str, object]) -> None:
 
     api = None
     try:
-        api = KubeApi(KubeOptions(kubeconfig=settings.kubeconfig, connect_timeout_s=2.0, read_timeout_s=3.0,
-                                  exec_timeout_s=min(settings.exec_plugin_timeout, 10.0), pool_size=2))
+        api = KubeApi(
+            KubeOptions(
+                kubeconfig=settings.kubeconfig,
+                connect_timeout_s=2.0,
+                read_timeout_s=3.0,
+                exec_timeout_s=min(settings.exec_plugin_timeout, 10.0),
+                pool_size=2,
+            )
+        )
         out["server"] = api.host
         started = time.monotonic()
         if api.tokens is not None:
             api.tokens.refresh()
-        node = find_node(api, settings.node_name,
-                         getattr(identity, "instance_id", None), getattr(identity, "availability_zone", None))
+        node = find_node(
+            api,
+            settings.node_name,
+            getattr(identity, "instance_id", None),
+            getattr(identity, "availability_zone", None),
+        )
         out.update(
-            reachable=True, latency_ms=round((time.monotonic() - started) * 1000, 1), node=node.name,
-            node_from=node.how, unschedulable=node.unschedulable,
-            agent_label=node.labels.get(LABEL_AGENT), version_label=node.labels.get(LABEL_VERSION),
+            reachable=True,
+            latency_ms=round((time.monotonic() - started) * 1000, 1),
+            node=node.name,
+            node_from=node.how,
+            unschedulable=node.unschedulable,
+            agent_label=node.labels.get(LABEL_AGENT),
+            version_label=node.labels.get(LABEL_VERSION),
         )
     except KubeError as error:
         out.update(reachable=False, error=str(error))
@@ -324,12 +390,16 @@ def problems_of(report: Dict[str, object]) -> List[str]:
     if daemon["state_file_error"]:
         problems.append(str(daemon["state_file_error"]))
     elif daemon["running"] is False:
-        problems.append("the daemon is not running" + (" (it stopped cleanly)" if daemon["status"] == "stopped" else ""))
+        problems.append(
+            "the daemon is not running" + (" (it stopped cleanly)" if daemon["status"] == "stopped" else "")
+        )
     for name in ("imds", "api"):
         section = report[name]
         assert isinstance(section, dict)
         if section["checked"] and not section["reachable"]:
-            problems.append(f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}")
+            problems.append(
+                f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}"
+            )
     return problems
 
 
@@ -377,8 +447,12 @@ def _in(seconds: Optional[float]) -> str:
     return f"in {seconds:.0f}s" if seconds >= 0 else f"{-seconds:.0f}s ago"
 
 
-RESPONSE_KEYS = (("spot-itn", "ON_SPOT_INTERRUPTION"), ("rebalance", "ON_REBALANCE"),
-                 ("scheduled", "ON_SCHEDULED_EVENT"), ("asg", "ON_ASG_TERMINATION"))
+RESPONSE_KEYS = (
+    ("spot-itn", "ON_SPOT_INTERRUPTION"),
+    ("rebalance", "ON_REBALANCE"),
+    ("scheduled", "ON_SCHEDULED_EVENT"),
+    ("asg", "ON_ASG_TERMINATION"),
+)
 ALWAYS_SHOWN = ("STATE_DIR", "KUBECONFIG", "IMDS_URL", "DRY_RUN")
 
 
@@ -394,30 +468,47 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
     if daemon["state_file_error"]:
         row("daemon:", f"unknown: {daemon['state_file_error']}")
     else:
-        state = "running" if daemon["running"] else ("not running" if daemon["running"] is False else "unknown")
+        state = (
+            "running" if daemon["running"] else ("not running" if daemon["running"] is False else "unknown")
+        )
         pid = f" (pid {daemon['pid']})" if daemon["pid"] else ""
-        row("daemon:", f"{state}{pid}; node {daemon['agent_state']}; state file updated {_ago(daemon['updated_at'], now)}"
-            f"{'; BUSY: a notice is being handled' if daemon['busy'] else ''}")
+        row(
+            "daemon:",
+            f"{state}{pid}; node {daemon['agent_state']}; state file updated {_ago(daemon['updated_at'], now)}"
+            f"{'; BUSY: a notice is being handled' if daemon['busy'] else ''}",
+        )
         if daemon["status"]:
             row("", f"status: {daemon['status']}")
     notice = report["last_notice"]
     if isinstance(notice, dict):
-        row("last notice:", f"{notice['id']} ({notice['kind']}: {notice['action']}), first seen {notice['first_seen']}, "
-            f"deadline {notice['deadline']} ({_in(notice['deadline_in_s'])})")
-        row("", f"response {notice['response']}, phase {notice['phase']}"
-            f"{': ' + notice['outcome'] if notice['outcome'] else ''}")
+        row(
+            "last notice:",
+            f"{notice['id']} ({notice['kind']}: {notice['action']}), first seen {notice['first_seen']}, "
+            f"deadline {notice['deadline']} ({_in(notice['deadline_in_s'])})",
+        )
+        row(
+            "",
+            f"response {notice['response']}, phase {notice['phase']}"
+            f"{': ' + notice['outcome'] if notice['outcome'] else ''}",
+        )
     elif not daemon["state_file_error"]:
         row("last notice:", "none")
     progress = report["drain_progress"]
     if isinstance(progress, dict):
-        row("drain:", f"{progress['gone']}/{progress['total']} pods gone, deadline {_in(progress['deadline_in_s'])}")
+        row(
+            "drain:",
+            f"{progress['gone']}/{progress['total']} pods gone, deadline {_in(progress['deadline_in_s'])}",
+        )
     imds = report["imds"]
     assert isinstance(imds, dict)
     if not imds["checked"]:
         row("IMDS:", f"not probed (--no-probe); {imds['url']}")
     elif imds["reachable"]:
-        row("IMDS:", f"reachable at {imds['url']} ({imds['latency_ms']:.0f} ms): {imds['instance_id']} "
-            f"{imds['instance_type']} in {imds['availability_zone']}, {imds['life_cycle']}")
+        row(
+            "IMDS:",
+            f"reachable at {imds['url']} ({imds['latency_ms']:.0f} ms): {imds['instance_id']} "
+            f"{imds['instance_type']} in {imds['availability_zone']}, {imds['life_cycle']}",
+        )
     else:
         row("IMDS:", f"UNREACHABLE at {imds['url']}: {imds['error']}")
     api = report["api"]
@@ -425,9 +516,12 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
     if not api["checked"]:
         row("API:", "not probed (--no-probe)")
     elif api["reachable"]:
-        row("API:", f"reachable at {api['server']} ({api['latency_ms']:.0f} ms): node {api['node']} "
+        row(
+            "API:",
+            f"reachable at {api['server']} ({api['latency_ms']:.0f} ms): node {api['node']} "
             f"(from {api['node_from']}), {'cordoned' if api['unschedulable'] else 'schedulable'}, "
-            f"nodeagent.io/agent={api['agent_label'] or '(unset)'}")
+            f"nodeagent.io/agent={api['agent_label'] or '(unset)'}",
+        )
     else:
         row("API:", f"UNREACHABLE{' at ' + str(api['server']) if api['server'] else ''}: {api['error']}")
     config = report["config"]
@@ -435,8 +529,11 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
     responses = " ".join(f"{kind}={config[key]['value']}" for kind, key in RESPONSE_KEYS)
     row("config:", f"responses: {responses}")
     shown = [key for key in ALWAYS_SHOWN]
-    shown += [key for key, entry in config.items() if entry["source"] != "default" and key not in shown
-              and key not in dict(RESPONSE_KEYS).values()]
+    shown += [
+        key
+        for key, entry in config.items()
+        if entry["source"] != "default" and key not in shown and key not in dict(RESPONSE_KEYS).values()
+    ]
     for key in shown:
         entry = config[key]
         row("", f"{key}={entry['value']}  ({entry['source']})")

@@ -6,6 +6,7 @@ a notice would wait for it, and a hung plugin would hang the drain. TokenKeeper 
 kubeconfig's own exec plugin (through the library's ExecProvider) on a background thread ahead
 of expiry and with a timeout; requests only ever read the cached token.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -132,14 +133,23 @@ class TokenKeeper:
         provider) in its own process group and kill the group at the timeout."""
         provider = self._provider
         env = dict(provider.env)
-        env["KUBERNETES_EXEC_INFO"] = json.dumps({"apiVersion": provider.api_version, "kind": "ExecCredential",
-                                                  "spec": {"interactive": False}})
+        env["KUBERNETES_EXEC_INFO"] = json.dumps(
+            {"apiVersion": provider.api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
+        )
         try:
-            process = subprocess.Popen(provider.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, cwd=provider.cwd, env=env,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                provider.args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=provider.cwd,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as error:
-            raise CredentialError(f"credential plugin {self._command!r} could not be started: {error}") from None
+            raise CredentialError(
+                f"credential plugin {self._command!r} could not be started: {error}"
+            ) from None
         try:
             stdout, stderr = process.communicate(timeout=self._timeout_s)
         except subprocess.TimeoutExpired:
@@ -149,16 +159,20 @@ class TokenKeeper:
             ) from None
         if process.returncode != 0:
             detail = stderr.decode("utf-8", "replace").strip()[-300:]
-            raise CredentialError(f"credential plugin {self._command!r} failed: exit status "
-                                  f"{process.returncode}{': ' + detail if detail else ''}")
+            raise CredentialError(
+                f"credential plugin {self._command!r} failed: exit status "
+                f"{process.returncode}{': ' + detail if detail else ''}"
+            )
         try:
             credential = json.loads(stdout)
             status = credential["status"]
         except (ValueError, KeyError, TypeError):
             raise CredentialError(f"credential plugin {self._command!r} printed no ExecCredential") from None
         if credential.get("apiVersion") != provider.api_version or not isinstance(status, dict):
-            raise CredentialError(f"credential plugin {self._command!r} answered apiVersion "
-                                  f"{credential.get('apiVersion')!r}, expected {provider.api_version!r}")
+            raise CredentialError(
+                f"credential plugin {self._command!r} answered apiVersion "
+                f"{credential.get('apiVersion')!r}, expected {provider.api_version!r}"
+            )
         return status
 
     def _due(self) -> bool:
@@ -174,7 +188,9 @@ class TokenKeeper:
         while not self._stop.is_set():
             wait_s = 60.0
             if self._expiry is not None:
-                wait_s = max(MIN_REFRESH_GAP.total_seconds(), (self._expiry - REFRESH_AHEAD - utcnow()).total_seconds())
+                wait_s = max(
+                    MIN_REFRESH_GAP.total_seconds(), (self._expiry - REFRESH_AHEAD - utcnow()).total_seconds()
+                )
             if self._stop.wait(min(wait_s, 300.0)):
                 return
             if self._due():
@@ -338,7 +354,9 @@ class KubeApi:
     def _stream_lines(
         self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
     ) -> Iterator[Dict[str, object]]:
-        response = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True)
+        response = self._call(
+            "GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True
+        )
         buffer = b""
         try:
             for chunk in response.stream(4096, decode_content=False):
@@ -362,10 +380,15 @@ class KubeApi:
             self.requests += 1
             try:
                 return self._api_client.call_api(
-                    path, method, query_params=list(query), body=body,
+                    path,
+                    method,
+                    query_params=list(query),
+                    body=body,
                     header_params={"Content-Type": content_type, "Accept": JSON},
-                    auth_settings=["BearerToken"], _preload_content=False,
-                    _return_http_data_only=True, _request_timeout=timeout,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _return_http_data_only=True,
+                    _request_timeout=timeout,
                 )
             except ApiException as error:
                 if error.status == 401 and attempt == 1 and self.tokens is not None:
@@ -439,13 +462,16 @@ class NodeIdentity:
 
 def whoami(api: KubeApi) -> str:
     review = api.request(
-        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
         body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
     )
     return str(((review.get("status") or {}).get("userInfo") or {}).get("username", ""))
 
 
-def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone: Optional[str]) -> NodeIdentity:
+def find_node(
+    api: KubeApi, override_name: str, instance_id: Optional[str], zone: Optional[str]
+) -> NodeIdentity:
     """Learn this node's name (NODE_NAME, else SelfSubjectReview) and check its providerID."""
     tried: List[str] = []
     if override_name:
@@ -454,14 +480,16 @@ def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone
         try:
             username = whoami(api)
         except ApiError as error:
-            raise KubeError(f"cannot tell which node this is: SelfSubjectReview failed ({error}); set NODE_NAME") from None
+            raise KubeError(
+                f"cannot tell which node this is: SelfSubjectReview failed ({error}); set NODE_NAME"
+            ) from None
         tried.append(f"SelfSubjectReview says {username!r}")
         if not username.startswith("system:node:"):
             raise KubeError(
                 f"cannot tell which node this is: {'; '.join(tried)}, which is not a node credential "
                 "(system:node:<name>); set NODE_NAME"
             )
-        name, how = username[len("system:node:"):], "SelfSubjectReview"
+        name, how = username[len("system:node:") :], "SelfSubjectReview"
     try:
         node = api.request("GET", f"/api/v1/nodes/{name}")
     except ApiError as error:
@@ -479,7 +507,10 @@ def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone
             log.warning("node %s has no providerID; trusting %s", name, how)
     metadata = node.get("metadata") or {}
     return NodeIdentity(
-        name=name, provider_id=provider_id, labels=dict(metadata.get("labels") or {}),
-        unschedulable=bool(spec.get("unschedulable")), how=how,
+        name=name,
+        provider_id=provider_id,
+        labels=dict(metadata.get("labels") or {}),
+        unschedulable=bool(spec.get("unschedulable")),
+        how=how,
         annotations=dict(metadata.get("annotations") or {}),
     )

@@ -3,6 +3,7 @@ retry PDB refusals, force at the last safe moment, and wait for deletions with o
 
 `select_pods` and `last_safe_moment` are pure; Drainer does the I/O.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -86,18 +87,22 @@ def select_pods(pods: Sequence[Dict[str, object]], options: DrainOptions) -> Sel
         if not options.evict_unmanaged and not any(owner.get("controller") for owner in owners):
             selection.skipped.append((key, "unmanaged (EVICT_UNMANAGED=false)"))
             continue
-        if not options.evict_local_storage and any("emptyDir" in volume for volume in spec.get("volumes") or []):
+        if not options.evict_local_storage and any(
+            "emptyDir" in volume for volume in spec.get("volumes") or []
+        ):
             selection.skipped.append((key, "emptyDir (EVICT_LOCAL_STORAGE=false)"))
             continue
         grace = spec.get("terminationGracePeriodSeconds")
-        selection.evict.append(PodInfo(
-            namespace=str(metadata.get("namespace", "")),
-            name=str(metadata.get("name", "")),
-            uid=str(metadata.get("uid", "")),
-            grace_s=30 if grace is None else int(grace),
-            tier=1 if spec.get("priorityClassName") in options.last_tier_classes else 0,
-            terminating=bool(metadata.get("deletionTimestamp")),
-        ))
+        selection.evict.append(
+            PodInfo(
+                namespace=str(metadata.get("namespace", "")),
+                name=str(metadata.get("name", "")),
+                uid=str(metadata.get("uid", "")),
+                grace_s=30 if grace is None else int(grace),
+                tier=1 if spec.get("priorityClassName") in options.last_tier_classes else 0,
+                terminating=bool(metadata.get("deletionTimestamp")),
+            )
+        )
     return selection
 
 
@@ -192,20 +197,31 @@ class PodWatch:
                 self._watch_once()
                 backoff = 0.2
                 if not self._stop.is_set():
-                    log.debug("pod watch ended by the server; resuming from resourceVersion %s", self._rv or "(none)")
+                    log.debug(
+                        "pod watch ended by the server; resuming from resourceVersion %s",
+                        self._rv or "(none)",
+                    )
             except (KubeError, ValueError) as error:
                 if self._stop.is_set():
                     return
                 self.breaks += 1
-                log.log(logging.DEBUG if self._failing else logging.WARNING, "pod watch broke (%s); re-listing", error)
+                log.log(
+                    logging.DEBUG if self._failing else logging.WARNING,
+                    "pod watch broke (%s); re-listing",
+                    error,
+                )
                 if self._stop.wait(backoff):
                     return
                 backoff = min(2.0, backoff * 2)
                 self._relist()
 
     def _watch_once(self) -> None:
-        query = [("fieldSelector", f"spec.nodeName={self.node}"), ("watch", "true"),
-                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", "300")]
+        query = [
+            ("fieldSelector", f"spec.nodeName={self.node}"),
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", "300"),
+        ]
         if self._rv:
             query.append(("resourceVersion", self._rv))
         for event in self.api.stream_lines("/api/v1/pods", query, read_timeout_s=330):
@@ -216,8 +232,13 @@ class PodWatch:
             metadata = obj.get("metadata") or {}
             if kind == "ERROR":
                 self._rv = ""
-                raise ApiError(int(obj.get("code", 500)), str(obj.get("reason", "")), str(obj.get("message", "")),
-                               "WATCH", "/api/v1/pods")
+                raise ApiError(
+                    int(obj.get("code", 500)),
+                    str(obj.get("reason", "")),
+                    str(obj.get("message", "")),
+                    "WATCH",
+                    "/api/v1/pods",
+                )
             self._rv = str(metadata.get("resourceVersion") or self._rv)
             if kind == "DELETED":
                 self.mark_gone(str(metadata.get("uid")))
@@ -226,10 +247,15 @@ class PodWatch:
 
     def _relist(self) -> None:
         try:
-            listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")])
+            listing = self.api.request(
+                "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")]
+            )
         except KubeError as error:
-            log.log(logging.DEBUG if self._failing else logging.WARNING,
-                    "re-list of pods failed: %s (retrying quietly until it works)", error)
+            log.log(
+                logging.DEBUG if self._failing else logging.WARNING,
+                "re-list of pods failed: %s (retrying quietly until it works)",
+                error,
+            )
             self._failing = True
             return
         if self._failing:
@@ -244,7 +270,16 @@ class PodWatch:
 
 # Outcomes of one attempt on one pod.
 EVICTED, GONE, RETRY, FORCE, FORCED, BLOCKED, FAILED, EXPIRED, STOPPED = (
-    "evicted", "gone", "retry", "force", "forced", "blocked", "failed", "expired", "stopped")
+    "evicted",
+    "gone",
+    "retry",
+    "force",
+    "forced",
+    "blocked",
+    "failed",
+    "expired",
+    "stopped",
+)
 
 
 class Drainer:
@@ -267,8 +302,12 @@ class Drainer:
         self._logged_errors: Set[str] = set()
 
     def list_pods(self) -> Tuple[List[Dict[str, object]], str]:
-        listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")])
-        return list(listing.get("items") or []), str((listing.get("metadata") or {}).get("resourceVersion") or "")
+        listing = self.api.request(
+            "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")]
+        )
+        return list(listing.get("items") or []), str(
+            (listing.get("metadata") or {}).get("resourceVersion") or ""
+        )
 
     def run(self) -> DrainResult:
         requests_before = self.api.requests
@@ -284,8 +323,12 @@ class Drainer:
         result.skipped = len(selection.skipped)
         for key, why in selection.skipped:
             log.debug("not evicting %s: %s", key, why)
-        log.info("draining %d pods (%d left alone: DaemonSet, mirror, finished), deadline in %.0fs",
-                 result.total, result.skipped, (self.options.deadline - started).total_seconds())
+        log.info(
+            "draining %d pods (%d left alone: DaemonSet, mirror, finished), deadline in %.0fs",
+            result.total,
+            result.skipped,
+            (self.options.deadline - started).total_seconds(),
+        )
         watch = PodWatch(self.api, self.node, {p.uid for p in selection.evict}, resource_version)
         if not self.options.dry_run:
             watch.start()
@@ -306,22 +349,27 @@ class Drainer:
             try:
                 return self.list_pods()
             except KubeError as error:
-                self._log_once("list", f"listing this node's pods failed ({error}); retrying until the deadline")
+                self._log_once(
+                    "list", f"listing this node's pods failed ({error}); retrying until the deadline"
+                )
             self.clock.sleep(backoff)
             backoff = min(RETRY_BACKOFF_MAX_S, backoff * 2)
         return None, ""
 
     # ------------------------------------------------------------------ evictions
 
-    def _evict_all(self, pods: List[PodInfo], started: datetime, watch: PodWatch, result: DrainResult) -> None:
+    def _evict_all(
+        self, pods: List[PodInfo], started: datetime, watch: PodWatch, result: DrainResult
+    ) -> None:
         tiers = sorted({pod.tier for pod in pods})
         by_tier = {tier: [p for p in pods if p.tier == tier] for tier in tiers}
         counter = itertools.count()
         queue: List[Tuple[float, int, PodInfo, str, float]] = []  # (due, seq, pod, mode, backoff)
         opened: Set[int] = set()
         outcome: Dict[str, str] = {}
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.options.parallelism,
-                                                     thread_name_prefix="evict")
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.options.parallelism, thread_name_prefix="evict"
+        )
         inflight: Dict[concurrent.futures.Future, Tuple[PodInfo, str, float]] = {}
         try:
             while True:
@@ -340,8 +388,11 @@ class Drainer:
                 if not inflight and not queue and len(opened) == len(tiers):
                     break
                 next_due = queue[0][0] - now_mono if queue else 0.2
-                done, _ = concurrent.futures.wait(list(inflight), timeout=max(0.01, min(next_due, 0.2)),
-                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+                done, _ = concurrent.futures.wait(
+                    list(inflight),
+                    timeout=max(0.01, min(next_due, 0.2)),
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
                 for future in done:
                     pod, mode, backoff = inflight.pop(future)
                     verdict = future.result()
@@ -356,7 +407,11 @@ class Drainer:
                 continue
             earlier = [p for t in tiers[:index] for p in by_tier[t]]
             start_by = min(last_safe_moment(p, started, self.options) for p in by_tier[tier])
-            if all(watch.gone(p.uid) for p in earlier) or self.clock.now() >= start_by or self.options.dry_run:
+            if (
+                all(watch.gone(p.uid) for p in earlier)
+                or self.clock.now() >= start_by
+                or self.options.dry_run
+            ):
                 opened.add(tier)
                 if index > 0:
                     log.info("evicting tier %d (%d critical pods) now", index, len(by_tier[tier]))
@@ -378,7 +433,10 @@ class Drainer:
             mode = "force" if verdict == FORCE else "evict"
             if verdict == FORCE and not self.options.force_at_deadline:
                 result.blocked.append(pod.key)
-                log.warning("left %s: its PDB refused eviction until its last safe moment (FORCE_AT_DEADLINE off)", pod.key)
+                log.warning(
+                    "left %s: its PDB refused eviction until its last safe moment (FORCE_AT_DEADLINE off)",
+                    pod.key,
+                )
                 return
             safe_at = last_safe_moment(pod, started, self.options)
             delay = 0.0 if verdict == FORCE else retry_delay(backoff, self.clock.now(), safe_at)
@@ -402,22 +460,34 @@ class Drainer:
         try:
             if mode == "force":
                 self.api.request(
-                    "DELETE", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}", query=query,
-                    body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": grace,
-                          "preconditions": {"uid": pod.uid}},
+                    "DELETE",
+                    f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}",
+                    query=query,
+                    body={
+                        "apiVersion": "v1",
+                        "kind": "DeleteOptions",
+                        "gracePeriodSeconds": grace,
+                        "preconditions": {"uid": pod.uid},
+                    },
                 )
                 return FORCED
-            body = {"apiVersion": "policy/v1", "kind": "Eviction",
-                    "metadata": {"name": pod.name, "namespace": pod.namespace},
-                    "deleteOptions": {"gracePeriodSeconds": grace, "preconditions": {"uid": pod.uid}}}
+            body = {
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": {"name": pod.name, "namespace": pod.namespace},
+                "deleteOptions": {"gracePeriodSeconds": grace, "preconditions": {"uid": pod.uid}},
+            }
             if self.options.dry_run:
                 body["deleteOptions"]["dryRun"] = ["All"]
-            self.api.request("POST", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction",
-                             query=query, body=body)
+            self.api.request(
+                "POST", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction", query=query, body=body
+            )
             return EVICTED
         except ApiError as error:
             if error.status in (404, 409):
-                log.info("%s was already gone (HTTP %d to its eviction); counted as evicted", pod.key, error.status)
+                log.info(
+                    "%s was already gone (HTTP %d to its eviction); counted as evicted", pod.key, error.status
+                )
                 return GONE
             if error.status == 429 and "disruption budget" in error.message.lower():
                 return FORCE if self.clock.now() >= last_safe_moment(pod, started, self.options) else RETRY
@@ -427,7 +497,9 @@ class Drainer:
             self._log_once(f"api-{error.status}", f"eviction of {pod.key} got HTTP {error.status}; retrying")
             return RETRY
         except KubeError as error:
-            self._log_once("unavailable", f"API unreachable while evicting ({error}); retrying until the deadline")
+            self._log_once(
+                "unavailable", f"API unreachable while evicting ({error}); retrying until the deadline"
+            )
             return RETRY
 
     # ------------------------------------------------------------------ waiting

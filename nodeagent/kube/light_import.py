@@ -12,6 +12,7 @@ other code asks one of these packages for a name that is not a submodule (e.g.
 `from kubernetes import client; client.CoreV1Api`), the package runs its real __init__ and
 answers. If kubernetes is already imported, prepare() does nothing.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -53,14 +54,17 @@ class _LazyPackage(types.ModuleType):
         self.__file__ = os.path.join(directory, "__init__.py")
         self.__package__ = name
         self.__spec__ = importlib.util.spec_from_file_location(
-            name, self.__file__, submodule_search_locations=[directory])
+            name, self.__file__, submodule_search_locations=[directory]
+        )
         self._nodeagent_loaded = False
 
     def __getattr__(self, attr: str):
         if attr.startswith("__") and attr not in ("__version__", "__project__", "__all__"):
             raise AttributeError(attr)  # import machinery probing: not a reason to load
         directory = self.__path__[0]
-        if os.path.exists(os.path.join(directory, attr + ".py")) or os.path.isdir(os.path.join(directory, attr)):
+        if os.path.exists(os.path.join(directory, attr + ".py")) or os.path.isdir(
+            os.path.join(directory, attr)
+        ):
             return importlib.import_module(f"{self.__name__}.{attr}")
         with _lock:
             if not self._nodeagent_loaded:

@@ -2,6 +2,7 @@
 
 Each action is idempotent. Everything here carries out orders from the agent.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,33 +47,49 @@ class NodeActions:
         if current == unschedulable:
             return False
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"spec": {"unschedulable": unschedulable}}, content_type=STRATEGIC_MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"spec": {"unschedulable": unschedulable}},
+            content_type=STRATEGIC_MERGE_PATCH,
         )
         return True
 
     def cordon(self) -> None:
         """Blind patch: one request, no read first (this is the latency-critical path)."""
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"spec": {"unschedulable": True}}, content_type=STRATEGIC_MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"spec": {"unschedulable": True}},
+            content_type=STRATEGIC_MERGE_PATCH,
         )
 
     def uncordon(self) -> None:
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"spec": {"unschedulable": False}}, content_type=STRATEGIC_MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"spec": {"unschedulable": False}},
+            content_type=STRATEGIC_MERGE_PATCH,
         )
 
-    def label(self, labels: Dict[str, Optional[str]], annotations: Optional[Dict[str, Optional[str]]] = None,
-              timeout_s: Optional[float] = None) -> None:
+    def label(
+        self,
+        labels: Dict[str, Optional[str]],
+        annotations: Optional[Dict[str, Optional[str]]] = None,
+        timeout_s: Optional[float] = None,
+    ) -> None:
         """Merge patch; a None value removes the key. timeout_s bounds connect and read."""
         metadata: Dict[str, object] = {"labels": labels}
         if annotations:
             metadata["annotations"] = annotations
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"metadata": metadata}, content_type=MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"metadata": metadata},
+            content_type=MERGE_PATCH,
             timeout=(timeout_s, timeout_s) if timeout_s is not None else None,
         )
 
@@ -90,14 +107,24 @@ class NodeActions:
             return True
         taint = {"key": key, "value": value, "effect": effect}
         if taints:
-            patch = [{"op": "test", "path": "/metadata/resourceVersion",
-                      "value": (node.get("metadata") or {}).get("resourceVersion")},
-                     {"op": "add", "path": "/spec/taints/-", "value": taint}]
+            patch = [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": (node.get("metadata") or {}).get("resourceVersion"),
+                },
+                {"op": "add", "path": "/spec/taints/-", "value": taint},
+            ]
         else:
             patch = [{"op": "add", "path": "/spec/taints", "value": [taint]}]
         try:
-            self.api.request("PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-                             body=patch, content_type=JSON_PATCH)
+            self.api.request(
+                "PATCH",
+                f"/api/v1/nodes/{self.name}",
+                query=self._query(),
+                body=patch,
+                content_type=JSON_PATCH,
+            )
             return True
         except ApiError as error:
             if error.status == 403:
@@ -118,12 +145,22 @@ class NodeActions:
         kept = [t for t in taints if t.get("key") != key]
         if len(kept) == len(taints):
             return
-        patch = [{"op": "test", "path": "/metadata/resourceVersion",
-                  "value": (node.get("metadata") or {}).get("resourceVersion")},
-                 {"op": "replace", "path": "/spec/taints", "value": kept}]
+        patch = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": (node.get("metadata") or {}).get("resourceVersion"),
+            },
+            {"op": "replace", "path": "/spec/taints", "value": kept},
+        ]
         try:
-            self.api.request("PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-                             body=patch, content_type=JSON_PATCH)
+            self.api.request(
+                "PATCH",
+                f"/api/v1/nodes/{self.name}",
+                query=self._query(),
+                body=patch,
+                content_type=JSON_PATCH,
+            )
         except ApiError as error:
             if error.status != 403:
                 raise

@@ -1,4 +1,5 @@
 """Carries out the agent's plans on this node through the Kubernetes API."""
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,12 @@ T = TypeVar("T")
 
 
 class KubeResponder:
-    def __init__(self, settings: Settings, api_factory: Callable[[KubeOptions], KubeApi] = KubeApi,
-                 clock: Optional[Clock] = None):
+    def __init__(
+        self,
+        settings: Settings,
+        api_factory: Callable[[KubeOptions], KubeApi] = KubeApi,
+        clock: Optional[Clock] = None,
+    ):
         self.settings = settings
         self.api_factory = api_factory
         self.clock: Clock = clock or SystemClock()
@@ -50,9 +55,13 @@ class KubeResponder:
         if self.api is None:
             try:
                 self.parallelism = self.settings.drain_parallelism  # sized into the pool: fixed till restart
-                self.api = self.api_factory(KubeOptions(
-                    kubeconfig=path, exec_timeout_s=self.settings.exec_plugin_timeout,
-                    pool_size=self.parallelism + 8))
+                self.api = self.api_factory(
+                    KubeOptions(
+                        kubeconfig=path,
+                        exec_timeout_s=self.settings.exec_plugin_timeout,
+                        pool_size=self.parallelism + 8,
+                    )
+                )
                 self.api.on_failure = lambda: self.on_api_failure()  # late-bound: a reload may re-point it
             except KubeconfigMissing:
                 return self._say(f"waiting for {path}", logging.INFO)
@@ -61,15 +70,21 @@ class KubeResponder:
         try:
             self.api.warm_up()
             self.node = find_node(
-                self.api, self.settings.node_name,
+                self.api,
+                self.settings.node_name,
                 identity.instance_id if identity else None,
                 identity.availability_zone if identity else None,
             )
         except KubeError as error:
             return self._say(f"Kubernetes not ready: {error}", logging.WARNING)
         self.actions = NodeActions(self.api, self.node.name, dry_run=self.settings.dry_run)
-        log.info("acting on node %s (learned from %s, providerID %s) via %s",
-                 self.node.name, self.node.how, self.node.provider_id or "unset", self.api.host)
+        log.info(
+            "acting on node %s (learned from %s, providerID %s) via %s",
+            self.node.name,
+            self.node.how,
+            self.node.provider_id or "unset",
+            self.api.host,
+        )
         self.found_labels = dict(self.node.labels)  # before _startup_labels resets our agent label
         self._startup_labels(identity)
         self._probe_taint()
@@ -99,10 +114,15 @@ class KubeResponder:
 
     def _startup_labels(self, identity: Optional[InstanceIdentity]) -> None:
         assert self.actions is not None and self.node is not None
-        labels: Dict[str, Optional[str]] = {node_keys.LABEL_AGENT: "watching", node_keys.LABEL_VERSION: __version__}
+        labels: Dict[str, Optional[str]] = {
+            node_keys.LABEL_AGENT: "watching",
+            node_keys.LABEL_VERSION: __version__,
+        }
         key, value = node_keys.SPOT_LABEL
         if (
-            self.settings.spot_label and identity is not None and identity.life_cycle == "spot"
+            self.settings.spot_label
+            and identity is not None
+            and identity.life_cycle == "spot"
             and self.node.labels.get(key) != value
         ):
             log.info("node registered without %s=%s; setting it (SPOT_LABEL=true)", key, value)
@@ -123,9 +143,14 @@ class KubeResponder:
         deadline = self.node.annotations.get(node_keys.ANNOTATION_DEADLINE)
         if not notice_id or not deadline:
             return None
-        return NodeNotice(id=notice_id, kind=labels.get(node_keys.LABEL_KIND, ""), deadline=deadline,
-                          action=self.node.annotations.get(node_keys.ANNOTATION_ACTION, ""),
-                          agent=labels.get(node_keys.LABEL_AGENT, ""), cordoned=bool(self.node.unschedulable))
+        return NodeNotice(
+            id=notice_id,
+            kind=labels.get(node_keys.LABEL_KIND, ""),
+            deadline=deadline,
+            action=self.node.annotations.get(node_keys.ANNOTATION_ACTION, ""),
+            agent=labels.get(node_keys.LABEL_AGENT, ""),
+            cordoned=bool(self.node.unschedulable),
+        )
 
     def describe(self) -> str:
         return f"node {self.node.name}" if self.node else "node unknown"
@@ -157,20 +182,28 @@ class KubeResponder:
         """Cordon, label, try the taint, drain. `hooks.should_stop()` is asked before every write:
         a cancelled or superseded response writes nothing more for its notice."""
         assert self.actions is not None and self.api is not None and self.node is not None
-        actions = NodeActions(self.api, self.node.name, dry_run=plan.dry_run,
-                              taint_forbidden=self.actions.taint_forbidden)
+        actions = NodeActions(
+            self.api, self.node.name, dry_run=plan.dry_run, taint_forbidden=self.actions.taint_forbidden
+        )
         if hooks.should_stop():
             return
         if not record.cordoned and self._node_write(plan.deadline, "cordon", actions.cordon, hooks):
             record.cordoned = True
             hooks.checkpoint()
             hooks.step(record, "Cordoned", f"cordoned for {plan.kind} {plan.notice_id}")
-            log.info("cordoned %s for %s%s", self.node.name, plan.notice_id, " (dry run)" if plan.dry_run else "")
-        labels: Dict[str, Optional[str]] = {node_keys.LABEL_KIND: plan.kind, node_keys.LABEL_NOTICE: plan.notice_id}
+            log.info(
+                "cordoned %s for %s%s", self.node.name, plan.notice_id, " (dry run)" if plan.dry_run else ""
+            )
+        labels: Dict[str, Optional[str]] = {
+            node_keys.LABEL_KIND: plan.kind,
+            node_keys.LABEL_NOTICE: plan.notice_id,
+        }
         if plan.exclude_from_lb and plan.response == "drain":
             labels[node_keys.EXCLUDE_LB] = "true"
-        annotations = {node_keys.ANNOTATION_DEADLINE: iso_seconds(plan.deadline),
-                       node_keys.ANNOTATION_ACTION: plan.action}
+        annotations = {
+            node_keys.ANNOTATION_DEADLINE: iso_seconds(plan.deadline),
+            node_keys.ANNOTATION_ACTION: plan.action,
+        }
         if hooks.should_stop():
             return
         if not record.labelled and self._node_write(
@@ -191,8 +224,10 @@ class KubeResponder:
         if hooks.should_stop():
             return
         options = DrainOptions(
-            deadline=plan.deadline, margin_s=self.settings.drain_margin,
-            force_at_deadline=plan.force_at_deadline, dry_run=plan.dry_run,
+            deadline=plan.deadline,
+            margin_s=self.settings.drain_margin,
+            force_at_deadline=plan.force_at_deadline,
+            dry_run=plan.dry_run,
             parallelism=self.parallelism,
             evict_local_storage=self.settings.evict_local_storage,
             evict_unmanaged=self.settings.evict_unmanaged,
@@ -201,10 +236,19 @@ class KubeResponder:
         if record.drain_started is None:
             record.drain_started = iso_seconds(self.clock.now())
             hooks.checkpoint()
-        hooks.step(record, "DrainStarted", f"draining for {plan.kind} {plan.notice_id}, deadline {iso_seconds(plan.deadline)}")
-        drainer = Drainer(self.api, self.node.name, options,
-                          progress=lambda gone, total: hooks.progress(gone, total, plan.deadline),
-                          should_stop=hooks.should_stop, clock=self.clock)
+        hooks.step(
+            record,
+            "DrainStarted",
+            f"draining for {plan.kind} {plan.notice_id}, deadline {iso_seconds(plan.deadline)}",
+        )
+        drainer = Drainer(
+            self.api,
+            self.node.name,
+            options,
+            progress=lambda gone, total: hooks.progress(gone, total, plan.deadline),
+            should_stop=hooks.should_stop,
+            clock=self.clock,
+        )
         started = self.clock.monotonic()
         result = drainer.run()
         record.total = max(record.total, result.total)
@@ -216,15 +260,19 @@ class KubeResponder:
             record.outcome = "drain interrupted (resumes on the next start)"
             return
         record.drain_finished = iso_seconds(self.clock.now())
-        summary = (f"{len(result.evicted)} evicted, {len(result.forced)} forced, {len(result.left)} left, "
-                   f"{len(result.failed)} failed of {result.total} in {self.clock.monotonic() - started:.1f}s"
-                   f"{' (dry run)' if plan.dry_run else ''}")
+        summary = (
+            f"{len(result.evicted)} evicted, {len(result.forced)} forced, {len(result.left)} left, "
+            f"{len(result.failed)} failed of {result.total} in {self.clock.monotonic() - started:.1f}s"
+            f"{' (dry run)' if plan.dry_run else ''}"
+        )
         record.outcome = ("drained: " if result.ok else "drain incomplete: ") + summary
         hooks.step(record, "DrainFinished" if result.ok else "DrainFailed", summary)
         if result.left:
             log.error("pods left on the node at the deadline: %s", ", ".join(result.left[:20]))
 
-    def _node_write(self, deadline: datetime, what: str, action: Callable[[], object], hooks: StepHooks) -> bool:
+    def _node_write(
+        self, deadline: datetime, what: str, action: Callable[[], object], hooks: StepHooks
+    ) -> bool:
         """A write to our own Node object. A missing Node (404: deleted, or not re-registered yet)
         has nothing to cordon or label, but its pods can still be evicted: say so and go on."""
         try:
@@ -233,8 +281,12 @@ class KubeResponder:
         except ApiError as error:
             if error.status != 404:
                 raise
-            log.error("cannot %s node %s: the Node object is missing (%s); evicting its pods anyway",
-                      what, self.node.name if self.node else "?", error.message)
+            log.error(
+                "cannot %s node %s: the Node object is missing (%s); evicting its pods anyway",
+                what,
+                self.node.name if self.node else "?",
+                error.message,
+            )
             return False
 
     def _until_deadline(self, deadline: datetime, what: str, action: Callable[[], T], hooks: StepHooks) -> T:
@@ -278,4 +330,3 @@ class KubeResponder:
     def close(self) -> None:
         if self.api is not None:
             self.api.close()
-

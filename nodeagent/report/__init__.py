@@ -3,13 +3,16 @@
 Each reporter implements agent.Reporter. Network I/O (events, webhook) runs on one background
 thread per reporter, so a slow receiver or API never holds up the loop.
 """
+
 from __future__ import annotations
 
 import sys
 from typing import List, Sequence
 
 
-def build_reporters(settings, responder, *, drill: bool = False, running: Sequence[object] = ()) -> List[object]:
+def build_reporters(
+    settings, responder, *, drill: bool = False, running: Sequence[object] = ()
+) -> List[object]:
     """The reporters the config asks for. `drill` marks messages as a rehearsal.
 
     `running` (a SIGHUP reload): the reporters in use. Each is kept when what it was built from is
@@ -42,10 +45,16 @@ def build_reporters(settings, responder, *, drill: bool = False, running: Sequen
         from nodeagent.report.webhook import WebhookReporter, default_node_name, webhook_config
 
         webhook = _running(running, "nodeagent.report.webhook", "WebhookReporter")
-        if (webhook is None or webhook.drill != drill or webhook.config != webhook_config(settings)
-                or metrics is not previous_metrics):  # its on_result feeds the metrics reporter
+        if (
+            webhook is None
+            or webhook.drill != drill
+            or webhook.config != webhook_config(settings)
+            or metrics is not previous_metrics
+        ):  # its on_result feeds the metrics reporter
             webhook = WebhookReporter(
-                settings, default_node_name(responder, settings), drill=drill,
+                settings,
+                default_node_name(responder, settings),
+                drill=drill,
                 on_result=metrics.webhook_result if metrics is not None else (lambda delivered: None),
                 close_timeout_s=30.0 if drill else 5.0,
             )

@@ -15,6 +15,7 @@ as the kubelet writes its own node events, so `kubectl describe node` lists them
 from a background thread, retried with backoff until the notice's deadline, and written with
 dryRun=All when DRY_RUN is on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,9 @@ def event_name(node: str, notice_id: str, reason: str) -> str:
     return f"{node[:230]}.{digest}"
 
 
-def event_body(name: str, node: str, reason: str, message: str, count: int,
-               first: datetime, last: datetime) -> Dict[str, object]:
+def event_body(
+    name: str, node: str, reason: str, message: str, count: int, first: datetime, last: datetime
+) -> Dict[str, object]:
     """A core/v1 Event about the Node. Pure."""
     return {
         "apiVersion": "v1",
@@ -89,8 +91,10 @@ def notice_message(record, drill: bool) -> str:
     from nodeagent.report.webhook import KIND_TEXT
 
     deadline = parse_optional_rfc3339(record.deadline)
-    text = (f"{KIND_TEXT.get(record.kind, record.kind)} {record.id} ({record.action}), "
-            f"deadline {_rfc3339(deadline) if deadline else record.deadline}; response: {record.response}")
+    text = (
+        f"{KIND_TEXT.get(record.kind, record.kind)} {record.id} ({record.action}), "
+        f"deadline {_rfc3339(deadline) if deadline else record.deadline}; response: {record.response}"
+    )
     if record.outcome:
         text += f" ({record.outcome})"
     return ("[drill] " if drill else "") + text
@@ -120,7 +124,9 @@ class EventsReporter(WorkerReporter):
     # ---- Reporter
 
     def notice_received(self, notice, record, plan) -> None:
-        self._emit(record, NOTICE_REASONS.get(record.kind, "InterruptionNotice"), notice_message(record, self.drill))
+        self._emit(
+            record, NOTICE_REASONS.get(record.kind, "InterruptionNotice"), notice_message(record, self.drill)
+        )
 
     def step(self, record, reason: str, message: str) -> None:
         self._emit(record, STEP_REASONS.get(reason, reason), ("[drill] " if self.drill else "") + message)
@@ -129,9 +135,11 @@ class EventsReporter(WorkerReporter):
         pass  # DrainFinished / DrainFailed / NodeCordoned already carry the outcome
 
     def cancelled(self, record) -> None:
-        self._emit(record, CANCELLED_REASON,
-                   ("[drill] " if self.drill else "") + f"notice {record.id} cancelled: {record.outcome}")
-
+        self._emit(
+            record,
+            CANCELLED_REASON,
+            ("[drill] " if self.drill else "") + f"notice {record.id} cancelled: {record.outcome}",
+        )
 
     # ---- sending
 
@@ -151,8 +159,16 @@ class EventsReporter(WorkerReporter):
         give_up_at = time.monotonic() + (to_deadline if to_deadline > 0 else MIN_RETRY_WINDOW_S)
         self.worker.submit(lambda: self._send(aggregate, record.id, reason, message, count, now, give_up_at))
 
-    def _send(self, aggregate: _Aggregate, notice_id: str, reason: str, message: str, count: int,
-              when: datetime, give_up_at: float) -> None:
+    def _send(
+        self,
+        aggregate: _Aggregate,
+        notice_id: str,
+        reason: str,
+        message: str,
+        count: int,
+        when: datetime,
+        give_up_at: float,
+    ) -> None:
         backoff = 0.5
         while True:
             api, node = self.responder.api, self.responder.node
@@ -175,8 +191,17 @@ class EventsReporter(WorkerReporter):
                 return
             backoff = min(5.0, backoff * 2)
 
-    def _write(self, api, node: str, aggregate: _Aggregate, notice_id: str, reason: str, message: str,
-               count: int, when: datetime) -> None:
+    def _write(
+        self,
+        api,
+        node: str,
+        aggregate: _Aggregate,
+        notice_id: str,
+        reason: str,
+        message: str,
+        count: int,
+        when: datetime,
+    ) -> None:
         name = aggregate.name or event_name(node, notice_id, reason)
         aggregate.name = name
         query = (("dryRun", "All"),) if self.settings.dry_run else ()
@@ -209,5 +234,3 @@ class EventsReporter(WorkerReporter):
         if self._said.get(reason) != problem:
             self._said[reason] = problem
             log.warning("could not write the %s event: %s", reason, problem)
-
-

@@ -8,6 +8,7 @@ alert such as `time() - nodeagent_last_poll_timestamp_seconds > 60`.
 Counters count from the start of the process (Prometheus' rate() and increase() handle resets).
 `render_textfile` is pure; MetricsReporter does the bookkeeping and the I/O.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,54 +55,114 @@ def _number(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-def render_textfile(state: MetricsState, version: str = __version__,
-                    python: Optional[str] = None) -> str:
+def render_textfile(state: MetricsState, version: str = __version__, python: Optional[str] = None) -> str:
     """The whole file. Pure."""
     python = python or sys.version.split()[0]
     families: List[Tuple[str, str, str, List[Tuple[Dict[str, str], float]]]] = [
-        ("nodeagent_build_info", "gauge", "Always 1; the labels say which nodeagent and Python run.",
-         [({"version": version, "python": python}, 1)]),
-        ("nodeagent_start_time_seconds", "gauge", "When the agent started (Unix time).",
-         [({}, state.start_time)]),
-        ("nodeagent_notices_total", "counter", "Notices seen, by kind.",
-         [({"kind": kind}, count) for kind, count in state.notices.items()]),
-        ("nodeagent_notices_cancelled_total", "counter", "Notices withdrawn or cancelled.",
-         [({}, state.notices_cancelled)]),
-        ("nodeagent_drains_total", "counter", "Drains that ended, by result (failed: pods left or failed).",
-         [({"result": result}, count) for result, count in state.drains.items()]),
+        (
+            "nodeagent_build_info",
+            "gauge",
+            "Always 1; the labels say which nodeagent and Python run.",
+            [({"version": version, "python": python}, 1)],
+        ),
+        (
+            "nodeagent_start_time_seconds",
+            "gauge",
+            "When the agent started (Unix time).",
+            [({}, state.start_time)],
+        ),
+        (
+            "nodeagent_notices_total",
+            "counter",
+            "Notices seen, by kind.",
+            [({"kind": kind}, count) for kind, count in state.notices.items()],
+        ),
+        (
+            "nodeagent_notices_cancelled_total",
+            "counter",
+            "Notices withdrawn or cancelled.",
+            [({}, state.notices_cancelled)],
+        ),
+        (
+            "nodeagent_drains_total",
+            "counter",
+            "Drains that ended, by result (failed: pods left or failed).",
+            [({"result": result}, count) for result, count in state.drains.items()],
+        ),
         ("nodeagent_draining", "gauge", "1 while a drain is running.", [({}, state.draining)]),
-        ("nodeagent_pods_evicted_total", "counter", "Pods evicted (dry-run evictions included).",
-         [({}, state.pods_evicted)]),
-        ("nodeagent_pods_forced_total", "counter", "PDB-blocked pods deleted at their last safe moment.",
-         [({}, state.pods_forced)]),
-        ("nodeagent_pods_failed_total", "counter", "Pods that could not be evicted (e.g. 403).",
-         [({}, state.pods_failed)]),
-        ("nodeagent_pods_left_total", "counter", "Pods still on the node at the deadline.",
-         [({}, state.pods_left)]),
+        (
+            "nodeagent_pods_evicted_total",
+            "counter",
+            "Pods evicted (dry-run evictions included).",
+            [({}, state.pods_evicted)],
+        ),
+        (
+            "nodeagent_pods_forced_total",
+            "counter",
+            "PDB-blocked pods deleted at their last safe moment.",
+            [({}, state.pods_forced)],
+        ),
+        (
+            "nodeagent_pods_failed_total",
+            "counter",
+            "Pods that could not be evicted (e.g. 403).",
+            [({}, state.pods_failed)],
+        ),
+        (
+            "nodeagent_pods_left_total",
+            "counter",
+            "Pods still on the node at the deadline.",
+            [({}, state.pods_left)],
+        ),
         ("nodeagent_imds_errors_total", "counter", "IMDS polls that failed.", [({}, state.imds_errors)]),
-        ("nodeagent_api_errors_total", "counter",
-         "Kubernetes API requests that failed (404, 409, PDB 429 and the taint 403 are normal work, not counted).",
-         [({}, state.api_errors)]),
-        ("nodeagent_webhook_deliveries_total", "counter", "Webhook messages, by result (after retries).",
-         [({"result": result}, count) for result, count in state.webhook.items()]),
+        (
+            "nodeagent_api_errors_total",
+            "counter",
+            "Kubernetes API requests that failed (404, 409, PDB 429 and the taint 403 are normal work, not counted).",
+            [({}, state.api_errors)],
+        ),
+        (
+            "nodeagent_webhook_deliveries_total",
+            "counter",
+            "Webhook messages, by result (after retries).",
+            [({"result": result}, count) for result, count in state.webhook.items()],
+        ),
     ]
     if state.last_drain_seconds is not None:
-        families.append(("nodeagent_drain_duration_seconds", "gauge",
-                         "How long the last drain took, from its start to its end.",
-                         [({}, state.last_drain_seconds)]))
+        families.append(
+            (
+                "nodeagent_drain_duration_seconds",
+                "gauge",
+                "How long the last drain took, from its start to its end.",
+                [({}, state.last_drain_seconds)],
+            )
+        )
     if state.last_poll is not None:
-        families.append(("nodeagent_last_poll_timestamp_seconds", "gauge",
-                         "When IMDS was last polled (Unix time); rewritten at least every 15 s.",
-                         [({}, state.last_poll)]))
-        families.append(("nodeagent_last_poll_ok", "gauge", "1 if the last IMDS poll succeeded.",
-                         [({}, 1 if state.last_poll_ok else 0)]))
+        families.append(
+            (
+                "nodeagent_last_poll_timestamp_seconds",
+                "gauge",
+                "When IMDS was last polled (Unix time); rewritten at least every 15 s.",
+                [({}, state.last_poll)],
+            )
+        )
+        families.append(
+            (
+                "nodeagent_last_poll_ok",
+                "gauge",
+                "1 if the last IMDS poll succeeded.",
+                [({}, 1 if state.last_poll_ok else 0)],
+            )
+        )
     lines: List[str] = []
     for name, kind, help_text, samples in families:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
-            lines.append(f"{name}{{{label_text}}} {_number(value)}" if label_text else f"{name} {_number(value)}")
+            lines.append(
+                f"{name}{{{label_text}}} {_number(value)}" if label_text else f"{name} {_number(value)}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -136,8 +197,9 @@ def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float
 class MetricsReporter:
     """Reporter: keeps the counters and rewrites the textfile on change (and every 15 s idle)."""
 
-    def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
-                 idle_rewrite_s: float = IDLE_REWRITE_S):
+    def __init__(
+        self, path: str, *, clock: Callable[[], float] = time.time, idle_rewrite_s: float = IDLE_REWRITE_S
+    ):
         self.path = path
         self.clock = clock
         self.idle_rewrite_s = idle_rewrite_s

@@ -14,6 +14,7 @@ connection errors, timeouts, 408/425/429 and 5xx until the notice's deadline (at
 Secrecy: the URL and the WEBHOOK_HEADERS values are never logged and never put in exception
 messages that we log; logs say e.g. "webhook failed: HTTP 500 from <redacted>".
 """
+
 from __future__ import annotations
 
 import json
@@ -99,12 +100,16 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
-                   now: Optional[datetime] = None) -> Dict[str, object]:
+def message_fields(
+    event: str, record, node: str, *, drill: bool, dry_run: bool, now: Optional[datetime] = None
+) -> Dict[str, object]:
     """The template fields for one message about one notice record. Pure."""
     now = now or datetime.now(timezone.utc)
     deadline = parse_optional_rfc3339(record.deadline)
-    started, finished = parse_optional_rfc3339(record.drain_started), parse_optional_rfc3339(record.drain_finished)
+    started, finished = (
+        parse_optional_rfc3339(record.drain_started),
+        parse_optional_rfc3339(record.drain_finished),
+    )
     deadline_in = None if deadline is None else max(0, int(round((deadline - now).total_seconds())))
     drain_seconds = None if not (started and finished) else round((finished - started).total_seconds(), 3)
     kind_text = KIND_TEXT.get(record.kind, record.kind)
@@ -116,7 +121,11 @@ def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
             summary += f" ({record.outcome})"
         icon = ":warning:"
     elif event == "finished":
-        ok = not record.left and not record.failed and not record.outcome.startswith(("failed", "drain incomplete"))
+        ok = (
+            not record.left
+            and not record.failed
+            and not record.outcome.startswith(("failed", "drain incomplete"))
+        )
         if record.response == "drain":
             headline = "Drained" if ok else "Drain incomplete"
         else:
@@ -169,7 +178,9 @@ def render(template_text: str, fields: Mapping[str, object]) -> bytes:
     try:
         text = string.Template(template_text).substitute({k: _json_value(v) for k, v in fields.items()})
     except KeyError as error:
-        raise TemplateError(f"unknown field ${{{error.args[0]}}} (known: {', '.join(sorted(fields))})") from None
+        raise TemplateError(
+            f"unknown field ${{{error.args[0]}}} (known: {', '.join(sorted(fields))})"
+        ) from None
     except ValueError as error:
         raise TemplateError(f"bad placeholder: {error}") from None
     try:
@@ -188,11 +199,20 @@ def load_template(fmt: str, path: str) -> Tuple[str, Optional[str]]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as error:
-        return default, f"WEBHOOK_TEMPLATE {path}: cannot read it ({getattr(error, 'strerror', None) or error}); using the built-in {fmt} template"
+        return (
+            default,
+            f"WEBHOOK_TEMPLATE {path}: cannot read it ({getattr(error, 'strerror', None) or error}); using the built-in {fmt} template",
+        )
     from nodeagent.state import NoticeRecord
 
-    sample = NoticeRecord(id="spot-itn-sample", kind="spot-itn", action="terminate",
-                          deadline="2025-01-01T00:02:00Z", first_seen="2025-01-01T00:00:00Z", response="drain")
+    sample = NoticeRecord(
+        id="spot-itn-sample",
+        kind="spot-itn",
+        action="terminate",
+        deadline="2025-01-01T00:02:00Z",
+        first_seen="2025-01-01T00:00:00Z",
+        response="drain",
+    )
     try:
         render(text, message_fields("notice", sample, "node", drill=False, dry_run=False))
     except TemplateError as error:
@@ -255,9 +275,15 @@ class Delivery:
 
 
 class WebhookSender:
-    def __init__(self, url: str, headers: Mapping[str, str], policy: DeliveryPolicy,
-                 worker: Worker, session: Optional[requests.Session] = None,
-                 sleep: Optional[Callable[[float], bool]] = None):
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        policy: DeliveryPolicy,
+        worker: Worker,
+        session: Optional[requests.Session] = None,
+        sleep: Optional[Callable[[float], bool]] = None,
+    ):
         self._url = url
         self._headers = {"Content-Type": "application/json", "User-Agent": f"nodeagent/{__version__}"}
         self._headers.update(headers)
@@ -278,12 +304,15 @@ class WebhookSender:
         while True:
             attempt += 1
             left = give_up_at - time.monotonic()
-            timeout = (min(self.policy.connect_timeout_s, max(0.5, left)),
-                       min(self.policy.read_timeout_s, max(0.5, left)))
+            timeout = (
+                min(self.policy.connect_timeout_s, max(0.5, left)),
+                min(self.policy.read_timeout_s, max(0.5, left)),
+            )
             retry_after: Optional[float] = None
             try:
-                response = self._session.post(self._url, data=body, headers=self._headers,
-                                              timeout=timeout, allow_redirects=False)
+                response = self._session.post(
+                    self._url, data=body, headers=self._headers, timeout=timeout, allow_redirects=False
+                )
                 status = response.status_code
                 response.close()
                 if 200 <= status < 300:
@@ -304,12 +333,21 @@ class WebhookSender:
                 return Delivery(False, attempt, problem)
             wait = min(self.policy.max_backoff_s, max(backoff, retry_after or 0.0))
             if self.worker.closing.is_set() or time.monotonic() + wait >= give_up_at:
-                log.error("webhook failed (%s) after %d attempt%s: %s", what, attempt,
-                          "" if attempt == 1 else "s", problem)
+                log.error(
+                    "webhook failed (%s) after %d attempt%s: %s",
+                    what,
+                    attempt,
+                    "" if attempt == 1 else "s",
+                    problem,
+                )
                 return Delivery(False, attempt, problem)
             if attempt == 1:
-                log.warning("webhook attempt 1 failed (%s): %s; retrying with backoff for up to %.0fs",
-                            what, problem, give_up_at - time.monotonic())
+                log.warning(
+                    "webhook attempt 1 failed (%s): %s; retrying with backoff for up to %.0fs",
+                    what,
+                    problem,
+                    give_up_at - time.monotonic(),
+                )
             else:
                 log.debug("webhook attempt %d failed (%s): %s", attempt, what, problem)
             if not self._sleep(wait):
@@ -345,8 +383,9 @@ def webhook_config(settings, template: Optional[str] = None) -> WebhookConfig:
     """template: the text already loaded, if it was; otherwise the file is read now."""
     if template is None:
         template = load_template(settings.webhook_format, settings.webhook_template)[0]
-    return WebhookConfig(settings.webhook_url, settings.webhook_format, template,
-                         settings.webhook_headers, settings.node_name)
+    return WebhookConfig(
+        settings.webhook_url, settings.webhook_format, template, settings.webhook_headers, settings.node_name
+    )
 
 
 class WebhookReporter(WorkerReporter):
@@ -377,15 +416,21 @@ class WebhookReporter(WorkerReporter):
             log.error("%s", text)
         self.sender = WebhookSender(settings.webhook_url, headers, policy, self.worker)
         self.deliveries: List[Delivery] = []
-        log.info("webhook: %s format%s, %d extra header%s", self.format,
-                 f", template {settings.webhook_template}" if settings.webhook_template and not problem else "",
-                 len(headers), "" if len(headers) == 1 else "s")
+        log.info(
+            "webhook: %s format%s, %d extra header%s",
+            self.format,
+            f", template {settings.webhook_template}" if settings.webhook_template and not problem else "",
+            len(headers),
+            "" if len(headers) == 1 else "s",
+        )
 
     def __repr__(self) -> str:
         return f"WebhookReporter({self.format}, {REDACTED})"
 
     def _queue(self, event: str, record) -> None:
-        fields = message_fields(event, record, self.node_name(), drill=self.drill, dry_run=self.settings.dry_run)
+        fields = message_fields(
+            event, record, self.node_name(), drill=self.drill, dry_run=self.settings.dry_run
+        )
         try:
             body = render(self.template, fields)
         except TemplateError as error:  # checked at startup; only odd values get here

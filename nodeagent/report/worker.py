@@ -4,6 +4,7 @@ Jobs run in the order they were submitted. A job that raises is logged and dropp
 itself never dies. `close` stops taking jobs, lets the queue finish for a bounded time, and tells
 jobs that are still retrying (through `closing`) to make their last attempt now.
 """
+
 from __future__ import annotations
 
 import logging
