@@ -9,6 +9,7 @@ worker thread, log lines and reports out. Time comes from one injectable clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -16,7 +17,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 from nodeagent import decide
 from nodeagent.clock import Clock, SystemClock
@@ -57,15 +59,15 @@ class Agent:
         settings: Settings,
         responder: Responder,
         *,
-        imds: Optional[ImdsClient] = None,
-        store: Optional[StateStore] = None,
-        notifier: Optional[SystemdNotifier] = None,
+        imds: ImdsClient | None = None,
+        store: StateStore | None = None,
+        notifier: SystemdNotifier | None = None,
         reporters: Sequence[Reporter] = (),
-        reload_settings: Optional[Callable[[], Settings]] = None,
-        rebuild_reporters: Optional[Callable[[Settings, Sequence[Reporter]], Sequence[Reporter]]] = None,
-        boot_time: Optional[float] = None,
+        reload_settings: Callable[[], Settings] | None = None,
+        rebuild_reporters: Callable[[Settings, Sequence[Reporter]], Sequence[Reporter]] | None = None,
+        boot_time: float | None = None,
         label_stopped: bool = False,
-        clock: Optional[Clock] = None,
+        clock: Clock | None = None,
     ):
         self.settings = settings
         self.responder = responder
@@ -78,10 +80,10 @@ class Agent:
         self.reload_settings = reload_settings
         self.rebuild_reporters = rebuild_reporters
         self.label_stopped = label_stopped  # the service: yes; a drill or the demo must not
-        self._retiring: List[threading.Thread] = []
+        self._retiring: list[threading.Thread] = []
         self.boot_time = boot_time if boot_time is not None else _boot_time()
-        self.identity: Optional[InstanceIdentity] = None
-        self.last_poll_at: Optional[float] = None
+        self.identity: InstanceIdentity | None = None
+        self.last_poll_at: float | None = None
         self.poll_errors = 0
         # Signal handlers run in the main thread between any two bytecodes, possibly while it
         # holds a threading lock (inside Event.wait, say), so they must take no lock: they only
@@ -102,8 +104,8 @@ class Agent:
             on_status=self.notifier.status,
             on_ready=self._poke,
         )
-        self._absences: Dict[str, Absence] = {}
-        self._said: Dict[str, str] = {}
+        self._absences: dict[str, Absence] = {}
+        self._said: dict[str, str] = {}
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
         self._adopt_from_node = False  # no state file: read the node once the API is up
         self._ready_seen = False
@@ -129,10 +131,9 @@ class Agent:
         self._poke()
 
     def _poke(self) -> None:
-        try:
+        # The buffer is full: the loop has wake-ups pending already.
+        with contextlib.suppress(OSError):
             self._wake_writer.send(b"\0")
-        except OSError:  # the buffer is full: the loop has wake-ups pending already
-            pass
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -328,7 +329,7 @@ class Agent:
 
     # ---------------------------------------------------------------- polling
 
-    def _watched_kinds(self) -> List[str]:
+    def _watched_kinds(self) -> list[str]:
         return [s.kind.value for s in SOURCES if self.settings.response_for(s.kind.value) != "ignore"]
 
     def poll(self) -> PollResult:

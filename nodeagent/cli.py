@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 from nodeagent import __version__
 from nodeagent.config import EX_CONFIG, ConfigError
 
 
-def _flags(pairs: Sequence[str]) -> Dict[str, str]:
-    flags: Dict[str, str] = {}
+def _flags(pairs: Sequence[str]) -> dict[str, str]:
+    flags: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

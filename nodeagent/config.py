@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable
 
 EX_CONFIG = 78
 DEFAULT_CONFIG_DIR = "/etc/nodeagent"
@@ -151,7 +152,7 @@ class KeySpec:
     secret: bool = False
 
 
-KEYS: Tuple[KeySpec, ...] = (
+KEYS: tuple[KeySpec, ...] = (
     KeySpec(
         "ENABLED", "true", parse_bool, "false: `run` exits 0 at once (turn the agent off per node group)"
     ),
@@ -258,7 +259,8 @@ KEYS: Tuple[KeySpec, ...] = (
         "WITHDRAWN_AFTER_POLLS",
         "3",
         lambda t: _int_between(t, 1, 100),
-        "a rebalance or scheduled event counts as withdrawn only when this many answered polls in a row miss it",
+        "a rebalance or scheduled event counts as withdrawn only when this many answered polls "
+        "in a row miss it",
     ),
     KeySpec(
         "WITHDRAWN_AFTER",
@@ -267,7 +269,7 @@ KEYS: Tuple[KeySpec, ...] = (
         "... and it has been missing for at least this long (an explicit 'canceled' acts at once)",
     ),
 )
-KEYS_BY_NAME: Dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
+KEYS_BY_NAME: dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
 
 
 def _int_between(text: str, low: int, high: int) -> int:
@@ -340,7 +342,7 @@ class Settings:
             return kind == "spot-itn"
         return self.exclude_from_lb == "true"
 
-    def last_tier(self) -> Tuple[str, ...]:
+    def last_tier(self) -> tuple[str, ...]:
         return tuple(c.strip() for c in self.last_tier_priority_classes.split(",") if c.strip())
 
 
@@ -357,7 +359,7 @@ def _suggest(key: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
+def parse_config_text(source: ConfigSource) -> list[tuple[str, str, int]]:
     """KEY=value lines -> [(key, value, line_no)]. Comments, blanks, CRLF and `export` are fine."""
     entries = []
     for line_no, raw_line in enumerate(source.text.splitlines(), start=1):
@@ -380,11 +382,11 @@ def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
 def load_settings(
     files: Sequence[ConfigSource],
     environ: Mapping[str, str],
-    flags: Optional[Mapping[str, str]] = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge all layers and validate every key. Raises ConfigError naming the key."""
-    raw: Dict[str, str] = {spec.name: spec.default for spec in KEYS}
-    sources: Dict[str, str] = {spec.name: "default" for spec in KEYS}
+    raw: dict[str, str] = {spec.name: spec.default for spec in KEYS}
+    sources: dict[str, str] = {spec.name: "default" for spec in KEYS}
 
     def put(key: str, value: str, origin: str) -> None:
         if key not in KEYS_BY_NAME:
@@ -416,7 +418,7 @@ def load_settings(
     return Settings(sources=sources, **values)
 
 
-def read_config_files(config_dir: str) -> List[ConfigSource]:
+def read_config_files(config_dir: str) -> list[ConfigSource]:
     """nodeagent.conf then conf.d/*.conf in lexical order. Missing files are fine."""
     base = Path(config_dir)
     candidates = [base / "nodeagent.conf"]
@@ -441,7 +443,7 @@ def read_config_files(config_dir: str) -> List[ConfigSource]:
     return sources
 
 
-def load(environ: Mapping[str, str], flags: Optional[Mapping[str, str]] = None) -> Settings:
+def load(environ: Mapping[str, str], flags: Mapping[str, str] | None = None) -> Settings:
     config_dir = environ.get(ENV_PREFIX + "CONFIG_DIR", DEFAULT_CONFIG_DIR)
     return load_settings(read_config_files(config_dir), environ, flags)
 
@@ -457,11 +459,11 @@ RESTART_ONLY_KEYS = (
 )
 
 
-def restart_only_changes(old: Settings, new: Settings) -> List[str]:
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     return [key for key in RESTART_ONLY_KEYS if getattr(old, key.lower()) != getattr(new, key.lower())]
 
 
-def describe(settings: Settings) -> List[Tuple[str, str, str]]:
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
     """(key, shown value, source) for check-config and status; secrets are masked."""
     rows = []
     for spec in KEYS:

@@ -10,9 +10,10 @@ holds a case for each.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Union
 
 from nodeagent.clock import iso, parse_iso, parse_optional_iso
 from nodeagent.config import Settings
@@ -60,9 +61,9 @@ class PollResult:
     notices: Mapping[str, Notice]
     # Kinds whose path answered this poll. A notice missing from a kind that did not answer is
     # not "gone": only a real answer counts towards a withdrawal.
-    answered: FrozenSet[str]
+    answered: frozenset[str]
     errors: Mapping[str, str] = field(default_factory=dict)
-    problems: Tuple[str, ...] = ()  # entries skipped inside answered bodies
+    problems: tuple[str, ...] = ()  # entries skipped inside answered bodies
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,9 @@ class Context:
     """What the agent knows besides the records and the poll."""
 
     now: datetime
-    running: Optional[str] = None  # the notice whose response the worker is carrying out
-    spot_label: Optional[bool] = None  # lifecycle=Ec2Spot on the Node (None: not known yet)
-    imds_life_cycle: Optional[str] = None  # IMDS instance-life-cycle
+    running: str | None = None  # the notice whose response the worker is carrying out
+    spot_label: bool | None = None  # lifecycle=Ec2Spot on the Node (None: not known yet)
+    imds_life_cycle: str | None = None  # IMDS instance-life-cycle
     boot_time: float = 0.0  # wall-clock seconds
 
 
@@ -91,7 +92,7 @@ class Context:
 class Accept:
     record: NoticeRecord
     notice: Notice
-    plan: Optional[Plan]  # None when the response is ignore or gated
+    plan: Plan | None  # None when the response is ignore or gated
     message: str
 
 
@@ -150,14 +151,14 @@ Action = Union[Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Say]
 
 @dataclass(frozen=True)
 class Decision:
-    actions: Tuple[Action, ...]
+    actions: tuple[Action, ...]
     absences: Mapping[str, Absence]
 
 
 # --- rules -----------------------------------------------------------------------------------
 
 
-def deadline_for(notice: Notice, now: datetime, settings: Settings) -> Tuple[datetime, str]:
+def deadline_for(notice: Notice, now: datetime, settings: Settings) -> tuple[datetime, str]:
     """The moment after which nothing is done for this notice, and why it is that moment."""
     window = now + timedelta(seconds=settings.drain_window)
     floor = now + timedelta(seconds=settings.drain_margin)
@@ -175,7 +176,7 @@ def deadline_for(notice: Notice, now: datetime, settings: Settings) -> Tuple[dat
     return notice.deadline, "the notice's time"
 
 
-def gate_reason(kind: str, settings: Settings, spot_label: Optional[bool], life_cycle: Optional[str]) -> str:
+def gate_reason(kind: str, settings: Settings, spot_label: bool | None, life_cycle: str | None) -> str:
     """'' when the spot gate passes (or does not apply), else why not."""
     if kind not in SPOT_ONLY_KINDS or settings.spot_gate == "off":
         return ""
@@ -220,7 +221,7 @@ def holds_node(record: NoticeRecord) -> bool:
     )
 
 
-def held_by_other(records: Mapping[str, NoticeRecord], notice_id: str) -> Optional[str]:
+def held_by_other(records: Mapping[str, NoticeRecord], notice_id: str) -> str | None:
     """Another notice that still holds the node, if any (spot interruptions first)."""
     others = [r for r in records.values() if r.id != notice_id and holds_node(r)]
     others.sort(key=lambda r: (r.kind != NoticeKind.SPOT_ITN.value, r.deadline))
@@ -244,8 +245,8 @@ def decide_poll(
     settings: Settings,
     ctx: Context,
 ) -> Decision:
-    actions: List[Action] = []
-    seen_records: Dict[str, NoticeRecord] = dict(records)
+    actions: list[Action] = []
+    seen_records: dict[str, NoticeRecord] = dict(records)
     for problem in poll.problems:
         actions.append(Say(f"problem-{problem}", f"IMDS: {problem}", logging.WARNING))
     running = seen_records.get(ctx.running) if ctx.running else None
@@ -347,7 +348,7 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
         response=response,
         not_after=iso(notice.not_after) if notice.not_after is not None else None,
     )
-    plan: Optional[Plan] = None
+    plan: Plan | None = None
     if response in ACTING_RESPONSES:
         plan = plan_for(record, settings)
     else:
@@ -362,10 +363,10 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
 
 def _cancel(
     record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context, settings: Settings
-) -> List[Action]:
+) -> list[Action]:
     touched = record.phase in (SEEN, ACTING, DONE) and record.response in ACTING_RESPONSES
     # Responses it had superseded, whose notices are still live, are the node's again.
-    reopened: List[Action] = [
+    reopened: list[Action] = [
         Reopen(plan_for(other, settings, resume=True))
         for other in records.values()
         if other.phase == SUPERSEDED
@@ -378,7 +379,7 @@ def _cancel(
 
 def _event_over(
     record: NoticeRecord, records: Mapping[str, NoticeRecord], how: str, settings: Settings
-) -> List[Action]:
+) -> list[Action]:
     """The maintenance happened. Unlike a cancellation the record stays done, and the cordon is
     lifted only when UNCORDON_AFTER_REBOOT says so, once the response in progress has ended."""
     if record.phase not in (SEEN, ACTING, DONE) or not record.cordoned or record.uncordon_pending:
@@ -408,10 +409,10 @@ def _event_over(
 # --- a start ---------------------------------------------------------------------------------
 
 
-def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context) -> Tuple[Action, ...]:
+def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context) -> tuple[Action, ...]:
     """On start: finish what was open (within its deadline), redo decided uncordons, and lift the
     cordon of a notice whose instance has since come back on a new boot."""
-    actions: List[Action] = []
+    actions: list[Action] = []
     for record in records.values():
         if record.uncordon_pending:
             actions.append(Uncordon(record.id, "decided before the restart", keep=False))
@@ -428,7 +429,7 @@ def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: C
 
 def _after_boot(
     record: NoticeRecord, records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context
-) -> List[Action]:
+) -> list[Action]:
     """A notice whose instance came back on a new boot (a reboot, a spot stop or hibernate, a
     warm pool): the event happened, so the cordon is lifted if UNCORDON_AFTER_REBOOT says so."""
     if not (settings.uncordon_after_reboot and _came_back(record) and _handled_by(record) < ctx.boot_time):
@@ -482,7 +483,7 @@ class NodeNotice:
 
 def decide_adopt(
     found: NodeNotice, records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context
-) -> Tuple[Action, ...]:
+) -> tuple[Action, ...]:
     """Rebuild a lost record from the node: a drain under way is resumed within its original
     deadline, a finished one is not repeated."""
     known = records.get(found.id)
@@ -522,7 +523,7 @@ def decide_adopt(
         # Seen again in IMDS before the API was up: its queued response resumes the drain.
         return (Say("adopt", message, logging.WARNING),)
     notice = Notice(kind=NoticeKind(found.kind), id=found.id, deadline=deadline, action=found.action, raw="")
-    actions: List[Action] = [Accept(record, notice, None, message)]
+    actions: list[Action] = [Accept(record, notice, None, message)]
     if finished:
         actions.extend(_after_boot(record, {**records, record.id: record}, settings, ctx))
     else:
@@ -538,6 +539,6 @@ def expired_before_start(plan: Plan, now: datetime) -> bool:
     return plan.deadline <= now
 
 
-def order_plans(plans: Sequence[Plan]) -> List[Plan]:
+def order_plans(plans: Sequence[Plan]) -> list[Plan]:
     """The worker's order: the most urgent deadline first."""
     return sorted(plans, key=lambda plan: plan.deadline)

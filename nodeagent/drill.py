@@ -25,6 +25,7 @@ a cordon); 1 when it did not, or the drill could not start; 2 refused (no --yes,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -33,7 +34,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
 
 from nodeagent import config
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
@@ -66,8 +66,8 @@ class NodeSnapshot:
 
     name: str
     unschedulable: bool
-    labels: Dict[str, Optional[str]]
-    annotations: Dict[str, Optional[str]]
+    labels: dict[str, str | None]
+    annotations: dict[str, str | None]
 
 
 def _say(text: str = "") -> None:
@@ -115,7 +115,7 @@ def read_identity(settings):
         return None, str(error)
 
 
-def identity_from_node(node: Dict[str, object], name: str):
+def identity_from_node(node: dict[str, object], name: str):
     """When IMDS is unreachable: the identity the Node itself claims (providerID aws:///<az>/<id>)."""
     from nodeagent.imds import InstanceIdentity
 
@@ -138,13 +138,13 @@ def identity_from_node(node: Dict[str, object], name: str):
     )
 
 
-def snapshot(node: Dict[str, object]) -> NodeSnapshot:
+def snapshot(node: dict[str, object]) -> NodeSnapshot:
     from nodeagent.kube import node as keys
 
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
     annotations = metadata.get("annotations") or {}
-    ours = keys.OUR_LABELS + (keys.LABEL_AGENT, keys.LABEL_VERSION)
+    ours = (*keys.OUR_LABELS, keys.LABEL_AGENT, keys.LABEL_VERSION)
     return NodeSnapshot(
         name=str(metadata.get("name", "")),
         unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
@@ -165,7 +165,7 @@ class DrillPlan:
     workdir: str
 
 
-def drill_settings(base, flags: Dict[str, str], plan: DrillPlan, imds_url: str, node_name: str):
+def drill_settings(base, flags: dict[str, str], plan: DrillPlan, imds_url: str, node_name: str):
     """The daemon's config with the drill's overrides (CLI flags still win for what they name)."""
     overrides = {
         "IMDS_URL": imds_url,
@@ -196,7 +196,7 @@ def main_drill(args) -> int:
         return error.code
 
 
-def run_drill(args, base, flags: Dict[str, str]) -> int:
+def run_drill(args, base, flags: dict[str, str]) -> int:
     kind = args.kind
     try:
         in_s = config.parse_duration(args.in_)
@@ -242,7 +242,7 @@ class _Preflight:
         self.api = None
         self.node_name = ""
         self.node_how = ""
-        self.before: Optional[NodeSnapshot] = None
+        self.before: NodeSnapshot | None = None
 
     def find_node(self) -> None:
         from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
@@ -276,7 +276,7 @@ class _Preflight:
         if self.identity is None:
             self.identity = identity_from_node(raw, node.name)
 
-    def pods(self) -> List[Dict[str, object]]:
+    def pods(self) -> list[dict[str, object]]:
         listing = self.api.request(
             "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node_name}")]
         )
@@ -287,7 +287,7 @@ class _Preflight:
             self.api.close()
 
 
-def _evictable(pods: List[Dict[str, object]], settings) -> List[str]:
+def _evictable(pods: list[dict[str, object]], settings) -> list[str]:
     from nodeagent.kube.drain import DrainOptions, select_pods
 
     options = DrainOptions(
@@ -331,8 +331,13 @@ def _run(
             f"nodeagent drill: {plan.kind} notice, deadline in {plan.in_s:g}s, on node {preflight.node_name}"
             f" (from {preflight.node_how})"
         )
+        mode = (
+            "DRY RUN: server-side dryRun=All, nothing changes"
+            if plan.dry_run
+            else "REAL: the node is cordoned and drained"
+        )
         _say(
-            f"  mode: {'DRY RUN: server-side dryRun=All, nothing changes' if plan.dry_run else 'REAL: the node is cordoned and drained'}"
+            f"  mode: {mode}"
             f"; response: {response} ({RESPONSE_KEY[plan.kind]}){'; --undo at the end' if plan.undo else ''}"
         )
         where = (
@@ -345,7 +350,8 @@ def _run(
             f" drill IMDS {sim.url}"
         )
         _say(
-            f"  API {preflight.api.host}; {len(pods_before)} pods on the node, {len(evictable_before)} evictable"
+            f"  API {preflight.api.host}; {len(pods_before)} pods on the node, "
+            f"{len(evictable_before)} evictable"
         )
         _say(f"  drill state {settings.state_dir}; {daemon_note} (untouched)")
         _say()
@@ -419,10 +425,8 @@ def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
         for reporter in reporters:
             step = getattr(reporter, "step", None)
             if step is not None:
-                try:
+                with contextlib.suppress(Exception):
                     step(record, "Uncordoned", "uncordoned: drill undone")
-                except Exception:
-                    pass
         from nodeagent.report import flush_reporters
 
         flush_reporters(reporters, 10)
@@ -482,7 +486,8 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
         _say(f"  the agent did not act: {record.outcome}")
         if record.response == "gated":
             _say(
-                "  (that is what a real notice would get here; --set SPOT_GATE=off rehearses the drain anyway)"
+                "  (that is what a real notice would get here; "
+                "--set SPOT_GATE=off rehearses the drain anyway)"
             )
     _say(f"  drill {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1

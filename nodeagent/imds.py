@@ -49,8 +49,9 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable
 from urllib.parse import urlsplit
 
 from tenacity import (
@@ -139,18 +140,18 @@ class ImdsStats:
     errors: int = 0  # calls of get/get_bytes that raised
     retries: int = 0
     token_refreshes: int = 0  # tokens fetched (the first one included)
-    last_status: Optional[int] = None  # HTTP status of the last response; None if none arrived
+    last_status: int | None = None  # HTTP status of the last response; None if none arrived
     mode: str = "unknown"  # "v2", "v1" or "unknown" (no token negotiated yet)
 
 
 @dataclass(frozen=True)
 class InstanceIdentity:
-    instance_id: Optional[str]
-    availability_zone: Optional[str]
-    region: Optional[str]
-    instance_type: Optional[str]
-    life_cycle: Optional[str]
-    local_hostname: Optional[str]
+    instance_id: str | None
+    availability_zone: str | None
+    region: str | None
+    instance_type: str | None
+    life_cycle: str | None
+    local_hostname: str | None
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class _StaleConnection(_TransportError):
 class _Connection(http.client.HTTPConnection):
     """http.client's connection with connect and I/O bounded by a per-call deadline."""
 
-    def __init__(self, host: str, port: Optional[int], connect_timeout: float, io_timeout: float):
+    def __init__(self, host: str, port: int | None, connect_timeout: float, io_timeout: float):
         super().__init__(host, port, timeout=io_timeout)
         self.connect_timeout = connect_timeout
         self.io_timeout = io_timeout
@@ -282,7 +283,7 @@ class ImdsClient:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._token: Optional[str] = None
+        self._token: str | None = None
         self._token_expires_at = 0.0
         self._v1_mode = False
         self._stats = ImdsStats()
@@ -293,7 +294,7 @@ class ImdsClient:
     def __repr__(self) -> str:  # never show the token
         return f"ImdsClient(base_url={self._base!r}, mode={self._stats.mode!r})"
 
-    def __enter__(self) -> "ImdsClient":
+    def __enter__(self) -> ImdsClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -311,7 +312,7 @@ class ImdsClient:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def get(self, path: str) -> Optional[str]:
+    def get(self, path: str) -> str | None:
         """GET /latest/meta-data/<path> as text; None on 404."""
         body = self.get_bytes(path)
         if body is None:
@@ -326,7 +327,7 @@ class ImdsClient:
                 f"({exc.reason} at byte {exc.start} of {len(body)})"
             ) from None
 
-    def get_bytes(self, path: str) -> Optional[bytes]:
+    def get_bytes(self, path: str) -> bytes | None:
         """GET /latest/meta-data/<path> as raw bytes; None on 404."""
         path = path.lstrip("/")
         with self._lock:
@@ -340,7 +341,7 @@ class ImdsClient:
     def identity(self) -> InstanceIdentity:
         """The instance facts the agent needs; a path IMDS does not have (404) gives None."""
 
-        def field(path: str) -> Optional[str]:
+        def field(path: str) -> str | None:
             value = self.get(path)
             value = value.strip() if value is not None else None
             return value or None
@@ -356,7 +357,7 @@ class ImdsClient:
 
     # --- internals (called with self._lock held) ------------------------------------------------
 
-    def _get_locked(self, path: str) -> Optional[bytes]:
+    def _get_locked(self, path: str) -> bytes | None:
         url = self._prefix + METADATA_PREFIX + path
         what = f"GET {path}"
         self._ensure_auth()
@@ -392,7 +393,7 @@ class ImdsClient:
         if reply.status != 200:
             raise ImdsError(f"IMDS answered HTTP {reply.status} to {what}")
 
-    def _auth_headers(self) -> Dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         return {TOKEN_HEADER: self._token} if self._token else {}
 
     def _drop_token(self) -> None:
@@ -469,7 +470,7 @@ class ImdsClient:
         self,
         method: str,
         url: str,
-        headers: Dict[str, str],
+        headers: dict[str, str],
         what: str,
         retry_read_timeouts: bool = True,
     ) -> _Reply:
@@ -520,7 +521,7 @@ class ImdsClient:
     def _count_retry(self, state: RetryCallState) -> None:
         self._stats.retries += 1
 
-    def _send_once(self, method: str, url: str, headers: Dict[str, str]) -> _Reply:
+    def _send_once(self, method: str, url: str, headers: dict[str, str]) -> _Reply:
         connection = self._connection
         connection.arm(self._deadline)
         if connection.sock is not None:
@@ -535,7 +536,7 @@ class ImdsClient:
         except _StaleConnection as exc:
             raise _TransportError("dropped the connection") from exc.__cause__
 
-    def _send_on_connection(self, method: str, url: str, headers: Dict[str, str]) -> _Reply:
+    def _send_on_connection(self, method: str, url: str, headers: dict[str, str]) -> _Reply:
         opts = self.options
         self._stats.requests += 1
         self._stats.last_status = None
@@ -585,7 +586,7 @@ def _last_outcome(state: RetryCallState) -> object:
     return state.outcome.result()
 
 
-def _parse_ttl(value: Optional[str]) -> Optional[int]:
+def _parse_ttl(value: str | None) -> int | None:
     if value is None:
         return None
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional, TextIO
+from typing import TextIO
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -19,7 +19,7 @@ class JournalPrefixFormatter(logging.Formatter):
         return f"<{priority}>{message}"
 
 
-def setup(level: str, stream: Optional[TextIO] = None) -> None:
+def setup(level: str, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JournalPrefixFormatter())
     root = logging.getLogger("nodeagent")

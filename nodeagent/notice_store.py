@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import replace
-from typing import Dict, Optional
 
 from nodeagent.state import (
     ACTING,
@@ -46,14 +45,14 @@ class UnknownNotice(KeyError):
 
 
 class NoticeStore:
-    def __init__(self, files: StateStore, state: Optional[AgentState] = None):
+    def __init__(self, files: StateStore, state: AgentState | None = None):
         self.files = files
         self._state = state or AgentState()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------ reading
 
-    def records(self) -> Dict[str, NoticeRecord]:
+    def records(self) -> dict[str, NoticeRecord]:
         with self._lock:
             return {key: copy.deepcopy(record) for key, record in self._state.notices.items()}
 
@@ -208,7 +207,7 @@ class NoticeStore:
                 self._state.status = status
                 self._save()
 
-    def set_drain_progress(self, progress: Optional[Dict[str, object]]) -> None:
+    def set_drain_progress(self, progress: dict[str, object] | None) -> None:
         with self._lock:  # not saved on its own: it rides on the next save
             self._state.drain_progress = progress
 

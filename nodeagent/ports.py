@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Dict, Optional, Protocol
+from typing import Callable, Protocol
 
 from nodeagent.clock import iso
 from nodeagent.config import Settings
@@ -31,7 +31,7 @@ class StepHooks(Protocol):
 class Responder(Protocol):
     """Carries out plans. Decides nothing."""
 
-    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+    def startup(self, identity: InstanceIdentity | None) -> str | None:
         """None once ready to act; otherwise a STATUS text saying what it waits for."""
 
     def describe(self) -> str: ...
@@ -39,10 +39,10 @@ class Responder(Protocol):
     def reload(self, settings: Settings) -> None:
         """A SIGHUP brought new settings (keys read once stay as they were)."""
 
-    def spot_label(self) -> Optional[bool]:
+    def spot_label(self) -> bool | None:
         """True/False when the node's lifecycle=Ec2Spot label is known, None when it is not."""
 
-    def notice_on_node(self) -> Optional[NodeNotice]:
+    def notice_on_node(self) -> NodeNotice | None:
         """The notice the node's labels named when the agent started (to rebuild lost state)."""
 
     def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
@@ -50,7 +50,7 @@ class Responder(Protocol):
 
     def undo(self, record: NoticeRecord, reason: str) -> None: ...
 
-    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None: ...
+    def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -58,7 +58,7 @@ class Responder(Protocol):
 class Reporter(Protocol):
     """Events, webhook, metrics. Must never raise into the agent."""
 
-    def notice_received(self, notice: Notice, record: NoticeRecord, plan: Optional[Plan]) -> None: ...
+    def notice_received(self, notice: Notice, record: NoticeRecord, plan: Plan | None) -> None: ...
 
     def step(self, record: NoticeRecord, reason: str, message: str) -> None:
         """reason: Cordoned, DrainStarted, DrainFinished, DrainFailed, Uncordoned."""
@@ -67,7 +67,7 @@ class Reporter(Protocol):
 
     def cancelled(self, record: NoticeRecord) -> None: ...
 
-    def polled(self, ok: bool, errors: Dict[str, str]) -> None: ...
+    def polled(self, ok: bool, errors: dict[str, str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -75,7 +75,7 @@ class Reporter(Protocol):
 class LoggingResponder:
     """A responder that only logs: `nodeagent run --log-only`, and the watcher without Kubernetes."""
 
-    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+    def startup(self, identity: InstanceIdentity | None) -> str | None:
         return None
 
     def describe(self) -> str:
@@ -84,10 +84,10 @@ class LoggingResponder:
     def reload(self, settings: Settings) -> None:
         pass
 
-    def spot_label(self) -> Optional[bool]:
+    def spot_label(self) -> bool | None:
         return None
 
-    def notice_on_node(self) -> Optional[NodeNotice]:
+    def notice_on_node(self) -> NodeNotice | None:
         return None
 
     def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
@@ -103,7 +103,7 @@ class LoggingResponder:
     def undo(self, record: NoticeRecord, reason: str) -> None:
         log.info("would undo %s for %s: %s [log-only]", record.response, record.id, reason)
 
-    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:
+    def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None:
         pass
 
     def close(self) -> None:

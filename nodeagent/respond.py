@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Union
 
 from nodeagent.clock import Clock, iso
 from nodeagent.decide import Plan, expired_before_start, held_by_other
@@ -73,23 +74,23 @@ class Worker:
         self.stop = stop
         self.on_status = on_status
         self.on_ready = on_ready  # wakes the poll loop, which then reads the node (lost state) at once
-        self.identity: Optional[InstanceIdentity] = None
+        self.identity: InstanceIdentity | None = None
         self.ready = False
         self.startup_status = "starting"
         self.startup_failures = 0
-        self.drain_text: Optional[str] = None
-        self._jobs: List[Job] = []
+        self.drain_text: str | None = None
+        self._jobs: list[Job] = []
         self._held = False
         self._cond = threading.Condition()
-        self._running: Optional[str] = None
+        self._running: str | None = None
         self._picking = False  # a job taken off the list and not yet finished
-        self._token: Optional[CancelToken] = None
+        self._token: CancelToken | None = None
         self._finish_lock = threading.Lock()  # a cancel and the end of a response never interleave
         self._thread = threading.Thread(target=self._run, name="responder", daemon=True)
 
     # ------------------------------------------------------------ the poll loop's side
 
-    def start(self, identity: Optional[InstanceIdentity], *, held: bool = False) -> None:
+    def start(self, identity: InstanceIdentity | None, *, held: bool = False) -> None:
         """held: take no job until release() (the poll loop first reads the node's labels when
         the state file was lost, so a queued response is not started twice)."""
         self.identity = identity
@@ -102,7 +103,7 @@ class Worker:
             self._cond.notify_all()
 
     @property
-    def running(self) -> Optional[str]:
+    def running(self) -> str | None:
         return self._running
 
     @property
@@ -116,7 +117,7 @@ class Worker:
             self._jobs.append(job)
             self._cond.notify_all()
 
-    def cancel(self, notice_id: str, reason: str, *, superseded_by: Optional[str] = None) -> bool:
+    def cancel(self, notice_id: str, reason: str, *, superseded_by: str | None = None) -> bool:
         """Record the cancel (or supersede) and stop the response if it is running. True when
         it was running: it then reports the outcome itself once it has stopped."""
         with self._finish_lock:
@@ -174,7 +175,7 @@ class Worker:
         self.on_ready()
         return True
 
-    def _next_job(self) -> Optional[Job]:
+    def _next_job(self) -> Job | None:
         with self._cond:
             if not self._jobs or self._held:
                 self._cond.wait(timeout=0.5)
@@ -317,4 +318,4 @@ class _Hooks:
 
 
 def _finished(record: NoticeRecord) -> bool:
-    return record.response == "cordon" and record.cordoned or record.drain_finished is not None
+    return (record.response == "cordon" and record.cordoned) or record.drain_finished is not None

@@ -7,6 +7,7 @@ cannot be written leaves the agent running from memory, and `writable` says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 log = logging.getLogger("nodeagent.state")
 
@@ -40,27 +40,27 @@ class NoticeRecord:
     phase: str = SEEN
     cordoned: bool = False
     labelled: bool = False
-    drain_started: Optional[str] = None
-    drain_finished: Optional[str] = None
+    drain_started: str | None = None
+    drain_finished: str | None = None
     evicted: int = 0
     forced: int = 0
     failed: int = 0
-    left: List[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
     outcome: str = ""
-    handled_at: Optional[float] = None  # wall-clock seconds; with the boot time tells "before a reboot"
+    handled_at: float | None = None  # wall-clock seconds; with the boot time tells "before a reboot"
     total: int = 0  # pods the drain set out to evict
-    not_after: Optional[str] = None  # scheduled events: the end of the maintenance window
-    superseded_by: Optional[str] = None
+    not_after: str | None = None  # scheduled events: the end of the maintenance window
+    superseded_by: str | None = None
     uncordon_pending: bool = False  # an uncordon was decided and is not done yet (survives a restart)
 
 
 @dataclass
 class AgentState:
-    notices: Dict[str, NoticeRecord] = field(default_factory=dict)
-    last_notice: Optional[str] = None
+    notices: dict[str, NoticeRecord] = field(default_factory=dict)
+    last_notice: str | None = None
     status: str = "starting"  # what STATUS= says, for `nodeagent status`
     agent_state: str = "watching"  # watching | draining | drained | cordoned
-    drain_progress: Optional[Dict[str, object]] = None
+    drain_progress: dict[str, object] | None = None
     updated_at: float = 0.0
     pid: int = 0
 
@@ -68,7 +68,7 @@ class AgentState:
     def busy(self) -> bool:
         return any(record.phase == ACTING for record in self.notices.values())
 
-    def to_json(self) -> Dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "schema": SCHEMA,
             "busy": self.busy,
@@ -82,7 +82,7 @@ class AgentState:
         }
 
     @classmethod
-    def from_json(cls, data: Dict[str, object]) -> "AgentState":
+    def from_json(cls, data: dict[str, object]) -> AgentState:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise ValueError("not a nodeagent state file (schema mismatch)")
         raw_notices = data.get("notices") or {}
@@ -104,9 +104,9 @@ class StateStore:
     def __init__(self, state_dir: str):
         self.path = Path(state_dir) / STATE_FILE
         self.writable = True
-        self.last_error: Optional[str] = None
+        self.last_error: str | None = None
 
-    def load(self) -> "LoadResult":
+    def load(self) -> LoadResult:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -122,7 +122,7 @@ class StateStore:
                 AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {error}"
             )
 
-    def _quarantine(self) -> Optional[str]:
+    def _quarantine(self) -> str | None:
         target = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
         try:
             os.replace(self.path, target)
@@ -164,16 +164,14 @@ class StateStore:
 @dataclass
 class LoadResult:
     state: AgentState
-    quarantined: Optional[str]
-    error: Optional[str] = None
+    quarantined: str | None
+    error: str | None = None
     missing: bool = False  # a first start, or a state directory that was wiped
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -189,7 +187,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_state_file(state_dir: str) -> Optional[Dict[str, object]]:
+def read_state_file(state_dir: str) -> dict[str, object] | None:
     """Raw read for `nodeagent status` (works as non-root when the file is world-readable)."""
     try:
         return json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable
 
 from nodeagent import __version__
 from nodeagent.state import STATE_FILE
@@ -31,7 +31,7 @@ API_PROBE_TIMEOUT_S = 15.0
 
 # Every key of `nodeagent status --json`, with its JSON types. "object|null" keys list their
 # members as "key.member" when the object is present.
-NOTICE_FIELDS: Dict[str, str] = {
+NOTICE_FIELDS: dict[str, str] = {
     "id": "string",
     "kind": "string",
     "action": "string",
@@ -49,14 +49,14 @@ NOTICE_FIELDS: Dict[str, str] = {
     "drain_started": "string|null",
     "drain_finished": "string|null",
 }
-PROGRESS_FIELDS: Dict[str, str] = {
+PROGRESS_FIELDS: dict[str, str] = {
     "notice": "string",
     "gone": "integer",
     "total": "integer",
     "deadline": "string",
     "deadline_in_s": "number",
 }
-STATUS_SCHEMA: Dict[str, str] = {
+STATUS_SCHEMA: dict[str, str] = {
     "schema": "integer",
     "version": "string",
     "generated_at": "string",
@@ -109,7 +109,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _seconds_until(text: Optional[str], now: datetime) -> Optional[float]:
+def _seconds_until(text: str | None, now: datetime) -> float | None:
     if not text:
         return None
     from nodeagent.notices import parse_rfc3339_utc
@@ -126,8 +126,8 @@ def _seconds_until(text: Optional[str], now: datetime) -> Optional[float]:
 @dataclass(frozen=True)
 class StateRead:
     path: str
-    data: Optional[Dict[str, object]]
-    error: Optional[str]  # None when read; else why not (missing, permission, corrupt)
+    data: dict[str, object] | None
+    error: str | None  # None when read; else why not (missing, permission, corrupt)
     missing: bool = False
 
 
@@ -160,7 +160,7 @@ def read_daemon_state(state_dir: str) -> StateRead:
     return StateRead(str(path), data, None)
 
 
-def process_is_nodeagent(pid: int) -> Optional[bool]:
+def process_is_nodeagent(pid: int) -> bool | None:
     """True when pid is a live nodeagent process, False when not, None when we cannot tell."""
     if pid <= 0:
         return False
@@ -188,16 +188,16 @@ def _int(value: object, default: int = 0) -> int:
         return default
 
 
-def _str_or_none(value: object) -> Optional[str]:
+def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
 def daemon_section(
-    read: StateRead, is_alive: Callable[[int], Optional[bool]] = process_is_nodeagent
-) -> Dict[str, object]:
+    read: StateRead, is_alive: Callable[[int], bool | None] = process_is_nodeagent
+) -> dict[str, object]:
     data = read.data or {}
     pid = _int(data.get("pid")) if read.data is not None else None
-    running: Optional[bool] = None
+    running: bool | None = None
     if read.data is not None:
         running = False if data.get("status") == "stopped" else is_alive(pid or 0)
     updated = data.get("updated_at")
@@ -217,7 +217,7 @@ def daemon_section(
     }
 
 
-def last_notice_section(data: Optional[Dict[str, object]], now: datetime) -> Optional[Dict[str, object]]:
+def last_notice_section(data: dict[str, object] | None, now: datetime) -> dict[str, object] | None:
     if not data:
         return None
     notices = data.get("notices")
@@ -245,7 +245,7 @@ def last_notice_section(data: Optional[Dict[str, object]], now: datetime) -> Opt
     }
 
 
-def progress_section(data: Optional[Dict[str, object]], now: datetime) -> Optional[Dict[str, object]]:
+def progress_section(data: dict[str, object] | None, now: datetime) -> dict[str, object] | None:
     progress = (data or {}).get("drain_progress")
     if not isinstance(progress, dict):
         return None
@@ -261,9 +261,9 @@ def progress_section(data: Optional[Dict[str, object]], now: datetime) -> Option
 # ------------------------------------------------------------------ probes
 
 
-def probe_imds(settings, checked: bool) -> Tuple[Dict[str, object], object]:
+def probe_imds(settings, checked: bool) -> tuple[dict[str, object], object]:
     """(section, identity or None). Short timeouts and a single attempt."""
-    section: Dict[str, object] = {
+    section: dict[str, object] = {
         "checked": checked,
         "reachable": None,
         "url": settings.imds_url,
@@ -303,8 +303,8 @@ def probe_imds(settings, checked: bool) -> Tuple[Dict[str, object], object]:
     return section, identity
 
 
-def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> Dict[str, object]:
-    section: Dict[str, object] = {
+def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> dict[str, object]:
+    section: dict[str, object] = {
         "checked": checked,
         "reachable": None,
         "server": None,
@@ -318,7 +318,7 @@ def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TI
     }
     if not checked:
         return section
-    outcome: Dict[str, object] = {}
+    outcome: dict[str, object] = {}
     worker = threading.Thread(target=_api_probe_body, args=(settings, identity, outcome), daemon=True)
     worker.start()
     worker.join(timeout_s)
@@ -331,7 +331,7 @@ def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TI
     return section
 
 
-def _api_probe_body(settings, identity, out: Dict[str, object]) -> None:
+def _api_probe_body(settings, identity, out: dict[str, object]) -> None:
     from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
     from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
 
@@ -377,14 +377,14 @@ def _api_probe_body(settings, identity, out: Dict[str, object]) -> None:
 # ------------------------------------------------------------------ assembling
 
 
-def config_section(settings) -> Dict[str, Dict[str, str]]:
+def config_section(settings) -> dict[str, dict[str, str]]:
     from nodeagent.config import describe
 
     return {key: {"value": value, "source": source} for key, value, source in describe(settings)}
 
 
-def problems_of(report: Dict[str, object]) -> List[str]:
-    problems: List[str] = []
+def problems_of(report: dict[str, object]) -> list[str]:
+    problems: list[str] = []
     daemon = report["daemon"]
     assert isinstance(daemon, dict)
     if daemon["state_file_error"]:
@@ -403,11 +403,11 @@ def problems_of(report: Dict[str, object]) -> List[str]:
     return problems
 
 
-def collect(settings, probe: bool = True, now: Optional[datetime] = None) -> Dict[str, object]:
+def collect(settings, probe: bool = True, now: datetime | None = None) -> dict[str, object]:
     now = now or utcnow()
     read = read_daemon_state(settings.state_dir)
     imds, identity = probe_imds(settings, probe)
-    report: Dict[str, object] = {
+    report: dict[str, object] = {
         "schema": SCHEMA_VERSION,
         "version": __version__,
         "generated_at": _iso(now),
@@ -429,7 +429,7 @@ def collect(settings, probe: bool = True, now: Optional[datetime] = None) -> Dic
 # ------------------------------------------------------------------ text
 
 
-def _ago(iso_text: Optional[str], now: datetime) -> str:
+def _ago(iso_text: str | None, now: datetime) -> str:
     seconds = _seconds_until(iso_text, now)
     if seconds is None:
         return ""
@@ -441,7 +441,7 @@ def _ago(iso_text: Optional[str], now: datetime) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def _in(seconds: Optional[float]) -> str:
+def _in(seconds: float | None) -> str:
     if seconds is None:
         return ""
     return f"in {seconds:.0f}s" if seconds >= 0 else f"{-seconds:.0f}s ago"
@@ -456,9 +456,9 @@ RESPONSE_KEYS = (
 ALWAYS_SHOWN = ("STATE_DIR", "KUBECONFIG", "IMDS_URL", "DRY_RUN")
 
 
-def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> str:
+def render_text(report: dict[str, object], now: datetime | None = None) -> str:
     now = now or utcnow()
-    lines: List[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
+    lines: list[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label:<12} {text}" if label else f"  {'':<12} {text}")
@@ -474,7 +474,8 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
         pid = f" (pid {daemon['pid']})" if daemon["pid"] else ""
         row(
             "daemon:",
-            f"{state}{pid}; node {daemon['agent_state']}; state file updated {_ago(daemon['updated_at'], now)}"
+            f"{state}{pid}; node {daemon['agent_state']}; "
+            f"state file updated {_ago(daemon['updated_at'], now)}"
             f"{'; BUSY: a notice is being handled' if daemon['busy'] else ''}",
         )
         if daemon["status"]:

@@ -10,6 +10,7 @@ of expiry and with a timeout; requests only ever read the cached token.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import json
 import logging
@@ -17,9 +18,10 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable
 
 log = logging.getLogger("nodeagent.kube")
 
@@ -66,7 +68,7 @@ def utcnow() -> datetime:
 class TokenKeeper:
     """Keeps a valid exec-plugin token ready, refreshing ahead of expiry with a timeout."""
 
-    def __init__(self, exec_config: Dict[str, object], base_path: str, timeout_s: float):
+    def __init__(self, exec_config: dict[str, object], base_path: str, timeout_s: float):
         from kubernetes.config.config_exception import ConfigException
         from kubernetes.config.exec_provider import ExecProvider
         from kubernetes.config.kube_config import ConfigNode
@@ -78,17 +80,17 @@ class TokenKeeper:
         self._command = str(exec_config.get("command", "?"))
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._token: Optional[str] = None
-        self._expiry: Optional[datetime] = None
-        self._last_attempt: Optional[datetime] = None
+        self._token: str | None = None
+        self._expiry: datetime | None = None
+        self._last_attempt: datetime | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="exec-plugin")
-        self._inflight: Optional[concurrent.futures.Future] = None
+        self._inflight: concurrent.futures.Future | None = None
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self.invocations = 0
 
     @property
-    def expiry(self) -> Optional[datetime]:
+    def expiry(self) -> datetime | None:
         return self._expiry
 
     def token(self) -> str:
@@ -127,7 +129,7 @@ class TokenKeeper:
             self._expiry = _parse_time(expiry) if expiry else None
         log.debug("credential plugin refreshed the token (expires %s)", expiry or "never")
 
-    def _run_plugin(self) -> Dict[str, object]:
+    def _run_plugin(self) -> dict[str, object]:
         """The library's ExecProvider.run waits for the plugin forever, so one hung `aws eks
         get-token` would block every later refresh. Run the same command (args, env, cwd from the
         provider) in its own process group and kill the group at the timeout."""
@@ -204,7 +206,7 @@ class TokenKeeper:
         self._pool.shutdown(wait=False)
 
 
-def _kill_group(process: "subprocess.Popen[bytes]") -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except OSError:
@@ -248,7 +250,7 @@ class KubeApi:
         self.options = options
         # Called once per failed request (see counts_as_failure): the metrics' API error count.
         self.on_failure: Callable[[], None] = lambda: None
-        self.tokens: Optional[TokenKeeper] = None
+        self.tokens: TokenKeeper | None = None
         self.requests = 0
         self._api_client = self._load()
 
@@ -319,11 +321,11 @@ class KubeApi:
         method: str,
         path: str,
         *,
-        query: Sequence[Tuple[str, str]] = (),
-        body: Optional[object] = None,
+        query: Sequence[tuple[str, str]] = (),
+        body: object | None = None,
         content_type: str = JSON,
-        timeout: Optional[Tuple[float, float]] = None,
-    ) -> Dict[str, object]:
+        timeout: tuple[float, float] | None = None,
+    ) -> dict[str, object]:
         try:
             response = self._call(method, path, query, body, content_type, timeout, stream=False)
             data = response.data
@@ -338,8 +340,8 @@ class KubeApi:
             raise
 
     def stream_lines(
-        self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
-    ) -> Iterator[Dict[str, object]]:
+        self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
+    ) -> Iterator[dict[str, object]]:
         """A watch: yields each decoded event; ends when the server closes the stream."""
         try:
             yield from self._stream_lines(path, query, read_timeout_s)
@@ -352,8 +354,8 @@ class KubeApi:
             self.on_failure()
 
     def _stream_lines(
-        self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
-    ) -> Iterator[Dict[str, object]]:
+        self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
+    ) -> Iterator[dict[str, object]]:
         response = self._call(
             "GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True
         )
@@ -407,13 +409,11 @@ class KubeApi:
     def close(self) -> None:
         if self.tokens is not None:
             self.tokens.close()
-        try:
+        with contextlib.suppress(Exception):
             self._api_client.close()
-        except Exception:
-            pass
 
 
-def _pop_exec_config(config_dict: Dict[str, object]) -> Optional[Dict[str, object]]:
+def _pop_exec_config(config_dict: dict[str, object]) -> dict[str, object] | None:
     """Remove the current user's exec section (TokenKeeper runs it) and return it."""
     context_name = config_dict.get("current-context")
     contexts = config_dict.get("contexts") or []
@@ -454,10 +454,10 @@ def _short(error: Exception) -> str:
 class NodeIdentity:
     name: str
     provider_id: str
-    labels: Dict[str, str]
+    labels: dict[str, str]
     unschedulable: bool
     how: str  # how the name was learned
-    annotations: Dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def whoami(api: KubeApi) -> str:
@@ -469,11 +469,9 @@ def whoami(api: KubeApi) -> str:
     return str(((review.get("status") or {}).get("userInfo") or {}).get("username", ""))
 
 
-def find_node(
-    api: KubeApi, override_name: str, instance_id: Optional[str], zone: Optional[str]
-) -> NodeIdentity:
+def find_node(api: KubeApi, override_name: str, instance_id: str | None, zone: str | None) -> NodeIdentity:
     """Learn this node's name (NODE_NAME, else SelfSubjectReview) and check its providerID."""
-    tried: List[str] = []
+    tried: list[str] = []
     if override_name:
         name, how = override_name, "NODE_NAME"
     else:

@@ -11,9 +11,10 @@ import heapq
 import itertools
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable
 
 from nodeagent.clock import Clock, SystemClock
 from nodeagent.kube.client import ApiError, KubeApi, KubeError
@@ -38,7 +39,7 @@ class DrainOptions:
     parallelism: int = 32
     evict_local_storage: bool = True
     evict_unmanaged: bool = True
-    last_tier_classes: Tuple[str, ...] = ("system-cluster-critical", "system-node-critical")
+    last_tier_classes: tuple[str, ...] = ("system-cluster-critical", "system-node-critical")
 
     @property
     def pods_gone_by(self) -> datetime:
@@ -61,11 +62,11 @@ class PodInfo:
 
 @dataclass
 class Selection:
-    evict: List[PodInfo] = field(default_factory=list)
-    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (namespace/name, why)
+    evict: list[PodInfo] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (namespace/name, why)
 
 
-def select_pods(pods: Sequence[Dict[str, object]], options: DrainOptions) -> Selection:
+def select_pods(pods: Sequence[dict[str, object]], options: DrainOptions) -> Selection:
     """Which of the node's pods to evict, and in which tier. Pure."""
     selection = Selection()
     for pod in pods:
@@ -140,11 +141,11 @@ def clamped_grace(pod: PodInfo, now: datetime, options: DrainOptions) -> int:
 @dataclass
 class DrainResult:
     total: int = 0
-    evicted: List[str] = field(default_factory=list)
-    forced: List[str] = field(default_factory=list)
-    failed: List[str] = field(default_factory=list)
-    blocked: List[str] = field(default_factory=list)
-    left: List[str] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
     skipped: int = 0
     requests: int = 0
     interrupted: bool = False
@@ -157,10 +158,10 @@ class DrainResult:
 class PodWatch:
     """Which of our pods are still on the node, kept current by one watch (re-listed on breaks)."""
 
-    def __init__(self, api: KubeApi, node: str, uids: Set[str], resource_version: str):
+    def __init__(self, api: KubeApi, node: str, uids: set[str], resource_version: str):
         self.api = api
         self.node = node
-        self.present: Set[str] = set(uids)
+        self.present: set[str] = set(uids)
         self._rv = resource_version
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -168,7 +169,7 @@ class PodWatch:
         self.breaks = 0
         self._failing = False  # the API is failing us: one warning per outage, not one per retry
 
-    def start(self) -> "PodWatch":
+    def start(self) -> PodWatch:
         self._thread.start()
         return self
 
@@ -240,9 +241,9 @@ class PodWatch:
                     "/api/v1/pods",
                 )
             self._rv = str(metadata.get("resourceVersion") or self._rv)
-            if kind == "DELETED":
-                self.mark_gone(str(metadata.get("uid")))
-            elif kind == "MODIFIED" and (obj.get("status") or {}).get("phase") in FINISHED_PHASES:
+            if kind == "DELETED" or (
+                kind == "MODIFIED" and (obj.get("status") or {}).get("phase") in FINISHED_PHASES
+            ):
                 self.mark_gone(str(metadata.get("uid")))
 
     def _relist(self) -> None:
@@ -291,7 +292,7 @@ class Drainer:
         *,
         progress: Callable[[int, int], None] = lambda gone, total: None,
         should_stop: Callable[[], bool] = lambda: False,
-        clock: Optional[Clock] = None,
+        clock: Clock | None = None,
     ):
         self.api = api
         self.node = node
@@ -299,9 +300,9 @@ class Drainer:
         self.progress = progress
         self.should_stop = should_stop  # a cancel, a supersede or the agent's stop
         self.clock: Clock = clock or SystemClock()
-        self._logged_errors: Set[str] = set()
+        self._logged_errors: set[str] = set()
 
-    def list_pods(self) -> Tuple[List[Dict[str, object]], str]:
+    def list_pods(self) -> tuple[list[dict[str, object]], str]:
         listing = self.api.request(
             "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")]
         )
@@ -343,7 +344,7 @@ class Drainer:
         result.requests = self.api.requests - requests_before
         return result
 
-    def _list_until_deadline(self) -> Tuple[Optional[List[Dict[str, object]]], str]:
+    def _list_until_deadline(self) -> tuple[list[dict[str, object]] | None, str]:
         backoff = 0.2
         while not self.should_stop() and self.clock.now() < self.options.deadline:
             try:
@@ -359,18 +360,18 @@ class Drainer:
     # ------------------------------------------------------------------ evictions
 
     def _evict_all(
-        self, pods: List[PodInfo], started: datetime, watch: PodWatch, result: DrainResult
+        self, pods: list[PodInfo], started: datetime, watch: PodWatch, result: DrainResult
     ) -> None:
         tiers = sorted({pod.tier for pod in pods})
         by_tier = {tier: [p for p in pods if p.tier == tier] for tier in tiers}
         counter = itertools.count()
-        queue: List[Tuple[float, int, PodInfo, str, float]] = []  # (due, seq, pod, mode, backoff)
-        opened: Set[int] = set()
-        outcome: Dict[str, str] = {}
+        queue: list[tuple[float, int, PodInfo, str, float]] = []  # (due, seq, pod, mode, backoff)
+        opened: set[int] = set()
+        outcome: dict[str, str] = {}
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.options.parallelism, thread_name_prefix="evict"
         )
-        inflight: Dict[concurrent.futures.Future, Tuple[PodInfo, str, float]] = {}
+        inflight: dict[concurrent.futures.Future, tuple[PodInfo, str, float]] = {}
         try:
             while True:
                 if self.should_stop():
@@ -429,7 +430,7 @@ class Drainer:
         elif verdict == FORCED:
             result.forced.append(pod.key)
             log.warning("forced %s: PDB still refused at its last safe moment", pod.key)
-        elif verdict == RETRY or verdict == FORCE:
+        elif verdict in (RETRY, FORCE):
             mode = "force" if verdict == FORCE else "evict"
             if verdict == FORCE and not self.options.force_at_deadline:
                 result.blocked.append(pod.key)
@@ -504,7 +505,7 @@ class Drainer:
 
     # ------------------------------------------------------------------ waiting
 
-    def _wait_gone(self, pods: List[PodInfo], watch: PodWatch, result: DrainResult) -> None:
+    def _wait_gone(self, pods: list[PodInfo], watch: PodWatch, result: DrainResult) -> None:
         while not self.should_stop():
             remaining = [p for p in pods if not watch.gone(p.uid)]
             self.progress(len(pods) - len(remaining), len(pods))

@@ -33,7 +33,7 @@ def prepare() -> None:
         spec = importlib.util.find_spec("kubernetes")
         if spec is None or not spec.submodule_search_locations:
             return  # not installed: the real import reports it
-        root = list(spec.submodule_search_locations)[0]
+        root = next(iter(spec.submodule_search_locations))
         for name in PACKAGES:
             directory = os.path.join(root, *name.split(".")[1:])
             module = _LazyPackage(name, directory)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
 
 from nodeagent.kube.client import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
 
@@ -34,10 +33,10 @@ class NodeActions:
     dry_run: bool = False
     taint_forbidden: bool = False
 
-    def _query(self) -> Tuple[Tuple[str, str], ...]:
+    def _query(self) -> tuple[tuple[str, str], ...]:
         return (("dryRun", "All"),) if self.dry_run else ()
 
-    def get(self) -> Dict[str, object]:
+    def get(self) -> dict[str, object]:
         return self.api.request("GET", f"/api/v1/nodes/{self.name}")
 
     def set_unschedulable(self, unschedulable: bool) -> bool:
@@ -76,12 +75,12 @@ class NodeActions:
 
     def label(
         self,
-        labels: Dict[str, Optional[str]],
-        annotations: Optional[Dict[str, Optional[str]]] = None,
-        timeout_s: Optional[float] = None,
+        labels: dict[str, str | None],
+        annotations: dict[str, str | None] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         """Merge patch; a None value removes the key. timeout_s bounds connect and read."""
-        metadata: Dict[str, object] = {"labels": labels}
+        metadata: dict[str, object] = {"labels": labels}
         if annotations:
             metadata["annotations"] = annotations
         self.api.request(
@@ -166,7 +165,7 @@ class NodeActions:
                 raise
 
 
-def parse_taint(spec: str, kind: str, notice_id: str) -> Optional[Tuple[str, str, str]]:
+def parse_taint(spec: str, kind: str, notice_id: str) -> tuple[str, str, str] | None:
     """'key[=value]:Effect' with <kind>/<id> placeholders -> (key, value, effect)."""
     if not spec:
         return None

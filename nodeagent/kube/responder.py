@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Dict, Optional, TypeVar
+from typing import Callable, TypeVar
 
 from nodeagent import __version__
 from nodeagent.clock import Clock, SystemClock, iso_seconds, seconds
@@ -21,7 +21,7 @@ from nodeagent.kube.client import (
     NodeIdentity,
     find_node,
 )
-from nodeagent.kube.drain import DrainOptions, Drainer
+from nodeagent.kube.drain import Drainer, DrainOptions
 from nodeagent.kube.node import NodeActions, parse_taint
 from nodeagent.ports import StepHooks
 from nodeagent.state import NoticeRecord
@@ -35,22 +35,22 @@ class KubeResponder:
         self,
         settings: Settings,
         api_factory: Callable[[KubeOptions], KubeApi] = KubeApi,
-        clock: Optional[Clock] = None,
+        clock: Clock | None = None,
     ):
         self.settings = settings
         self.api_factory = api_factory
         self.clock: Clock = clock or SystemClock()
         self.on_api_failure: Callable[[], None] = lambda: None  # set by the metrics reporter
-        self.api: Optional[KubeApi] = None
+        self.api: KubeApi | None = None
         self.parallelism = settings.drain_parallelism
-        self.node: Optional[NodeIdentity] = None
-        self.actions: Optional[NodeActions] = None
+        self.node: NodeIdentity | None = None
+        self.actions: NodeActions | None = None
         self._said = ""
-        self.found_labels: Dict[str, str] = {}  # the node's labels as startup found them
+        self.found_labels: dict[str, str] = {}  # the node's labels as startup found them
 
     # ------------------------------------------------------------ startup
 
-    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+    def startup(self, identity: InstanceIdentity | None) -> str | None:
         path = self.settings.kubeconfig
         if self.api is None:
             try:
@@ -112,9 +112,9 @@ class KubeResponder:
             log.log(level, "%s", text)
         return text
 
-    def _startup_labels(self, identity: Optional[InstanceIdentity]) -> None:
+    def _startup_labels(self, identity: InstanceIdentity | None) -> None:
         assert self.actions is not None and self.node is not None
-        labels: Dict[str, Optional[str]] = {
+        labels: dict[str, str | None] = {
             node_keys.LABEL_AGENT: "watching",
             node_keys.LABEL_VERSION: __version__,
         }
@@ -133,7 +133,7 @@ class KubeResponder:
         except KubeError as error:
             log.warning("could not set the presence labels: %s", error)
 
-    def notice_on_node(self) -> Optional[NodeNotice]:
+    def notice_on_node(self) -> NodeNotice | None:
         """The notice this node's labels and annotations say was being handled when the agent
         started (set with the cordon), for rebuilding a lost state file; None if there is none."""
         if self.node is None:
@@ -158,13 +158,13 @@ class KubeResponder:
     def reload(self, settings: Settings) -> None:
         self.settings = settings
 
-    def spot_label(self) -> Optional[bool]:
+    def spot_label(self) -> bool | None:
         if self.node is None:
             return None
         key, value = node_keys.SPOT_LABEL
         return self.node.labels.get(key) == value
 
-    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:
+    def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None:
         if self.actions is None:
             return
         if self.node is not None and self.node.labels.get(node_keys.LABEL_AGENT) == agent_state:
@@ -194,7 +194,7 @@ class KubeResponder:
             log.info(
                 "cordoned %s for %s%s", self.node.name, plan.notice_id, " (dry run)" if plan.dry_run else ""
             )
-        labels: Dict[str, Optional[str]] = {
+        labels: dict[str, str | None] = {
             node_keys.LABEL_KIND: plan.kind,
             node_keys.LABEL_NOTICE: plan.notice_id,
         }
@@ -321,7 +321,7 @@ class KubeResponder:
         if record.cordoned:
             self.actions.uncordon()
             log.info("uncordoned %s: %s", self.node.name if self.node else "?", reason)
-        removal: Dict[str, Optional[str]] = {key: None for key in node_keys.OUR_LABELS}
+        removal: dict[str, str | None] = {key: None for key in node_keys.OUR_LABELS}
         self.actions.label(removal, {key: None for key in node_keys.OUR_ANNOTATIONS})
         taint = parse_taint(self.settings.taint, record.kind, record.id)
         if taint:

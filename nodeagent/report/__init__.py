@@ -7,12 +7,12 @@ thread per reporter, so a slow receiver or API never holds up the loop.
 from __future__ import annotations
 
 import sys
-from typing import List, Sequence
+from collections.abc import Sequence
 
 
 def build_reporters(
     settings, responder, *, drill: bool = False, running: Sequence[object] = ()
-) -> List[object]:
+) -> list[object]:
     """The reporters the config asks for. `drill` marks messages as a rehearsal.
 
     `running` (a SIGHUP reload): the reporters in use. Each is kept when what it was built from is
@@ -20,7 +20,7 @@ def build_reporters(
     survive the reload; kept reporters see the new settings. The caller closes whatever is not
     returned.
     """
-    reporters: List[object] = []
+    reporters: list[object] = []
     previous_metrics = _running(running, "nodeagent.report.metrics", "MetricsReporter")
     metrics = None
     if settings.metrics_textfile:
@@ -70,7 +70,7 @@ def _running(running: Sequence[object], module: str, name: str):
     return next((r for r in running if cls is not None and isinstance(r, cls)), None)
 
 
-def flush_reporters(reporters: List[object], timeout_s: float) -> None:
+def flush_reporters(reporters: list[object], timeout_s: float) -> None:
     """Wait for queued events and webhook messages (drill: before it prints its summary)."""
     for reporter in reporters:
         flush = getattr(reporter, "flush", None)

@@ -24,11 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Dict, Tuple
 
 from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
-from nodeagent.report.worker import WorkerReporter
 from nodeagent.notices import parse_optional_rfc3339
+from nodeagent.report.worker import WorkerReporter
 
 log = logging.getLogger("nodeagent.report.events")
 
@@ -60,13 +59,13 @@ def _rfc3339(moment: datetime) -> str:
 
 def event_name(node: str, notice_id: str, reason: str) -> str:
     """Stable per (node, notice, reason): a restarted agent finds its own Event again."""
-    digest = hashlib.sha256(f"{node}\0{notice_id}\0{reason}".encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256(f"{node}\0{notice_id}\0{reason}".encode()).hexdigest()[:16]
     return f"{node[:230]}.{digest}"
 
 
 def event_body(
     name: str, node: str, reason: str, message: str, count: int, first: datetime, last: datetime
-) -> Dict[str, object]:
+) -> dict[str, object]:
     """A core/v1 Event about the Node. Pure."""
     return {
         "apiVersion": "v1",
@@ -115,9 +114,9 @@ class EventsReporter(WorkerReporter):
         self.responder = responder
         self.drill = drill
         self._lock = threading.Lock()
-        self._aggregates: Dict[Tuple[str, str], _Aggregate] = {}
-        self._deadlines: Dict[str, datetime] = {}
-        self._said: Dict[str, str] = {}
+        self._aggregates: dict[tuple[str, str], _Aggregate] = {}
+        self._deadlines: dict[str, datetime] = {}
+        self._said: dict[str, str] = {}
         self.sent = 0
         self.failed = 0
 

@@ -11,6 +11,7 @@ Counters count from the start of the process (Prometheus' rate() and increase() 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable
 
 from nodeagent import __version__
 
@@ -31,20 +32,20 @@ IDLE_REWRITE_S = 15.0
 @dataclass
 class MetricsState:
     start_time: float
-    notices: Dict[str, int] = field(default_factory=lambda: {kind: 0 for kind in KINDS})
+    notices: dict[str, int] = field(default_factory=lambda: {kind: 0 for kind in KINDS})
     notices_cancelled: int = 0
-    drains: Dict[str, int] = field(default_factory=lambda: {"finished": 0, "failed": 0})
+    drains: dict[str, int] = field(default_factory=lambda: {"finished": 0, "failed": 0})
     draining: int = 0
-    last_drain_seconds: Optional[float] = None
+    last_drain_seconds: float | None = None
     pods_evicted: int = 0
     pods_forced: int = 0
     pods_failed: int = 0
     pods_left: int = 0
     imds_errors: int = 0
     api_errors: int = 0
-    last_poll: Optional[float] = None
-    last_poll_ok: Optional[bool] = None
-    webhook: Dict[str, int] = field(default_factory=lambda: {"delivered": 0, "failed": 0})
+    last_poll: float | None = None
+    last_poll_ok: bool | None = None
+    webhook: dict[str, int] = field(default_factory=lambda: {"delivered": 0, "failed": 0})
 
 
 def _escape(value: str) -> str:
@@ -55,10 +56,10 @@ def _number(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-def render_textfile(state: MetricsState, version: str = __version__, python: Optional[str] = None) -> str:
+def render_textfile(state: MetricsState, version: str = __version__, python: str | None = None) -> str:
     """The whole file. Pure."""
     python = python or sys.version.split()[0]
-    families: List[Tuple[str, str, str, List[Tuple[Dict[str, str], float]]]] = [
+    families: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
         (
             "nodeagent_build_info",
             "gauge",
@@ -118,7 +119,8 @@ def render_textfile(state: MetricsState, version: str = __version__, python: Opt
         (
             "nodeagent_api_errors_total",
             "counter",
-            "Kubernetes API requests that failed (404, 409, PDB 429 and the taint 403 are normal work, not counted).",
+            "Kubernetes API requests that failed "
+            "(404, 409, PDB 429 and the taint 403 are normal work, not counted).",
             [({}, state.api_errors)],
         ),
         (
@@ -154,7 +156,7 @@ def render_textfile(state: MetricsState, version: str = __version__, python: Opt
                 [({}, 1 if state.last_poll_ok else 0)],
             )
         )
-    lines: List[str] = []
+    lines: list[str] = []
     for name, kind, help_text, samples in families:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
@@ -176,14 +178,12 @@ def write_atomically(path: str, text: str) -> None:
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp_name)
-        except OSError:
-            pass
         raise
 
 
-def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float]:
+def _seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
     from nodeagent.notices import parse_rfc3339_utc
@@ -207,8 +207,8 @@ class MetricsReporter:
         self.writes = 0
         self._lock = threading.Lock()
         self._last_write = 0.0
-        self._write_error: Optional[str] = None
-        self._counted: Dict[str, bool] = {}
+        self._write_error: str | None = None
+        self._counted: dict[str, bool] = {}
         self._write()
 
     # ---- counting hooks also used by other reporters

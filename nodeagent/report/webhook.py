@@ -23,15 +23,16 @@ import re
 import socket
 import string
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable
 
 import requests
 
 from nodeagent import __version__
-from nodeagent.report.worker import Worker, WorkerReporter
 from nodeagent.notices import parse_optional_rfc3339
+from nodeagent.report.worker import Worker, WorkerReporter
 
 log = logging.getLogger("nodeagent.report.webhook")
 
@@ -79,10 +80,10 @@ class TemplateError(ValueError):
 # ------------------------------------------------------------------ pure: headers, fields, render
 
 
-def parse_headers(text: str) -> Tuple[Dict[str, str], List[str]]:
+def parse_headers(text: str) -> tuple[dict[str, str], list[str]]:
     """'Name: value; Name2: value2' -> ({name: value}, problems). Problems never quote a value."""
-    headers: Dict[str, str] = {}
-    problems: List[str] = []
+    headers: dict[str, str] = {}
+    problems: list[str] = []
     for index, entry in enumerate((e for e in text.split(";") if e.strip()), start=1):
         name, sep, value = entry.partition(":")
         name = name.strip()
@@ -101,8 +102,8 @@ def _iso(moment: datetime) -> str:
 
 
 def message_fields(
-    event: str, record, node: str, *, drill: bool, dry_run: bool, now: Optional[datetime] = None
-) -> Dict[str, object]:
+    event: str, record, node: str, *, drill: bool, dry_run: bool, now: datetime | None = None
+) -> dict[str, object]:
     """The template fields for one message about one notice record. Pure."""
     now = now or datetime.now(timezone.utc)
     deadline = parse_optional_rfc3339(record.deadline)
@@ -110,7 +111,7 @@ def message_fields(
         parse_optional_rfc3339(record.drain_started),
         parse_optional_rfc3339(record.drain_finished),
     )
-    deadline_in = None if deadline is None else max(0, int(round((deadline - now).total_seconds())))
+    deadline_in = None if deadline is None else max(0, round((deadline - now).total_seconds()))
     drain_seconds = None if not (started and finished) else round((finished - started).total_seconds(), 3)
     kind_text = KIND_TEXT.get(record.kind, record.kind)
     if event == "notice":
@@ -190,7 +191,7 @@ def render(template_text: str, fields: Mapping[str, object]) -> bytes:
     return text.encode("utf-8")
 
 
-def load_template(fmt: str, path: str) -> Tuple[str, Optional[str]]:
+def load_template(fmt: str, path: str) -> tuple[str, str | None]:
     """(template text, problem). A missing or bad file falls back to the built-in template."""
     default = DEFAULT_TEMPLATES[fmt]
     if not path:
@@ -199,9 +200,10 @@ def load_template(fmt: str, path: str) -> Tuple[str, Optional[str]]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         return (
             default,
-            f"WEBHOOK_TEMPLATE {path}: cannot read it ({getattr(error, 'strerror', None) or error}); using the built-in {fmt} template",
+            f"WEBHOOK_TEMPLATE {path}: cannot read it ({reason}); using the built-in {fmt} template",
         )
     from nodeagent.state import NoticeRecord
 
@@ -226,7 +228,7 @@ def load_template(fmt: str, path: str) -> Tuple[str, Optional[str]]:
 class Redactor:
     """Removes the URL (and its parts) and header values from any text before it is logged."""
 
-    def __init__(self, url: str, header_values: List[str]):
+    def __init__(self, url: str, header_values: list[str]):
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
@@ -281,8 +283,8 @@ class WebhookSender:
         headers: Mapping[str, str],
         policy: DeliveryPolicy,
         worker: Worker,
-        session: Optional[requests.Session] = None,
-        sleep: Optional[Callable[[float], bool]] = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], bool] | None = None,
     ):
         self._url = url
         self._headers = {"Content-Type": "application/json", "User-Agent": f"nodeagent/{__version__}"}
@@ -308,7 +310,7 @@ class WebhookSender:
                 min(self.policy.connect_timeout_s, max(0.5, left)),
                 min(self.policy.read_timeout_s, max(0.5, left)),
             )
-            retry_after: Optional[float] = None
+            retry_after: float | None = None
             try:
                 response = self._session.post(
                     self._url, data=body, headers=self._headers, timeout=timeout, allow_redirects=False
@@ -359,7 +361,7 @@ class WebhookSender:
         self._session.close()
 
 
-def _retry_after(value: Optional[str]) -> Optional[float]:
+def _retry_after(value: str | None) -> float | None:
     if value and value.strip().isdigit():
         return float(value.strip())
     return None
@@ -379,7 +381,7 @@ class WebhookConfig:
     node_name: str
 
 
-def webhook_config(settings, template: Optional[str] = None) -> WebhookConfig:
+def webhook_config(settings, template: str | None = None) -> WebhookConfig:
     """template: the text already loaded, if it was; otherwise the file is read now."""
     if template is None:
         template = load_template(settings.webhook_format, settings.webhook_template)[0]
@@ -415,7 +417,7 @@ class WebhookReporter(WorkerReporter):
         for text in header_problems:
             log.error("%s", text)
         self.sender = WebhookSender(settings.webhook_url, headers, policy, self.worker)
-        self.deliveries: List[Delivery] = []
+        self.deliveries: list[Delivery] = []
         log.info(
             "webhook: %s format%s, %d extra header%s",
             self.format,

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 log = logging.getLogger("nodeagent.report")
 
@@ -22,7 +22,7 @@ class Worker:
     def __init__(self, name: str):
         self.name = name
         self.closing = threading.Event()
-        self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
         self._pending = 0
