@@ -42,7 +42,7 @@ from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES
 from nodeagent.notify import SystemdNotifier
 from nodeagent.poll import poll_once
-from nodeagent.ports import LoggingResponder, Reporter, Responder, quietly
+from nodeagent.ports import LoggingResponder, Notifier, Reporter, Responder, quietly
 from nodeagent.respond import UncordonJob, Worker
 from nodeagent.state import AgentState, StateStore
 
@@ -61,7 +61,7 @@ class Agent:
         *,
         imds: ImdsClient | None = None,
         store: StateStore | None = None,
-        notifier: SystemdNotifier | None = None,
+        notifier: Notifier | None = None,
         reporters: Sequence[Reporter] = (),
         reload_settings: Callable[[], Settings] | None = None,
         rebuild_reporters: Callable[[Settings, Sequence[Reporter]], Sequence[Reporter]] | None = None,
@@ -75,7 +75,7 @@ class Agent:
         self.imds = imds or ImdsClient(_imds_options(settings))
         self.files = store or StateStore(settings.state_dir)
         self.store = NoticeStore(self.files)
-        self.notifier = notifier or SystemdNotifier()
+        self.notifier: Notifier = notifier or SystemdNotifier()
         self.reporters = list(reporters)
         self.reload_settings = reload_settings
         self.rebuild_reporters = rebuild_reporters
@@ -267,9 +267,7 @@ class Agent:
         self.reporters = fresh  # one assignment: a thread iterating the old list finishes on it
         retired = [old for old in running if not any(old is new for new in fresh)]
         if retired:  # closing flushes queued messages: not on the poll loop
-            closer = threading.Thread(
-                target=lambda: [quietly(r.close) for r in retired], name="reporter-close", daemon=True
-            )
+            closer = threading.Thread(target=_close_all, args=(retired,), name="reporter-close", daemon=True)
             closer.start()
             self._retiring = [t for t in self._retiring if t.is_alive()] + [closer]
 
@@ -452,3 +450,8 @@ def _boot_time() -> float:
 
 def _imds_options(settings: Settings) -> ImdsOptions:
     return ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1)
+
+
+def _close_all(reporters: Sequence[Reporter]) -> None:
+    for reporter in reporters:
+        quietly(reporter.close)

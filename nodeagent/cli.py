@@ -1,37 +1,26 @@
-"""The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version."""
+"""The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version.
+
+Each command imports the module that does its work when it runs, not here: `status`,
+`check-config` and `version` then start without loading the daemon, the Kubernetes client and the
+reporters, and `demo`/`imds-sim` can say plainly that nodeagent_sim is absent (a packaged node).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Sequence
 
-from nodeagent import __version__
-from nodeagent.config import EX_CONFIG, ConfigError
-
-
-def _flags(pairs: Sequence[str]) -> dict[str, str]:
-    flags: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(key or pair, "--set takes KEY=value")
-        flags[key.strip().upper()] = value
-    return flags
+from nodeagent import __version__, config, logs
+from nodeagent.config import EX_CONFIG, ConfigError, Settings, load_with_set_flags
 
 
-def _load_settings(args: argparse.Namespace):
-    from nodeagent import config
-
-    return config.load(os.environ, _flags(getattr(args, "set", None) or []))
+def _load_settings(args: argparse.Namespace) -> Settings:
+    return load_with_set_flags(os.environ, args.set)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import logging
-
-    from nodeagent import logs
-
     try:
         settings = _load_settings(args)
     except ConfigError as error:
@@ -42,15 +31,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not settings.enabled:
         log.info("disabled by config (ENABLED=false from %s); exiting", settings.sources.get("ENABLED"))
         return 0
-    from nodeagent.agent import Agent, LoggingResponder
+    from nodeagent.agent import Agent
+    from nodeagent.kube.responder import KubeResponder
+    from nodeagent.ports import LoggingResponder, Responder
     from nodeagent.report import build_reporters
 
-    if args.log_only:
-        responder = LoggingResponder()
-    else:
-        from nodeagent.kube.responder import KubeResponder
-
-        responder = KubeResponder(settings)
+    responder: Responder = LoggingResponder() if args.log_only else KubeResponder(settings)
     agent = Agent(
         settings,
         responder,
@@ -65,8 +51,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from nodeagent import config
-
     try:
         settings = _load_settings(args)
     except ConfigError as error:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 EX_CONFIG = 78
 DEFAULT_CONFIG_DIR = "/etc/nodeagent"
@@ -404,7 +404,8 @@ def load_settings(
     for key, value in (flags or {}).items():
         put(key, value, "flag")
 
-    values = {}
+    # Any: each key's parser returns its Settings field's type (the KEYS table pairs them).
+    values: dict[str, Any] = {}
     for spec in KEYS:
         try:
             values[spec.name.lower()] = spec.parse(raw[spec.name])
@@ -446,6 +447,22 @@ def read_config_files(config_dir: str) -> list[ConfigSource]:
 def load(environ: Mapping[str, str], flags: Mapping[str, str] | None = None) -> Settings:
     config_dir = environ.get(ENV_PREFIX + "CONFIG_DIR", DEFAULT_CONFIG_DIR)
     return load_settings(read_config_files(config_dir), environ, flags)
+
+
+def parse_set_flags(pairs: Sequence[str]) -> dict[str, str]:
+    """The command line's `--set KEY=value` pairs as flags for `load` (keys upper-cased)."""
+    flags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(key or pair, "--set takes KEY=value")
+        flags[key.strip().upper()] = value
+    return flags
+
+
+def load_with_set_flags(environ: Mapping[str, str], pairs: Sequence[str]) -> Settings:
+    """What each command runs with: the config files, the environment, then its --set pairs."""
+    return load(environ, parse_set_flags(pairs))
 
 
 # Read once at startup (the API client, the state file); a reload says they wait for a restart.

@@ -36,7 +36,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from nodeagent import config
+from nodeagent.agent import Agent
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
+from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.jsontypes import JsonObject
+from nodeagent.kube import node as keys
+from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+from nodeagent.kube.drain import DrainOptions, select_pods
+from nodeagent.kube.node import NodeActions, parse_taint
+from nodeagent.kube.responder import KubeResponder
+from nodeagent.report import build_reporters, flush_reporters
+from nodeagent.report.events import EventsReporter
+from nodeagent.status import process_is_nodeagent, read_daemon_state
 from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_until
 
 EX_USAGE = 2
@@ -79,7 +90,6 @@ def _say(text: str = "") -> None:
 
 def check_daemon_not_busy(state_dir: str) -> str:
     """Refuse while the daemon handles a real notice. Returns a note for the header."""
-    from nodeagent.status import process_is_nodeagent, read_daemon_state
 
     read = read_daemon_state(state_dir)
     if read.missing:
@@ -105,7 +115,6 @@ def check_daemon_not_busy(state_dir: str) -> str:
 
 def read_identity(settings):
     """This instance's identity from the configured IMDS; None when IMDS is unreachable."""
-    from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 
     options = ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1, retry_attempts=2)
     try:
@@ -115,9 +124,8 @@ def read_identity(settings):
         return None, str(error)
 
 
-def identity_from_node(node: dict[str, object], name: str):
+def identity_from_node(node: JsonObject, name: str):
     """When IMDS is unreachable: the identity the Node itself claims (providerID aws:///<az>/<id>)."""
-    from nodeagent.imds import InstanceIdentity
 
     spec = node.get("spec") or {}
     labels = (node.get("metadata") or {}).get("labels") or {}
@@ -138,8 +146,7 @@ def identity_from_node(node: dict[str, object], name: str):
     )
 
 
-def snapshot(node: dict[str, object]) -> NodeSnapshot:
-    from nodeagent.kube import node as keys
+def snapshot(node: JsonObject) -> NodeSnapshot:
 
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
@@ -185,9 +192,7 @@ def drill_settings(base, flags: dict[str, str], plan: DrillPlan, imds_url: str, 
 
 
 def main_drill(args) -> int:
-    from nodeagent.cli import _flags
-
-    flags = _flags(getattr(args, "set", None) or [])
+    flags = config.parse_set_flags(args.set)
     base = config.load(os.environ, flags)
     try:
         return run_drill(args, base, flags)
@@ -239,13 +244,18 @@ class _Preflight:
         self.base = base
         self.identity = identity
         self.imds_problem = imds_problem
-        self.api = None
+        self._api: KubeApi | None = None
         self.node_name = ""
         self.node_how = ""
         self.before: NodeSnapshot | None = None
 
+    @property
+    def api(self) -> KubeApi:
+        """The API client find_node made (everything after it uses that one)."""
+        assert self._api is not None, "find_node() first"
+        return self._api
+
     def find_node(self) -> None:
-        from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 
         if self.identity is None and not self.base.node_name:
             raise DrillError(
@@ -254,7 +264,7 @@ class _Preflight:
                 "with the identity the Node's providerID claims."
             )
         try:
-            self.api = KubeApi(
+            self._api = KubeApi(
                 KubeOptions(
                     kubeconfig=self.base.kubeconfig, exec_timeout_s=self.base.exec_plugin_timeout, pool_size=4
                 )
@@ -276,19 +286,18 @@ class _Preflight:
         if self.identity is None:
             self.identity = identity_from_node(raw, node.name)
 
-    def pods(self) -> list[dict[str, object]]:
+    def pods(self) -> list[JsonObject]:
         listing = self.api.request(
             "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node_name}")]
         )
         return list(listing.get("items") or [])
 
     def close(self) -> None:
-        if self.api is not None:
-            self.api.close()
+        if self._api is not None:
+            self._api.close()
 
 
-def _evictable(pods: list[dict[str, object]], settings) -> list[str]:
-    from nodeagent.kube.drain import DrainOptions, select_pods
+def _evictable(pods: list[JsonObject], settings) -> list[str]:
 
     options = DrainOptions(
         deadline=datetime.now(timezone.utc),
@@ -304,9 +313,6 @@ def _evictable(pods: list[dict[str, object]], settings) -> list[str]:
 def _run(
     plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class
 ) -> int:
-    from nodeagent.agent import Agent
-    from nodeagent.kube.responder import KubeResponder
-    from nodeagent.report import build_reporters, flush_reporters
 
     ident = preflight.identity
     sim = DrillImds(
@@ -396,8 +402,6 @@ def _record(agent):
 
 def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
     """Put the node back as the drill found it: schedulability, our labels and annotations."""
-    from nodeagent.kube.client import KubeError
-    from nodeagent.kube.node import NodeActions, parse_taint
 
     before = preflight.before
     assert before is not None
@@ -427,7 +431,6 @@ def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
             if step is not None:
                 with contextlib.suppress(Exception):
                     step(record, "Uncordoned", "uncordoned: drill undone")
-        from nodeagent.report import flush_reporters
 
         flush_reporters(reporters, 10)
 
@@ -465,7 +468,6 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
     else:
         left_text = f"evictable pods left: {len(left)}{' -> ' + ', '.join(left[:10]) if left else ''}"
     _say(f"  pods on the node now: {len(pods_after)}; {left_text}")
-    from nodeagent.report.events import EventsReporter
 
     events = next((r for r in reporters if isinstance(r, EventsReporter)), None)
     if events is not None:

@@ -49,7 +49,6 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
@@ -157,7 +156,7 @@ class InstanceIdentity:
 @dataclass(frozen=True)
 class _Reply:
     status: int
-    headers: Mapping[str, str]
+    headers: http.client.HTTPMessage
     body: bytes
 
 
@@ -198,7 +197,7 @@ class _DeadlineSocket(socket.socket):
         self.settimeout(budget)
         return budget
 
-    def recv_into(self, buffer, nbytes=0, flags=0):  # type: ignore[no-untyped-def,override]
+    def recv_into(self, buffer, nbytes=0, flags=0):
         budget = self._budget()
         try:
             return super().recv_into(buffer, nbytes, flags)
@@ -207,7 +206,7 @@ class _DeadlineSocket(socket.socket):
                 raise _DeadlineExceeded() from None
             raise _ReadTimeout(f"did not answer within {self.io_timeout:g}s") from None
 
-    def sendall(self, data, flags=0):  # type: ignore[no-untyped-def,override]
+    def sendall(self, data, flags=0):
         budget = self._budget()
         try:
             return super().sendall(data, flags)
@@ -252,13 +251,13 @@ class _Connection(http.client.HTTPConnection):
         """Set the deadline for what follows; drop a kept-alive socket the server has closed."""
         self.deadline = deadline
         sock = self.sock
-        if sock is None:
+        if not isinstance(sock, _DeadlineSocket):  # none yet (connect() makes one)
             return
         # Readable while idle means EOF (or junk): the server is done with this connection.
         if select.select([sock], [], [], 0)[0]:
             self.close()
             return
-        sock.deadline = deadline  # type: ignore[attr-defined]
+        sock.deadline = deadline
 
 
 def _is_retry_status(reply: object) -> bool:

@@ -28,6 +28,22 @@ class StepHooks(Protocol):
     def step(self, record: NoticeRecord, reason: str, message: str) -> None: ...
 
 
+class Notifier(Protocol):
+    """Where the agent reports its lifecycle: systemd's sd_notify, or the drill's timeline."""
+
+    last_status: str
+
+    def ready(self) -> None: ...
+
+    def status(self, text: str) -> None: ...
+
+    def watchdog(self) -> None: ...
+
+    def stopping(self) -> None: ...
+
+    def reloading(self) -> None: ...
+
+
 class Responder(Protocol):
     """Carries out plans. Decides nothing."""
 
@@ -35,6 +51,9 @@ class Responder(Protocol):
         """None once ready to act; otherwise a STATUS text saying what it waits for."""
 
     def describe(self) -> str: ...
+
+    def node_name(self) -> str | None:
+        """The Kubernetes node's name once startup has found it; None before (or without one)."""
 
     def reload(self, settings: Settings) -> None:
         """A SIGHUP brought new settings (keys read once stay as they were)."""
@@ -69,6 +88,9 @@ class Reporter(Protocol):
 
     def polled(self, ok: bool, errors: dict[str, str]) -> None: ...
 
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s for queued messages to go out; True when none is left."""
+
     def close(self) -> None: ...
 
 
@@ -80,6 +102,9 @@ class LoggingResponder:
 
     def describe(self) -> str:
         return "log-only"
+
+    def node_name(self) -> str | None:
+        return None
 
     def reload(self, settings: Settings) -> None:
         pass

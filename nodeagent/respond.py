@@ -19,6 +19,7 @@ from typing import Callable, Union
 
 from nodeagent.clock import Clock, iso
 from nodeagent.decide import Plan, expired_before_start, held_by_other
+from nodeagent.errors import ExpectedFailure
 from nodeagent.imds import InstanceIdentity
 from nodeagent.notice_store import NoticeStore, working_copy
 from nodeagent.ports import Reporter, Responder, quietly
@@ -229,7 +230,7 @@ class Worker:
                     "notice %s: response failed: %s",
                     plan.notice_id,
                     error,
-                    exc_info=not getattr(error, "expected", False),
+                    exc_info=not isinstance(error, ExpectedFailure),
                 )
                 working.outcome = f"failed: {error}"
         finished_state = "drained" if plan.response == "drain" else "cordoned"

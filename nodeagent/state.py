@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nodeagent.jsontypes import JsonObject
+
 log = logging.getLogger("nodeagent.state")
 
 STATE_FILE = "state.json"
@@ -60,7 +62,7 @@ class AgentState:
     last_notice: str | None = None
     status: str = "starting"  # what STATUS= says, for `nodeagent status`
     agent_state: str = "watching"  # watching | draining | drained | cordoned
-    drain_progress: dict[str, object] | None = None
+    drain_progress: JsonObject | None = None
     updated_at: float = 0.0
     pid: int = 0
 
@@ -68,7 +70,7 @@ class AgentState:
     def busy(self) -> bool:
         return any(record.phase == ACTING for record in self.notices.values())
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> JsonObject:
         return {
             "schema": SCHEMA,
             "busy": self.busy,
@@ -82,7 +84,7 @@ class AgentState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> AgentState:
+    def from_json(cls, data: JsonObject) -> AgentState:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise ValueError("not a nodeagent state file (schema mismatch)")
         raw_notices = data.get("notices") or {}
@@ -91,12 +93,12 @@ class AgentState:
         notices = {key: NoticeRecord(**value) for key, value in raw_notices.items()}
         return cls(
             notices=notices,
-            last_notice=data.get("last_notice"),  # type: ignore[arg-type]
+            last_notice=data.get("last_notice"),
             status=str(data.get("status", "")),
             agent_state=str(data.get("agent_state", "watching")),
-            drain_progress=data.get("drain_progress"),  # type: ignore[arg-type]
-            updated_at=float(data.get("updated_at", 0.0)),  # type: ignore[arg-type]
-            pid=int(data.get("pid", 0)),  # type: ignore[arg-type]
+            drain_progress=data.get("drain_progress"),
+            updated_at=float(data.get("updated_at", 0.0)),
+            pid=int(data.get("pid", 0)),
         )
 
 
@@ -187,7 +189,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_state_file(state_dir: str) -> dict[str, object] | None:
+def read_state_file(state_dir: str) -> JsonObject | None:
     """Raw read for `nodeagent status` (works as non-root when the file is world-readable)."""
     try:
         return json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))

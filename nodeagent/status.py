@@ -21,9 +21,15 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from nodeagent import __version__
+from nodeagent.config import describe, load_with_set_flags
+from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
+from nodeagent.jsontypes import JsonObject
+from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
+from nodeagent.notices import parse_rfc3339_utc
 from nodeagent.state import STATE_FILE
 
 SCHEMA_VERSION = 1
@@ -112,7 +118,6 @@ def _iso(moment: datetime) -> str:
 def _seconds_until(text: str | None, now: datetime) -> float | None:
     if not text:
         return None
-    from nodeagent.notices import parse_rfc3339_utc
 
     try:
         return round((parse_rfc3339_utc(str(text)) - now).total_seconds(), 1)
@@ -126,7 +131,7 @@ def _seconds_until(text: str | None, now: datetime) -> float | None:
 @dataclass(frozen=True)
 class StateRead:
     path: str
-    data: dict[str, object] | None
+    data: JsonObject | None
     error: str | None  # None when read; else why not (missing, permission, corrupt)
     missing: bool = False
 
@@ -181,9 +186,9 @@ def process_is_nodeagent(pid: int) -> bool | None:
     return b"nodeagent" in cmdline
 
 
-def _int(value: object, default: int = 0) -> int:
+def _int(value: Any, default: int = 0) -> int:  # Any: a field of a JSON file, checked here
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         return default
 
@@ -194,7 +199,7 @@ def _str_or_none(value: object) -> str | None:
 
 def daemon_section(
     read: StateRead, is_alive: Callable[[int], bool | None] = process_is_nodeagent
-) -> dict[str, object]:
+) -> JsonObject:
     data = read.data or {}
     pid = _int(data.get("pid")) if read.data is not None else None
     running: bool | None = None
@@ -217,7 +222,7 @@ def daemon_section(
     }
 
 
-def last_notice_section(data: dict[str, object] | None, now: datetime) -> dict[str, object] | None:
+def last_notice_section(data: JsonObject | None, now: datetime) -> JsonObject | None:
     if not data:
         return None
     notices = data.get("notices")
@@ -245,7 +250,7 @@ def last_notice_section(data: dict[str, object] | None, now: datetime) -> dict[s
     }
 
 
-def progress_section(data: dict[str, object] | None, now: datetime) -> dict[str, object] | None:
+def progress_section(data: JsonObject | None, now: datetime) -> JsonObject | None:
     progress = (data or {}).get("drain_progress")
     if not isinstance(progress, dict):
         return None
@@ -261,9 +266,9 @@ def progress_section(data: dict[str, object] | None, now: datetime) -> dict[str,
 # ------------------------------------------------------------------ probes
 
 
-def probe_imds(settings, checked: bool) -> tuple[dict[str, object], object]:
+def probe_imds(settings, checked: bool) -> tuple[JsonObject, object]:
     """(section, identity or None). Short timeouts and a single attempt."""
-    section: dict[str, object] = {
+    section: JsonObject = {
         "checked": checked,
         "reachable": None,
         "url": settings.imds_url,
@@ -276,7 +281,6 @@ def probe_imds(settings, checked: bool) -> tuple[dict[str, object], object]:
     }
     if not checked:
         return section, None
-    from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 
     options = ImdsOptions(
         base_url=settings.imds_url,
@@ -303,8 +307,8 @@ def probe_imds(settings, checked: bool) -> tuple[dict[str, object], object]:
     return section, identity
 
 
-def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> dict[str, object]:
-    section: dict[str, object] = {
+def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> JsonObject:
+    section: JsonObject = {
         "checked": checked,
         "reachable": None,
         "server": None,
@@ -318,7 +322,7 @@ def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TI
     }
     if not checked:
         return section
-    outcome: dict[str, object] = {}
+    outcome: JsonObject = {}
     worker = threading.Thread(target=_api_probe_body, args=(settings, identity, outcome), daemon=True)
     worker.start()
     worker.join(timeout_s)
@@ -331,9 +335,7 @@ def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TI
     return section
 
 
-def _api_probe_body(settings, identity, out: dict[str, object]) -> None:
-    from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
-    from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
+def _api_probe_body(settings, identity, out: JsonObject) -> None:
 
     api = None
     try:
@@ -353,8 +355,8 @@ def _api_probe_body(settings, identity, out: dict[str, object]) -> None:
         node = find_node(
             api,
             settings.node_name,
-            getattr(identity, "instance_id", None),
-            getattr(identity, "availability_zone", None),
+            identity.instance_id if identity is not None else None,
+            identity.availability_zone if identity is not None else None,
         )
         out.update(
             reachable=True,
@@ -378,12 +380,11 @@ def _api_probe_body(settings, identity, out: dict[str, object]) -> None:
 
 
 def config_section(settings) -> dict[str, dict[str, str]]:
-    from nodeagent.config import describe
 
     return {key: {"value": value, "source": source} for key, value, source in describe(settings)}
 
 
-def problems_of(report: dict[str, object]) -> list[str]:
+def problems_of(report: JsonObject) -> list[str]:
     problems: list[str] = []
     daemon = report["daemon"]
     assert isinstance(daemon, dict)
@@ -403,11 +404,11 @@ def problems_of(report: dict[str, object]) -> list[str]:
     return problems
 
 
-def collect(settings, probe: bool = True, now: datetime | None = None) -> dict[str, object]:
+def collect(settings, probe: bool = True, now: datetime | None = None) -> JsonObject:
     now = now or utcnow()
     read = read_daemon_state(settings.state_dir)
     imds, identity = probe_imds(settings, probe)
-    report: dict[str, object] = {
+    report: JsonObject = {
         "schema": SCHEMA_VERSION,
         "version": __version__,
         "generated_at": _iso(now),
@@ -456,7 +457,7 @@ RESPONSE_KEYS = (
 ALWAYS_SHOWN = ("STATE_DIR", "KUBECONFIG", "IMDS_URL", "DRY_RUN")
 
 
-def render_text(report: dict[str, object], now: datetime | None = None) -> str:
+def render_text(report: JsonObject, now: datetime | None = None) -> str:
     now = now or utcnow()
     lines: list[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
 
@@ -547,12 +548,10 @@ def render_text(report: dict[str, object], now: datetime | None = None) -> str:
 
 
 def main_status(args) -> int:
-    from nodeagent import config
-    from nodeagent.cli import _flags
 
-    settings = config.load(os.environ, _flags(getattr(args, "set", None) or []))
-    report = collect(settings, probe=not getattr(args, "no_probe", False))
-    if getattr(args, "json", False):
+    settings = load_with_set_flags(os.environ, args.set)
+    report = collect(settings, probe=not args.no_probe)
+    if args.json:
         print(json.dumps(report, indent=2, sort_keys=False))
     else:
         print(render_text(report))

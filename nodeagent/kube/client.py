@@ -23,6 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+import yaml
+from urllib3.util.retry import Retry
+
+from nodeagent.errors import ExpectedFailure
+from nodeagent.jsontypes import JsonObject
+from nodeagent.kube import light_import
+from nodeagent.notices import parse_rfc3339_utc
+
 log = logging.getLogger("nodeagent.kube")
 
 REFRESH_AHEAD = timedelta(minutes=6)  # before the library's own 5 min skew would kick in
@@ -33,8 +41,8 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 
-class KubeError(Exception):
-    expected = True
+class KubeError(ExpectedFailure):
+    pass
 
 
 class KubeconfigMissing(KubeError):
@@ -68,7 +76,7 @@ def utcnow() -> datetime:
 class TokenKeeper:
     """Keeps a valid exec-plugin token ready, refreshing ahead of expiry with a timeout."""
 
-    def __init__(self, exec_config: dict[str, object], base_path: str, timeout_s: float):
+    def __init__(self, exec_config: JsonObject, base_path: str, timeout_s: float):
         from kubernetes.config.config_exception import ConfigException
         from kubernetes.config.exec_provider import ExecProvider
         from kubernetes.config.kube_config import ConfigNode
@@ -129,7 +137,7 @@ class TokenKeeper:
             self._expiry = _parse_time(expiry) if expiry else None
         log.debug("credential plugin refreshed the token (expires %s)", expiry or "never")
 
-    def _run_plugin(self) -> dict[str, object]:
+    def _run_plugin(self) -> JsonObject:
         """The library's ExecProvider.run waits for the plugin forever, so one hung `aws eks
         get-token` would block every later refresh. Run the same command (args, env, cwd from the
         provider) in its own process group and kill the group at the timeout."""
@@ -215,7 +223,6 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def _parse_time(text: str) -> datetime:
-    from nodeagent.notices import parse_rfc3339_utc
 
     return parse_rfc3339_utc(text)
 
@@ -263,7 +270,6 @@ class KubeApi:
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as error:
             raise KubeconfigInvalid(f"cannot read kubeconfig {path}: {error}") from None
-        import yaml
 
         try:
             config_dict = yaml.safe_load(text)
@@ -271,8 +277,6 @@ class KubeApi:
             raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: {error}") from None
         if not isinstance(config_dict, dict):
             raise KubeconfigInvalid(f"kubeconfig {path} is not a kubeconfig (no mapping at top level)")
-
-        from nodeagent.kube import light_import
 
         light_import.prepare()  # skip kubernetes' API and model classes: ~30 MB RSS we never use
         from kubernetes import client
@@ -290,7 +294,6 @@ class KubeApi:
         # urllib3 would otherwise retry a GET that gets 429/503 with Retry-After by itself, sleeping
         # Retry-After each time (and re-send GETs that time out): unlogged, and blind to the
         # deadline. Our callers retry with backoff up to the deadline and say so.
-        from urllib3.util.retry import Retry
 
         configuration.retries = Retry(total=3, read=0, status=0, redirect=0, respect_retry_after_header=False)
         if exec_config is not None:
@@ -325,7 +328,7 @@ class KubeApi:
         body: object | None = None,
         content_type: str = JSON,
         timeout: tuple[float, float] | None = None,
-    ) -> dict[str, object]:
+    ) -> JsonObject:
         try:
             response = self._call(method, path, query, body, content_type, timeout, stream=False)
             data = response.data
@@ -341,7 +344,7 @@ class KubeApi:
 
     def stream_lines(
         self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
-    ) -> Iterator[dict[str, object]]:
+    ) -> Iterator[JsonObject]:
         """A watch: yields each decoded event; ends when the server closes the stream."""
         try:
             yield from self._stream_lines(path, query, read_timeout_s)
@@ -355,7 +358,7 @@ class KubeApi:
 
     def _stream_lines(
         self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
-    ) -> Iterator[dict[str, object]]:
+    ) -> Iterator[JsonObject]:
         response = self._call(
             "GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True
         )
@@ -413,7 +416,7 @@ class KubeApi:
             self._api_client.close()
 
 
-def _pop_exec_config(config_dict: dict[str, object]) -> dict[str, object] | None:
+def _pop_exec_config(config_dict: JsonObject) -> JsonObject | None:
     """Remove the current user's exec section (TokenKeeper runs it) and return it."""
     context_name = config_dict.get("current-context")
     contexts = config_dict.get("contexts") or []

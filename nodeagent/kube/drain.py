@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from nodeagent.clock import Clock, SystemClock
+from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import ApiError, KubeApi, KubeError
 
 log = logging.getLogger("nodeagent.kube.drain")
@@ -66,7 +67,7 @@ class Selection:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (namespace/name, why)
 
 
-def select_pods(pods: Sequence[dict[str, object]], options: DrainOptions) -> Selection:
+def select_pods(pods: Sequence[JsonObject], options: DrainOptions) -> Selection:
     """Which of the node's pods to evict, and in which tier. Pure."""
     selection = Selection()
     for pod in pods:
@@ -302,7 +303,7 @@ class Drainer:
         self.clock: Clock = clock or SystemClock()
         self._logged_errors: set[str] = set()
 
-    def list_pods(self) -> tuple[list[dict[str, object]], str]:
+    def list_pods(self) -> tuple[list[JsonObject], str]:
         listing = self.api.request(
             "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")]
         )
@@ -344,7 +345,7 @@ class Drainer:
         result.requests = self.api.requests - requests_before
         return result
 
-    def _list_until_deadline(self) -> tuple[list[dict[str, object]] | None, str]:
+    def _list_until_deadline(self) -> tuple[list[JsonObject] | None, str]:
         backoff = 0.2
         while not self.should_stop() and self.clock.now() < self.options.deadline:
             try:
@@ -472,7 +473,7 @@ class Drainer:
                     },
                 )
                 return FORCED
-            body = {
+            body: JsonObject = {
                 "apiVersion": "policy/v1",
                 "kind": "Eviction",
                 "metadata": {"name": pod.name, "namespace": pod.namespace},

@@ -43,15 +43,17 @@ def prepare() -> None:
                 setattr(sys.modules[parent], child, module)
         # kube_config does `from kubernetes.client import ApiClient, Configuration`.
         client = sys.modules["kubernetes.client"]
-        client.Configuration = importlib.import_module("kubernetes.client.configuration").Configuration
-        client.ApiClient = importlib.import_module("kubernetes.client.api_client").ApiClient
+        configuration = importlib.import_module("kubernetes.client.configuration")
+        api_client = importlib.import_module("kubernetes.client.api_client")
+        vars(client).update(Configuration=configuration.Configuration, ApiClient=api_client.ApiClient)
 
 
 class _LazyPackage(types.ModuleType):
     def __init__(self, name: str, directory: str):
         super().__init__(name)
         self.__path__ = [directory]
-        self.__file__ = os.path.join(directory, "__init__.py")
+        self._init_file = os.path.join(directory, "__init__.py")
+        self.__file__ = self._init_file
         self.__package__ = name
         self.__spec__ = importlib.util.spec_from_file_location(
             name, self.__file__, submodule_search_locations=[directory]
@@ -69,8 +71,8 @@ class _LazyPackage(types.ModuleType):
         with _lock:
             if not self._nodeagent_loaded:
                 self._nodeagent_loaded = True
-                with open(self.__file__, encoding="utf-8") as handle:
-                    code = compile(handle.read(), self.__file__, "exec")
+                with open(self._init_file, encoding="utf-8") as handle:
+                    code = compile(handle.read(), self._init_file, "exec")
                 exec(code, self.__dict__)  # the package's real __init__, run once, on demand
         try:
             return self.__dict__[attr]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
 
 log = logging.getLogger("nodeagent.kube.node")
@@ -36,7 +37,7 @@ class NodeActions:
     def _query(self) -> tuple[tuple[str, str], ...]:
         return (("dryRun", "All"),) if self.dry_run else ()
 
-    def get(self) -> dict[str, object]:
+    def get(self) -> JsonObject:
         return self.api.request("GET", f"/api/v1/nodes/{self.name}")
 
     def set_unschedulable(self, unschedulable: bool) -> bool:
@@ -80,7 +81,7 @@ class NodeActions:
         timeout_s: float | None = None,
     ) -> None:
         """Merge patch; a None value removes the key. timeout_s bounds connect and read."""
-        metadata: dict[str, object] = {"labels": labels}
+        metadata: JsonObject = {"labels": labels}
         if annotations:
             metadata["annotations"] = annotations
         self.api.request(

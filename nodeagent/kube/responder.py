@@ -40,7 +40,7 @@ class KubeResponder:
         self.settings = settings
         self.api_factory = api_factory
         self.clock: Clock = clock or SystemClock()
-        self.on_api_failure: Callable[[], None] = lambda: None  # set by the metrics reporter
+        self._on_api_failure: Callable[[], None] = lambda: None  # see listen_api_failures
         self.api: KubeApi | None = None
         self.parallelism = settings.drain_parallelism
         self.node: NodeIdentity | None = None
@@ -62,7 +62,7 @@ class KubeResponder:
                         pool_size=self.parallelism + 8,
                     )
                 )
-                self.api.on_failure = lambda: self.on_api_failure()  # late-bound: a reload may re-point it
+                self.api.on_failure = lambda: self._on_api_failure()  # late-bound: a reload re-points it
             except KubeconfigMissing:
                 return self._say(f"waiting for {path}", logging.INFO)
             except KubeError as error:
@@ -94,7 +94,7 @@ class KubeResponder:
         """Learn now, with a server-side dry run, whether these credentials may taint. Node
         credentials may not (NodeRestriction), and the drain then spends no requests on an
         attempt that must fail; the refusal is logged once, here, instead of at the notice."""
-        assert self.actions is not None and self.node is not None
+        assert self.api is not None and self.actions is not None and self.node is not None
         taint = parse_taint(self.settings.taint, "probe", "probe")
         if not taint or self.actions.taint_forbidden:
             return
@@ -155,6 +155,13 @@ class KubeResponder:
     def describe(self) -> str:
         return f"node {self.node.name}" if self.node else "node unknown"
 
+    def node_name(self) -> str | None:
+        return self.node.name if self.node else None
+
+    def listen_api_failures(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on each failed API request (the metrics reporter counts them)."""
+        self._on_api_failure = listener
+
     def reload(self, settings: Settings) -> None:
         self.settings = settings
 
@@ -200,7 +207,7 @@ class KubeResponder:
         }
         if plan.exclude_from_lb and plan.response == "drain":
             labels[node_keys.EXCLUDE_LB] = "true"
-        annotations = {
+        annotations: dict[str, str | None] = {
             node_keys.ANNOTATION_DEADLINE: iso_seconds(plan.deadline),
             node_keys.ANNOTATION_ACTION: plan.action,
         }

@@ -25,8 +25,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from nodeagent.config import Settings
 from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
+from nodeagent.kube.responder import KubeResponder
 from nodeagent.notices import parse_optional_rfc3339
+from nodeagent.report.webhook import KIND_TEXT
 from nodeagent.report.worker import WorkerReporter
 
 log = logging.getLogger("nodeagent.report.events")
@@ -87,7 +90,6 @@ def event_body(
 
 
 def notice_message(record, drill: bool) -> str:
-    from nodeagent.report.webhook import KIND_TEXT
 
     deadline = parse_optional_rfc3339(record.deadline)
     text = (
@@ -108,7 +110,14 @@ class _Aggregate:
 
 
 class EventsReporter(WorkerReporter):
-    def __init__(self, settings, responder, *, drill: bool = False, close_timeout_s: float = 3.0):
+    def __init__(
+        self,
+        settings: Settings,
+        responder: KubeResponder,
+        *,
+        drill: bool = False,
+        close_timeout_s: float = 3.0,
+    ):
         super().__init__("events", close_timeout_s)
         self.settings = settings
         self.responder = responder

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from nodeagent import __version__
+from nodeagent.notices import parse_rfc3339_utc
 
 log = logging.getLogger("nodeagent.report.metrics")
 
@@ -186,7 +187,6 @@ def write_atomically(path: str, text: str) -> None:
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
-    from nodeagent.notices import parse_rfc3339_utc
 
     try:
         return max(0.0, (parse_rfc3339_utc(end) - parse_rfc3339_utc(start)).total_seconds())
@@ -266,6 +266,9 @@ class MetricsReporter:
             self.state.last_poll_ok = ok
         if changed or self.clock() - self._last_write >= self.idle_rewrite_s:
             self._write()
+
+    def flush(self, timeout_s: float) -> bool:
+        return True  # every change is written when it happens: nothing is ever queued
 
     def close(self) -> None:
         self._write()

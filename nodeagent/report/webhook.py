@@ -27,12 +27,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
 from nodeagent import __version__
+from nodeagent.config import Settings
 from nodeagent.notices import parse_optional_rfc3339
+from nodeagent.ports import Responder
 from nodeagent.report.worker import Worker, WorkerReporter
+from nodeagent.state import NoticeRecord
 
 log = logging.getLogger("nodeagent.report.webhook")
 
@@ -205,7 +209,6 @@ def load_template(fmt: str, path: str) -> tuple[str, str | None]:
             default,
             f"WEBHOOK_TEMPLATE {path}: cannot read it ({reason}); using the built-in {fmt} template",
         )
-    from nodeagent.state import NoticeRecord
 
     sample = NoticeRecord(
         id="spot-itn-sample",
@@ -229,7 +232,6 @@ class Redactor:
     """Removes the URL (and its parts) and header values from any text before it is logged."""
 
     def __init__(self, url: str, header_values: list[str]):
-        from urllib.parse import urlsplit
 
         parts = urlsplit(url)
         secrets = [url, parts.netloc, parts.path, parts.query, parts.hostname or ""]
@@ -467,13 +469,10 @@ class WebhookReporter(WorkerReporter):
         self.sender.close()
 
 
-def default_node_name(responder, settings) -> Callable[[], str]:
+def default_node_name(responder: Responder, settings: Settings) -> Callable[[], str]:
     """The node's name once the responder knows it; NODE_NAME or the host name before that."""
 
     def name() -> str:
-        node = getattr(responder, "node", None)
-        if node is not None:
-            return str(node.name)
-        return settings.node_name or socket.gethostname()
+        return responder.node_name() or settings.node_name or socket.gethostname()
 
     return name
