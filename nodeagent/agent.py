@@ -38,6 +38,7 @@ from nodeagent.decide import (
     Uncordon,
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.log_once import LogOnce
 from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES
 from nodeagent.notify import SystemdNotifier
@@ -105,7 +106,7 @@ class Agent:
             on_ready=self._poke,
         )
         self._absences: dict[str, Absence] = {}
-        self._said: dict[str, str] = {}
+        self._once = LogOnce(log)
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
         self._adopt_from_node = False  # no state file: read the node once the API is up
         self._ready_seen = False
@@ -182,7 +183,7 @@ class Agent:
             # labels say, once the API can be read.
             if result.notices:
                 lost = "state file lost" if self._rebuild_from_node else "no state file"
-                self._say_once(
+                self._once.say(
                     "rebuild",
                     f"{lost}: holding notices until the node's own labels can be read from the API",
                     logging.WARNING,
@@ -295,7 +296,7 @@ class Agent:
                 return True
             except ImdsError as error:
                 text = f"waiting for IMDS at {self.settings.imds_url}: {error}"
-                self._say_once("imds-start", text, logging.WARNING)
+                self._once.say("imds-start", text, logging.WARNING)
                 self.notifier.status(text)
             self.notifier.watchdog()
             self._sleep_until(self.clock.monotonic() + min(5.0, max(1.0, self.settings.poll_interval)))
@@ -337,11 +338,11 @@ class Agent:
         if errors:
             self.poll_errors += len(errors)
             for kind, text in errors.items():
-                self._say_once(f"poll-{kind}", f"IMDS poll ({kind}): {text}", logging.WARNING)
+                self._once.say(f"poll-{kind}", f"IMDS poll ({kind}): {text}", logging.WARNING)
         else:
-            for key in [k for k in self._said if k.startswith("poll-")]:
+            for key in self._once.said("poll-"):
                 log.info("IMDS poll recovered (%s)", key[len("poll-") :])
-                self._said.pop(key, None)
+                self._once.clear(key)
         for reporter in self.reporters:
             quietly(reporter.polled, not errors, errors)
         return result
@@ -351,7 +352,7 @@ class Agent:
     def _apply(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Say):
-                self._say_once(action.key, action.text, action.level)
+                self._once.say(action.key, action.text, action.level)
             elif isinstance(action, Accept):
                 self._accept(action)
             elif isinstance(action, Supersede):
@@ -414,7 +415,7 @@ class Agent:
     # ---------------------------------------------------------------- reporting
 
     def _update_status(self) -> None:
-        poll_errors = [text for key, text in self._said.items() if key.startswith("poll-")]
+        poll_errors = list(self._once.said("poll-").values())
         if self.worker.drain_text:
             text = self.worker.drain_text
         elif not self.worker.ready:
@@ -433,11 +434,6 @@ class Agent:
 
     def _since_poll(self) -> float:
         return 0.0 if self.last_poll_at is None else self.clock.monotonic() - self.last_poll_at
-
-    def _say_once(self, key: str, text: str, level: int) -> None:
-        if self._said.get(key) != text:
-            self._said[key] = text
-            log.log(level, "%s", text)
 
 
 def _boot_time() -> float:

@@ -25,18 +25,18 @@ a cordon); 1 when it did not, or the drill could not start; 2 refused (no --yes,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from nodeagent import config
 from nodeagent.agent import Agent
+from nodeagent.clock import utcnow
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
 from nodeagent.jsontypes import JsonObject
@@ -45,9 +45,11 @@ from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 from nodeagent.kube.drain import DrainOptions, select_pods
 from nodeagent.kube.node import NodeActions, parse_taint
 from nodeagent.kube.responder import KubeResponder
+from nodeagent.ports import Reporter, quietly
 from nodeagent.report import build_reporters, flush_reporters
 from nodeagent.report.events import EventsReporter
-from nodeagent.status import process_is_nodeagent, read_daemon_state
+from nodeagent.state import read_daemon_state
+from nodeagent.status import process_is_nodeagent
 from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_until
 
 EX_USAGE = 2
@@ -300,7 +302,7 @@ class _Preflight:
 def _evictable(pods: list[JsonObject], settings) -> list[str]:
 
     options = DrainOptions(
-        deadline=datetime.now(timezone.utc),
+        deadline=utcnow(),
         margin_s=0,
         force_at_deadline=False,
         evict_local_storage=settings.evict_local_storage,
@@ -400,7 +402,7 @@ def _record(agent):
     return next((r for r in list(agent.state.notices.values())), None)
 
 
-def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
+def _undo(preflight: _Preflight, settings, record, reporters: Sequence[Reporter], timeline) -> None:
     """Put the node back as the drill found it: schedulability, our labels and annotations."""
 
     before = preflight.before
@@ -427,15 +429,12 @@ def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
     timeline.say("drill", f"--undo: {text}")
     if not before.unschedulable:
         for reporter in reporters:
-            step = getattr(reporter, "step", None)
-            if step is not None:
-                with contextlib.suppress(Exception):
-                    step(record, "Uncordoned", "uncordoned: drill undone")
+            quietly(reporter.step, record, "Uncordoned", "uncordoned: drill undone")
 
         flush_reporters(reporters, 10)
 
 
-def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters) -> int:
+def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters: Sequence[Reporter]) -> int:
     _say()
     _say("drill result")
     if record is None:

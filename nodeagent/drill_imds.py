@@ -20,6 +20,8 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from nodeagent.clock import iso_seconds, utcnow
+
 KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
 TOKEN_PATH = "/latest/api/token"
 METADATA_PREFIX = "/latest/meta-data/"
@@ -83,11 +85,11 @@ class DrillNotice:
         """The notice paths once armed at `now`, in IMDS's formats."""
         served = self.quiet_paths()
         if self.kind == "spot-itn":
-            when = _rfc3339(now + timedelta(seconds=self.in_s))
+            when = iso_seconds(now + timedelta(seconds=self.in_s))
             served[SPOT_ACTION_PATH] = json.dumps({"action": "terminate", "time": when})
             served[SPOT_TERMINATION_TIME_PATH] = when
         elif self.kind == "rebalance":
-            served[REBALANCE_PATH] = json.dumps({"noticeTime": _rfc3339(now)})
+            served[REBALANCE_PATH] = json.dumps({"noticeTime": iso_seconds(now)})
         elif self.kind == "scheduled":
             not_before = now + timedelta(seconds=self.in_s)
             served[SCHEDULED_EVENTS_PATH] = json.dumps(
@@ -106,10 +108,6 @@ class DrillNotice:
         else:
             served[ASG_STATE_PATH] = "Terminated"
         return served
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def scheduled_time(moment: datetime) -> str:
@@ -170,7 +168,7 @@ class DrillImds:
             if self._armed:
                 return
             self._armed = True
-            self._served.update(self.notice.paths(now or datetime.now(timezone.utc)))
+            self._served.update(self.notice.paths(now or utcnow()))
 
     def served(self) -> dict[str, str]:
         with self._lock:

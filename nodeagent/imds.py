@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import logging
+import random
 import select
 import socket
 import threading
@@ -53,18 +54,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    retry_if_not_exception_type,
-    retry_if_result,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-
 from nodeagent import notices
+from nodeagent.retry import Failure, retry
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +251,17 @@ class _Connection(http.client.HTTPConnection):
         sock.deadline = deadline
 
 
-def _is_retry_status(reply: object) -> bool:
-    return isinstance(reply, _Reply) and (reply.status in _RETRY_STATUSES or reply.status >= 500)
+def _is_retry_status(reply: _Reply) -> bool:
+    return reply.status in _RETRY_STATUSES or reply.status >= 500
+
+
+def _retry_transport(error: BaseException) -> bool:
+    """Connection errors and timeouts; never the deadline (nothing is left to retry with)."""
+    return isinstance(error, _TransportError) and not isinstance(error, _DeadlineExceeded)
+
+
+def _retry_transport_not_read_timeout(error: BaseException) -> bool:
+    return _retry_transport(error) and not isinstance(error, _ReadTimeout)
 
 
 class ImdsClient:
@@ -288,7 +288,6 @@ class ImdsClient:
         self._stats = ImdsStats()
         self._base = options.base_url.rstrip("/")
         self._prefix = parts.path.rstrip("/")  # request targets are paths on the one connection
-        self._retrying = {flag: self._build_retrying(flag) for flag in (True, False)}
 
     def __repr__(self) -> str:  # never show the token
         return f"ImdsClient(base_url={self._base!r}, mode={self._stats.mode!r})"
@@ -479,9 +478,16 @@ class ImdsClient:
         ImdsBodyTooLarge, which is not retried.
         """
         opts = self.options
-        retrying = self._retrying[retry_read_timeouts]
         try:
-            return retrying(self._send_once, method, url, headers)
+            return retry(
+                lambda: self._send_once(method, url, headers),
+                schedule=self._backoff,
+                transient=_retry_transport if retry_read_timeouts else _retry_transport_not_read_timeout,
+                retry_result=_is_retry_status,
+                stop=lambda failure: failure.attempts >= opts.retry_attempts,
+                sleep=self._sleep,
+                before_sleep=self._count_retry,
+            )
         except _DeadlineExceeded as exc:
             raise ImdsUnavailable(
                 f"IMDS at {self._base} did not finish answering within the {opts.deadline_s:g}s "
@@ -492,32 +498,14 @@ class ImdsClient:
                 f"IMDS at {self._base} {exc} ({what}, {opts.retry_attempts} attempt(s))"
             ) from exc
 
-    def _build_retrying(self, retry_read_timeouts: bool) -> Retrying:
-        """Built once and reused: Retrying resets itself on each call, so there is no need to pay
-        for building one on every poll."""
-        opts = self.options
-        transient = retry_if_exception_type(_TransportError) & retry_if_not_exception_type(_DeadlineExceeded)
-        if not retry_read_timeouts:
-            transient = transient & retry_if_not_exception_type(_ReadTimeout)
-        backoff = wait_exponential(multiplier=0.05, max=opts.retry_max_wait_s) + wait_random(
-            0, min(0.05, opts.retry_max_wait_s)
-        )
+    def _backoff(self, failure: Failure[_Reply]) -> float:
+        """Short exponential backoff with a little jitter, never sleeping past the deadline (the
+        next attempt then fails at once, unretried)."""
+        cap = self.options.retry_max_wait_s
+        wait = min(cap, 0.05 * 2 ** (failure.attempts - 1)) + random.uniform(0, min(0.05, cap))
+        return max(0.0, min(wait, self._deadline - time.monotonic()))
 
-        def wait(state: RetryCallState) -> float:
-            # Never sleep past the deadline; the next attempt then fails at once, unretried.
-            return max(0.0, min(backoff(state), self._deadline - time.monotonic()))
-
-        return Retrying(
-            stop=stop_after_attempt(opts.retry_attempts),
-            wait=wait,
-            retry=transient | retry_if_result(_is_retry_status),
-            before_sleep=self._count_retry,
-            retry_error_callback=_last_outcome,
-            sleep=self._sleep,
-            reraise=True,
-        )
-
-    def _count_retry(self, state: RetryCallState) -> None:
+    def _count_retry(self, failure: Failure[_Reply]) -> None:
         self._stats.retries += 1
 
     def _send_once(self, method: str, url: str, headers: dict[str, str]) -> _Reply:
@@ -577,12 +565,6 @@ class ImdsClient:
         except BaseException:
             connection.close()  # a half-read response must not be mistaken for the next one
             raise
-
-
-def _last_outcome(state: RetryCallState) -> object:
-    """After the last attempt: return its reply, or re-raise its exception."""
-    assert state.outcome is not None
-    return state.outcome.result()
 
 
 def _parse_ttl(value: str | None) -> int | None:

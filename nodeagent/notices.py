@@ -486,16 +486,6 @@ SOURCES: tuple[NoticeSource, ...] = (
 SOURCES_BY_KIND: dict[str, NoticeSource] = {source.kind.value: source for source in SOURCES}
 
 
-def parse_path(path: str, body: Body | None, now: datetime) -> Parsed:
-    """Uniform entry point: what a body at `path` holds (None body = 404 = nothing)."""
-    source = next((s for s in SOURCES if s.path == path), None)
-    if source is None:
-        raise KeyError(f"no parser for IMDS path {path!r}")
-    if body is None:
-        return Parsed()
-    return source.parse(body, now)
-
-
 def parse_optional_rfc3339(text: str | None) -> datetime | None:
     """parse_rfc3339_utc for fields that may be absent or wrong: None instead of an error."""
     if not text:

@@ -109,20 +109,20 @@ class StateStore:
         self.last_error: str | None = None
 
     def load(self) -> LoadResult:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        read = read_daemon_state(str(self.path.parent))
+        if read.missing:
             return LoadResult(AgentState(), quarantined=None, missing=True)
-        except OSError as error:
-            return LoadResult(
-                AgentState(), quarantined=None, error=f"cannot read {self.path}: {error.strerror}"
-            )
-        try:
-            return LoadResult(AgentState.from_json(json.loads(data.decode("utf-8"))), quarantined=None)
-        except (ValueError, TypeError, UnicodeDecodeError) as error:
-            return LoadResult(
-                AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {error}"
-            )
+        problem = read.corrupt
+        if read.data is not None:
+            try:
+                return LoadResult(AgentState.from_json(read.data), quarantined=None)
+            except (ValueError, TypeError) as error:
+                problem = str(error)
+        if problem is None:  # unreadable, not corrupt: leave it for a later start to read
+            return LoadResult(AgentState(), quarantined=None, error=read.error)
+        return LoadResult(
+            AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {problem}"
+        )
 
     def _quarantine(self) -> str | None:
         target = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
@@ -189,9 +189,45 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_state_file(state_dir: str) -> JsonObject | None:
-    """Raw read for `nodeagent status` (works as non-root when the file is world-readable)."""
+@dataclass(frozen=True)
+class StateRead:
+    path: str
+    data: JsonObject | None
+    error: str | None  # None when read; else why not (missing, permission, corrupt)
+    missing: bool = False
+    corrupt: str | None = None  # what is wrong with the content, when it is not JSON or not an object
+
+
+def read_daemon_state(state_dir: str) -> StateRead:
+    """Read state.json without side effects: the one reader (the daemon's StateStore.load,
+    `nodeagent status` and the drill's busy check). Quarantining is StateStore's business."""
+    path = Path(state_dir) / STATE_FILE
     try:
-        return json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return StateRead(
+            str(path),
+            None,
+            f"no state file at {path} (the daemon has not run here, or STATE_DIR differs)",
+            missing=True,
+        )
+    except PermissionError:
+        return StateRead(
+            str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)"
+        )
+    except OSError as error:
+        return StateRead(str(path), None, f"cannot read {path}: {error.strerror}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        return StateRead(
+            str(path),
+            None,
+            f"{path} is not valid JSON ({error}); the daemon quarantines it at start",
+            corrupt=str(error),
+        )
+    if not isinstance(data, dict):
+        return StateRead(
+            str(path), None, f"{path} is not a nodeagent state file", corrupt="not a nodeagent state file"
+        )
+    return StateRead(str(path), data, None)

@@ -18,19 +18,19 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from nodeagent import __version__
+from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import describe, load_with_set_flags
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
 from nodeagent.notices import parse_rfc3339_utc
-from nodeagent.state import STATE_FILE
+from nodeagent.state import StateRead, read_daemon_state
 
 SCHEMA_VERSION = 1
 API_PROBE_TIMEOUT_S = 15.0
@@ -107,14 +107,6 @@ STATUS_SCHEMA: dict[str, str] = {
 }
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _seconds_until(text: str | None, now: datetime) -> float | None:
     if not text:
         return None
@@ -123,46 +115,6 @@ def _seconds_until(text: str | None, now: datetime) -> float | None:
         return round((parse_rfc3339_utc(str(text)) - now).total_seconds(), 1)
     except ValueError:
         return None
-
-
-# ------------------------------------------------------------------ the state file (read-only)
-
-
-@dataclass(frozen=True)
-class StateRead:
-    path: str
-    data: JsonObject | None
-    error: str | None  # None when read; else why not (missing, permission, corrupt)
-    missing: bool = False
-
-
-def read_daemon_state(state_dir: str) -> StateRead:
-    """Read state.json without side effects (no quarantine: that is the daemon's business)."""
-    path = Path(state_dir) / STATE_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return StateRead(
-            str(path),
-            None,
-            f"no state file at {path} (the daemon has not run here, or STATE_DIR differs)",
-            missing=True,
-        )
-    except PermissionError:
-        return StateRead(
-            str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)"
-        )
-    except OSError as error:
-        return StateRead(str(path), None, f"cannot read {path}: {error.strerror}")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        return StateRead(
-            str(path), None, f"{path} is not valid JSON ({error}); the daemon quarantines it at start"
-        )
-    if not isinstance(data, dict):
-        return StateRead(str(path), None, f"{path} is not a nodeagent state file")
-    return StateRead(str(path), data, None)
 
 
 def process_is_nodeagent(pid: int) -> bool | None:
@@ -213,7 +165,7 @@ def daemon_section(
         "agent_state": _str_or_none(data.get("agent_state")),
         "status": _str_or_none(data.get("status")),
         "busy": bool(data.get("busy")) if read.data is not None else None,
-        "updated_at": _iso(datetime.fromtimestamp(float(updated), timezone.utc))
+        "updated_at": iso_seconds(datetime.fromtimestamp(float(updated), timezone.utc))
         if isinstance(updated, (int, float)) and updated
         else None,
         "notices_recorded": len(notices) if notices is not None else (None if read.data is None else 0),
@@ -411,7 +363,7 @@ def collect(settings, probe: bool = True, now: datetime | None = None) -> JsonOb
     report: JsonObject = {
         "schema": SCHEMA_VERSION,
         "version": __version__,
-        "generated_at": _iso(now),
+        "generated_at": iso_seconds(now),
         "healthy": True,
         "problems": [],
         "daemon": daemon_section(read),

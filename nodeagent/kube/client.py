@@ -20,12 +20,13 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 import yaml
 from urllib3.util.retry import Retry
 
+from nodeagent.clock import utcnow
 from nodeagent.errors import ExpectedFailure
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import light_import
@@ -67,10 +68,6 @@ class ApiError(KubeError):
         self.status = status
         self.reason = reason
         self.message = message
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class TokenKeeper:

@@ -19,6 +19,8 @@ from typing import Callable
 from nodeagent.clock import Clock, SystemClock
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import ApiError, KubeApi, KubeError
+from nodeagent.log_once import LogOnce
+from nodeagent.retry import Backoff, Failure, retry
 
 log = logging.getLogger("nodeagent.kube.drain")
 
@@ -193,29 +195,40 @@ class PodWatch:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        backoff = 0.2
+        # One pass per stream: a stream the server ends is resumed at once (the backoff starts
+        # over); a broken one is retried after a backoff, re-listing first, until the stop.
         while not self._stop.is_set():
-            try:
-                self._watch_once()
-                backoff = 0.2
-                if not self._stop.is_set():
-                    log.debug(
-                        "pod watch ended by the server; resuming from resourceVersion %s",
-                        self._rv or "(none)",
-                    )
-            except (KubeError, ValueError) as error:
-                if self._stop.is_set():
-                    return
-                self.breaks += 1
-                log.log(
-                    logging.DEBUG if self._failing else logging.WARNING,
-                    "pod watch broke (%s); re-listing",
-                    error,
+            retry(
+                self._watch_pass(),
+                schedule=Backoff(0.2, 2.0),
+                transient=lambda error: isinstance(error, (KubeError, ValueError)),
+                stop=lambda failure: self._stop.is_set(),
+                sleep=lambda seconds: not self._stop.wait(seconds),
+                before_sleep=self._watch_broke,
+                gave_up=lambda failure: None,
+            )
+            if not self._stop.is_set():
+                log.debug(
+                    "pod watch ended by the server; resuming from resourceVersion %s", self._rv or "(none)"
                 )
-                if self._stop.wait(backoff):
-                    return
-                backoff = min(2.0, backoff * 2)
+
+    def _watch_pass(self) -> Callable[[], None]:
+        attempts = itertools.count()
+
+        def watch() -> None:
+            if next(attempts):  # after a break: catch up on what the broken stream missed
                 self._relist()
+            self._watch_once()
+
+        return watch
+
+    def _watch_broke(self, failure: Failure[None]) -> None:
+        self.breaks += 1
+        log.log(
+            logging.DEBUG if self._failing else logging.WARNING,
+            "pod watch broke (%s); re-listing",
+            failure.error,
+        )
 
     def _watch_once(self) -> None:
         query = [
@@ -270,6 +283,10 @@ class PodWatch:
         self._rv = str((listing.get("metadata") or {}).get("resourceVersion") or "")
 
 
+class _Ended(Exception):
+    """The deadline passed or a stop came: no more attempts to list."""
+
+
 # Outcomes of one attempt on one pod.
 EVICTED, GONE, RETRY, FORCE, FORCED, BLOCKED, FAILED, EXPIRED, STOPPED = (
     "evicted",
@@ -301,7 +318,7 @@ class Drainer:
         self.progress = progress
         self.should_stop = should_stop  # a cancel, a supersede or the agent's stop
         self.clock: Clock = clock or SystemClock()
-        self._logged_errors: set[str] = set()
+        self._once = LogOnce(log)
 
     def list_pods(self) -> tuple[list[JsonObject], str]:
         listing = self.api.request(
@@ -346,17 +363,26 @@ class Drainer:
         return result
 
     def _list_until_deadline(self) -> tuple[list[JsonObject] | None, str]:
-        backoff = 0.2
-        while not self.should_stop() and self.clock.now() < self.options.deadline:
-            try:
-                return self.list_pods()
-            except KubeError as error:
-                self._log_once(
-                    "list", f"listing this node's pods failed ({error}); retrying until the deadline"
-                )
-            self.clock.sleep(backoff)
-            backoff = min(RETRY_BACKOFF_MAX_S, backoff * 2)
-        return None, ""
+        def attempt() -> tuple[list[JsonObject], str]:
+            if self.should_stop() or self.clock.now() >= self.options.deadline:
+                raise _Ended()
+            return self.list_pods()
+
+        def failed(failure: Failure[tuple[list[JsonObject], str]]) -> None:
+            self._once.first(
+                "list", f"listing this node's pods failed ({failure.error}); retrying until the deadline"
+            )
+
+        try:
+            return retry(
+                attempt,
+                schedule=Backoff(0.2, RETRY_BACKOFF_MAX_S),
+                transient=lambda error: isinstance(error, KubeError),
+                sleep=self.clock.sleep,
+                before_sleep=failed,
+            )
+        except _Ended:
+            return None, ""
 
     # ------------------------------------------------------------------ evictions
 
@@ -494,12 +520,14 @@ class Drainer:
             if error.status == 429 and "disruption budget" in error.message.lower():
                 return FORCE if self.clock.now() >= last_safe_moment(pod, started, self.options) else RETRY
             if error.status == 403:
-                self._log_once(f"403-{pod.key}", f"not allowed to evict {pod.key}: {error.message}")
+                self._once.first(f"403-{pod.key}", f"not allowed to evict {pod.key}: {error.message}")
                 return FAILED
-            self._log_once(f"api-{error.status}", f"eviction of {pod.key} got HTTP {error.status}; retrying")
+            self._once.first(
+                f"api-{error.status}", f"eviction of {pod.key} got HTTP {error.status}; retrying"
+            )
             return RETRY
         except KubeError as error:
-            self._log_once(
+            self._once.first(
                 "unavailable", f"API unreachable while evicting ({error}); retrying until the deadline"
             )
             return RETRY
@@ -519,8 +547,3 @@ class Drainer:
             watch.wait(min(left_s, 1.0))
         else:
             result.interrupted = True
-
-    def _log_once(self, key: str, text: str) -> None:
-        if key not in self._logged_errors:
-            self._logged_errors.add(key)
-            log.warning("%s", text)

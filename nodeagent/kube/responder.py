@@ -23,11 +23,25 @@ from nodeagent.kube.client import (
 )
 from nodeagent.kube.drain import Drainer, DrainOptions
 from nodeagent.kube.node import NodeActions, parse_taint
+from nodeagent.log_once import LogOnce
 from nodeagent.ports import StepHooks
+from nodeagent.retry import Backoff, Failure, retry
 from nodeagent.state import NoticeRecord
 
 log = logging.getLogger("nodeagent.kube")
 T = TypeVar("T")
+
+
+class _NotAttempted(KubeError):
+    """The deadline passed or a stop came before the next attempt: not retried."""
+
+
+def _transient_node_write(error: BaseException) -> bool:
+    if isinstance(error, _NotAttempted):
+        return False
+    if isinstance(error, ApiError):
+        return error.status >= 500 or error.status in (429, 409)
+    return isinstance(error, KubeError)
 
 
 class KubeResponder:
@@ -45,7 +59,7 @@ class KubeResponder:
         self.parallelism = settings.drain_parallelism
         self.node: NodeIdentity | None = None
         self.actions: NodeActions | None = None
-        self._said = ""
+        self._once = LogOnce(log)
         self.found_labels: dict[str, str] = {}  # the node's labels as startup found them
 
     # ------------------------------------------------------------ startup
@@ -107,9 +121,7 @@ class KubeResponder:
         self.actions.taint_forbidden = probe.taint_forbidden
 
     def _say(self, text: str, level: int) -> str:
-        if text != self._said:
-            self._said = text
-            log.log(level, "%s", text)
+        self._once.say("startup", text, level)  # one key: a new text replaces the last
         return text
 
     def _startup_labels(self, identity: InstanceIdentity | None) -> None:
@@ -297,30 +309,36 @@ class KubeResponder:
             return False
 
     def _until_deadline(self, deadline: datetime, what: str, action: Callable[[], T], hooks: StepHooks) -> T:
-        backoff = 0.2
-        said = False
-        while True:
+        """Retry `action` on 5xx, 429, 409 and unreachable until the deadline or a stop."""
+
+        def attempt() -> T:
             if self.clock.now() >= deadline:  # never act after the deadline
-                raise KubeError(f"{what}: not attempted, the deadline {iso_seconds(deadline)} has passed")
+                raise _NotAttempted(f"{what}: not attempted, the deadline {iso_seconds(deadline)} has passed")
             if hooks.should_stop():
-                raise KubeError(f"{what} interrupted by the stop (agent stopping or notice withdrawn)")
-            try:
-                return action()
-            except ApiError as error:
-                if error.status < 500 and error.status not in (429, 409):
-                    raise
-                problem = str(error)
-            except KubeError as error:
-                problem = str(error)
+                raise _NotAttempted(f"{what} interrupted by the stop (agent stopping or notice withdrawn)")
+            return action()
+
+        def stop(failure: Failure[T]) -> bool:
+            return hooks.should_stop() or self.clock.now() + seconds(failure.wait_s) >= deadline
+
+        def first_failure(failure: Failure[T]) -> None:
+            if failure.attempts == 1:
+                log.warning("%s failed (%s); retrying until the deadline", what, failure.error)
+
+        def gave_up(failure: Failure[T]) -> T:
             if hooks.should_stop():
-                raise KubeError(f"{what} interrupted by the stop: {problem}")
-            if self.clock.now() + seconds(backoff) >= deadline:
-                raise KubeError(f"{what} did not succeed before the deadline: {problem}")
-            if not said:
-                log.warning("%s failed (%s); retrying until the deadline", what, problem)
-                said = True
-            self.clock.sleep(backoff)
-            backoff = min(1.0, backoff * 2)
+                raise KubeError(f"{what} interrupted by the stop: {failure.error}")
+            raise KubeError(f"{what} did not succeed before the deadline: {failure.error}")
+
+        return retry(
+            attempt,
+            schedule=Backoff(0.2, 1.0),
+            transient=_transient_node_write,
+            stop=stop,
+            sleep=self.clock.sleep,
+            before_sleep=first_failure,
+            gave_up=gave_up,
+        )
 
     def undo(self, record: NoticeRecord, reason: str) -> None:
         if self.actions is None:

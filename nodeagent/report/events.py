@@ -23,14 +23,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
+from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
 from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
 from nodeagent.kube.responder import KubeResponder
+from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_optional_rfc3339
 from nodeagent.report.webhook import KIND_TEXT
 from nodeagent.report.worker import WorkerReporter
+from nodeagent.retry import Backoff, Failure, retry
 
 log = logging.getLogger("nodeagent.report.events")
 
@@ -56,10 +59,6 @@ MAX_MESSAGE = 1024
 MIN_RETRY_WINDOW_S = 30.0
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def event_name(node: str, notice_id: str, reason: str) -> str:
     """Stable per (node, notice, reason): a restarted agent finds its own Event again."""
     digest = hashlib.sha256(f"{node}\0{notice_id}\0{reason}".encode()).hexdigest()[:16]
@@ -81,8 +80,8 @@ def event_body(
         "message": message[:MAX_MESSAGE],
         "type": "Warning" if reason in WARNING_REASONS else "Normal",
         "count": count,
-        "firstTimestamp": _rfc3339(first),
-        "lastTimestamp": _rfc3339(last),
+        "firstTimestamp": iso_seconds(first),
+        "lastTimestamp": iso_seconds(last),
         "source": {"component": COMPONENT, "host": node},
         "reportingComponent": COMPONENT,
         "reportingInstance": node,
@@ -94,7 +93,7 @@ def notice_message(record, drill: bool) -> str:
     deadline = parse_optional_rfc3339(record.deadline)
     text = (
         f"{KIND_TEXT.get(record.kind, record.kind)} {record.id} ({record.action}), "
-        f"deadline {_rfc3339(deadline) if deadline else record.deadline}; response: {record.response}"
+        f"deadline {iso_seconds(deadline) if deadline else record.deadline}; response: {record.response}"
     )
     if record.outcome:
         text += f" ({record.outcome})"
@@ -107,6 +106,16 @@ class _Aggregate:
     count: int
     first: datetime
     created: bool = False
+
+
+class _NotReady(Exception):
+    """The responder has no API client or node yet."""
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, ApiError):
+        return error.status >= 500 or error.status == 429
+    return isinstance(error, (KubeError, _NotReady))
 
 
 class EventsReporter(WorkerReporter):
@@ -125,7 +134,7 @@ class EventsReporter(WorkerReporter):
         self._lock = threading.Lock()
         self._aggregates: dict[tuple[str, str], _Aggregate] = {}
         self._deadlines: dict[str, datetime] = {}
-        self._said: dict[str, str] = {}
+        self._once = LogOnce(log)
         self.sent = 0
         self.failed = 0
 
@@ -152,7 +161,7 @@ class EventsReporter(WorkerReporter):
     # ---- sending
 
     def _emit(self, record, reason: str, message: str) -> None:
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         with self._lock:
             key = (record.id, reason)
             aggregate = self._aggregates.get(key)
@@ -177,27 +186,31 @@ class EventsReporter(WorkerReporter):
         when: datetime,
         give_up_at: float,
     ) -> None:
-        backoff = 0.5
-        while True:
+        def attempt() -> bool:
             api, node = self.responder.api, self.responder.node
-            if api is not None and node is not None:
-                try:
-                    self._write(api, node.name, aggregate, notice_id, reason, message, count, when)
-                    self.sent += 1
-                    return
-                except ApiError as error:
-                    if error.status < 500 and error.status != 429:
-                        self._give_up(reason, f"HTTP {error.status} {error.reason}: {error.message}")
-                        return
-                    problem = str(error)
-                except KubeError as error:
-                    problem = str(error)
-            else:
-                problem = "Kubernetes is not ready yet"
-            if time.monotonic() + backoff >= give_up_at or not self.worker.sleep(backoff):
-                self._give_up(reason, problem)
-                return
-            backoff = min(5.0, backoff * 2)
+            if api is None or node is None:
+                raise _NotReady("Kubernetes is not ready yet")
+            self._write(api, node.name, aggregate, notice_id, reason, message, count, when)
+            return True
+
+        def gave_up(failure: Failure[bool]) -> bool:
+            self._give_up(reason, str(failure.error))
+            return False
+
+        try:
+            sent = retry(
+                attempt,
+                schedule=Backoff(0.5, 5.0),
+                transient=_transient,
+                stop=lambda failure: time.monotonic() + failure.wait_s >= give_up_at,
+                sleep=self.worker.sleep,  # False once the reporter is closing
+                gave_up=gave_up,
+            )
+        except ApiError as error:  # refused (4xx other than 429): retrying cannot help
+            self._give_up(reason, f"HTTP {error.status} {error.reason}: {error.message}")
+            return
+        if sent:
+            self.sent += 1
 
     def _write(
         self,
@@ -227,7 +240,7 @@ class EventsReporter(WorkerReporter):
                 # Written by an earlier run of this agent: aggregate onto it.
                 aggregate.created = True
                 count = max(count, 2)
-        patch = {"count": count, "lastTimestamp": _rfc3339(when), "message": message[:MAX_MESSAGE]}
+        patch = {"count": count, "lastTimestamp": iso_seconds(when), "message": message[:MAX_MESSAGE]}
         try:
             api.request("PATCH", f"{path}/{name}", query=query, body=patch, content_type=MERGE_PATCH)
         except ApiError as error:
@@ -239,6 +252,4 @@ class EventsReporter(WorkerReporter):
 
     def _give_up(self, reason: str, problem: str) -> None:
         self.failed += 1
-        if self._said.get(reason) != problem:
-            self._said[reason] = problem
-            log.warning("could not write the %s event: %s", reason, problem)
+        self._once.say(reason, f"could not write the {reason} event: {problem}")

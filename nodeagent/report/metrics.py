@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from nodeagent import __version__
+from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_rfc3339_utc
 
 log = logging.getLogger("nodeagent.report.metrics")
@@ -207,7 +208,7 @@ class MetricsReporter:
         self.writes = 0
         self._lock = threading.Lock()
         self._last_write = 0.0
-        self._write_error: str | None = None
+        self._once = LogOnce(log)
         self._counted: dict[str, bool] = {}
         self._write()
 
@@ -282,12 +283,9 @@ class MetricsReporter:
                 write_atomically(self.path, text)
             except OSError as error:
                 problem = f"cannot write metrics to {self.path}: {error.strerror or error}"
-                if problem != self._write_error:
-                    log.warning("%s", problem)
-                    self._write_error = problem
+                self._once.say("write", problem)
                 return
-            if self._write_error:
+            if self._once.clear("write"):
                 log.info("metrics written to %s again", self.path)
-                self._write_error = None
             self.writes += 1
             self._last_write = self.clock()

@@ -17,6 +17,7 @@ messages that we log; logs say e.g. "webhook failed: HTTP 500 from <redacted>".
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -25,17 +26,19 @@ import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
 
 from nodeagent import __version__
+from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
 from nodeagent.notices import parse_optional_rfc3339
 from nodeagent.ports import Responder
 from nodeagent.report.worker import Worker, WorkerReporter
+from nodeagent.retry import Backoff, Failure, retry
 from nodeagent.state import NoticeRecord
 
 log = logging.getLogger("nodeagent.report.webhook")
@@ -101,15 +104,11 @@ def parse_headers(text: str) -> tuple[dict[str, str], list[str]]:
     return headers, problems
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def message_fields(
     event: str, record, node: str, *, drill: bool, dry_run: bool, now: datetime | None = None
 ) -> dict[str, object]:
     """The template fields for one message about one notice record. Pure."""
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     deadline = parse_optional_rfc3339(record.deadline)
     started, finished = (
         parse_optional_rfc3339(record.drain_started),
@@ -120,7 +119,7 @@ def message_fields(
     kind_text = KIND_TEXT.get(record.kind, record.kind)
     if event == "notice":
         headline = kind_text[:1].upper() + kind_text[1:]
-        when = f"deadline {_iso(deadline)} (in {deadline_in}s)" if deadline else "no deadline"
+        when = f"deadline {iso_seconds(deadline)} (in {deadline_in}s)" if deadline else "no deadline"
         summary = f"{record.action}, {when}; response: {record.response}"
         if record.outcome:
             summary += f" ({record.outcome})"
@@ -167,7 +166,7 @@ def message_fields(
         "headline": headline,
         "icon": icon,
         "summary": summary,
-        "time": _iso(now),
+        "time": iso_seconds(now),
         "version": __version__,
     }
 
@@ -278,6 +277,14 @@ class Delivery:
     problem: str = ""
 
 
+class _AttemptFailed(Exception):
+    def __init__(self, problem: str, attempt: int, retryable: bool, retry_after: float | None):
+        super().__init__(problem)
+        self.attempt = attempt
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -302,11 +309,10 @@ class WebhookSender:
 
     def send(self, body: bytes, give_up_at: float, what: str) -> Delivery:
         """POST with retries until give_up_at (monotonic). Logs without the URL or header values."""
-        backoff = self.policy.first_backoff_s
-        attempt = 0
-        problem = ""
-        while True:
-            attempt += 1
+        backoff = Backoff(self.policy.first_backoff_s, self.policy.max_backoff_s)
+
+        def attempt() -> Delivery:
+            number = next(numbers)
             left = give_up_at - time.monotonic()
             timeout = (
                 min(self.policy.connect_timeout_s, max(0.5, left)),
@@ -320,8 +326,8 @@ class WebhookSender:
                 status = response.status_code
                 response.close()
                 if 200 <= status < 300:
-                    log.info("webhook delivered (%s, attempt %d)", what, attempt)
-                    return Delivery(True, attempt)
+                    log.info("webhook delivered (%s, attempt %d)", what, number)
+                    return Delivery(True, number)
                 problem = f"HTTP {status} from {REDACTED}"
                 retryable = status in RETRY_STATUSES or status >= 500
                 retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -331,33 +337,53 @@ class WebhookSender:
             except Exception as error:  # e.g. a malformed URL slipping past config
                 problem = describe_failure(error)
                 retryable = False
-            problem = self.redact(problem)
-            if not retryable:
-                log.error("webhook failed (%s): %s; not retrying", what, problem)
-                return Delivery(False, attempt, problem)
-            wait = min(self.policy.max_backoff_s, max(backoff, retry_after or 0.0))
-            if self.worker.closing.is_set() or time.monotonic() + wait >= give_up_at:
-                log.error(
-                    "webhook failed (%s) after %d attempt%s: %s",
-                    what,
-                    attempt,
-                    "" if attempt == 1 else "s",
-                    problem,
-                )
-                return Delivery(False, attempt, problem)
-            if attempt == 1:
+            raise _AttemptFailed(self.redact(problem), number, retryable, retry_after)
+
+        def wait(failure: Failure[Delivery]) -> float:
+            assert isinstance(failure.error, _AttemptFailed)
+            return min(self.policy.max_backoff_s, max(backoff(failure), failure.error.retry_after or 0.0))
+
+        def retrying(failure: Failure[Delivery]) -> None:
+            if failure.attempts == 1:
                 log.warning(
                     "webhook attempt 1 failed (%s): %s; retrying with backoff for up to %.0fs",
                     what,
-                    problem,
+                    failure.error,
                     give_up_at - time.monotonic(),
                 )
             else:
-                log.debug("webhook attempt %d failed (%s): %s", attempt, what, problem)
-            if not self._sleep(wait):
-                log.error("webhook failed (%s) after %d attempts: %s (shutting down)", what, attempt, problem)
-                return Delivery(False, attempt, problem)
-            backoff = min(self.policy.max_backoff_s, backoff * 2)
+                log.debug("webhook attempt %d failed (%s): %s", failure.attempts, what, failure.error)
+
+        def gave_up(failure: Failure[Delivery]) -> Delivery:
+            n = failure.attempts
+            if failure.interrupted:
+                log.error("webhook failed (%s) after %d attempts: %s (shutting down)", what, n, failure.error)
+            else:
+                log.error(
+                    "webhook failed (%s) after %d attempt%s: %s",
+                    what,
+                    n,
+                    "" if n == 1 else "s",
+                    failure.error,
+                )
+            return Delivery(False, n, str(failure.error))
+
+        numbers = itertools.count(1)
+        try:
+            return retry(
+                attempt,
+                schedule=wait,
+                transient=lambda error: isinstance(error, _AttemptFailed) and error.retryable,
+                stop=lambda failure: (
+                    self.worker.closing.is_set() or time.monotonic() + failure.wait_s >= give_up_at
+                ),
+                sleep=self._sleep,  # False: the reporter is shutting down
+                before_sleep=retrying,
+                gave_up=gave_up,
+            )
+        except _AttemptFailed as failed:  # an answer no retry can change
+            log.error("webhook failed (%s): %s; not retrying", what, failed)
+            return Delivery(False, failed.attempt, str(failed))
 
     def close(self) -> None:
         self._session.close()
@@ -441,7 +467,7 @@ class WebhookReporter(WorkerReporter):
             log.error("webhook template: %s; using the built-in one", error)
             body = render(DEFAULT_TEMPLATES[self.format], fields)
         deadline = parse_optional_rfc3339(record.deadline)
-        to_deadline = 0.0 if deadline is None else (deadline - datetime.now(timezone.utc)).total_seconds()
+        to_deadline = 0.0 if deadline is None else (deadline - utcnow()).total_seconds()
         give_up_at = time.monotonic() + max(to_deadline, self.sender.policy.min_window_s)
         what = f"{event} {record.id}"
 
