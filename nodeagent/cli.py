@@ -144,16 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--no-probe", action="store_true", help="don't contact IMDS or the API")
     drill = add("drill", cmd_drill, "rehearse a notice on this node through the real pipeline")
     config_flags(drill)
-    drill.add_argument("--kind", choices=("spot-itn", "rebalance", "scheduled", "asg"), default="spot-itn")
-    drill.add_argument("--in", dest="in_", default="120s", help="deadline from now (default 120s)")
+    drill.add_argument(
+        "--kind",
+        choices=("spot-itn", "rebalance", "scheduled", "asg"),
+        default="spot-itn",
+        help="the notice to rehearse (default spot-itn)",
+    )
+    drill.add_argument(
+        "--in", dest="in_", metavar="DURATION", default="120s", help="deadline from now (default 120s)"
+    )
     drill.add_argument("--dry-run", action="store_true", help="server-side dry run: nothing changes")
     drill.add_argument("--yes", action="store_true", help="really cordon and drain this node")
     drill.add_argument("--undo", action="store_true", help="uncordon and remove our labels at the end")
-    demo = add("demo", cmd_demo, "the whole pipeline against both simulators, with a timeline")
+    demo = add(
+        "demo", cmd_demo, "the whole pipeline against both simulators, with a timeline (source checkout only)"
+    )
     demo.add_argument("--quick", action="store_true", help="shorter deadlines (used by CI)")
-    imds_sim = add("imds-sim", cmd_imds_sim, "run the IMDS simulator")
-    imds_sim.add_argument("--port", type=int, default=1338)
-    imds_sim.add_argument("--host", default="127.0.0.1")
+    imds_sim = add("imds-sim", cmd_imds_sim, "run the IMDS simulator (source checkout only)")
+    imds_sim.add_argument("--port", type=int, default=1338, help="port to listen on (default 1338)")
+    imds_sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add("version", cmd_version, "print the version")
     return parser
 

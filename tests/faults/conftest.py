@@ -18,7 +18,7 @@ they start on threads when the first fault test starts and their tests run last,
 overlap the short cases. Each scenario owns its simulators, daemon and directory, so they cannot
 disturb each other.
 
-The README "Reliability" table is generated from the tests' docstrings (`Case:`/`Outcome:`
+docs/reliability.md (the fault matrix) is generated from the tests' docstrings (`Case:`/`Outcome:`
 lines) by scripts/reliability-table.
 """
 from __future__ import annotations
