@@ -8,7 +8,7 @@ Exit status: 0 healthy; 1 a problem is listed (daemon not running, state file un
 API unreachable); 78 bad config.
 
 JSON output (`--json`): one object; STATUS_SCHEMA lists every key (dotted for nested objects)
-with its JSON type(s). The README's "Operating it" section shows it.
+with its JSON type(s). docs/operating.md shows it.
 """
 
 from __future__ import annotations
