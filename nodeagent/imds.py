@@ -3,7 +3,7 @@
     client = ImdsClient(ImdsOptions())
     body = client.get("spot/instance-action")     # str, or None on 404 ("nothing pending")
 
-Behaviour (see DESIGN.md B "IMDS"):
+Behaviour:
 - One kept-alive http.client connection, so polls reuse one TCP connection (a connection the
   server closed while idle is noticed before reuse and reopened). http.client, not requests: the
   poll is four GETs a second forever, and benchmark 4b measured requests' layers at about two to

@@ -10,7 +10,7 @@ In-process use:
         sim.schedule_spot(120)             # spot/instance-action appears now, time = now+120s
         ...
 
-Behaviour (DESIGN.md B "IMDS"):
+Behaviour (as the real IMDS behaves):
 - PUT /latest/api/token needs X-aws-ec2-metadata-token-ttl-seconds in 1..21600 (else 400); a PUT
   that carries X-Forwarded-For is refused (403). The answer carries the TTL header.
 - GETs under /latest/meta-data/ carry X-aws-ec2-metadata-token. A missing token gets 401 when

@@ -1,4 +1,4 @@
-"""Pure parser tests: DESIGN.md examples, boundaries, and property tests (no sockets)."""
+"""Pure parser tests: the documented IMDS examples, boundaries, and property tests (no sockets)."""
 from __future__ import annotations
 
 import json

@@ -1,8 +1,8 @@
 """Import only the parts of the kubernetes package that nodeagent uses.
 
 `import kubernetes.client` runs package __init__s that import every API class and all ~700
-model classes: about 30 MB of RSS and most of the daemon's footprint (DESIGN.md B, "Import
-cost"). nodeagent sends raw JSON through ApiClient and needs only Configuration, ApiClient,
+model classes: about 30 MB of RSS and most of the daemon's footprint (docs/performance.md, "Idle
+RSS"). nodeagent sends raw JSON through ApiClient and needs only Configuration, ApiClient,
 rest, exceptions and the config loader with its exec provider, none of which use the models.
 
 `prepare()` puts the four packages (kubernetes, kubernetes.client, kubernetes.client.models,
