@@ -17,7 +17,7 @@ import yaml
 from nodeagent import config
 from nodeagent_sim.imds import ImdsSim
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "packaging" / "spot-label"
 ONESHOT_UNIT = REPO / "systemd" / "nodeagent-spot-label.service"
 AGENT_UNIT = REPO / "systemd" / "nodeagent.service"
