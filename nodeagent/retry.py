@@ -110,7 +110,37 @@ def retry(
         retry_error_callback=lambda state: gave_up(failure(state, state.upcoming_sleep)),
         reraise=True,
     )
+    # The first attempt runs before tenacity is involved: nearly every call succeeds at once (an
+    # IMDS poll makes four a second), and tenacity's bookkeeping would cost more than the request.
+    # A first attempt that failed is replayed as tenacity's first, so the schedule, stop and
+    # callbacks see it as attempt 1 as usual.
     try:
-        return retrying(attempt)
+        result = attempt()
+    except BaseException as error:
+        if not transient(error):
+            raise
+        first: Callable[[], T] = _raiser(error)
+    else:
+        if not retry_result(result):
+            return result
+        first = _returner(result)
+    pending = [first]
+
+    def again() -> T:
+        return pending.pop()() if pending else attempt()
+
+    try:
+        return retrying(again)
     except _Interrupted:
         return gave_up(replace(last[0], interrupted=True))
+
+
+def _raiser(error: BaseException) -> Callable[[], Any]:
+    def replay() -> Any:
+        raise error
+
+    return replay
+
+
+def _returner(result: T) -> Callable[[], T]:
+    return lambda: result
