@@ -6,8 +6,10 @@ The loop decides nothing itself. It polls IMDS, asks the decision core what the 
 and applies each action: record changes go to the notice store, Kubernetes changes to the
 worker thread, log lines and reports out. Time comes from one injectable clock.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -15,7 +17,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 from nodeagent import decide, pacing
 from nodeagent.clock import Clock, SystemClock, iso_seconds
@@ -35,11 +38,12 @@ from nodeagent.decide import (
     Uncordon,
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.log_once import LogOnce
 from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES, SOURCES_BY_KIND
 from nodeagent.notify import SystemdNotifier
 from nodeagent.poll import poll_once
-from nodeagent.ports import LoggingResponder, Reporter, Responder, quietly
+from nodeagent.ports import LoggingResponder, Notifier, Reporter, Responder, quietly
 from nodeagent.respond import UncordonJob, Worker
 from nodeagent.state import OPEN_PHASES, AgentState, StateStore
 
@@ -57,15 +61,15 @@ class Agent:
         settings: Settings,
         responder: Responder,
         *,
-        imds: Optional[ImdsClient] = None,
-        store: Optional[StateStore] = None,
-        notifier: Optional[SystemdNotifier] = None,
+        imds: ImdsClient | None = None,
+        store: StateStore | None = None,
+        notifier: Notifier | None = None,
         reporters: Sequence[Reporter] = (),
-        reload_settings: Optional[Callable[[], Settings]] = None,
-        rebuild_reporters: Optional[Callable[[Settings, Sequence[Reporter]], Sequence[Reporter]]] = None,
-        boot_time: Optional[float] = None,
+        reload_settings: Callable[[], Settings] | None = None,
+        rebuild_reporters: Callable[[Settings, Sequence[Reporter]], Sequence[Reporter]] | None = None,
+        boot_time: float | None = None,
         label_stopped: bool = False,
-        clock: Optional[Clock] = None,
+        clock: Clock | None = None,
     ):
         self.settings = settings
         self.responder = responder
@@ -73,15 +77,15 @@ class Agent:
         self.imds = imds or ImdsClient(_imds_options(settings))
         self.files = store or StateStore(settings.state_dir)
         self.store = NoticeStore(self.files)
-        self.notifier = notifier or SystemdNotifier()
+        self.notifier: Notifier = notifier or SystemdNotifier()
         self.reporters = list(reporters)
         self.reload_settings = reload_settings
         self.rebuild_reporters = rebuild_reporters
         self.label_stopped = label_stopped  # the service: yes; a drill or the demo must not
-        self._retiring: List[threading.Thread] = []
+        self._retiring: list[threading.Thread] = []
         self.boot_time = boot_time if boot_time is not None else _boot_time()
-        self.identity: Optional[InstanceIdentity] = None
-        self.last_poll_at: Optional[float] = None
+        self.identity: InstanceIdentity | None = None
+        self.last_poll_at: float | None = None
         self.poll_errors = 0
         # Signal handlers run in the main thread between any two bytecodes, possibly while it
         # holds a threading lock (inside Event.wait, say), so they must take no lock: they only
@@ -93,16 +97,22 @@ class Agent:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
-        self.worker = Worker(self.store, responder, clock=self.clock, reporters=lambda: self.reporters,
-                             stop=self._stop, on_status=self.notifier.status, on_ready=self._poke,
-                             lifecycle=_lifecycle_hook(settings, self.store, self.clock, self._stop,
-                                                       lambda: self.reporters))
-        self._absences: Dict[str, Absence] = {}
-        self._said: Dict[str, str] = {}
+        self.worker = Worker(
+            self.store,
+            responder,
+            clock=self.clock,
+            reporters=lambda: self.reporters,
+            stop=self._stop,
+            on_status=self.notifier.status,
+            on_ready=self._poke,
+            lifecycle=_lifecycle_hook(settings, self.store, self.clock, self._stop, lambda: self.reporters),
+        )
+        self._absences: dict[str, Absence] = {}
+        self._once = LogOnce(log)
         self._rebuild_from_node = False  # the state file was lost: read the node before acting
         self._adopt_from_node = False  # no state file: read the node once the API is up
         self._ready_seen = False
-        self._last_polled: Dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
+        self._last_polled: dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
         self._next_poll_at = 0.0
         self._status_base, self._status_stamped_at, self._status_poll_time = "", 0.0, ""
 
@@ -127,10 +137,9 @@ class Agent:
         self._poke()
 
     def _poke(self) -> None:
-        try:
+        # The buffer is full: the loop has wake-ups pending already.
+        with contextlib.suppress(OSError):
             self._wake_writer.send(b"\0")
-        except OSError:  # the buffer is full: the loop has wake-ups pending already
-            pass
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -173,11 +182,15 @@ class Agent:
             # labels say, once the API can be read.
             if result.notices:
                 lost = "state file lost" if self._rebuild_from_node else "no state file"
-                self._say_once("rebuild", f"{lost}: holding notices until the node's own labels "
-                               "can be read from the API", logging.WARNING)
+                self._once.say(
+                    "rebuild",
+                    f"{lost}: holding notices until the node's own labels can be read from the API",
+                    logging.WARNING,
+                )
         elif result.answered:
-            decision = decide.decide_poll(self.store.records(), result, self._absences, self.settings,
-                                          self._context())
+            decision = decide.decide_poll(
+                self.store.records(), result, self._absences, self.settings, self._context()
+            )
             self._absences = dict(decision.absences)
             self._apply(decision.actions)
         self._update_status()
@@ -191,8 +204,7 @@ class Agent:
         # A response gets time to record how far it got; a startup or a label write stuck on a
         # hung API has nothing to save and must not hold the stop.
         self.worker.join(timeout_s=10 if busy else 2)
-        if (self.label_stopped and not busy and self.worker.ready
-                and self.store.agent_state == "watching"):
+        if self.label_stopped and not busy and self.worker.ready and self.store.agent_state == "watching":
             # A clean stop while idle: the fleet view must not show the node as guarded. One
             # quick attempt; the next start writes "watching" again.
             quietly(self.responder.agent_state_changed, "stopped", STOPPED_LABEL_TIMEOUT_S)
@@ -231,8 +243,10 @@ class Agent:
         else:
             pending = restart_only_changes(self.settings, new_settings)
             if pending:
-                log.warning("reload: %s changed; that takes effect on the next restart "
-                            "(systemctl restart nodeagent)", ", ".join(pending))
+                log.warning(
+                    "reload: %s changed; that takes effect on the next restart (systemctl restart nodeagent)",
+                    ", ".join(pending),
+                )
             if _imds_options(new_settings) != _imds_options(self.settings):
                 self.imds.close()
                 self.imds = ImdsClient(_imds_options(new_settings))
@@ -255,8 +269,7 @@ class Agent:
         self.reporters = fresh  # one assignment: a thread iterating the old list finishes on it
         retired = [old for old in running if not any(old is new for new in fresh)]
         if retired:  # closing flushes queued messages: not on the poll loop
-            closer = threading.Thread(target=lambda: [quietly(r.close) for r in retired],
-                                      name="reporter-close", daemon=True)
+            closer = threading.Thread(target=_close_all, args=(retired,), name="reporter-close", daemon=True)
             closer.start()
             self._retiring = [t for t in self._retiring if t.is_alive()] + [closer]
 
@@ -284,7 +297,7 @@ class Agent:
                 return True
             except ImdsError as error:
                 text = f"waiting for IMDS at {self.settings.imds_url}: {error}"
-                self._say_once("imds-start", text, logging.WARNING)
+                self._once.say("imds-start", text, logging.WARNING)
                 self.notifier.status(text)
             self.notifier.watchdog()
             self._sleep_until(self.clock.monotonic() + min(5.0, max(1.0, self.settings.poll_interval)))
@@ -306,33 +319,45 @@ class Agent:
 
     def _context(self) -> Context:
         life_cycle = self.identity.life_cycle if self.identity is not None else None
-        return Context(now=self.clock.now(), running=self.worker.running,
-                       spot_label=self.responder.spot_label() if self.worker.ready else None,
-                       imds_life_cycle=life_cycle, boot_time=self.boot_time)
+        return Context(
+            now=self.clock.now(),
+            running=self.worker.running,
+            spot_label=self.responder.spot_label() if self.worker.ready else None,
+            imds_life_cycle=life_cycle,
+            boot_time=self.boot_time,
+        )
 
     # ---------------------------------------------------------------- polling
 
-    def _watched_kinds(self) -> List[str]:
+    def _watched_kinds(self) -> list[str]:
         return [s.kind.value for s in SOURCES if self.settings.response_for(s.kind.value) != "ignore"]
 
-    def _intervals(self) -> Dict[str, float]:
+    def _intervals(self) -> dict[str, float]:
         """Each watched path's own poll interval (pacing.py says why they differ)."""
-        every = pacing.path_intervals(self.settings.poll_interval, self.settings.poll_interval_rebalance,
-                                      self.settings.poll_interval_scheduled)
-        return {SOURCES_BY_KIND[kind].path: every[SOURCES_BY_KIND[kind].path] for kind in self._watched_kinds()}
+        every = pacing.path_intervals(
+            self.settings.poll_interval,
+            self.settings.poll_interval_rebalance,
+            self.settings.poll_interval_scheduled,
+        )
+        return {
+            SOURCES_BY_KIND[kind].path: every[SOURCES_BY_KIND[kind].path] for kind in self._watched_kinds()
+        }
 
     def _pace_text(self) -> str:
         paths = {source.path: source.kind.value for source in SOURCES}
         return ", ".join(f"{paths[path]} every {every:g}s" for path, every in self._intervals().items())
 
-    def _hot_paths(self) -> FrozenSet[str]:
+    def _hot_paths(self) -> frozenset[str]:
         """Paths polled at the fast pace: those whose notice is being responded to (a cancel or a
         change is then seen within one fast interval), and all of them while notices are held
         for a lost state file (so they are acted on as soon as the node has been read)."""
         if self._rebuild_from_node or self._adopt_from_node:
             return frozenset(source.path for source in SOURCES)
-        return frozenset(SOURCES_BY_KIND[record.kind].path for record in self.store.records().values()
-                         if record.phase in OPEN_PHASES and record.kind in SOURCES_BY_KIND)
+        return frozenset(
+            SOURCES_BY_KIND[record.kind].path
+            for record in self.store.records().values()
+            if record.phase in OPEN_PHASES and record.kind in SOURCES_BY_KIND
+        )
 
     def poll(self) -> PollResult:
         intervals = self._intervals()
@@ -349,17 +374,18 @@ class Agent:
         for kind in kinds:
             if kind in tried:  # one skipped after IMDS proved unreachable stays due
                 self._last_polled[SOURCES_BY_KIND[kind].path] = now
-        self._next_poll_at = pacing.plan_polls(self.last_poll_at, self._last_polled, intervals, self._hot_paths(),
-                                               self.settings.poll_interval).next_due_at
+        self._next_poll_at = pacing.plan_polls(
+            self.last_poll_at, self._last_polled, intervals, self._hot_paths(), self.settings.poll_interval
+        ).next_due_at
         errors = dict(result.errors)
         if errors:
             self.poll_errors += len(errors)
             for kind, text in errors.items():
-                self._say_once(f"poll-{kind}", f"IMDS poll ({kind}): {text}", logging.WARNING)
+                self._once.say(f"poll-{kind}", f"IMDS poll ({kind}): {text}", logging.WARNING)
         else:
-            for key in [k for k in self._said if k.startswith("poll-")]:
-                log.info("IMDS poll recovered (%s)", key[len("poll-"):])
-                self._said.pop(key, None)
+            for key in self._once.said("poll-"):
+                log.info("IMDS poll recovered (%s)", key[len("poll-") :])
+                self._once.clear(key)
         for reporter in self.reporters:
             quietly(reporter.polled, not errors, errors)
         return result
@@ -369,12 +395,15 @@ class Agent:
     def _apply(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Say):
-                self._say_once(action.key, action.text, action.level)
+                self._once.say(action.key, action.text, action.level)
             elif isinstance(action, Accept):
                 self._accept(action)
             elif isinstance(action, Supersede):
-                log.warning("notice %s: superseded by %s, whose deadline comes first; its response stops",
-                            action.notice_id, action.by)
+                log.warning(
+                    "notice %s: superseded by %s, whose deadline comes first; its response stops",
+                    action.notice_id,
+                    action.by,
+                )
                 self.worker.cancel(action.notice_id, f"superseded by {action.by}", superseded_by=action.by)
             elif isinstance(action, Cancel):
                 self._cancel(action)
@@ -385,12 +414,19 @@ class Agent:
                 self.worker.submit(action.plan)
             elif isinstance(action, Reopen):
                 if self.store.reopen(action.plan.notice_id):
-                    log.warning("notice %s: the notice that superseded it was cancelled; its response resumes",
-                                action.plan.notice_id)
+                    log.warning(
+                        "notice %s: the notice that superseded it was cancelled; its response resumes",
+                        action.plan.notice_id,
+                    )
                     self.worker.submit(action.plan)
             elif isinstance(action, Expire):
                 record = self.store.get(action.notice_id)
-                log.error("notice %s: deadline %s passed (%s); not acting", record.id, record.deadline, action.reason)
+                log.error(
+                    "notice %s: deadline %s passed (%s); not acting",
+                    record.id,
+                    record.deadline,
+                    action.reason,
+                )
                 self.store.expire(action.notice_id, action.reason)
 
     def _accept(self, action: Accept) -> None:
@@ -401,8 +437,11 @@ class Agent:
                 quietly(reporter.notice_received, action.notice, action.record, action.plan)
         if action.plan is not None:
             if not self.worker.ready:
-                log.warning("notice %s: Kubernetes not ready yet (%s); acting as soon as it is",
-                            action.record.id, self.worker.startup_status)
+                log.warning(
+                    "notice %s: Kubernetes not ready yet (%s); acting as soon as it is",
+                    action.record.id,
+                    self.worker.startup_status,
+                )
             self.worker.submit(action.plan)
 
     def _cancel(self, action: Cancel) -> None:
@@ -419,7 +458,7 @@ class Agent:
     # ---------------------------------------------------------------- reporting
 
     def _update_status(self) -> None:
-        poll_errors = [text for key, text in self._said.items() if key.startswith("poll-")]
+        poll_errors = list(self._once.said("poll-").values())
         if self.worker.drain_text:
             text = self.worker.drain_text
         elif not self.worker.ready:
@@ -442,11 +481,6 @@ class Agent:
         self.notifier.status(text)
         self.store.set_status(text)
 
-    def _say_once(self, key: str, text: str, level: int) -> None:
-        if self._said.get(key) != text:
-            self._said[key] = text
-            log.log(level, "%s", text)
-
 
 def _boot_time() -> float:
     """Wall-clock time of boot. CLOCK_BOOTTIME, not /proc/uptime: the unit's ProcSubset=pid hides it."""
@@ -456,17 +490,32 @@ def _boot_time() -> float:
         return 0.0
 
 
-def _lifecycle_hook(settings: Settings, store: NoticeStore, clock: Clock, stop: threading.Event,
-                    reporters: Callable[[], Sequence[Reporter]]):
+def _lifecycle_hook(
+    settings: Settings,
+    store: NoticeStore,
+    clock: Clock,
+    stop: threading.Event,
+    reporters: Callable[[], Sequence[Reporter]],
+):
     """ASG_LIFECYCLE_HOOK set: the thread that heartbeats and completes it (nodeagent/lifecycle_hook.py)."""
     if not settings.asg_lifecycle_hook:
         return None
     from nodeagent.lifecycle_hook import LifecycleHook
 
-    return LifecycleHook(settings, store, clock=clock, stop=stop, reporters=reporters,
-                         imds_factory=lambda: ImdsClient(_imds_options(settings)))
+    return LifecycleHook(
+        settings,
+        store,
+        clock=clock,
+        stop=stop,
+        reporters=reporters,
+        imds_factory=lambda: ImdsClient(_imds_options(settings)),
+    )
 
 
 def _imds_options(settings: Settings) -> ImdsOptions:
     return ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1)
 
+
+def _close_all(reporters: Sequence[Reporter]) -> None:
+    for reporter in reporters:
+        quietly(reporter.close)

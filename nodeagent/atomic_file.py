@@ -5,8 +5,10 @@ through its descriptor (fchmod), never by name: whoever owns the directory could
 in at that name between creation and a chmod, and a chmod by name would follow it. Then write,
 fsync, rename, fsync the directory: readers see the old file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -14,7 +16,9 @@ from pathlib import Path
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def replace_file(path: str, data: bytes, mode: int, prefix: str = ".nodeagent.", suffix: str = ".tmp") -> None:
+def replace_file(
+    path: str, data: bytes, mode: int, prefix: str = ".nodeagent.", suffix: str = ".tmp"
+) -> None:
     directory = os.path.dirname(path) or "."
     for _ in range(100):
         tmp_name = os.path.join(directory, f"{prefix}{secrets.token_hex(6)}{suffix}")
@@ -30,16 +34,14 @@ def replace_file(path: str, data: bytes, mode: int, prefix: str = ".nodeagent.",
             os.fchmod(fd, mode)  # the descriptor, not the name; and not narrowed by the umask
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp_name, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp_name)
-        except OSError:
-            pass
         raise
     fsync_directory(Path(directory))
 

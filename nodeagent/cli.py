@@ -1,36 +1,26 @@
-"""The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version."""
+"""The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version.
+
+Each command imports the module that does its work when it runs, not here: `status`,
+`check-config` and `version` then start without loading the daemon, the Kubernetes client and the
+reporters, and `demo`/`imds-sim` can say plainly that nodeagent_sim is absent (a packaged node).
+"""
+
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
 
-from nodeagent import __version__
-from nodeagent.config import EX_CONFIG, ConfigError
-
-
-def _flags(pairs: Sequence[str]) -> Dict[str, str]:
-    flags: Dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(key or pair, "--set takes KEY=value")
-        flags[key.strip().upper()] = value
-    return flags
+from nodeagent import __version__, config, logs
+from nodeagent.config import EX_CONFIG, ConfigError, Settings, load_with_set_flags
 
 
-def _load_settings(args: argparse.Namespace):
-    from nodeagent import config
-
-    return config.load(os.environ, _flags(getattr(args, "set", None) or []))
+def _load_settings(args: argparse.Namespace) -> Settings:
+    return load_with_set_flags(os.environ, args.set)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import logging
-
-    from nodeagent import logs
-
     try:
         settings = _load_settings(args)
     except ConfigError as error:
@@ -41,27 +31,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not settings.enabled:
         log.info("disabled by config (ENABLED=false from %s); exiting", settings.sources.get("ENABLED"))
         return 0
-    from nodeagent.agent import Agent, LoggingResponder
+    from nodeagent.agent import Agent
+    from nodeagent.kube.responder import KubeResponder
+    from nodeagent.ports import LoggingResponder, Responder
     from nodeagent.report import build_reporters
 
-    if args.log_only:
-        responder = LoggingResponder()
-    else:
-        from nodeagent.kube.responder import KubeResponder
-
-        responder = KubeResponder(settings)
-    agent = Agent(settings, responder, reporters=build_reporters(settings, responder),
-                  reload_settings=lambda: _load_settings(args),
-                  rebuild_reporters=lambda new, running: build_reporters(new, responder, running=running),
-                  label_stopped=True)
+    responder: Responder = LoggingResponder() if args.log_only else KubeResponder(settings)
+    agent = Agent(
+        settings,
+        responder,
+        reporters=build_reporters(settings, responder),
+        reload_settings=lambda: _load_settings(args),
+        rebuild_reporters=lambda new, running: build_reporters(new, responder, running=running),
+        label_stopped=True,
+    )
     agent.install_signal_handlers()
     log.info("nodeagent %s starting (python %s)", __version__, sys.version.split()[0])
     return agent.run()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from nodeagent import config
-
     try:
         settings = _load_settings(args)
     except ConfigError as error:
@@ -83,7 +72,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 SOURCE_CHECKOUT_ONLY = (
     "nodeagent {command}: the simulators and the demo are not part of the installed package; "
     "they run from a source checkout: clone the repository, then `pip install -e .` in it and "
-    "run `nodeagent {command}` there.")
+    "run `nodeagent {command}` there."
+)
 
 
 def _source_checkout_only(command: str, error: ImportError) -> int:
@@ -134,34 +124,50 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     def config_flags(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                             help="override a config key (highest precedence)")
+        command.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            default=[],
+            help="override a config key (highest precedence)",
+        )
 
     run = add("run", cmd_run, "the daemon (systemd Type=notify)")
     config_flags(run)
     run.add_argument("--log-only", action="store_true", help="watch and log; take no Kubernetes actions")
-    config_flags(add("check-config", cmd_check_config, "print the effective config and where each value came from"))
+    config_flags(
+        add("check-config", cmd_check_config, "print the effective config and where each value came from")
+    )
     status = add("status", cmd_status, "the daemon's state, last notice, drain progress and reachability")
     config_flags(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--no-probe", action="store_true", help="don't contact IMDS or the API")
     drill = add("drill", cmd_drill, "rehearse a notice on this node through the real pipeline")
     config_flags(drill)
-    drill.add_argument("--kind", choices=("spot-itn", "rebalance", "scheduled", "asg"), default="spot-itn")
-    drill.add_argument("--in", dest="in_", default="120s", help="deadline from now (default 120s)")
+    drill.add_argument(
+        "--kind",
+        choices=("spot-itn", "rebalance", "scheduled", "asg"),
+        default="spot-itn",
+        help="the notice to rehearse (default spot-itn)",
+    )
+    drill.add_argument(
+        "--in", dest="in_", metavar="DURATION", default="120s", help="deadline from now (default 120s)"
+    )
     drill.add_argument("--dry-run", action="store_true", help="server-side dry run: nothing changes")
     drill.add_argument("--yes", action="store_true", help="really cordon and drain this node")
     drill.add_argument("--undo", action="store_true", help="uncordon and remove our labels at the end")
-    demo = add("demo", cmd_demo, "the whole pipeline against both simulators, with a timeline")
+    demo = add(
+        "demo", cmd_demo, "the whole pipeline against both simulators, with a timeline (source checkout only)"
+    )
     demo.add_argument("--quick", action="store_true", help="shorter deadlines (used by CI)")
-    imds_sim = add("imds-sim", cmd_imds_sim, "run the IMDS simulator")
-    imds_sim.add_argument("--port", type=int, default=1338)
-    imds_sim.add_argument("--host", default="127.0.0.1")
+    imds_sim = add("imds-sim", cmd_imds_sim, "run the IMDS simulator (source checkout only)")
+    imds_sim.add_argument("--port", type=int, default=1338, help="port to listen on (default 1338)")
+    imds_sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add("version", cmd_version, "print the version")
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

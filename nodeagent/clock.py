@@ -3,12 +3,13 @@
 Deciding code never reads a clock; it is given `now`. The daemon's threads read time through a
 `Clock`, so a test can run a two-day maintenance window in milliseconds with a fake one.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Protocol
+from typing import Protocol
 
 from nodeagent.notices import parse_optional_rfc3339, parse_rfc3339_utc
 
@@ -59,7 +60,7 @@ def parse_iso(text: str) -> datetime:
     return parse_rfc3339_utc(text)
 
 
-def parse_optional_iso(text: Optional[str]) -> Optional[datetime]:
+def parse_optional_iso(text: str | None) -> datetime | None:
     return parse_optional_rfc3339(text)
 
 

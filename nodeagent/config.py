@@ -3,15 +3,17 @@
 Parsing is pure: `load_settings` takes the file contents, the environment and the flags as
 arguments, so it can be tested with no disk at all. `read_config_files` is the only I/O.
 """
+
 from __future__ import annotations
 
 import difflib
 import os
 import re
 import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 EX_CONFIG = 78
 DEFAULT_CONFIG_DIR = "/etc/nodeagent"
@@ -150,7 +152,10 @@ def _priority_classes(text: str) -> str:
     """Comma-separated PriorityClass names (DNS subdomains). A typo such as ';' for ',' would
     otherwise silently put no pod in the last tier."""
     for name in (part.strip() for part in text.split(",")):
-        if name and not (len(name) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)):
+        if name and not (
+            len(name) <= 253
+            and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)
+        ):
             raise ValueError(f"{name!r} is not a PriorityClass name (comma-separated lowercase DNS names)")
     return text.strip()
 
@@ -175,18 +180,32 @@ class KeySpec:
     secret: bool = False
 
 
-KEYS: Tuple[KeySpec, ...] = (
-    KeySpec("ENABLED", "true", parse_bool, "false: `run` exits 0 at once (turn the agent off per node group)"),
+KEYS: tuple[KeySpec, ...] = (
+    KeySpec(
+        "ENABLED", "true", parse_bool, "false: `run` exits 0 at once (turn the agent off per node group)"
+    ),
     KeySpec("IMDS_URL", "http://169.254.169.254", _imds_url, "instance metadata endpoint (plain http://)"),
-    KeySpec("POLL_INTERVAL", "1s", _duration_between(0.1, 60),
-            "how often IMDS is polled for spot interruptions and ASG terminations (seconds of warning "
-            "at most), and for any notice being responded to"),
-    KeySpec("POLL_INTERVAL_REBALANCE", "5s", _duration_between(0.1, 300),
-            "how often the rebalance recommendation is polled: it is advisory and comes well before "
-            "any interruption (POLL_INTERVAL while one is being responded to)"),
-    KeySpec("POLL_INTERVAL_SCHEDULED", "30s", _duration_between(0.1, 600),
-            "how often scheduled maintenance events are polled: they are announced days ahead "
-            "(POLL_INTERVAL while one is being responded to)"),
+    KeySpec(
+        "POLL_INTERVAL",
+        "1s",
+        _duration_between(0.1, 60),
+        "how often IMDS is polled for spot interruptions and ASG terminations (seconds of warning "
+        "at most), and for any notice being responded to",
+    ),
+    KeySpec(
+        "POLL_INTERVAL_REBALANCE",
+        "5s",
+        _duration_between(0.1, 300),
+        "how often the rebalance recommendation is polled: it is advisory and comes well before "
+        "any interruption (POLL_INTERVAL while one is being responded to)",
+    ),
+    KeySpec(
+        "POLL_INTERVAL_SCHEDULED",
+        "30s",
+        _duration_between(0.1, 600),
+        "how often scheduled maintenance events are polled: they are announced days ahead "
+        "(POLL_INTERVAL while one is being responded to)",
+    ),
     KeySpec("IMDS_ALLOW_V1", "false", parse_bool, "fall back to IMDSv1 when the token PUT is refused"),
     KeySpec("KUBECONFIG", "/var/lib/kubelet/kubeconfig", _path, "kubeconfig (the kubelet's own)"),
     KeySpec("NODE_NAME", "", _node_name, "this node's name; empty = ask the API (SelfSubjectReview)"),
@@ -198,51 +217,144 @@ KEYS: Tuple[KeySpec, ...] = (
     KeySpec("ON_SCHEDULED_EVENT", "drain", _enum(RESPONSES), "drain, cordon or ignore"),
     KeySpec("ON_ASG_TERMINATION", "drain", _enum(RESPONSES), "drain, cordon or ignore"),
     KeySpec("SPOT_GATE", "label-or-imds", _enum(SPOT_GATES), "how a spot node is recognised"),
-    KeySpec("DRAIN_MARGIN", "15s", _duration_between(0, 600), "pods must be gone this long before the deadline"),
-    KeySpec("DRAIN_WINDOW", "120s", _duration_between(1, 86400), "deadline for notices with no time of their own"),
-    KeySpec("FORCE_AT_DEADLINE", "auto", _enum(TRISTATE), "delete PDB-blocked pods at their last safe moment (auto: not for rebalance)"),
-    KeySpec("EXCLUDE_FROM_LB", "auto", _enum(TRISTATE), "label node.kubernetes.io/exclude-from-external-load-balancers (auto: spot only)"),
-    KeySpec("TAINT", "nodeagent.io/interruption=<kind>:NoSchedule", _taint, "taint to try (node credentials cannot; cordon is the fallback); empty disables"),
+    KeySpec(
+        "DRAIN_MARGIN", "15s", _duration_between(0, 600), "pods must be gone this long before the deadline"
+    ),
+    KeySpec(
+        "DRAIN_WINDOW", "120s", _duration_between(1, 86400), "deadline for notices with no time of their own"
+    ),
+    KeySpec(
+        "FORCE_AT_DEADLINE",
+        "auto",
+        _enum(TRISTATE),
+        "delete PDB-blocked pods at their last safe moment (auto: not for rebalance)",
+    ),
+    KeySpec(
+        "EXCLUDE_FROM_LB",
+        "auto",
+        _enum(TRISTATE),
+        "label node.kubernetes.io/exclude-from-external-load-balancers (auto: spot only)",
+    ),
+    KeySpec(
+        "TAINT",
+        "nodeagent.io/interruption=<kind>:NoSchedule",
+        _taint,
+        "taint to try (node credentials cannot; cordon is the fallback); empty disables",
+    ),
     KeySpec("EVICT_LOCAL_STORAGE", "true", parse_bool, "evict pods with emptyDir volumes"),
     KeySpec("EVICT_UNMANAGED", "true", parse_bool, "evict pods with no controller"),
-    KeySpec("LAST_TIER_PRIORITY_CLASSES", "system-cluster-critical,system-node-critical", _priority_classes, "priority classes evicted after everything else"),
+    KeySpec(
+        "LAST_TIER_PRIORITY_CLASSES",
+        "system-cluster-critical,system-node-critical",
+        _priority_classes,
+        "priority classes evicted after everything else",
+    ),
     KeySpec("DRAIN_PARALLELISM", "32", lambda t: _int_between(t, 1, 256), "evictions in flight at once"),
-    KeySpec("SPOT_LABEL", "true", parse_bool, "set lifecycle=Ec2Spot through the API when a spot node lacks it"),
-    KeySpec("SPOT_LABEL_AT_BOOT", "true", parse_bool, "boot oneshot writes the nodeadm drop-in with the label"),
-    KeySpec("UNCORDON_AFTER_REBOOT", "true", parse_bool,
-            "uncordon once a scheduled event has happened: at the first start after a scheduled reboot, "
-            "or when IMDS marks the event completed"),
-    KeySpec("EXEC_PLUGIN_TIMEOUT", "20s", _duration_between(1, 300), "give up on a credential plugin after this"),
+    KeySpec(
+        "SPOT_LABEL", "true", parse_bool, "set lifecycle=Ec2Spot through the API when a spot node lacks it"
+    ),
+    KeySpec(
+        "SPOT_LABEL_AT_BOOT", "true", parse_bool, "boot oneshot writes the nodeadm drop-in with the label"
+    ),
+    KeySpec(
+        "UNCORDON_AFTER_REBOOT",
+        "true",
+        parse_bool,
+        "uncordon once a scheduled event has happened: at the first start after a scheduled reboot, "
+        "or when IMDS marks the event completed",
+    ),
+    KeySpec(
+        "EXEC_PLUGIN_TIMEOUT", "20s", _duration_between(1, 300), "give up on a credential plugin after this"
+    ),
     KeySpec("EVENTS", "true", parse_bool, "write Kubernetes Events on the Node"),
     KeySpec("WEBHOOK_URL", "", _optional_url, "webhook receiver (never logged)", secret=True),
     KeySpec("WEBHOOK_FORMAT", "json", _enum(("json", "slack")), "json or slack"),
-    KeySpec("WEBHOOK_TEMPLATE", "", _optional_path, "file with a `${field}` template (string.Template) for the webhook body; must render to JSON"),
-    KeySpec("WEBHOOK_HEADERS", "", _headers, "extra headers, 'Name: value; Name2: value2' (never logged)", secret=True),
-    KeySpec("WEBHOOK_URL_FILE", "", _optional_path,
-            "file holding WEBHOOK_URL, owner-only (0600); default: the credential webhook-url, if the unit loads one"),
-    KeySpec("WEBHOOK_HEADERS_FILE", "", _optional_path,
-            "file holding WEBHOOK_HEADERS, owner-only (0600); default: the credential webhook-headers, if loaded"),
+    KeySpec(
+        "WEBHOOK_TEMPLATE",
+        "",
+        _optional_path,
+        "file with a `${field}` template (string.Template) for the webhook body; must render to JSON",
+    ),
+    KeySpec(
+        "WEBHOOK_HEADERS",
+        "",
+        _headers,
+        "extra headers, 'Name: value; Name2: value2' (never logged)",
+        secret=True,
+    ),
+    KeySpec(
+        "WEBHOOK_URL_FILE",
+        "",
+        _optional_path,
+        "file holding WEBHOOK_URL, owner-only (0600); default: the credential webhook-url, "
+        "if the unit loads one",
+    ),
+    KeySpec(
+        "WEBHOOK_HEADERS_FILE",
+        "",
+        _optional_path,
+        "file holding WEBHOOK_HEADERS, owner-only (0600); default: the credential webhook-headers, if loaded",
+    ),
     KeySpec("METRICS_TEXTFILE", "", _optional_path, "node_exporter textfile to write (no listening port)"),
-    KeySpec("WITHDRAWN_AFTER_POLLS", "3", lambda t: _int_between(t, 1, 100),
-            "a rebalance or scheduled event counts as withdrawn only when this many answered polls in a row miss it"),
-    KeySpec("WITHDRAWN_AFTER", "5s", _duration_between(0, 3600),
-            "... and it has been missing for at least this long (an explicit 'canceled' acts at once)"),
-    KeySpec("ASG_LIFECYCLE_HOOK", "", _hook_name,
-            "termination lifecycle hook to complete (CONTINUE) once an ASG termination's drain ends, "
-            "heartbeating it while the drain runs; empty = off (docs/asg-lifecycle.md)"),
-    KeySpec("ASG_NAME", "", _hook_name,
-            "the Auto Scaling group; empty = IMDS tag aws:autoscaling:groupName (needs instance metadata tags)"),
-    KeySpec("ASG_HEARTBEAT_TIMEOUT", "1h", _duration_between(30, 7200),
-            "the hook's heartbeat timeout, as configured on the hook"),
-    KeySpec("ASG_HEARTBEAT_SHARE", "0.5", _share,
-            "heartbeat once a drain has held the instance this share of ASG_HEARTBEAT_TIMEOUT (0.1..0.9)"),
-    KeySpec("ASG_HEARTBEAT_MAX", "2h", _duration_between(30, 172800),
-            "never heartbeat the hold past this long from the termination (AWS caps it too: 48h or 100 timeouts)"),
+    KeySpec(
+        "WITHDRAWN_AFTER_POLLS",
+        "3",
+        lambda t: _int_between(t, 1, 100),
+        "a rebalance or scheduled event counts as withdrawn only when this many answered polls "
+        "in a row miss it",
+    ),
+    KeySpec(
+        "WITHDRAWN_AFTER",
+        "5s",
+        _duration_between(0, 3600),
+        "... and it has been missing for at least this long (an explicit 'canceled' acts at once)",
+    ),
+    KeySpec(
+        "ASG_LIFECYCLE_HOOK",
+        "",
+        _hook_name,
+        "termination lifecycle hook to complete (CONTINUE) once an ASG termination's drain ends, "
+        "heartbeating it while the drain runs; empty = off (docs/asg-lifecycle.md)",
+    ),
+    KeySpec(
+        "ASG_NAME",
+        "",
+        _hook_name,
+        "the Auto Scaling group; empty = IMDS tag aws:autoscaling:groupName (needs instance metadata tags)",
+    ),
+    KeySpec(
+        "ASG_HEARTBEAT_TIMEOUT",
+        "1h",
+        _duration_between(30, 7200),
+        "the hook's heartbeat timeout, as configured on the hook",
+    ),
+    KeySpec(
+        "ASG_HEARTBEAT_SHARE",
+        "0.5",
+        _share,
+        "heartbeat once a drain has held the instance this share of ASG_HEARTBEAT_TIMEOUT (0.1..0.9)",
+    ),
+    KeySpec(
+        "ASG_HEARTBEAT_MAX",
+        "2h",
+        _duration_between(30, 172800),
+        "never heartbeat the hold past this long from the termination (AWS caps it too: 48h or 100 timeouts)",
+    ),
     KeySpec("ASG_FIPS", "false", parse_bool, "use the autoscaling-fips endpoint"),
-    KeySpec("ASG_ENDPOINT_URL", "", _optional_https_url, "Auto Scaling endpoint override (https://); empty = by region and partition"),
-    KeySpec("ASG_CA_BUNDLE", "", _optional_path, "CA bundle to verify the Auto Scaling endpoint; empty = the system's"),
+    KeySpec(
+        "ASG_ENDPOINT_URL",
+        "",
+        _optional_https_url,
+        "Auto Scaling endpoint override (https://); empty = by region and partition",
+    ),
+    KeySpec(
+        "ASG_CA_BUNDLE",
+        "",
+        _optional_path,
+        "CA bundle to verify the Auto Scaling endpoint; empty = the system's",
+    ),
 )
-KEYS_BY_NAME: Dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
+KEYS_BY_NAME: dict[str, KeySpec] = {spec.name: spec for spec in KEYS}
 
 
 def _int_between(text: str, low: int, high: int) -> int:
@@ -325,7 +437,7 @@ class Settings:
             return kind == "spot-itn"
         return self.exclude_from_lb == "true"
 
-    def last_tier(self) -> Tuple[str, ...]:
+    def last_tier(self) -> tuple[str, ...]:
         return tuple(c.strip() for c in self.last_tier_priority_classes.split(",") if c.strip())
 
 
@@ -346,7 +458,7 @@ KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 SHOWABLE_KEY = re.compile(r"[A-Z]+(_[A-Z]+)*")  # like every real key; no digits, so no key id or token
 
 
-def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
+def parse_config_text(source: ConfigSource) -> list[tuple[str, str, int]]:
     """KEY=value lines -> [(key, value, line_no)]. Comments, blanks, CRLF and `export` are fine.
 
     Lines end at "\\n" only (a "\\r" before it is dropped), as the shell that reads the same file
@@ -359,15 +471,21 @@ def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
-            line = line[len("export "):].strip(" \t")
+            line = line[len("export ") :].strip(" \t")
         if "=" not in line:
-            raise ConfigError("CONFIG_FILE", f"{source.origin}:{line_no}: expected KEY=value "
-                                             "(the line is not shown: it may hold a secret)")
+            raise ConfigError(
+                "CONFIG_FILE",
+                f"{source.origin}:{line_no}: expected KEY=value "
+                "(the line is not shown: it may hold a secret)",
+            )
         key, value = line.split("=", 1)
         key = key.strip(" \t")
         if not KEY_NAME.fullmatch(key):
-            raise ConfigError("CONFIG_FILE", f"{source.origin}:{line_no}: the text before '=' is not a KEY name "
-                                             "(the line is not shown: it may hold a secret)")
+            raise ConfigError(
+                "CONFIG_FILE",
+                f"{source.origin}:{line_no}: the text before '=' is not a KEY name "
+                "(the line is not shown: it may hold a secret)",
+            )
         value = value.strip(" \t")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
@@ -378,17 +496,19 @@ def parse_config_text(source: ConfigSource) -> List[Tuple[str, str, int]]:
 def load_settings(
     files: Sequence[ConfigSource],
     environ: Mapping[str, str],
-    flags: Optional[Mapping[str, str]] = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge all layers and validate every key. Raises ConfigError naming the key."""
-    raw: Dict[str, str] = {spec.name: spec.default for spec in KEYS}
-    sources: Dict[str, str] = {spec.name: "default" for spec in KEYS}
+    raw: dict[str, str] = {spec.name: spec.default for spec in KEYS}
+    sources: dict[str, str] = {spec.name: "default" for spec in KEYS}
 
     def put(key: str, value: str, origin: str) -> None:
         if key not in KEYS_BY_NAME:
             if not SHOWABLE_KEY.fullmatch(key):  # e.g. a pasted token before an '=': not echoed
-                raise ConfigError("CONFIG_FILE", f"unknown key, not shown: keys are upper-case words "
-                                                 f"joined by '_' (from {origin})")
+                raise ConfigError(
+                    "CONFIG_FILE",
+                    f"unknown key, not shown: keys are upper-case words joined by '_' (from {origin})",
+                )
             raise ConfigError(key, f"unknown key (from {origin}){_suggest(key)}")
         raw[key] = value
         sources[key] = origin
@@ -399,23 +519,26 @@ def load_settings(
     for env_key, value in environ.items():
         if not env_key.startswith(ENV_PREFIX) or env_key == ENV_PREFIX + "CONFIG_DIR":
             continue
-        put(env_key[len(ENV_PREFIX):], value, f"env {env_key}")
+        put(env_key[len(ENV_PREFIX) :], value, f"env {env_key}")
     for key, value in (flags or {}).items():
         put(key, value, "flag")
 
-    values = {}
+    # Any: each key's parser returns its Settings field's type (the KEYS table pairs them).
+    values: dict[str, Any] = {}
     for spec in KEYS:
         try:
             values[spec.name.lower()] = spec.parse(raw[spec.name])
         except ValueError as error:
             text = str(error)
             if spec.secret and raw[spec.name].strip():  # parsers quote bad values; not a secret's
-                text = text.replace(repr(raw[spec.name]), "<hidden>").replace(raw[spec.name].strip(), "<hidden>")
+                text = text.replace(repr(raw[spec.name]), "<hidden>").replace(
+                    raw[spec.name].strip(), "<hidden>"
+                )
             raise ConfigError(spec.name, f"{text} (from {sources[spec.name]})") from None
     return Settings(sources=sources, **values)
 
 
-def read_config_files(config_dir: str) -> List[ConfigSource]:
+def read_config_files(config_dir: str) -> list[ConfigSource]:
     """nodeagent.conf then conf.d/*.conf in lexical order. Missing files are fine; files and
     directories that anyone but root (or the user running the command) could change are refused
     (see trust_problem), and one that cannot be read is an error, never silently skipped."""
@@ -438,7 +561,7 @@ def _why(error: OSError) -> str:
     return str(error.strerror or error)
 
 
-def trust_problem(st: os.stat_result, euid: int) -> Optional[str]:
+def trust_problem(st: os.stat_result, euid: int) -> str | None:
     """Why a config file or directory cannot be trusted, or None. Pure.
 
     The config decides which kubeconfig (and so which exec plugin) runs with the node's
@@ -457,8 +580,11 @@ def _refuse_untrusted(path: Path, st: os.stat_result) -> None:
     problem = trust_problem(st, os.geteuid())
     if problem:
         what = "directory" if stat.S_ISDIR(st.st_mode) else "file"
-        raise ConfigError("CONFIG_FILE", f"refusing config {what} {path}: {problem} (make it root-owned "
-                                         "and not group/world-writable: chown root:root, chmod go-w)")
+        raise ConfigError(
+            "CONFIG_FILE",
+            f"refusing config {what} {path}: {problem} (make it root-owned "
+            "and not group/world-writable: chown root:root, chmod go-w)",
+        )
 
 
 def _check_directory(path: Path) -> bool:
@@ -475,7 +601,7 @@ def _check_directory(path: Path) -> bool:
     return True
 
 
-def _read_one(path: Path) -> Optional[ConfigSource]:
+def _read_one(path: Path) -> ConfigSource | None:
     try:
         fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -506,27 +632,56 @@ def _read_one(path: Path) -> Optional[ConfigSource]:
     return ConfigSource(str(path), text.lstrip("\ufeff"))
 
 
-def load(environ: Mapping[str, str], flags: Optional[Mapping[str, str]] = None) -> Settings:
+def load(environ: Mapping[str, str], flags: Mapping[str, str] | None = None) -> Settings:
     from nodeagent import secret_files  # it builds on this module
 
     config_dir = environ.get(ENV_PREFIX + "CONFIG_DIR", DEFAULT_CONFIG_DIR)
     return secret_files.resolve(load_settings(read_config_files(config_dir), environ, flags), environ)
 
 
+def parse_set_flags(pairs: Sequence[str]) -> dict[str, str]:
+    """The command line's `--set KEY=value` pairs as flags for `load` (keys upper-cased)."""
+    flags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(key or pair, "--set takes KEY=value")
+        flags[key.strip().upper()] = value
+    return flags
+
+
+def load_with_set_flags(environ: Mapping[str, str], pairs: Sequence[str]) -> Settings:
+    """What each command runs with: the config files, the environment, then its --set pairs."""
+    return load(environ, parse_set_flags(pairs))
+
+
 # Read once at startup (the API client, the state file); a reload says they wait for a restart.
-RESTART_ONLY_KEYS = ("ENABLED", "KUBECONFIG", "NODE_NAME", "STATE_DIR", "EXEC_PLUGIN_TIMEOUT", "DRAIN_PARALLELISM",
-                     "ASG_LIFECYCLE_HOOK", "ASG_NAME", "ASG_HEARTBEAT_TIMEOUT", "ASG_HEARTBEAT_SHARE",
-                     "ASG_HEARTBEAT_MAX", "ASG_FIPS", "ASG_ENDPOINT_URL", "ASG_CA_BUNDLE")
+RESTART_ONLY_KEYS = (
+    "ENABLED",
+    "KUBECONFIG",
+    "NODE_NAME",
+    "STATE_DIR",
+    "EXEC_PLUGIN_TIMEOUT",
+    "DRAIN_PARALLELISM",
+    "ASG_LIFECYCLE_HOOK",
+    "ASG_NAME",
+    "ASG_HEARTBEAT_TIMEOUT",
+    "ASG_HEARTBEAT_SHARE",
+    "ASG_HEARTBEAT_MAX",
+    "ASG_FIPS",
+    "ASG_ENDPOINT_URL",
+    "ASG_CA_BUNDLE",
+)
 
 
 UNITLESS_KEYS = ("ASG_HEARTBEAT_SHARE",)
 
 
-def restart_only_changes(old: Settings, new: Settings) -> List[str]:
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
     return [key for key in RESTART_ONLY_KEYS if getattr(old, key.lower()) != getattr(new, key.lower())]
 
 
-def describe(settings: Settings) -> List[Tuple[str, str, str]]:
+def describe(settings: Settings) -> list[tuple[str, str, str]]:
     """(key, shown value, source) for check-config and status; secrets are masked."""
     rows = []
     for spec in KEYS:

@@ -6,12 +6,14 @@ a record: the agent hands the actions to the notice store (record changes) and t
 (Kubernetes changes). docs/notices.md states the rules in prose; tests/unit/test_decide.py
 holds a case for each.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Union
 
 from nodeagent.clock import iso, parse_iso, parse_optional_iso
 from nodeagent.config import Settings
@@ -59,9 +61,9 @@ class PollResult:
     notices: Mapping[str, Notice]
     # Kinds whose path answered this poll. A notice missing from a kind that did not answer is
     # not "gone": only a real answer counts towards a withdrawal.
-    answered: FrozenSet[str]
+    answered: frozenset[str]
     errors: Mapping[str, str] = field(default_factory=dict)
-    problems: Tuple[str, ...] = ()  # entries skipped inside answered bodies
+    problems: tuple[str, ...] = ()  # entries skipped inside answered bodies
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,9 @@ class Context:
     """What the agent knows besides the records and the poll."""
 
     now: datetime
-    running: Optional[str] = None  # the notice whose response the worker is carrying out
-    spot_label: Optional[bool] = None  # lifecycle=Ec2Spot on the Node (None: not known yet)
-    imds_life_cycle: Optional[str] = None  # IMDS instance-life-cycle
+    running: str | None = None  # the notice whose response the worker is carrying out
+    spot_label: bool | None = None  # lifecycle=Ec2Spot on the Node (None: not known yet)
+    imds_life_cycle: str | None = None  # IMDS instance-life-cycle
     boot_time: float = 0.0  # wall-clock seconds
 
 
@@ -90,7 +92,7 @@ class Context:
 class Accept:
     record: NoticeRecord
     notice: Notice
-    plan: Optional[Plan]  # None when the response is ignore or gated
+    plan: Plan | None  # None when the response is ignore or gated
     message: str
 
 
@@ -149,14 +151,14 @@ Action = Union[Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Say]
 
 @dataclass(frozen=True)
 class Decision:
-    actions: Tuple[Action, ...]
+    actions: tuple[Action, ...]
     absences: Mapping[str, Absence]
 
 
 # --- rules -----------------------------------------------------------------------------------
 
 
-def deadline_for(notice: Notice, now: datetime, settings: Settings) -> Tuple[datetime, str]:
+def deadline_for(notice: Notice, now: datetime, settings: Settings) -> tuple[datetime, str]:
     """The moment after which nothing is done for this notice, and why it is that moment."""
     window = now + timedelta(seconds=settings.drain_window)
     floor = now + timedelta(seconds=settings.drain_margin)
@@ -174,7 +176,7 @@ def deadline_for(notice: Notice, now: datetime, settings: Settings) -> Tuple[dat
     return notice.deadline, "the notice's time"
 
 
-def gate_reason(kind: str, settings: Settings, spot_label: Optional[bool], life_cycle: Optional[str]) -> str:
+def gate_reason(kind: str, settings: Settings, spot_label: bool | None, life_cycle: str | None) -> str:
     """'' when the spot gate passes (or does not apply), else why not."""
     if kind not in SPOT_ONLY_KINDS or settings.spot_gate == "off":
         return ""
@@ -188,27 +190,38 @@ def gate_reason(kind: str, settings: Settings, spot_label: Optional[bool], life_
     if checks[settings.spot_gate]:
         return ""
     known = "unknown" if spot_label is None else ("yes" if spot_label else "no")
-    return (f"SPOT_GATE={settings.spot_gate} says this is not a spot node "
-            f"(label lifecycle=Ec2Spot: {known}, IMDS instance-life-cycle: {life_cycle or 'unknown'})")
+    return (
+        f"SPOT_GATE={settings.spot_gate} says this is not a spot node "
+        f"(label lifecycle=Ec2Spot: {known}, IMDS instance-life-cycle: {life_cycle or 'unknown'})"
+    )
 
 
 def plan_for(record: NoticeRecord, settings: Settings, resume: bool = False) -> Plan:
     return Plan(
-        notice_id=record.id, kind=record.kind, action=record.action, response=record.response,
-        deadline=parse_iso(record.deadline), force_at_deadline=settings.force_for(record.kind),
-        exclude_from_lb=settings.exclude_lb_for(record.kind), dry_run=settings.dry_run, resume=resume,
+        notice_id=record.id,
+        kind=record.kind,
+        action=record.action,
+        response=record.response,
+        deadline=parse_iso(record.deadline),
+        force_at_deadline=settings.force_for(record.kind),
+        exclude_from_lb=settings.exclude_lb_for(record.kind),
+        dry_run=settings.dry_run,
+        resume=resume,
     )
 
 
 def holds_node(record: NoticeRecord) -> bool:
     """Does this notice keep the node cordoned? Open or finished responses that were not
     cancelled, superseded or released."""
-    return (record.response in ACTING_RESPONSES and record.phase in (SEEN, ACTING, DONE)
-            and not record.uncordon_pending
-            and (record.phase != DONE or record.cordoned))
+    return (
+        record.response in ACTING_RESPONSES
+        and record.phase in (SEEN, ACTING, DONE)
+        and not record.uncordon_pending
+        and (record.phase != DONE or record.cordoned)
+    )
 
 
-def held_by_other(records: Mapping[str, NoticeRecord], notice_id: str) -> Optional[str]:
+def held_by_other(records: Mapping[str, NoticeRecord], notice_id: str) -> str | None:
     """Another notice that still holds the node, if any (spot interruptions first)."""
     others = [r for r in records.values() if r.id != notice_id and holds_node(r)]
     others.sort(key=lambda r: (r.kind != NoticeKind.SPOT_ITN.value, r.deadline))
@@ -232,8 +245,8 @@ def decide_poll(
     settings: Settings,
     ctx: Context,
 ) -> Decision:
-    actions: List[Action] = []
-    seen_records: Dict[str, NoticeRecord] = dict(records)
+    actions: list[Action] = []
+    seen_records: dict[str, NoticeRecord] = dict(records)
     for problem in poll.problems:
         actions.append(Say(f"problem-{problem}", f"IMDS: {problem}", logging.WARNING))
     running = seen_records.get(ctx.running) if ctx.running else None
@@ -247,7 +260,9 @@ def decide_poll(
             continue
         if notice.state != ACTIVE:
             if record is not None and record.phase not in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
-                actions.extend(_cancel(record, seen_records, f"scheduled event is now {notice.state}", ctx, settings))
+                actions.extend(
+                    _cancel(record, seen_records, f"scheduled event is now {notice.state}", ctx, settings)
+                )
             continue
         if record is not None and _from_earlier_boot(record, ctx):
             record = None  # an ASG state seen again after the instance came back: a new notice
@@ -255,13 +270,23 @@ def decide_poll(
             accept = _accept(notice, settings, ctx)
             actions.append(accept)
             seen_records[notice.id] = accept.record
-            if accept.plan is not None and running is not None and running.phase in OPEN_PHASES \
-                    and should_supersede(accept.plan, running):
+            if (
+                accept.plan is not None
+                and running is not None
+                and running.phase in OPEN_PHASES
+                and should_supersede(accept.plan, running)
+            ):
                 actions.append(Supersede(running.id, by=notice.id))
                 running = None
         elif record.phase == CANCELLED:
-            actions.append(Say(f"back-{record.id}", f"notice {record.id} is back (active) after it was "
-                               "cancelled; not acting on the same notice twice", logging.WARNING))
+            actions.append(
+                Say(
+                    f"back-{record.id}",
+                    f"notice {record.id} is back (active) after it was "
+                    "cancelled; not acting on the same notice twice",
+                    logging.WARNING,
+                )
+            )
     new_absences = dict(absences)
     for record in records.values():
         if record.kind not in poll.answered:
@@ -270,8 +295,13 @@ def decide_poll(
             new_absences.pop(record.id, None)
             continue
         if record.kind == NoticeKind.SPOT_ITN.value and record.phase in OPEN_PHASES:
-            actions.append(Say(f"vanished-{record.id}", f"notice {record.id} is no longer in IMDS; carrying on: "
-                               "a spot interruption is never withdrawn"))
+            actions.append(
+                Say(
+                    f"vanished-{record.id}",
+                    f"notice {record.id} is no longer in IMDS; carrying on: "
+                    "a spot interruption is never withdrawn",
+                )
+            )
             continue
         if record.kind not in WITHDRAWABLE_KINDS or record.phase in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
             continue
@@ -296,8 +326,11 @@ def decide_poll(
 
 
 def _from_earlier_boot(record: NoticeRecord, ctx: Context) -> bool:
-    return (record.kind == NoticeKind.ASG.value and record.phase not in OPEN_PHASES
-            and _handled_by(record) < ctx.boot_time)
+    return (
+        record.kind == NoticeKind.ASG.value
+        and record.phase not in OPEN_PHASES
+        and _handled_by(record) < ctx.boot_time
+    )
 
 
 def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
@@ -307,56 +340,79 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
     if response != "ignore" and gate:
         response = "gated"
     record = NoticeRecord(
-        id=notice.id, kind=notice.kind.value, action=notice.action, deadline=iso(deadline),
-        first_seen=iso(ctx.now), response=response,
+        id=notice.id,
+        kind=notice.kind.value,
+        action=notice.action,
+        deadline=iso(deadline),
+        first_seen=iso(ctx.now),
+        response=response,
         not_after=iso(notice.not_after) if notice.not_after is not None else None,
     )
-    plan: Optional[Plan] = None
+    plan: Plan | None = None
     if response in ACTING_RESPONSES:
         plan = plan_for(record, settings)
     else:
         record = replace(record, phase=SKIPPED, outcome=gate if response == "gated" else "ignored by config")
     in_s = (deadline - ctx.now).total_seconds()
-    message = (f"notice {notice.id} ({notice.kind.value}: {notice.action}), deadline {iso(deadline)} "
-               f"(in {in_s:.0f}s; {why}); response: {response}"
-               + (f" ({record.outcome})" if record.outcome else ""))
+    message = (
+        f"notice {notice.id} ({notice.kind.value}: {notice.action}), deadline {iso(deadline)} "
+        f"(in {in_s:.0f}s; {why}); response: {response}" + (f" ({record.outcome})" if record.outcome else "")
+    )
     return Accept(record, notice, plan, message)
 
 
-def _cancel(record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context,
-            settings: Settings) -> List[Action]:
+def _cancel(
+    record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context, settings: Settings
+) -> list[Action]:
     touched = record.phase in (SEEN, ACTING, DONE) and record.response in ACTING_RESPONSES
     # Responses it had superseded, whose notices are still live, are the node's again.
-    reopened: List[Action] = [
-        Reopen(plan_for(other, settings, resume=True)) for other in records.values()
-        if other.phase == SUPERSEDED and other.superseded_by == record.id and parse_iso(other.deadline) > ctx.now]
+    reopened: list[Action] = [
+        Reopen(plan_for(other, settings, resume=True))
+        for other in records.values()
+        if other.phase == SUPERSEDED
+        and other.superseded_by == record.id
+        and parse_iso(other.deadline) > ctx.now
+    ]
     undo = touched and not reopened and held_by_other(records, record.id) is None
     return [Cancel(record.id, reason, undo=undo), *reopened]
 
 
-def _event_over(record: NoticeRecord, records: Mapping[str, NoticeRecord], how: str,
-                settings: Settings) -> List[Action]:
+def _event_over(
+    record: NoticeRecord, records: Mapping[str, NoticeRecord], how: str, settings: Settings
+) -> list[Action]:
     """The maintenance happened. Unlike a cancellation the record stays done, and the cordon is
     lifted only when UNCORDON_AFTER_REBOOT says so, once the response in progress has ended."""
     if record.phase not in (SEEN, ACTING, DONE) or not record.cordoned or record.uncordon_pending:
         return []
     key = f"over-{record.id}"
     if record.phase != DONE:
-        return [Say(key, f"notice {record.id}: scheduled event {how}; the response in progress runs to its end first")]
+        return [
+            Say(
+                key,
+                f"notice {record.id}: scheduled event {how}; the response in progress runs to its end first",
+            )
+        ]
     if not settings.uncordon_after_reboot:
-        return [Say(key, f"notice {record.id}: scheduled event {how}; the node stays cordoned "
-                    "(UNCORDON_AFTER_REBOOT=false)")]
-    return [Say(key, f"notice {record.id}: scheduled event {how}; uncordoning (UNCORDON_AFTER_REBOOT)"),
-            Uncordon(record.id, f"scheduled event {how}", keep=held_by_other(records, record.id) is not None)]
+        return [
+            Say(
+                key,
+                f"notice {record.id}: scheduled event {how}; the node stays cordoned "
+                "(UNCORDON_AFTER_REBOOT=false)",
+            )
+        ]
+    return [
+        Say(key, f"notice {record.id}: scheduled event {how}; uncordoning (UNCORDON_AFTER_REBOOT)"),
+        Uncordon(record.id, f"scheduled event {how}", keep=held_by_other(records, record.id) is not None),
+    ]
 
 
 # --- a start ---------------------------------------------------------------------------------
 
 
-def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context) -> Tuple[Action, ...]:
+def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context) -> tuple[Action, ...]:
     """On start: finish what was open (within its deadline), redo decided uncordons, and lift the
     cordon of a notice whose instance has since come back on a new boot."""
-    actions: List[Action] = []
+    actions: list[Action] = []
     for record in records.values():
         if record.uncordon_pending:
             actions.append(Uncordon(record.id, "decided before the restart", keep=False))
@@ -371,23 +427,34 @@ def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: C
     return tuple(actions)
 
 
-def _after_boot(record: NoticeRecord, records: Mapping[str, NoticeRecord], settings: Settings,
-                ctx: Context) -> List[Action]:
+def _after_boot(
+    record: NoticeRecord, records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context
+) -> list[Action]:
     """A notice whose instance came back on a new boot (a reboot, a spot stop or hibernate, a
     warm pool): the event happened, so the cordon is lifted if UNCORDON_AFTER_REBOOT says so."""
     if not (settings.uncordon_after_reboot and _came_back(record) and _handled_by(record) < ctx.boot_time):
         return []
-    return [Say(f"over-{record.id}", f"notice {record.id}: the {record.action} happened (booted since); uncordoning"),
-            Uncordon(record.id, f"rebooted after the {record.action}",
-                     keep=held_by_other(records, record.id) is not None)]
+    return [
+        Say(
+            f"over-{record.id}",
+            f"notice {record.id}: the {record.action} happened (booted since); uncordoning",
+        ),
+        Uncordon(
+            record.id,
+            f"rebooted after the {record.action}",
+            keep=held_by_other(records, record.id) is not None,
+        ),
+    ]
 
 
 def _came_back(record: NoticeRecord) -> bool:
     if record.phase != DONE or not record.cordoned:
         return False
-    return ((record.kind == NoticeKind.SCHEDULED.value and record.action in REBOOT_CODES)
-            or (record.kind == NoticeKind.SPOT_ITN.value and record.action in COMES_BACK_SPOT_ACTIONS)
-            or (record.kind == NoticeKind.ASG.value and record.action in COMES_BACK_ASG_STATES))
+    return (
+        (record.kind == NoticeKind.SCHEDULED.value and record.action in REBOOT_CODES)
+        or (record.kind == NoticeKind.SPOT_ITN.value and record.action in COMES_BACK_SPOT_ACTIONS)
+        or (record.kind == NoticeKind.ASG.value and record.action in COMES_BACK_ASG_STATES)
+    )
 
 
 def _handled_by(record: NoticeRecord) -> float:
@@ -414,8 +481,9 @@ class NodeNotice:
     cordoned: bool
 
 
-def decide_adopt(found: NodeNotice, records: Mapping[str, NoticeRecord], settings: Settings,
-                 ctx: Context) -> Tuple[Action, ...]:
+def decide_adopt(
+    found: NodeNotice, records: Mapping[str, NoticeRecord], settings: Settings, ctx: Context
+) -> tuple[Action, ...]:
     """Rebuild a lost record from the node: a drain under way is resumed within its original
     deadline, a finished one is not repeated."""
     known = records.get(found.id)
@@ -425,22 +493,37 @@ def decide_adopt(found: NodeNotice, records: Mapping[str, NoticeRecord], setting
         deadline = parse_iso(found.deadline)
         response = settings.response_for(found.kind)
     except (KeyError, ValueError) as error:
-        return (Say("adopt", f"state: cannot rebuild from the node's labels ({type(error).__name__}: {error}); "
-                    "starting afresh", logging.ERROR),)
+        return (
+            Say(
+                "adopt",
+                f"state: cannot rebuild from the node's labels ({type(error).__name__}: {error}); "
+                "starting afresh",
+                logging.ERROR,
+            ),
+        )
     finished = found.agent in ("drained", "cordoned")
     first_seen = known.first_seen if known is not None else iso(ctx.now)
     record = NoticeRecord(
-        id=found.id, kind=found.kind, action=found.action, deadline=iso(deadline), first_seen=first_seen,
-        response=response, phase=DONE if finished else ACTING, cordoned=found.cordoned, labelled=True,
+        id=found.id,
+        kind=found.kind,
+        action=found.action,
+        deadline=iso(deadline),
+        first_seen=first_seen,
+        response=response,
+        phase=DONE if finished else ACTING,
+        cordoned=found.cordoned,
+        labelled=True,
         outcome=f"finished before the state file was lost (node label {found.agent})" if finished else "",
     )
-    message = (f"state rebuilt from the node's labels: notice {record.id} ({found.kind}), deadline "
-               f"{record.deadline}, {'already finished' if finished else 'in progress: resuming it'}")
+    message = (
+        f"state rebuilt from the node's labels: notice {record.id} ({found.kind}), deadline "
+        f"{record.deadline}, {'already finished' if finished else 'in progress: resuming it'}"
+    )
     if known is not None and not finished:
         # Seen again in IMDS before the API was up: its queued response resumes the drain.
         return (Say("adopt", message, logging.WARNING),)
     notice = Notice(kind=NoticeKind(found.kind), id=found.id, deadline=deadline, action=found.action, raw="")
-    actions: List[Action] = [Accept(record, notice, None, message)]
+    actions: list[Action] = [Accept(record, notice, None, message)]
     if finished:
         actions.extend(_after_boot(record, {**records, record.id: record}, settings, ctx))
     else:
@@ -456,6 +539,6 @@ def expired_before_start(plan: Plan, now: datetime) -> bool:
     return plan.deadline <= now
 
 
-def order_plans(plans: Sequence[Plan]) -> List[Plan]:
+def order_plans(plans: Sequence[Plan]) -> list[Plan]:
     """The worker's order: the most urgent deadline first."""
     return sorted(plans, key=lambda plan: plan.deadline)

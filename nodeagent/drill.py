@@ -22,6 +22,7 @@ Exit status: 0 when the response finished as configured (a drain with no evictab
 a cordon); 1 when it did not, or the drill could not start; 2 refused (no --yes, bad --in);
 75 refused because the daemon is handling a real notice; 78 bad config.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,19 +31,36 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Dict, List, Optional
 
 from nodeagent import config
+from nodeagent.agent import Agent
+from nodeagent.clock import utcnow
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
+from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.jsontypes import JsonObject
+from nodeagent.kube import node as keys
+from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+from nodeagent.kube.drain import DrainOptions, select_pods
+from nodeagent.kube.node import NodeActions, parse_taint
+from nodeagent.kube.responder import KubeResponder
+from nodeagent.ports import Reporter, quietly
+from nodeagent.report import build_reporters, flush_reporters
+from nodeagent.report.events import EventsReporter
+from nodeagent.state import read_daemon_state
+from nodeagent.status import process_is_nodeagent
 from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_until
 
 EX_USAGE = 2
 EX_BUSY = 75
 KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
-RESPONSE_KEY = {"spot-itn": "ON_SPOT_INTERRUPTION", "rebalance": "ON_REBALANCE",
-                "scheduled": "ON_SCHEDULED_EVENT", "asg": "ON_ASG_TERMINATION"}
+RESPONSE_KEY = {
+    "spot-itn": "ON_SPOT_INTERRUPTION",
+    "rebalance": "ON_REBALANCE",
+    "scheduled": "ON_SCHEDULED_EVENT",
+    "asg": "ON_ASG_TERMINATION",
+}
 TERMINAL_PHASES = ("done", "expired", "cancelled", "skipped")
 READY_TIMEOUT_S = 45.0
 
@@ -61,8 +79,8 @@ class NodeSnapshot:
 
     name: str
     unschedulable: bool
-    labels: Dict[str, Optional[str]]
-    annotations: Dict[str, Optional[str]]
+    labels: dict[str, str | None]
+    annotations: dict[str, str | None]
 
 
 def _say(text: str = "") -> None:
@@ -74,7 +92,6 @@ def _say(text: str = "") -> None:
 
 def check_daemon_not_busy(state_dir: str) -> str:
     """Refuse while the daemon handles a real notice. Returns a note for the header."""
-    from nodeagent.status import process_is_nodeagent, read_daemon_state
 
     read = read_daemon_state(state_dir)
     if read.missing:
@@ -85,16 +102,21 @@ def check_daemon_not_busy(state_dir: str) -> str:
         last = read.data.get("last_notice") or "?"
         pid = int(read.data.get("pid") or 0)
         alive = process_is_nodeagent(pid)
-        note = "" if alive is not False else f" (daemon pid {pid} is not running; it resumes that notice when it starts)"
+        note = (
+            ""
+            if alive is not False
+            else f" (daemon pid {pid} is not running; it resumes that notice when it starts)"
+        )
         raise DrillError(
             f"drill refused: the daemon's state file {read.path} says a real notice is being handled "
-            f"(last notice {last}){note}. Wait until it is done (`nodeagent status`).", EX_BUSY)
+            f"(last notice {last}){note}. Wait until it is done (`nodeagent status`).",
+            EX_BUSY,
+        )
     return f"daemon state {read.path}: idle ({read.data.get('agent_state', '?')})"
 
 
 def read_identity(settings):
     """This instance's identity from the configured IMDS; None when IMDS is unreachable."""
-    from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 
     options = ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1, retry_attempts=2)
     try:
@@ -104,31 +126,34 @@ def read_identity(settings):
         return None, str(error)
 
 
-def identity_from_node(node: Dict[str, object], name: str):
+def identity_from_node(node: JsonObject, name: str):
     """When IMDS is unreachable: the identity the Node itself claims (providerID aws:///<az>/<id>)."""
-    from nodeagent.imds import InstanceIdentity
 
     spec = node.get("spec") or {}
     labels = (node.get("metadata") or {}).get("labels") or {}
     provider = str(spec.get("providerID") or "")
-    parts = provider[len("aws:///"):].split("/") if provider.startswith("aws:///") else []
-    spot = (labels.get("lifecycle") == "Ec2Spot" or labels.get("eks.amazonaws.com/capacityType") == "SPOT"
-            or labels.get("karpenter.sh/capacity-type") == "spot")
+    parts = provider[len("aws:///") :].split("/") if provider.startswith("aws:///") else []
+    spot = (
+        labels.get("lifecycle") == "Ec2Spot"
+        or labels.get("eks.amazonaws.com/capacityType") == "SPOT"
+        or labels.get("karpenter.sh/capacity-type") == "spot"
+    )
     return InstanceIdentity(
         instance_id=parts[1] if len(parts) == 2 else "i-unknown",
         availability_zone=parts[0] if len(parts) == 2 else "unknown",
-        region=None, instance_type=labels.get("node.kubernetes.io/instance-type"),
-        life_cycle="spot" if spot else "on-demand", local_hostname=name,
+        region=None,
+        instance_type=labels.get("node.kubernetes.io/instance-type"),
+        life_cycle="spot" if spot else "on-demand",
+        local_hostname=name,
     )
 
 
-def snapshot(node: Dict[str, object]) -> NodeSnapshot:
-    from nodeagent.kube import node as keys
+def snapshot(node: JsonObject) -> NodeSnapshot:
 
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
     annotations = metadata.get("annotations") or {}
-    ours = keys.OUR_LABELS + (keys.LABEL_AGENT, keys.LABEL_VERSION)
+    ours = (*keys.OUR_LABELS, keys.LABEL_AGENT, keys.LABEL_VERSION)
     return NodeSnapshot(
         name=str(metadata.get("name", "")),
         unschedulable=bool((node.get("spec") or {}).get("unschedulable")),
@@ -149,7 +174,7 @@ class DrillPlan:
     workdir: str
 
 
-def drill_settings(base, flags: Dict[str, str], plan: DrillPlan, imds_url: str, node_name: str):
+def drill_settings(base, flags: dict[str, str], plan: DrillPlan, imds_url: str, node_name: str):
     """The daemon's config with the drill's overrides (CLI flags still win for what they name)."""
     overrides = {
         "IMDS_URL": imds_url,
@@ -169,9 +194,7 @@ def drill_settings(base, flags: Dict[str, str], plan: DrillPlan, imds_url: str, 
 
 
 def main_drill(args) -> int:
-    from nodeagent.cli import _flags
-
-    flags = _flags(getattr(args, "set", None) or [])
+    flags = config.parse_set_flags(args.set)
     base = config.load(os.environ, flags)
     try:
         return run_drill(args, base, flags)
@@ -180,7 +203,7 @@ def main_drill(args) -> int:
         return error.code
 
 
-def run_drill(args, base, flags: Dict[str, str]) -> int:
+def run_drill(args, base, flags: dict[str, str]) -> int:
     kind = args.kind
     try:
         in_s = config.parse_duration(args.in_)
@@ -193,10 +216,15 @@ def run_drill(args, base, flags: Dict[str, str]) -> int:
         raise DrillError(
             "drill refused: without --dry-run this really cordons and drains this node "
             "(pods are evicted). Re-run with --yes to do it, or with --dry-run to rehearse without "
-            "changing anything.", EX_USAGE)
+            "changing anything.",
+            EX_USAGE,
+        )
     if base.response_for(kind) == "ignore":
-        raise DrillError(f"drill: {RESPONSE_KEY[kind]}=ignore, so the agent would ignore a {kind} notice; "
-                         f"nothing to rehearse", EX_USAGE)
+        raise DrillError(
+            f"drill: {RESPONSE_KEY[kind]}=ignore, so the agent would ignore a {kind} notice; "
+            f"nothing to rehearse",
+            EX_USAGE,
+        )
     daemon_note = check_daemon_not_busy(base.state_dir)
 
     workdir = tempfile.mkdtemp(prefix="nodeagent-drill-")
@@ -218,78 +246,121 @@ class _Preflight:
         self.base = base
         self.identity = identity
         self.imds_problem = imds_problem
-        self.api = None
+        self._api: KubeApi | None = None
         self.node_name = ""
         self.node_how = ""
-        self.before: Optional[NodeSnapshot] = None
+        self.before: NodeSnapshot | None = None
+
+    @property
+    def api(self) -> KubeApi:
+        """The API client find_node made (everything after it uses that one)."""
+        assert self._api is not None, "find_node() first"
+        return self._api
 
     def find_node(self) -> None:
-        from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 
         if self.identity is None and not self.base.node_name:
             raise DrillError(
                 f"drill: IMDS at {self.base.imds_url} is unreachable ({self.imds_problem}), so this "
                 "instance's identity is unknown. Set NODE_NAME (e.g. --set NODE_NAME=<this node>) to drill "
-                "with the identity the Node's providerID claims.")
+                "with the identity the Node's providerID claims."
+            )
         try:
-            self.api = KubeApi(KubeOptions(kubeconfig=self.base.kubeconfig,
-                                           exec_timeout_s=self.base.exec_plugin_timeout, pool_size=4))
+            self._api = KubeApi(
+                KubeOptions(
+                    kubeconfig=self.base.kubeconfig, exec_timeout_s=self.base.exec_plugin_timeout, pool_size=4
+                )
+            )
             self.api.warm_up()
-            node = find_node(self.api, self.base.node_name,
-                             self.identity.instance_id if self.identity else None,
-                             self.identity.availability_zone if self.identity else None)
+            node = find_node(
+                self.api,
+                self.base.node_name,
+                self.identity.instance_id if self.identity else None,
+                self.identity.availability_zone if self.identity else None,
+            )
             raw = self.api.request("GET", f"/api/v1/nodes/{node.name}")
         except KubeError as error:
-            raise DrillError(f"drill: cannot reach this node through {self.base.kubeconfig}: {error}") from None
+            raise DrillError(
+                f"drill: cannot reach this node through {self.base.kubeconfig}: {error}"
+            ) from None
         self.node_name, self.node_how = node.name, node.how
         self.before = snapshot(raw)
         if self.identity is None:
             self.identity = identity_from_node(raw, node.name)
 
-    def pods(self) -> List[Dict[str, object]]:
-        listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node_name}")])
+    def pods(self) -> list[JsonObject]:
+        listing = self.api.request(
+            "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node_name}")]
+        )
         return list(listing.get("items") or [])
 
     def close(self) -> None:
-        if self.api is not None:
-            self.api.close()
+        if self._api is not None:
+            self._api.close()
 
 
-def _evictable(pods: List[Dict[str, object]], settings) -> List[str]:
-    from nodeagent.kube.drain import DrainOptions, select_pods
+def _evictable(pods: list[JsonObject], settings) -> list[str]:
 
-    options = DrainOptions(deadline=datetime.now(timezone.utc), margin_s=0, force_at_deadline=False,
-                           evict_local_storage=settings.evict_local_storage,
-                           evict_unmanaged=settings.evict_unmanaged, last_tier_classes=settings.last_tier())
+    options = DrainOptions(
+        deadline=utcnow(),
+        margin_s=0,
+        force_at_deadline=False,
+        evict_local_storage=settings.evict_local_storage,
+        evict_unmanaged=settings.evict_unmanaged,
+        last_tier_classes=settings.last_tier(),
+    )
     return [pod.key for pod in select_pods(pods, options).evict]
 
 
-def _run(plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class) -> int:
-    from nodeagent.agent import Agent
-    from nodeagent.kube.responder import KubeResponder
-    from nodeagent.report import build_reporters, flush_reporters
+def _run(
+    plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class
+) -> int:
 
     ident = preflight.identity
-    sim = DrillImds(DrillIdentity(
-        instance_id=ident.instance_id or "i-unknown", availability_zone=ident.availability_zone or "unknown",
-        region=ident.region or "unknown", instance_type=ident.instance_type or "unknown",
-        life_cycle=ident.life_cycle if ident.life_cycle in ("spot", "on-demand", "scheduled") else "on-demand",
-        local_hostname=ident.local_hostname or preflight.node_name,
-    ), DrillNotice(plan.kind, plan.in_s)).start()
+    sim = DrillImds(
+        DrillIdentity(
+            instance_id=ident.instance_id or "i-unknown",
+            availability_zone=ident.availability_zone or "unknown",
+            region=ident.region or "unknown",
+            instance_type=ident.instance_type or "unknown",
+            life_cycle=ident.life_cycle
+            if ident.life_cycle in ("spot", "on-demand", "scheduled")
+            else "on-demand",
+            local_hostname=ident.local_hostname or preflight.node_name,
+        ),
+        DrillNotice(plan.kind, plan.in_s),
+    ).start()
     try:
         settings = drill_settings(base, flags, plan, sim.url, preflight.node_name)
         pods_before = preflight.pods()
         evictable_before = _evictable(pods_before, settings)
         response = settings.response_for(plan.kind)
-        _say(f"nodeagent drill: {plan.kind} notice, deadline in {plan.in_s:g}s, on node {preflight.node_name}"
-             f" (from {preflight.node_how})")
-        _say(f"  mode: {'DRY RUN: server-side dryRun=All, nothing changes' if plan.dry_run else 'REAL: the node is cordoned and drained'}"
-             f"; response: {response} ({RESPONSE_KEY[plan.kind]}){'; --undo at the end' if plan.undo else ''}")
-        where = (f"from IMDS {base.imds_url}" if not preflight.imds_problem
-                 else f"from the Node's providerID (IMDS unreachable: {preflight.imds_problem})")
-        _say(f"  instance {ident.instance_id} in {ident.availability_zone}, {ident.life_cycle} ({where});"
-             f" drill IMDS {sim.url}")
-        _say(f"  API {preflight.api.host}; {len(pods_before)} pods on the node, {len(evictable_before)} evictable")
+        _say(
+            f"nodeagent drill: {plan.kind} notice, deadline in {plan.in_s:g}s, on node {preflight.node_name}"
+            f" (from {preflight.node_how})"
+        )
+        mode = (
+            "DRY RUN: server-side dryRun=All, nothing changes"
+            if plan.dry_run
+            else "REAL: the node is cordoned and drained"
+        )
+        _say(
+            f"  mode: {mode}"
+            f"; response: {response} ({RESPONSE_KEY[plan.kind]}){'; --undo at the end' if plan.undo else ''}"
+        )
+        where = (
+            f"from IMDS {base.imds_url}"
+            if not preflight.imds_problem
+            else f"from the Node's providerID (IMDS unreachable: {preflight.imds_problem})"
+        )
+        _say(
+            f"  instance {ident.instance_id} in {ident.availability_zone}, {ident.life_cycle} ({where});"
+            f" drill IMDS {sim.url}"
+        )
+        _say(
+            f"  API {preflight.api.host}; {len(pods_before)} pods on the node, "
+            f"{len(evictable_before)} evictable"
+        )
         _say(f"  drill state {settings.state_dir}; {daemon_note} (untouched)")
         _say()
 
@@ -331,10 +402,8 @@ def _record(agent):
     return next((r for r in list(agent.state.notices.values())), None)
 
 
-def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
+def _undo(preflight: _Preflight, settings, record, reporters: Sequence[Reporter], timeline) -> None:
     """Put the node back as the drill found it: schedulability, our labels and annotations."""
-    from nodeagent.kube.client import KubeError
-    from nodeagent.kube.node import NodeActions, parse_taint
 
     before = preflight.before
     assert before is not None
@@ -346,7 +415,10 @@ def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
         if taint:
             actions.remove_taint(taint[0])  # only a privileged kubeconfig could have set it
     except KubeError as error:
-        timeline.say("drill", f"--undo failed: {error}; the node may stay cordoned (kubectl uncordon {preflight.node_name})")
+        timeline.say(
+            "drill",
+            f"--undo failed: {error}; the node may stay cordoned (kubectl uncordon {preflight.node_name})",
+        )
         return
     if settings.dry_run:
         text = "nothing to undo (dry run); the restore requests were sent with dryRun=All too"
@@ -357,18 +429,12 @@ def _undo(preflight: _Preflight, settings, record, reporters, timeline) -> None:
     timeline.say("drill", f"--undo: {text}")
     if not before.unschedulable:
         for reporter in reporters:
-            step = getattr(reporter, "step", None)
-            if step is not None:
-                try:
-                    step(record, "Uncordoned", "uncordoned: drill undone")
-                except Exception:
-                    pass
-        from nodeagent.report import flush_reporters
+            quietly(reporter.step, record, "Uncordoned", "uncordoned: drill undone")
 
         flush_reporters(reporters, 10)
 
 
-def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters) -> int:
+def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters: Sequence[Reporter]) -> int:
     _say()
     _say("drill result")
     if record is None:
@@ -383,11 +449,15 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
     # Only a real drain is expected to empty the node; a cordon or a dry run leaves the pods.
     left = _evictable(pods_after, settings) if record.response == "drain" and not plan.dry_run else []
     labels = (node.get("metadata") or {}).get("labels") or {}
-    ours = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("nodeagent.io/") or "exclude-from" in k)
+    ours = ", ".join(
+        f"{k}={v}" for k, v in sorted(labels.items()) if k.startswith("nodeagent.io/") or "exclude-from" in k
+    )
     _say(f"  notice {record.id}: response {record.response}, phase {record.phase}")
     _say(f"  outcome: {record.outcome or '-'}")
-    _say(f"  node {preflight.node_name}: unschedulable={bool((node.get('spec') or {}).get('unschedulable'))}; "
-         f"labels: {ours or 'none of ours'}")
+    _say(
+        f"  node {preflight.node_name}: unschedulable={bool((node.get('spec') or {}).get('unschedulable'))}; "
+        f"labels: {ours or 'none of ours'}"
+    )
     if record.response == "cordon":
         left_text = "not drained (the response is a cordon)"
     elif record.response != "drain":
@@ -397,12 +467,13 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
     else:
         left_text = f"evictable pods left: {len(left)}{' -> ' + ', '.join(left[:10]) if left else ''}"
     _say(f"  pods on the node now: {len(pods_after)}; {left_text}")
-    from nodeagent.report.events import EventsReporter
 
     events = next((r for r in reporters if isinstance(r, EventsReporter)), None)
     if events is not None:
-        _say(f"  Events: {events.sent} written{' (dryRun=All)' if plan.dry_run else ''}; "
-             f"kubectl get events --field-selector involvedObject.name={preflight.node_name}")
+        _say(
+            f"  Events: {events.sent} written{' (dryRun=All)' if plan.dry_run else ''}; "
+            f"kubectl get events --field-selector involvedObject.name={preflight.node_name}"
+        )
     _say(f"  state: {os.path.join(settings.state_dir, 'state.json')}")
     if settings.metrics_textfile:
         _say(f"  metrics: {settings.metrics_textfile}")
@@ -415,6 +486,9 @@ def _summary(plan: DrillPlan, settings, preflight: _Preflight, record, reporters
         ok = False
         _say(f"  the agent did not act: {record.outcome}")
         if record.response == "gated":
-            _say("  (that is what a real notice would get here; --set SPOT_GATE=off rehearses the drain anyway)")
+            _say(
+                "  (that is what a real notice would get here; "
+                "--set SPOT_GATE=off rehearses the drain anyway)"
+            )
     _say(f"  drill {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1

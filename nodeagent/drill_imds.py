@@ -8,6 +8,7 @@ and every path outside the identity and notice paths, is refused (405/404).
 
 It binds 127.0.0.1 on an ephemeral port. IMDSv2 only: GETs need a token from its own PUT.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
+
+from nodeagent.clock import iso_seconds, utcnow
 
 KINDS = ("spot-itn", "rebalance", "scheduled", "asg")
 TOKEN_PATH = "/latest/api/token"
@@ -52,7 +55,7 @@ class DrillIdentity:
     life_cycle: str
     local_hostname: str
 
-    def paths(self) -> Dict[str, str]:
+    def paths(self) -> dict[str, str]:
         return {
             INSTANCE_ID_PATH: self.instance_id,
             AVAILABILITY_ZONE_PATH: self.availability_zone,
@@ -74,41 +77,42 @@ class DrillNotice:
         if self.kind not in KINDS:
             raise ValueError(f"unknown notice kind {self.kind!r}")
 
-    def quiet_paths(self) -> Dict[str, str]:
+    def quiet_paths(self) -> dict[str, str]:
         """What IMDS serves with no notice pending (other notice paths are 404)."""
         return {SCHEDULED_EVENTS_PATH: "[]", ASG_STATE_PATH: "InService"}
 
-    def paths(self, now: datetime) -> Dict[str, str]:
+    def paths(self, now: datetime) -> dict[str, str]:
         """The notice paths once armed at `now`, in IMDS's formats."""
         served = self.quiet_paths()
         if self.kind == "spot-itn":
-            when = _rfc3339(now + timedelta(seconds=self.in_s))
+            when = iso_seconds(now + timedelta(seconds=self.in_s))
             served[SPOT_ACTION_PATH] = json.dumps({"action": "terminate", "time": when})
             served[SPOT_TERMINATION_TIME_PATH] = when
         elif self.kind == "rebalance":
-            served[REBALANCE_PATH] = json.dumps({"noticeTime": _rfc3339(now)})
+            served[REBALANCE_PATH] = json.dumps({"noticeTime": iso_seconds(now)})
         elif self.kind == "scheduled":
             not_before = now + timedelta(seconds=self.in_s)
-            served[SCHEDULED_EVENTS_PATH] = json.dumps([{
-                "NotBefore": scheduled_time(not_before),
-                "NotAfter": scheduled_time(not_before + timedelta(hours=2)),
-                "Code": "system-maintenance",
-                "Description": "nodeagent drill",
-                "EventId": f"instance-event-drill{int(now.timestamp()):x}",
-                "State": "active",
-            }], indent=2)
+            served[SCHEDULED_EVENTS_PATH] = json.dumps(
+                [
+                    {
+                        "NotBefore": scheduled_time(not_before),
+                        "NotAfter": scheduled_time(not_before + timedelta(hours=2)),
+                        "Code": "system-maintenance",
+                        "Description": "nodeagent drill",
+                        "EventId": f"instance-event-drill{int(now.timestamp()):x}",
+                        "State": "active",
+                    }
+                ],
+                indent=2,
+            )
         else:
             served[ASG_STATE_PATH] = "Terminated"
         return served
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def scheduled_time(moment: datetime) -> str:
     """Scheduled events' time format: '21 Jan 2019 09:00:43 GMT'."""
-    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
     moment = moment.astimezone(timezone.utc)
     return f"{moment.day} {months[moment.month - 1]} {moment.year} {moment:%H:%M:%S} GMT"
 
@@ -120,18 +124,19 @@ class DrillImds:
         self.identity = identity
         self.notice = notice
         self._lock = threading.Lock()
-        self._served: Dict[str, str] = {**identity.paths(), **notice.quiet_paths()}
+        self._served: dict[str, str] = {**identity.paths(), **notice.quiet_paths()}
         self._armed = False
-        self._tokens: Dict[str, float] = {}
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._tokens: dict[str, float] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
-    def start(self) -> "DrillImds":
+    def start(self) -> DrillImds:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.responder = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="drill-imds", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="drill-imds", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -145,7 +150,7 @@ class DrillImds:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "DrillImds":
+    def __enter__(self) -> DrillImds:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -157,21 +162,21 @@ class DrillImds:
             raise RuntimeError("DrillImds is not started")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def arm(self, now: Optional[datetime] = None) -> None:
+    def arm(self, now: datetime | None = None) -> None:
         """Start serving the notice (once; a second call changes nothing)."""
         with self._lock:
             if self._armed:
                 return
             self._armed = True
-            self._served.update(self.notice.paths(now or datetime.now(timezone.utc)))
+            self._served.update(self.notice.paths(now or utcnow()))
 
-    def served(self) -> Dict[str, str]:
+    def served(self) -> dict[str, str]:
         with self._lock:
             return dict(self._served)
 
     # --- requests (called from the server's threads) ----------------------------------------
 
-    def answer(self, method: str, path: str, headers: Any) -> Tuple[int, str, Tuple[Tuple[str, str], ...]]:
+    def answer(self, method: str, path: str, headers: Any) -> tuple[int, str, tuple[tuple[str, str], ...]]:
         if path == TOKEN_PATH:
             if method != "PUT":
                 return 405, "405 - Method Not Allowed\n", (("Allow", "PUT"),)
@@ -185,12 +190,12 @@ class DrillImds:
             return 401, "401 - Unauthorized\n", ()
         ttl = ((TTL_HEADER, str(remaining)),)
         with self._lock:
-            value = self._served.get(path[len(METADATA_PREFIX):])
+            value = self._served.get(path[len(METADATA_PREFIX) :])
         if value is None:
             return 404, "404 - Not Found\n", ttl
         return 200, value, ttl
 
-    def _issue_token(self, headers: Any) -> Tuple[int, str, Tuple[Tuple[str, str], ...]]:
+    def _issue_token(self, headers: Any) -> tuple[int, str, tuple[tuple[str, str], ...]]:
         if headers.get("X-Forwarded-For") is not None:
             return 403, "403 - Forbidden\n", ()
         try:
@@ -206,7 +211,7 @@ class DrillImds:
             self._tokens[token] = now + ttl
         return 200, token, ((TTL_HEADER, str(ttl)),)
 
-    def _authorize(self, token: Optional[str]) -> Optional[int]:
+    def _authorize(self, token: str | None) -> int | None:
         """The token's remaining seconds, or None when it is missing, unknown or expired."""
         if token is None:
             return None
@@ -263,8 +268,9 @@ class _Handler(BaseHTTPRequestHandler):
         status, body, headers = self.server.responder.answer(method, path, self.headers)
         self._send(status, body, headers, close=False, head=method == "HEAD")
 
-    def _send(self, status: int, body: str, headers: Tuple[Tuple[str, str], ...], close: bool,
-              head: bool = False) -> None:
+    def _send(
+        self, status: int, body: str, headers: tuple[tuple[str, str], ...], close: bool, head: bool = False
+    ) -> None:
         data = body.encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")

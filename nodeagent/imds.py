@@ -3,7 +3,7 @@
     client = ImdsClient(ImdsOptions())
     body = client.get("spot/instance-action")     # str, or None on 404 ("nothing pending")
 
-Behaviour (see DESIGN.md B "IMDS"):
+Behaviour:
 - One kept-alive http.client connection, so polls reuse one TCP connection (a connection the
   server closed while idle is noticed before reuse and reopened). http.client, not requests: the
   poll is four GETs a second forever, and benchmark 4b measured requests' layers at about two to
@@ -39,31 +39,23 @@ Errors: everything raised by get/get_bytes/identity is an ImdsError subclass.
 Thread safety: one lock serialises requests (one HTTP connection carries one request at a time);
 the agent polls from a single loop anyway. `stats` never waits for that lock.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import http.client
 import logging
+import random
 import select
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable
 from urllib.parse import urlsplit
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    retry_if_not_exception_type,
-    retry_if_result,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-
 from nodeagent import notices
+from nodeagent.retry import Failure, retry
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +130,24 @@ class ImdsStats:
     errors: int = 0  # calls of get/get_bytes that raised
     retries: int = 0
     token_refreshes: int = 0  # tokens fetched (the first one included)
-    last_status: Optional[int] = None  # HTTP status of the last response; None if none arrived
+    last_status: int | None = None  # HTTP status of the last response; None if none arrived
     mode: str = "unknown"  # "v2", "v1" or "unknown" (no token negotiated yet)
 
 
 @dataclass(frozen=True)
 class InstanceIdentity:
-    instance_id: Optional[str]
-    availability_zone: Optional[str]
-    region: Optional[str]
-    instance_type: Optional[str]
-    life_cycle: Optional[str]
-    local_hostname: Optional[str]
+    instance_id: str | None
+    availability_zone: str | None
+    region: str | None
+    instance_type: str | None
+    life_cycle: str | None
+    local_hostname: str | None
 
 
 @dataclass(frozen=True)
 class _Reply:
     status: int
-    headers: Mapping[str, str]
+    headers: http.client.HTTPMessage
     body: bytes
 
 
@@ -197,7 +189,7 @@ class _DeadlineSocket(socket.socket):
             self.settimeout(budget)
         return budget
 
-    def recv_into(self, buffer, nbytes=0, flags=0):  # type: ignore[no-untyped-def,override]
+    def recv_into(self, buffer, nbytes=0, flags=0):
         budget = self._budget()
         try:
             return super().recv_into(buffer, nbytes, flags)
@@ -206,7 +198,7 @@ class _DeadlineSocket(socket.socket):
                 raise _DeadlineExceeded() from None
             raise _ReadTimeout(f"did not answer within {self.io_timeout:g}s") from None
 
-    def sendall(self, data, flags=0):  # type: ignore[no-untyped-def,override]
+    def sendall(self, data, flags=0):
         budget = self._budget()
         try:
             return super().sendall(data, flags)
@@ -223,7 +215,7 @@ class _StaleConnection(_TransportError):
 class _Connection(http.client.HTTPConnection):
     """http.client's connection with connect and I/O bounded by a per-call deadline."""
 
-    def __init__(self, host: str, port: Optional[int], connect_timeout: float, io_timeout: float):
+    def __init__(self, host: str, port: int | None, connect_timeout: float, io_timeout: float):
         super().__init__(host, port, timeout=io_timeout)
         self.connect_timeout = connect_timeout
         self.io_timeout = io_timeout
@@ -239,9 +231,7 @@ class _Connection(http.client.HTTPConnection):
         except socket.timeout:
             if timeout < self.connect_timeout:
                 raise _DeadlineExceeded() from None
-            raise _ConnectTimeout(
-                f"did not accept a connection within {self.connect_timeout:g}s"
-            ) from None
+            raise _ConnectTimeout(f"did not accept a connection within {self.connect_timeout:g}s") from None
         sock = _DeadlineSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
         sock.io_timeout = self.io_timeout
         sock.deadline = self.deadline
@@ -253,17 +243,26 @@ class _Connection(http.client.HTTPConnection):
         """Set the deadline for what follows; drop a kept-alive socket the server has closed."""
         self.deadline = deadline
         sock = self.sock
-        if sock is None:
+        if not isinstance(sock, _DeadlineSocket):  # none yet (connect() makes one)
             return
         # Readable while idle means EOF (or junk): the server is done with this connection.
         if select.select([sock], [], [], 0)[0]:
             self.close()
             return
-        sock.deadline = deadline  # type: ignore[attr-defined]
+        sock.deadline = deadline
 
 
-def _is_retry_status(reply: object) -> bool:
-    return isinstance(reply, _Reply) and (reply.status in _RETRY_STATUSES or reply.status >= 500)
+def _is_retry_status(reply: _Reply) -> bool:
+    return reply.status in _RETRY_STATUSES or reply.status >= 500
+
+
+def _retry_transport(error: BaseException) -> bool:
+    """Connection errors and timeouts; never the deadline (nothing is left to retry with)."""
+    return isinstance(error, _TransportError) and not isinstance(error, _DeadlineExceeded)
+
+
+def _retry_transport_not_read_timeout(error: BaseException) -> bool:
+    return _retry_transport(error) and not isinstance(error, _ReadTimeout)
 
 
 class ImdsClient:
@@ -284,18 +283,17 @@ class ImdsClient:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._token: Optional[str] = None
+        self._token: str | None = None
         self._token_expires_at = 0.0
         self._v1_mode = False
         self._stats = ImdsStats()
         self._base = options.base_url.rstrip("/")
         self._prefix = parts.path.rstrip("/")  # request targets are paths on the one connection
-        self._retrying = {flag: self._build_retrying(flag) for flag in (True, False)}
 
     def __repr__(self) -> str:  # never show the token
         return f"ImdsClient(base_url={self._base!r}, mode={self._stats.mode!r})"
 
-    def __enter__(self) -> "ImdsClient":
+    def __enter__(self) -> ImdsClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -313,7 +311,7 @@ class ImdsClient:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def get(self, path: str) -> Optional[str]:
+    def get(self, path: str) -> str | None:
         """GET /latest/meta-data/<path> as text; None on 404."""
         body = self.get_bytes(path)
         if body is None:
@@ -328,7 +326,7 @@ class ImdsClient:
                 f"({exc.reason} at byte {exc.start} of {len(body)})"
             ) from None
 
-    def get_bytes(self, path: str) -> Optional[bytes]:
+    def get_bytes(self, path: str) -> bytes | None:
         """GET /latest/meta-data/<path> as raw bytes; None on 404."""
         path = path.lstrip("/")
         with self._lock:
@@ -342,7 +340,7 @@ class ImdsClient:
     def identity(self) -> InstanceIdentity:
         """The instance facts the agent needs; a path IMDS does not have (404) gives None."""
 
-        def field(path: str) -> Optional[str]:
+        def field(path: str) -> str | None:
             value = self.get(path)
             value = value.strip() if value is not None else None
             return value or None
@@ -358,7 +356,7 @@ class ImdsClient:
 
     # --- internals (called with self._lock held) ------------------------------------------------
 
-    def _get_locked(self, path: str) -> Optional[bytes]:
+    def _get_locked(self, path: str) -> bytes | None:
         url = self._prefix + METADATA_PREFIX + path
         what = f"GET {path}"
         self._ensure_auth()
@@ -389,13 +387,12 @@ class ImdsClient:
         """Anything but 200 here is an error; retryable statuses mean the retries ran out."""
         if reply.status in _RETRY_STATUSES or reply.status >= 500:
             raise ImdsUnavailable(
-                f"IMDS answered HTTP {reply.status} to {what} "
-                f"after {self.options.retry_attempts} attempt(s)"
+                f"IMDS answered HTTP {reply.status} to {what} after {self.options.retry_attempts} attempt(s)"
             )
         if reply.status != 200:
             raise ImdsError(f"IMDS answered HTTP {reply.status} to {what}")
 
-    def _auth_headers(self) -> Dict[str, str]:
+    def _auth_headers(self) -> dict[str, str]:
         return {TOKEN_HEADER: self._token} if self._token else {}
 
     def _drop_token(self) -> None:
@@ -423,7 +420,10 @@ class ImdsClient:
         what = "PUT /latest/api/token"
         try:
             reply = self._exchange(
-                "PUT", self._prefix + TOKEN_PATH, {TTL_HEADER: str(opts.token_ttl_s)}, what,
+                "PUT",
+                self._prefix + TOKEN_PATH,
+                {TTL_HEADER: str(opts.token_ttl_s)},
+                what,
                 retry_read_timeouts=False,
             )
         except ImdsUnavailable as exc:
@@ -469,7 +469,7 @@ class ImdsClient:
         self,
         method: str,
         url: str,
-        headers: Dict[str, str],
+        headers: dict[str, str],
         what: str,
         retry_read_timeouts: bool = True,
     ) -> _Reply:
@@ -479,9 +479,16 @@ class ImdsClient:
         ImdsBodyTooLarge, which is not retried.
         """
         opts = self.options
-        retrying = self._retrying[retry_read_timeouts]
         try:
-            return retrying(self._send_once, method, url, headers)
+            return retry(
+                lambda: self._send_once(method, url, headers),
+                schedule=self._backoff,
+                transient=_retry_transport if retry_read_timeouts else _retry_transport_not_read_timeout,
+                retry_result=_is_retry_status,
+                stop=lambda failure: failure.attempts >= opts.retry_attempts,
+                sleep=self._sleep,
+                before_sleep=self._count_retry,
+            )
         except _DeadlineExceeded as exc:
             raise ImdsUnavailable(
                 f"IMDS at {self._base} did not finish answering within the {opts.deadline_s:g}s "
@@ -492,35 +499,17 @@ class ImdsClient:
                 f"IMDS at {self._base} {exc} ({what}, {opts.retry_attempts} attempt(s))"
             ) from exc
 
-    def _build_retrying(self, retry_read_timeouts: bool) -> Retrying:
-        """Built once and reused: Retrying resets itself on each call, so there is no need to pay
-        for building one on every poll."""
-        opts = self.options
-        transient = retry_if_exception_type(_TransportError) & retry_if_not_exception_type(_DeadlineExceeded)
-        if not retry_read_timeouts:
-            transient = transient & retry_if_not_exception_type(_ReadTimeout)
-        backoff = wait_exponential(multiplier=0.05, max=opts.retry_max_wait_s) + wait_random(
-            0, min(0.05, opts.retry_max_wait_s)
-        )
+    def _backoff(self, failure: Failure[_Reply]) -> float:
+        """Short exponential backoff with a little jitter, never sleeping past the deadline (the
+        next attempt then fails at once, unretried)."""
+        cap = self.options.retry_max_wait_s
+        wait = min(cap, 0.05 * 2 ** (failure.attempts - 1)) + random.uniform(0, min(0.05, cap))
+        return max(0.0, min(wait, self._deadline - time.monotonic()))
 
-        def wait(state: RetryCallState) -> float:
-            # Never sleep past the deadline; the next attempt then fails at once, unretried.
-            return max(0.0, min(backoff(state), self._deadline - time.monotonic()))
-
-        return Retrying(
-            stop=stop_after_attempt(opts.retry_attempts),
-            wait=wait,
-            retry=transient | retry_if_result(_is_retry_status),
-            before_sleep=self._count_retry,
-            retry_error_callback=_last_outcome,
-            sleep=self._sleep,
-            reraise=True,
-        )
-
-    def _count_retry(self, state: RetryCallState) -> None:
+    def _count_retry(self, failure: Failure[_Reply]) -> None:
         self._stats.retries += 1
 
-    def _send_once(self, method: str, url: str, headers: Dict[str, str]) -> _Reply:
+    def _send_once(self, method: str, url: str, headers: dict[str, str]) -> _Reply:
         connection = self._connection
         connection.arm(self._deadline)
         if connection.sock is not None:
@@ -535,7 +524,7 @@ class ImdsClient:
         except _StaleConnection as exc:
             raise _TransportError("dropped the connection") from exc.__cause__
 
-    def _send_on_connection(self, method: str, url: str, headers: Dict[str, str]) -> _Reply:
+    def _send_on_connection(self, method: str, url: str, headers: dict[str, str]) -> _Reply:
         opts = self.options
         self._stats.requests += 1
         self._stats.last_status = None
@@ -564,7 +553,7 @@ class ImdsClient:
             if len(body) > cap:
                 connection.close()  # the rest is never read, so the connection is unusable
                 raise ImdsBodyTooLarge(
-                    f"IMDS response to {method} {url[len(self._prefix):]} exceeds "
+                    f"IMDS response to {method} {url[len(self._prefix) :]} exceeds "
                     f"{cap} bytes; refusing to read more"
                 )
             return _Reply(response.status, response.msg, body)
@@ -579,13 +568,7 @@ class ImdsClient:
             raise
 
 
-def _last_outcome(state: RetryCallState) -> object:
-    """After the last attempt: return its reply, or re-raise its exception."""
-    assert state.outcome is not None
-    return state.outcome.result()
-
-
-def _parse_ttl(value: Optional[str]) -> Optional[int]:
+def _parse_ttl(value: str | None) -> int | None:
     if value is None:
         return None
     try:
@@ -602,8 +585,9 @@ def _describe_failure(exc: BaseException) -> str:
         return "refused the connection"
     if isinstance(exc, http.client.IncompleteRead):
         return "broke off the response"
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
-                        http.client.RemoteDisconnected)):
+    if isinstance(
+        exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, http.client.RemoteDisconnected)
+    ):
         return "dropped the connection"
     if isinstance(exc, http.client.HTTPException):
         return f"sent a malformed response ({type(exc).__name__})"

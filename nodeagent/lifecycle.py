@@ -7,11 +7,12 @@ keeps the hold alive with RecordLifecycleActionHeartbeat while a drain runs long
 cap the user set. nodeagent/lifecycle_hook.py makes the calls; docs/asg-lifecycle.md says it in
 prose; tests/unit/test_lifecycle.py holds the cases.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import List, Mapping, Optional
 
 from nodeagent.clock import parse_optional_iso
 from nodeagent.notices import ASG_TERMINATED, NoticeKind
@@ -33,7 +34,7 @@ class HookPolicy:
         return min(self.max_hold_s, AWS_MAX_HOLD_S, AWS_MAX_TIMEOUTS * self.heartbeat_timeout_s)
 
     @classmethod
-    def from_settings(cls, settings) -> "HookPolicy":
+    def from_settings(cls, settings) -> HookPolicy:
         return cls(settings.asg_heartbeat_timeout, settings.asg_heartbeat_share, settings.asg_heartbeat_max)
 
 
@@ -47,12 +48,12 @@ def settled(record: NoticeRecord) -> bool:
     return record.lifecycle_completed_at is not None or bool(record.lifecycle_outcome)
 
 
-def held_since(record: NoticeRecord) -> Optional[datetime]:
+def held_since(record: NoticeRecord) -> datetime | None:
     """When the hold began: the first sight of the Terminated state (the wait starts with it)."""
     return parse_optional_iso(record.first_seen)
 
 
-def next_heartbeat(record: NoticeRecord, policy: HookPolicy) -> Optional[datetime]:
+def next_heartbeat(record: NoticeRecord, policy: HookPolicy) -> datetime | None:
     """When the next heartbeat is due; None when the cap forbids another one.
 
     A heartbeat at moment t keeps the instance until t + timeout, so one is allowed only while
@@ -67,7 +68,7 @@ def next_heartbeat(record: NoticeRecord, policy: HookPolicy) -> Optional[datetim
     return due
 
 
-def heartbeat_due(records: Mapping[str, NoticeRecord], policy: HookPolicy, now: datetime) -> List[str]:
+def heartbeat_due(records: Mapping[str, NoticeRecord], policy: HookPolicy, now: datetime) -> list[str]:
     """Hooked notices whose response is still open and whose heartbeat time has come."""
     due = []
     for record in records.values():
@@ -79,7 +80,7 @@ def heartbeat_due(records: Mapping[str, NoticeRecord], policy: HookPolicy, now: 
     return due
 
 
-def completion_due(records: Mapping[str, NoticeRecord]) -> List[str]:
+def completion_due(records: Mapping[str, NoticeRecord]) -> list[str]:
     """Hooked notices whose lifecycle action is to be completed now: the record is closed (done,
     expired, skipped, superseded) and no notice on this node still has a response open, so the
     node is empty or as empty as it will get (a superseding spot drain runs to its end first)."""
@@ -88,15 +89,18 @@ def completion_due(records: Mapping[str, NoticeRecord]) -> List[str]:
     return [record.id for record in records.values() if hooked(record) and not settled(record)]
 
 
-def wake_at(records: Mapping[str, NoticeRecord], policy: HookPolicy) -> Optional[datetime]:
+def wake_at(records: Mapping[str, NoticeRecord], policy: HookPolicy) -> datetime | None:
     """The earliest heartbeat still to come (None: nothing scheduled), so the caller sleeps until then."""
-    times = [next_heartbeat(record, policy) for record in records.values()
-             if hooked(record) and not settled(record) and record.phase in OPEN_PHASES]
+    times = [
+        next_heartbeat(record, policy)
+        for record in records.values()
+        if hooked(record) and not settled(record) and record.phase in OPEN_PHASES
+    ]
     present = [moment for moment in times if moment is not None]
     return min(present) if present else None
 
 
-def held_seconds(record: NoticeRecord) -> Optional[float]:
+def held_seconds(record: NoticeRecord) -> float | None:
     """How long the hook held the instance: from the first sight of Terminated to the completion."""
     start, end = held_since(record), parse_optional_iso(record.lifecycle_completed_at)
     if start is None or end is None:

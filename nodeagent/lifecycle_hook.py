@@ -4,18 +4,28 @@ The thread reads the notice store, heartbeats a hold whose drain runs long and c
 lifecycle action once the node's response is over; every accepted call is written to the record
 at once, so a restart neither repeats a completion nor forgets one. The worker pokes it when a
 response starts and ends, so the completion follows the last pod at once (it also looks on its
-own now and then, and at each heartbeat's due time). A failed call is retried with backoff (tenacity) and reported if it
+own now and then, and at each heartbeat's due time). A failed call is retried with backoff
+(tenacity) and reported if it
 never succeeds; nothing here ever waits on, or holds up, a drain.
 
 Only built when ASG_LIFECYCLE_HOOK is set; requests-aws4auth is imported with it.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from nodeagent import lifecycle
 from nodeagent.clock import Clock, iso
@@ -40,9 +50,17 @@ class _Stopping(Exception):
 
 
 class LifecycleHook:
-    def __init__(self, settings, store: NoticeStore, *, clock: Clock, stop: threading.Event,
-                 reporters: Callable[[], Sequence[Reporter]], imds_factory: Callable[[], ImdsClient],
-                 client_factory: Optional[Callable[..., object]] = None):
+    def __init__(
+        self,
+        settings,
+        store: NoticeStore,
+        *,
+        clock: Clock,
+        stop: threading.Event,
+        reporters: Callable[[], Sequence[Reporter]],
+        imds_factory: Callable[[], ImdsClient],
+        client_factory: Callable[..., object] | None = None,
+    ):
         self.settings = settings
         self.hook_name = settings.asg_lifecycle_hook
         self.policy = HookPolicy.from_settings(settings)
@@ -52,19 +70,19 @@ class LifecycleHook:
         self.reporters = reporters
         self.imds_factory = imds_factory
         self.client_factory = client_factory or _default_client
-        self.group: Optional[str] = settings.asg_name or None
-        self.instance_id: Optional[str] = None
-        self.region: Optional[str] = None
-        self.client = None
+        self.group: str | None = settings.asg_name or None
+        self.instance_id: str | None = None
+        self.region: str | None = None
+        self.client: Any = None  # an aws.autoscaling.AutoScalingClient once resolved (or a test's stand-in)
         self.problem = ""  # why calls cannot be made yet (said once)
-        self._imds: Optional[ImdsClient] = None
-        self._beat_paused_until: Dict[str, float] = {}  # monotonic; after a heartbeat that failed
+        self._imds: ImdsClient | None = None
+        self._beat_paused_until: dict[str, float] = {}  # monotonic; after a heartbeat that failed
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lifecycle-hook", daemon=True)
 
     # ------------------------------------------------------------ the worker's side
 
-    def start(self, identity: Optional[InstanceIdentity]) -> None:
+    def start(self, identity: InstanceIdentity | None) -> None:
         if identity is not None:
             self.instance_id, self.region = identity.instance_id, identity.region
         self._thread.start()
@@ -113,8 +131,11 @@ class LifecycleHook:
         records = self.store.records()
         completions = lifecycle.completion_due(records)
         paused = self._beat_paused_until
-        beats = [notice_id for notice_id in lifecycle.heartbeat_due(records, self.policy, self.clock.now())
-                 if paused.get(notice_id, 0.0) <= self.clock.monotonic()]
+        beats = [
+            notice_id
+            for notice_id in lifecycle.heartbeat_due(records, self.policy, self.clock.now())
+            if paused.get(notice_id, 0.0) <= self.clock.monotonic()
+        ]
         if not completions and not beats:
             return
         if not self._ready():
@@ -131,60 +152,102 @@ class LifecycleHook:
 
     def _complete(self, record: NoticeRecord) -> None:
         try:
-            request_id = self._call("CompleteLifecycleAction", COMPLETE_ATTEMPTS,
-                                    lambda: self.client.complete_lifecycle_action(self.group, self.hook_name,
-                                                                                  self.instance_id))
+            request_id = self._call(
+                "CompleteLifecycleAction",
+                COMPLETE_ATTEMPTS,
+                lambda: self.client.complete_lifecycle_action(self.group, self.hook_name, self.instance_id),
+            )
         except _Stopping:
             raise
         except Exception as error:
             if getattr(error, "gone", False):
-                done = self.store.lifecycle(record.id, lifecycle_completed_at=iso(self.clock.now()),
-                                            lifecycle_outcome="not waiting")
-                log.warning("notice %s: lifecycle hook %s was no longer waiting (completed elsewhere, or its "
-                            "heartbeat timeout ran out): %s", record.id, self.hook_name, error)
-                self._report(done, "LifecycleCompleted", f"lifecycle hook {self.hook_name} was no longer "
-                             f"waiting: {error}")
+                done = self.store.lifecycle(
+                    record.id, lifecycle_completed_at=iso(self.clock.now()), lifecycle_outcome="not waiting"
+                )
+                log.warning(
+                    "notice %s: lifecycle hook %s was no longer waiting (completed elsewhere, or its "
+                    "heartbeat timeout ran out): %s",
+                    record.id,
+                    self.hook_name,
+                    error,
+                )
+                self._report(
+                    done,
+                    "LifecycleCompleted",
+                    f"lifecycle hook {self.hook_name} was no longer waiting: {error}",
+                )
                 return
             failed = self.store.lifecycle(record.id, lifecycle_outcome=f"failed: {error}")
-            log.error("notice %s: could not complete lifecycle hook %s: %s; the instance is released when "
-                      "the hook's heartbeat timeout runs out", record.id, self.hook_name, error)
-            self._report(failed, "LifecycleFailed", f"could not complete lifecycle hook {self.hook_name}: "
-                         f"{error}; the instance is released at the hook's timeout")
+            log.error(
+                "notice %s: could not complete lifecycle hook %s: %s; the instance is released when "
+                "the hook's heartbeat timeout runs out",
+                record.id,
+                self.hook_name,
+                error,
+            )
+            self._report(
+                failed,
+                "LifecycleFailed",
+                f"could not complete lifecycle hook {self.hook_name}: "
+                f"{error}; the instance is released at the hook's timeout",
+            )
             return
-        done = self.store.lifecycle(record.id, lifecycle_completed_at=iso(self.clock.now()),
-                                    lifecycle_outcome="completed")
+        done = self.store.lifecycle(
+            record.id, lifecycle_completed_at=iso(self.clock.now()), lifecycle_outcome="completed"
+        )
         held = lifecycle.held_seconds(done)
-        text = (f"completed lifecycle hook {self.hook_name} (CONTINUE) for {self.instance_id} in group "
-                f"{self.group}: the instance was held {held:.1f}s, {done.lifecycle_heartbeats} heartbeat(s)")
+        text = (
+            f"completed lifecycle hook {self.hook_name} (CONTINUE) for {self.instance_id} in group "
+            f"{self.group}: the instance was held {held:.1f}s, {done.lifecycle_heartbeats} heartbeat(s)"
+        )
         log.info("notice %s: %s (request %s)", record.id, text, request_id or "-")
         self._report(done, "LifecycleCompleted", text)
 
     def _heartbeat(self, record: NoticeRecord) -> None:
         try:
-            self._call("RecordLifecycleActionHeartbeat", HEARTBEAT_ATTEMPTS,
-                       lambda: self.client.record_lifecycle_action_heartbeat(self.group, self.hook_name,
-                                                                            self.instance_id))
+            self._call(
+                "RecordLifecycleActionHeartbeat",
+                HEARTBEAT_ATTEMPTS,
+                lambda: self.client.record_lifecycle_action_heartbeat(
+                    self.group, self.hook_name, self.instance_id
+                ),
+            )
         except _Stopping:
             raise
         except Exception as error:
             if getattr(error, "gone", False):
                 self.store.lifecycle(record.id, lifecycle_outcome="not waiting")
-                log.warning("notice %s: lifecycle hook %s is no longer waiting (%s); the drain carries on "
-                            "while the instance lasts", record.id, self.hook_name, error)
+                log.warning(
+                    "notice %s: lifecycle hook %s is no longer waiting (%s); the drain carries on "
+                    "while the instance lasts",
+                    record.id,
+                    self.hook_name,
+                    error,
+                )
             else:
                 self._beat_paused_until[record.id] = self.clock.monotonic() + HEARTBEAT_PAUSE_S
-                log.error("notice %s: lifecycle heartbeat failed: %s; the drain carries on (next try in %.0fs)",
-                          record.id, error, HEARTBEAT_PAUSE_S)
-            self._report(record, "LifecycleHeartbeatFailed",
-                         f"heartbeat of lifecycle hook {self.hook_name} failed: {error}")
+                log.error(
+                    "notice %s: lifecycle heartbeat failed: %s; the drain carries on (next try in %.0fs)",
+                    record.id,
+                    error,
+                    HEARTBEAT_PAUSE_S,
+                )
+            self._report(
+                record,
+                "LifecycleHeartbeatFailed",
+                f"heartbeat of lifecycle hook {self.hook_name} failed: {error}",
+            )
             return
         now = self.clock.now()
-        beat = self.store.lifecycle(record.id, lifecycle_heartbeats=record.lifecycle_heartbeats + 1,
-                                    lifecycle_heartbeat_at=iso(now))
+        beat = self.store.lifecycle(
+            record.id, lifecycle_heartbeats=record.lifecycle_heartbeats + 1, lifecycle_heartbeat_at=iso(now)
+        )
         later = lifecycle.next_heartbeat(beat, self.policy)
-        text = (f"heartbeat {beat.lifecycle_heartbeats} for lifecycle hook {self.hook_name}: held until about "
-                f"{iso(now + _seconds(self.policy.heartbeat_timeout_s))}"
-                + ("" if later is not None else " (ASG_HEARTBEAT_MAX reached: no more heartbeats)"))
+        text = (
+            f"heartbeat {beat.lifecycle_heartbeats} for lifecycle hook {self.hook_name}: held until about "
+            f"{iso(now + _seconds(self.policy.heartbeat_timeout_s))}"
+            + ("" if later is not None else " (ASG_HEARTBEAT_MAX reached: no more heartbeats)")
+        )
         log.info("notice %s: %s", record.id, text)
         self._report(beat, "LifecycleHeartbeat", text)
 
@@ -203,7 +266,10 @@ class LifecycleHook:
             stop=stop_after_attempt(attempts),
             wait=wait_exponential(multiplier=RETRY_WAIT_S[0], max=RETRY_WAIT_S[1]) + wait_random(0, 0.25),
             retry=retry_if_exception(lambda error: getattr(error, "retry", False)),
-            before_sleep=before_sleep, sleep=sleep, reraise=True)
+            before_sleep=before_sleep,
+            sleep=sleep,
+            reraise=True,
+        )
         return str(retrying(call) or "")
 
     # ------------------------------------------------------------ what the calls need
@@ -235,13 +301,20 @@ class LifecycleHook:
             except ImdsError as error:
                 raise LookupError(f"cannot read the group name from IMDS: {error}") from None
             if not tag or not tag.strip():
-                raise LookupError("ASG_NAME is empty and IMDS has no instance tag aws:autoscaling:groupName "
-                                  "(enable instance metadata tags in the launch template, or set ASG_NAME)")
+                raise LookupError(
+                    "ASG_NAME is empty and IMDS has no instance tag aws:autoscaling:groupName "
+                    "(enable instance metadata tags in the launch template, or set ASG_NAME)"
+                )
             self.group = tag.strip()
         if self.client is None:
             self.client = self.client_factory(self.settings, self.region, imds)
-        log.info("lifecycle hook %s: group %s, instance %s, endpoint %s", self.hook_name, self.group,
-                 self.instance_id, getattr(self.client, "endpoint", "?"))
+        log.info(
+            "lifecycle hook %s: group %s, instance %s, endpoint %s",
+            self.hook_name,
+            self.group,
+            self.instance_id,
+            getattr(self.client, "endpoint", "?"),
+        )
 
     def _imds_client(self) -> ImdsClient:
         if self._imds is None:  # a connection of its own: a credentials fetch never delays a poll
@@ -265,4 +338,6 @@ def _default_client(settings, region: str, imds: ImdsClient):
     from nodeagent.aws.endpoints import autoscaling_endpoint
 
     endpoint = settings.asg_endpoint_url or autoscaling_endpoint(region, settings.asg_fips)
-    return AutoScalingClient(endpoint, region, InstanceRoleCredentials(imds), ca_bundle=settings.asg_ca_bundle)
+    return AutoScalingClient(
+        endpoint, region, InstanceRoleCredentials(imds), ca_bundle=settings.asg_ca_bundle
+    )

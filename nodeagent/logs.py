@@ -4,12 +4,13 @@ journald splits a stream at "\n" and at NUL, and reads a "<N>" at the start of e
 priority; messages quote API servers, webhooks and files, so every record is made one line of
 printable text before it is written (`one_line`).
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import sys
-from typing import Optional, TextIO
+from typing import TextIO
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -19,7 +20,7 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 _UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
-def _escape(match: "re.Match[str]") -> str:
+def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
@@ -42,7 +43,7 @@ class JournalPrefixFormatter(logging.Formatter):
         return f"<{priority}>{one_line(message)}"
 
 
-def setup(level: str, stream: Optional[TextIO] = None) -> None:
+def setup(level: str, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JournalPrefixFormatter())
     root = logging.getLogger("nodeagent")

@@ -5,12 +5,12 @@ expire, stop on shutdown) or record what a response did so far (progress). Reade
 so the decision core can never change a record by accident, and the worker's working copy only
 becomes the truth through `progress`. The poll loop and the worker both call in: one lock.
 """
+
 from __future__ import annotations
 
 import copy
 import threading
 from dataclasses import replace
-from typing import Dict, Optional
 
 from nodeagent.state import (
     ACTING,
@@ -26,8 +26,18 @@ from nodeagent.state import (
 )
 
 # What a response may write back: how far it got. Never the phase.
-PROGRESS_FIELDS = ("cordoned", "labelled", "drain_started", "drain_finished", "evicted", "forced",
-                   "failed", "left", "total", "outcome")
+PROGRESS_FIELDS = (
+    "cordoned",
+    "labelled",
+    "drain_started",
+    "drain_finished",
+    "evicted",
+    "forced",
+    "failed",
+    "left",
+    "total",
+    "outcome",
+)
 
 
 class UnknownNotice(KeyError):
@@ -35,14 +45,14 @@ class UnknownNotice(KeyError):
 
 
 class NoticeStore:
-    def __init__(self, files: StateStore, state: Optional[AgentState] = None):
+    def __init__(self, files: StateStore, state: AgentState | None = None):
         self.files = files
         self._state = state or AgentState()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------ reading
 
-    def records(self) -> Dict[str, NoticeRecord]:
+    def records(self) -> dict[str, NoticeRecord]:
         with self._lock:
             return {key: copy.deepcopy(record) for key, record in self._state.notices.items()}
 
@@ -210,7 +220,7 @@ class NoticeStore:
                 self._state.status = status
                 self._save()
 
-    def set_drain_progress(self, progress: Optional[Dict[str, object]]) -> None:
+    def set_drain_progress(self, progress: dict[str, object] | None) -> None:
         with self._lock:  # not saved on its own: it rides on the next save
             self._state.drain_progress = progress
 
@@ -236,4 +246,3 @@ class NoticeStore:
 
 def working_copy(record: NoticeRecord) -> NoticeRecord:
     return replace(record, left=list(record.left))
-

@@ -11,6 +11,7 @@ valid Kubernetes label value (the agent stores it in a node label/annotation).
 
 Paths are relative to /latest/meta-data/ (the form ImdsClient.get takes).
 """
+
 from __future__ import annotations
 
 import enum
@@ -19,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Union
 
 
 class NoticeKind(str, enum.Enum):
@@ -52,7 +53,7 @@ class Notice:
     # Scheduled events: active|completed|canceled. Others: "active".
     state: str = "active"
     # Scheduled events: the end of the maintenance window (NotAfter), when IMDS gives one.
-    not_after: Optional[datetime] = None
+    not_after: datetime | None = None
     # Something odd about the body that was tolerated, for the agent to log once (pure: no log here).
     note: str = ""
 
@@ -61,8 +62,8 @@ class Notice:
 class Parsed:
     """What one IMDS path's body holds: the notices, and the entries that were skipped and why."""
 
-    notices: Tuple[Notice, ...] = ()
-    problems: Tuple[str, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 # --- IMDS paths (relative to /latest/meta-data/) ---------------------------------------------
@@ -99,8 +100,18 @@ ASG_OUT_OF_SERVICE = {
     "Warmed:Hibernated": "asg-warmed-hibernated",
 }
 # States that need nothing from us.
-ASG_IN_SERVICE = frozenset({"InService", "Warmed:Running", "Standby", "Detached",
-                            "Pending", "Pending:Wait", "Pending:Proceed", "Warmed:Pending"})
+ASG_IN_SERVICE = frozenset(
+    {
+        "InService",
+        "Warmed:Running",
+        "Standby",
+        "Detached",
+        "Pending",
+        "Pending:Wait",
+        "Pending:Proceed",
+        "Warmed:Pending",
+    }
+)
 # Longest ASG state text we accept; real ones are short ("Warmed:Hibernated" is 17 chars).
 ASG_STATE_MAX_LEN = 64
 
@@ -212,7 +223,9 @@ def _as_text(path: str, body: object) -> str:
         try:
             text = bytes(body).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise NoticeParseError(path, f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+            raise NoticeParseError(
+                path, f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
     elif isinstance(body, str):
         text = body
     else:
@@ -234,14 +247,12 @@ def _load_json(path: str, body: object) -> object:
         raise NoticeParseError(path, f"body is not valid JSON ({reason})") from None
 
 
-def _require_str(path: str, obj: Dict[str, object], key: str, where: str = "") -> str:
+def _require_str(path: str, obj: dict[str, object], key: str, where: str = "") -> str:
     if key not in obj:
         raise NoticeParseError(path, f"missing key {key!r}{where}")
     value = obj[key]
     if not isinstance(value, str):
-        raise NoticeParseError(
-            path, f"{key!r}{where} must be a string, got {type(value).__name__}"
-        )
+        raise NoticeParseError(path, f"{key!r}{where} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -253,7 +264,7 @@ def _aware_utc(now: datetime) -> datetime:
     return now.astimezone(timezone.utc)
 
 
-def _time_field(path: str, obj: Dict[str, object], key: str) -> datetime:
+def _time_field(path: str, obj: dict[str, object], key: str) -> datetime:
     value = _require_str(path, obj, key)
     try:
         return parse_rfc3339_utc(value)
@@ -333,8 +344,8 @@ def parse_scheduled(body: Body, now: datetime) -> Parsed:
     doc = _load_json(path, body)
     if not isinstance(doc, list):
         raise NoticeParseError(path, f"expected a JSON list, got {type(doc).__name__}")
-    notices: List[Notice] = []
-    problems: List[str] = []
+    notices: list[Notice] = []
+    problems: list[str] = []
     seen = set()
     for index, event in enumerate(doc):
         try:
@@ -359,7 +370,10 @@ def _scheduled_event(event: object, index: int) -> Notice:
         raise NoticeParseError(path, f"empty 'Code'{where}")
     note = ""
     if code not in SCHEDULED_CODES:
-        note = f"scheduled event Code {_preview(code)} is not one of the documented codes; handled as maintenance"
+        note = (
+            f"scheduled event Code {_preview(code)} is not one of the documented codes; "
+            "handled as maintenance"
+        )
     event_id = _require_str(path, event, "EventId", where)
     if not event_id.strip():
         raise NoticeParseError(path, f"empty 'EventId'{where}")
@@ -388,7 +402,9 @@ def _scheduled_event(event: object, index: int) -> Notice:
     )
 
 
-def _scheduled_time_field(event: Dict[str, object], key: str, where: str, required: bool = True) -> Optional[datetime]:
+def _scheduled_time_field(
+    event: dict[str, object], key: str, where: str, required: bool = True
+) -> datetime | None:
     if key not in event and not required:
         return None
     text = _require_str(SCHEDULED_PATH, event, key, where)
@@ -401,7 +417,7 @@ def _scheduled_time_field(event: Dict[str, object], key: str, where: str, requir
 _ASG_STATE_RE = re.compile(r"[A-Za-z]+(?::[A-Za-z]+)*", re.ASCII)
 
 
-def parse_asg_state(body: Body, now: datetime) -> Optional[Notice]:
+def parse_asg_state(body: Body, now: datetime) -> Notice | None:
     """autoscaling/target-lifecycle-state: plain text such as InService or Terminated.
 
     A state that takes the instance out of service (Terminated, Warmed:Stopped,
@@ -431,7 +447,7 @@ def parse_asg_state(body: Body, now: datetime) -> Optional[Notice]:
 # --- the notice sources: one table for the poller and the parsers -----------------------------
 
 
-def _one(notice: Optional[Notice]) -> Parsed:
+def _one(notice: Notice | None) -> Parsed:
     return Parsed((notice,) if notice is not None else ())
 
 
@@ -461,26 +477,16 @@ class NoticeSource:
 
 # Most urgent first: a spot interruption gives two minutes, an ASG termination without a hook
 # seconds; a rebalance is advice and scheduled maintenance is announced days ahead.
-SOURCES: Tuple[NoticeSource, ...] = (
+SOURCES: tuple[NoticeSource, ...] = (
     NoticeSource(NoticeKind.SPOT_ITN, SPOT_ACTION_PATH, _spot_source),
     NoticeSource(NoticeKind.ASG, ASG_PATH, _asg_source),
     NoticeSource(NoticeKind.REBALANCE, REBALANCE_PATH, _rebalance_source),
     NoticeSource(NoticeKind.SCHEDULED, SCHEDULED_PATH, parse_scheduled),
 )
-SOURCES_BY_KIND: Dict[str, NoticeSource] = {source.kind.value: source for source in SOURCES}
+SOURCES_BY_KIND: dict[str, NoticeSource] = {source.kind.value: source for source in SOURCES}
 
 
-def parse_path(path: str, body: Optional[Body], now: datetime) -> Parsed:
-    """Uniform entry point: what a body at `path` holds (None body = 404 = nothing)."""
-    source = next((s for s in SOURCES if s.path == path), None)
-    if source is None:
-        raise KeyError(f"no parser for IMDS path {path!r}")
-    if body is None:
-        return Parsed()
-    return source.parse(body, now)
-
-
-def parse_optional_rfc3339(text: Optional[str]) -> Optional[datetime]:
+def parse_optional_rfc3339(text: str | None) -> datetime | None:
     """parse_rfc3339_utc for fields that may be absent or wrong: None instead of an error."""
     if not text:
         return None

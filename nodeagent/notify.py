@@ -1,9 +1,10 @@
 """sd_notify: READY, STATUS, WATCHDOG, STOPPING. Silent when NOTIFY_SOCKET is unset."""
+
 from __future__ import annotations
 
 import os
 import time
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import sdnotify
 
@@ -22,11 +23,11 @@ def ping_interval(environ: Mapping[str, str]) -> float:
 
 
 class SystemdNotifier:
-    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._notifier = sdnotify.SystemdNotifier()
         self.last_status = ""
         self._ping_every = ping_interval(os.environ if environ is None else environ)
-        self._pinged_at: Optional[float] = None
+        self._pinged_at: float | None = None
 
     def ready(self) -> None:
         self._notifier.notify("READY=1")

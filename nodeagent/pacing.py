@@ -17,10 +17,12 @@ fast interval.
     for path in plan.due: ...poll it, record last_polled[path] = the time it was polled...
     sleep until plan.next_due_at
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import AbstractSet, Dict, Mapping, Optional, Tuple
 
 from nodeagent import notices
 
@@ -34,11 +36,11 @@ class PollPlan:
     """`due`: the paths to poll now, in the order the intervals mapping lists them.
     `next_due_at`: when the earliest path falls due, assuming the due ones are polled at `now`."""
 
-    due: Tuple[str, ...]
+    due: tuple[str, ...]
     next_due_at: float
 
 
-def path_intervals(fast_s: float, rebalance_s: float, scheduled_s: float) -> Dict[str, float]:
+def path_intervals(fast_s: float, rebalance_s: float, scheduled_s: float) -> dict[str, float]:
     """The interval of each notice path, in the agent's polling order (fastest paths first)."""
     for name, value in (("fast_s", fast_s), ("rebalance_s", rebalance_s), ("scheduled_s", scheduled_s)):
         if not value > 0:
@@ -51,8 +53,9 @@ def path_intervals(fast_s: float, rebalance_s: float, scheduled_s: float) -> Dic
     }
 
 
-def effective_interval(path: str, intervals: Mapping[str, float], hot: AbstractSet[str],
-                       fast_s: float) -> float:
+def effective_interval(
+    path: str, intervals: Mapping[str, float], hot: AbstractSet[str], fast_s: float
+) -> float:
     """A hot path never waits longer than the fast interval; a path's own shorter one still holds."""
     own = intervals[path]
     return min(own, fast_s) if path in hot else own
@@ -60,7 +63,7 @@ def effective_interval(path: str, intervals: Mapping[str, float], hot: AbstractS
 
 def plan_polls(
     now: float,
-    last_polled: Mapping[str, Optional[float]],
+    last_polled: Mapping[str, float | None],
     intervals: Mapping[str, float],
     hot: AbstractSet[str],
     fast_s: float,

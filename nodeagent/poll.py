@@ -1,8 +1,9 @@
 """One poll: fetch the due IMDS paths and parse each body. Fetching here, parsing in notices.py."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Dict, List, Sequence
 
 from nodeagent.decide import PollResult
 from nodeagent.imds import ImdsClient, ImdsError, ImdsUnavailable
@@ -11,10 +12,10 @@ from nodeagent.notices import SOURCES_BY_KIND, Notice, NoticeParseError
 
 def poll_once(imds: ImdsClient, kinds: Sequence[str], now: datetime) -> PollResult:
     """`kinds` in the order of SOURCES (most urgent first)."""
-    found: Dict[str, Notice] = {}
-    answered: List[str] = []
-    errors: Dict[str, str] = {}
-    problems: List[str] = []
+    found: dict[str, Notice] = {}
+    answered: list[str] = []
+    errors: dict[str, str] = {}
+    problems: list[str] = []
     for kind in kinds:
         source = SOURCES_BY_KIND[kind]
         try:

@@ -1,9 +1,10 @@
 """The interfaces between the agent and the parts it drives: responders and reporters."""
+
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Dict, Optional, Protocol
+from typing import Callable, Protocol
 
 from nodeagent.clock import iso
 from nodeagent.config import Settings
@@ -27,21 +28,40 @@ class StepHooks(Protocol):
     def step(self, record: NoticeRecord, reason: str, message: str) -> None: ...
 
 
+class Notifier(Protocol):
+    """Where the agent reports its lifecycle: systemd's sd_notify, or the drill's timeline."""
+
+    last_status: str
+
+    def ready(self) -> None: ...
+
+    def status(self, text: str) -> None: ...
+
+    def watchdog(self) -> None: ...
+
+    def stopping(self) -> None: ...
+
+    def reloading(self) -> None: ...
+
+
 class Responder(Protocol):
     """Carries out plans. Decides nothing."""
 
-    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+    def startup(self, identity: InstanceIdentity | None) -> str | None:
         """None once ready to act; otherwise a STATUS text saying what it waits for."""
 
     def describe(self) -> str: ...
 
+    def node_name(self) -> str | None:
+        """The Kubernetes node's name once startup has found it; None before (or without one)."""
+
     def reload(self, settings: Settings) -> None:
         """A SIGHUP brought new settings (keys read once stay as they were)."""
 
-    def spot_label(self) -> Optional[bool]:
+    def spot_label(self) -> bool | None:
         """True/False when the node's lifecycle=Ec2Spot label is known, None when it is not."""
 
-    def notice_on_node(self) -> Optional[NodeNotice]:
+    def notice_on_node(self) -> NodeNotice | None:
         """The notice the node's labels named when the agent started (to rebuild lost state)."""
 
     def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
@@ -49,7 +69,7 @@ class Responder(Protocol):
 
     def undo(self, record: NoticeRecord, reason: str) -> None: ...
 
-    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None: ...
+    def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -57,7 +77,7 @@ class Responder(Protocol):
 class Reporter(Protocol):
     """Events, webhook, metrics. Must never raise into the agent."""
 
-    def notice_received(self, notice: Notice, record: NoticeRecord, plan: Optional[Plan]) -> None: ...
+    def notice_received(self, notice: Notice, record: NoticeRecord, plan: Plan | None) -> None: ...
 
     def step(self, record: NoticeRecord, reason: str, message: str) -> None:
         """reason: Cordoned, DrainStarted, DrainFinished, DrainFailed, Uncordoned; with ASG_LIFECYCLE_HOOK
@@ -67,7 +87,10 @@ class Reporter(Protocol):
 
     def cancelled(self, record: NoticeRecord) -> None: ...
 
-    def polled(self, ok: bool, errors: Dict[str, str]) -> None: ...
+    def polled(self, ok: bool, errors: dict[str, str]) -> None: ...
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s for queued messages to go out; True when none is left."""
 
     def close(self) -> None: ...
 
@@ -75,32 +98,38 @@ class Reporter(Protocol):
 class LoggingResponder:
     """A responder that only logs: `nodeagent run --log-only`, and the watcher without Kubernetes."""
 
-    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+    def startup(self, identity: InstanceIdentity | None) -> str | None:
         return None
 
     def describe(self) -> str:
         return "log-only"
 
+    def node_name(self) -> str | None:
+        return None
+
     def reload(self, settings: Settings) -> None:
         pass
 
-    def spot_label(self) -> Optional[bool]:
+    def spot_label(self) -> bool | None:
         return None
 
-    def notice_on_node(self) -> Optional[NodeNotice]:
+    def notice_on_node(self) -> NodeNotice | None:
         return None
 
     def execute(self, plan: Plan, record: NoticeRecord, hooks: StepHooks) -> None:
         log.info(
             "would %s for %s (%s) by %s [log-only: no Kubernetes actions]",
-            plan.response, plan.notice_id, plan.action, iso(plan.deadline),
+            plan.response,
+            plan.notice_id,
+            plan.action,
+            iso(plan.deadline),
         )
         record.outcome = f"logged ({plan.response})"
 
     def undo(self, record: NoticeRecord, reason: str) -> None:
         log.info("would undo %s for %s: %s [log-only]", record.response, record.id, reason)
 
-    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:
+    def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None:
         pass
 
     def close(self) -> None:

@@ -6,17 +6,20 @@ uncordon. Each running response carries a cancellation token that the drain chec
 eviction, delete, retry and label write. All Kubernetes writes happen on this one thread, so an
 uncordon can never race a response that is still labelling the node.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from nodeagent.clock import Clock, iso
 from nodeagent.decide import Plan, expired_before_start, held_by_other
+from nodeagent.errors import ExpectedFailure
 from nodeagent.imds import InstanceIdentity
 from nodeagent.notice_store import NoticeStore, working_copy
 from nodeagent.ports import Reporter, Responder, quietly
@@ -68,7 +71,7 @@ class Worker:
         stop: threading.Event,
         on_status: Callable[[str], None],
         on_ready: Callable[[], None] = lambda: None,
-        lifecycle: Optional["LifecycleHook"] = None,
+        lifecycle: LifecycleHook | None = None,
     ):
         self.store = store
         self.responder = responder
@@ -78,23 +81,23 @@ class Worker:
         self.on_status = on_status
         self.on_ready = on_ready  # wakes the poll loop, which then reads the node (lost state) at once
         self.lifecycle = lifecycle  # ASG_LIFECYCLE_HOOK: told when a response ends (it completes the hook)
-        self.identity: Optional[InstanceIdentity] = None
+        self.identity: InstanceIdentity | None = None
         self.ready = False
         self.startup_status = "starting"
         self.startup_failures = 0
-        self.drain_text: Optional[str] = None
-        self._jobs: List[Job] = []
+        self.drain_text: str | None = None
+        self._jobs: list[Job] = []
         self._held = False
         self._cond = threading.Condition()
-        self._running: Optional[str] = None
+        self._running: str | None = None
         self._picking = False  # a job taken off the list and not yet finished
-        self._token: Optional[CancelToken] = None
+        self._token: CancelToken | None = None
         self._finish_lock = threading.Lock()  # a cancel and the end of a response never interleave
         self._thread = threading.Thread(target=self._run, name="responder", daemon=True)
 
     # ------------------------------------------------------------ the poll loop's side
 
-    def start(self, identity: Optional[InstanceIdentity], *, held: bool = False) -> None:
+    def start(self, identity: InstanceIdentity | None, *, held: bool = False) -> None:
         """held: take no job until release() (the poll loop first reads the node's labels when
         the state file was lost, so a queued response is not started twice)."""
         self.identity = identity
@@ -109,7 +112,7 @@ class Worker:
             self._cond.notify_all()
 
     @property
-    def running(self) -> Optional[str]:
+    def running(self) -> str | None:
         return self._running
 
     @property
@@ -118,13 +121,12 @@ class Worker:
         with self._cond:
             return not self._jobs and self._running is None and not self._picking
 
-
     def submit(self, job: Job) -> None:
         with self._cond:
             self._jobs.append(job)
             self._cond.notify_all()
 
-    def cancel(self, notice_id: str, reason: str, *, superseded_by: Optional[str] = None) -> bool:
+    def cancel(self, notice_id: str, reason: str, *, superseded_by: str | None = None) -> bool:
         """Record the cancel (or supersede) and stop the response if it is running. True when
         it was running: it then reports the outcome itself once it has stopped."""
         with self._finish_lock:
@@ -189,7 +191,7 @@ class Worker:
         self.on_ready()
         return True
 
-    def _next_job(self) -> Optional[Job]:
+    def _next_job(self) -> Job | None:
         with self._cond:
             if not self._jobs or self._held:
                 # Woken by submit, release and join; the timeout is only a backstop (an idle
@@ -200,8 +202,11 @@ class Worker:
             # Uncordons first (each re-checks that no other notice holds the node), then the most
             # urgent response.
             undo = next((job for job in self._jobs if isinstance(job, UncordonJob)), None)
-            job: Job = undo if undo is not None else min(
-                (job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
+            job: Job = (
+                undo
+                if undo is not None
+                else min((job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
+            )
             self._jobs.remove(job)
             self._picking = True
             return job
@@ -213,15 +218,22 @@ class Worker:
                 return
             if expired_before_start(plan, self.clock.now()):
                 self.store.expire(plan.notice_id, "deadline passed before the response could start")
-                log.error("notice %s: its deadline %s passed before Kubernetes was ready; not acting",
-                          plan.notice_id, iso(plan.deadline))
+                log.error(
+                    "notice %s: its deadline %s passed before Kubernetes was ready; not acting",
+                    plan.notice_id,
+                    iso(plan.deadline),
+                )
                 return
             self.store.start(plan.notice_id)
             token = CancelToken()
             self._running, self._token = plan.notice_id, token
         if plan.resume:
-            log.info("resuming %s for %s (deadline in %.0fs)", plan.response, plan.notice_id,
-                     (plan.deadline - self.clock.now()).total_seconds())
+            log.info(
+                "resuming %s for %s (deadline in %.0fs)",
+                plan.response,
+                plan.notice_id,
+                (plan.deadline - self.clock.now()).total_seconds(),
+            )
         self._set_agent_state("draining" if plan.response == "drain" else "cordoning")
         working = working_copy(self.store.get(plan.notice_id))
         hooks = _Hooks(self, plan, working, token)
@@ -231,8 +243,12 @@ class Worker:
             if hooks.should_stop():
                 log.info("notice %s: %s", plan.notice_id, error)
             else:
-                log.error("notice %s: response failed: %s", plan.notice_id, error,
-                          exc_info=not getattr(error, "expected", False))
+                log.error(
+                    "notice %s: response failed: %s",
+                    plan.notice_id,
+                    error,
+                    exc_info=not isinstance(error, ExpectedFailure),
+                )
                 working.outcome = f"failed: {error}"
         finished_state = "drained" if plan.response == "drain" else "cordoned"
         ended_on_its_own = not hooks.should_stop()  # finished, failed, or at its deadline
@@ -289,8 +305,9 @@ class Worker:
         left = max(0.0, (deadline - self.clock.now()).total_seconds())
         self.drain_text = f"draining: {gone}/{total} pods gone, deadline in {left:.0f}s"
         self.on_status(self.drain_text)
-        self.store.set_drain_progress({"notice": plan.notice_id, "gone": gone, "total": total,
-                                       "deadline": iso(deadline)})
+        self.store.set_drain_progress(
+            {"notice": plan.notice_id, "gone": gone, "total": total, "deadline": iso(deadline)}
+        )
 
 
 class _Hooks:
@@ -319,4 +336,4 @@ class _Hooks:
 
 
 def _finished(record: NoticeRecord) -> bool:
-    return record.response == "cordon" and record.cordoned or record.drain_finished is not None
+    return (record.response == "cordon" and record.cordoned) or record.drain_finished is not None

@@ -13,35 +13,37 @@ picked up by name, with nothing to configure:
   kubeconfig       -> KUBECONFIG       (when KUBECONFIG is left at its default)
 
 A secret file must be a regular file of at most 64 KiB, owned by root or by the agent's user
-(nodeagent, or whoever runs the command), and open to nobody else (no group or other bits). Errors name the file, never its content.
+(nodeagent, or whoever runs the command), and open to nobody else (no group or other bits).
+Errors name the file, never its content.
 """
+
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pwd
 import stat
-from typing import Dict, Mapping, Set, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from nodeagent.config import KEYS_BY_NAME, ConfigError, Settings
 
 MAX_BYTES = 64 * 1024
 SERVICE_USER = "nodeagent"  # User= of nodeagent.service, created by the package
 # key -> (the key naming its file, the credential name)
-SECRET_FILES: Tuple[Tuple[str, str, str], ...] = (
+SECRET_FILES: tuple[tuple[str, str, str], ...] = (
     ("WEBHOOK_URL", "WEBHOOK_URL_FILE", "webhook-url"),
     ("WEBHOOK_HEADERS", "WEBHOOK_HEADERS_FILE", "webhook-headers"),
 )
 KUBECONFIG_CREDENTIAL = "kubeconfig"
 
 
-def _trusted_owners() -> Set[int]:
+def _trusted_owners() -> set[int]:
     """Root, whoever runs this (the agent), and the service user (check-config run by root)."""
     owners = {0, os.geteuid()}
-    try:
+    with contextlib.suppress(KeyError):
         owners.add(pwd.getpwnam(SERVICE_USER).pw_uid)
-    except KeyError:
-        pass
     return owners
 
 
@@ -58,11 +60,17 @@ def read_secret_file(path: str, key: str) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(key, f"{path} is not a regular file")
         if info.st_uid not in _trusted_owners():
-            raise ConfigError(key, f"{path} belongs to uid {info.st_uid}: only root or the agent's own "
-                                   f"user ({SERVICE_USER}) may own a secret file")
+            raise ConfigError(
+                key,
+                f"{path} belongs to uid {info.st_uid}: only root or the agent's own "
+                f"user ({SERVICE_USER}) may own a secret file",
+            )
         if info.st_mode & 0o077:
-            raise ConfigError(key, f"{path} is open to group or others (mode "
-                                   f"{stat.S_IMODE(info.st_mode):04o}); make it owner-only: chmod 0600")
+            raise ConfigError(
+                key,
+                f"{path} is open to group or others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); make it owner-only: chmod 0600",
+            )
         data = os.read(fd, MAX_BYTES + 1)
     finally:
         os.close(fd)
@@ -85,7 +93,7 @@ def _credential(environ: Mapping[str, str], name: str) -> str:
 def resolve(settings: Settings, environ: Mapping[str, str]) -> Settings:
     """Settings with WEBHOOK_URL/WEBHOOK_HEADERS read from their files or credentials, and
     KUBECONFIG pointed at a kubeconfig credential. Raises ConfigError naming the key."""
-    changes: Dict[str, object] = {}
+    changes: dict[str, Any] = {}  # Settings field -> its parsed value
     sources = dict(settings.sources)
     for key, file_key, credential in SECRET_FILES:
         path = getattr(settings, file_key.lower())
@@ -96,8 +104,10 @@ def resolve(settings: Settings, environ: Mapping[str, str]) -> Settings:
         if not path:
             continue
         if getattr(settings, key.lower()):
-            raise ConfigError(key, f"set both directly ({sources.get(key)}) and in a file ({file_key}, "
-                                   f"from {origin}); keep one")
+            raise ConfigError(
+                key,
+                f"set both directly ({sources.get(key)}) and in a file ({file_key}, from {origin}); keep one",
+            )
         text = read_secret_file(path, file_key)
         try:
             changes[key.lower()] = KEYS_BY_NAME[key].parse(text)

@@ -4,6 +4,7 @@ The file is the truth across restarts. Writes are write + fsync + rename (+ fsyn
 directory). A corrupt file is quarantined, never silently overwritten. A state directory that
 cannot be written leaves the agent running from memory, and `writable` says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from nodeagent.atomic_file import replace_file
+from nodeagent.jsontypes import JsonObject
 
 log = logging.getLogger("nodeagent.state")
 
@@ -40,33 +41,33 @@ class NoticeRecord:
     phase: str = SEEN
     cordoned: bool = False
     labelled: bool = False
-    drain_started: Optional[str] = None
-    drain_finished: Optional[str] = None
+    drain_started: str | None = None
+    drain_finished: str | None = None
     evicted: int = 0
     forced: int = 0
     failed: int = 0
-    left: List[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
     outcome: str = ""
-    handled_at: Optional[float] = None  # wall-clock seconds; with the boot time tells "before a reboot"
+    handled_at: float | None = None  # wall-clock seconds; with the boot time tells "before a reboot"
     total: int = 0  # pods the drain set out to evict
-    not_after: Optional[str] = None  # scheduled events: the end of the maintenance window
-    superseded_by: Optional[str] = None
+    not_after: str | None = None  # scheduled events: the end of the maintenance window
+    superseded_by: str | None = None
     uncordon_pending: bool = False  # an uncordon was decided and is not done yet (survives a restart)
     # ASG termination lifecycle hook (ASG_LIFECYCLE_HOOK): what was said to Auto Scaling, so that a
     # restart neither repeats nor forgets the completion. See nodeagent/lifecycle.py.
     lifecycle_heartbeats: int = 0
-    lifecycle_heartbeat_at: Optional[str] = None  # the last accepted heartbeat
-    lifecycle_completed_at: Optional[str] = None  # CompleteLifecycleAction accepted (or no longer needed)
+    lifecycle_heartbeat_at: str | None = None  # the last accepted heartbeat
+    lifecycle_completed_at: str | None = None  # CompleteLifecycleAction accepted (or no longer needed)
     lifecycle_outcome: str = ""  # completed | not waiting | failed: <why>; empty while pending
 
 
 @dataclass
 class AgentState:
-    notices: Dict[str, NoticeRecord] = field(default_factory=dict)
-    last_notice: Optional[str] = None
+    notices: dict[str, NoticeRecord] = field(default_factory=dict)
+    last_notice: str | None = None
     status: str = "starting"  # what STATUS= says, for `nodeagent status`
     agent_state: str = "watching"  # watching | draining | drained | cordoned
-    drain_progress: Optional[Dict[str, object]] = None
+    drain_progress: JsonObject | None = None
     updated_at: float = 0.0
     pid: int = 0
 
@@ -74,7 +75,7 @@ class AgentState:
     def busy(self) -> bool:
         return any(record.phase == ACTING for record in self.notices.values())
 
-    def to_json(self) -> Dict[str, object]:
+    def to_json(self) -> JsonObject:
         return {
             "schema": SCHEMA,
             "busy": self.busy,
@@ -88,7 +89,7 @@ class AgentState:
         }
 
     @classmethod
-    def from_json(cls, data: Dict[str, object]) -> "AgentState":
+    def from_json(cls, data: JsonObject) -> AgentState:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise ValueError("not a nodeagent state file (schema mismatch)")
         raw_notices = data.get("notices") or {}
@@ -97,12 +98,12 @@ class AgentState:
         notices = {key: NoticeRecord(**value) for key, value in raw_notices.items()}
         return cls(
             notices=notices,
-            last_notice=data.get("last_notice"),  # type: ignore[arg-type]
+            last_notice=data.get("last_notice"),
             status=str(data.get("status", "")),
             agent_state=str(data.get("agent_state", "watching")),
-            drain_progress=data.get("drain_progress"),  # type: ignore[arg-type]
-            updated_at=float(data.get("updated_at", 0.0)),  # type: ignore[arg-type]
-            pid=int(data.get("pid", 0)),  # type: ignore[arg-type]
+            drain_progress=data.get("drain_progress"),
+            updated_at=float(data.get("updated_at", 0.0)),
+            pid=int(data.get("pid", 0)),
         )
 
 
@@ -110,21 +111,25 @@ class StateStore:
     def __init__(self, state_dir: str):
         self.path = Path(state_dir) / STATE_FILE
         self.writable = True
-        self.last_error: Optional[str] = None
+        self.last_error: str | None = None
 
-    def load(self) -> "LoadResult":
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+    def load(self) -> LoadResult:
+        read = read_daemon_state(str(self.path.parent))
+        if read.missing:
             return LoadResult(AgentState(), quarantined=None, missing=True)
-        except OSError as error:
-            return LoadResult(AgentState(), quarantined=None, error=f"cannot read {self.path}: {error.strerror}")
-        try:
-            return LoadResult(AgentState.from_json(json.loads(data.decode("utf-8"))), quarantined=None)
-        except (ValueError, TypeError, UnicodeDecodeError) as error:
-            return LoadResult(AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {error}")
+        problem = read.corrupt
+        if read.data is not None:
+            try:
+                return LoadResult(AgentState.from_json(read.data), quarantined=None)
+            except (ValueError, TypeError) as error:
+                problem = str(error)
+        if problem is None:  # unreadable, not corrupt: leave it for a later start to read
+            return LoadResult(AgentState(), quarantined=None, error=read.error)
+        return LoadResult(
+            AgentState(), quarantined=self._quarantine(), error=f"corrupt state file: {problem}"
+        )
 
-    def _quarantine(self) -> Optional[str]:
+    def _quarantine(self) -> str | None:
         target = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
         try:
             os.replace(self.path, target)
@@ -155,14 +160,50 @@ class StateStore:
 @dataclass
 class LoadResult:
     state: AgentState
-    quarantined: Optional[str]
-    error: Optional[str] = None
+    quarantined: str | None
+    error: str | None = None
     missing: bool = False  # a first start, or a state directory that was wiped
 
 
-def read_state_file(state_dir: str) -> Optional[Dict[str, object]]:
-    """Raw read for `nodeagent status` (works as non-root when the file is world-readable)."""
+@dataclass(frozen=True)
+class StateRead:
+    path: str
+    data: JsonObject | None
+    error: str | None  # None when read; else why not (missing, permission, corrupt)
+    missing: bool = False
+    corrupt: str | None = None  # what is wrong with the content, when it is not JSON or not an object
+
+
+def read_daemon_state(state_dir: str) -> StateRead:
+    """Read state.json without side effects: the one reader (the daemon's StateStore.load,
+    `nodeagent status` and the drill's busy check). Quarantining is StateStore's business."""
+    path = Path(state_dir) / STATE_FILE
     try:
-        return json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return StateRead(
+            str(path),
+            None,
+            f"no state file at {path} (the daemon has not run here, or STATE_DIR differs)",
+            missing=True,
+        )
+    except PermissionError:
+        return StateRead(
+            str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)"
+        )
+    except OSError as error:
+        return StateRead(str(path), None, f"cannot read {path}: {error.strerror}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        return StateRead(
+            str(path),
+            None,
+            f"{path} is not valid JSON ({error}); the daemon quarantines it at start",
+            corrupt=str(error),
+        )
+    if not isinstance(data, dict):
+        return StateRead(
+            str(path), None, f"{path} is not a nodeagent state file", corrupt="not a nodeagent state file"
+        )
+    return StateRead(str(path), data, None)

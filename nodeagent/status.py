@@ -8,8 +8,9 @@ Exit status: 0 healthy; 1 a problem is listed (daemon not running, state file un
 API unreachable); 78 bad config.
 
 JSON output (`--json`): one object; STATUS_SCHEMA lists every key (dotted for nested objects)
-with its JSON type(s). The README's "Operating it" section shows it.
+with its JSON type(s). docs/operating.md shows it.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,33 +18,53 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 from nodeagent import __version__
+from nodeagent.clock import iso_seconds, utcnow
+from nodeagent.config import describe, load_with_set_flags
+from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
+from nodeagent.jsontypes import JsonObject
+from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
 from nodeagent.notices import parse_rfc3339_utc
-from nodeagent.state import STATE_FILE
+from nodeagent.state import StateRead, read_daemon_state
 
 SCHEMA_VERSION = 1
 API_PROBE_TIMEOUT_S = 15.0
 
 # Every key of `nodeagent status --json`, with its JSON types. "object|null" keys list their
 # members as "key.member" when the object is present.
-NOTICE_FIELDS: Dict[str, str] = {
-    "id": "string", "kind": "string", "action": "string", "deadline": "string",
-    "deadline_in_s": "number", "first_seen": "string", "response": "string", "phase": "string",
-    "outcome": "string", "cordoned": "boolean", "evicted": "integer", "forced": "integer",
-    "failed": "integer", "left": "array[string]", "drain_started": "string|null",
+NOTICE_FIELDS: dict[str, str] = {
+    "id": "string",
+    "kind": "string",
+    "action": "string",
+    "deadline": "string",
+    "deadline_in_s": "number",
+    "first_seen": "string",
+    "response": "string",
+    "phase": "string",
+    "outcome": "string",
+    "cordoned": "boolean",
+    "evicted": "integer",
+    "forced": "integer",
+    "failed": "integer",
+    "left": "array[string]",
+    "drain_started": "string|null",
     "drain_finished": "string|null",
-    "lifecycle": "object|null (ASG_LIFECYCLE_HOOK: heartbeats, last_heartbeat, completed_at, outcome, held_s)",
+    "lifecycle": "object|null (ASG_LIFECYCLE_HOOK: heartbeats, last_heartbeat, completed_at, "
+    "outcome, held_s)",
 }
-PROGRESS_FIELDS: Dict[str, str] = {
-    "notice": "string", "gone": "integer", "total": "integer", "deadline": "string",
+PROGRESS_FIELDS: dict[str, str] = {
+    "notice": "string",
+    "gone": "integer",
+    "total": "integer",
+    "deadline": "string",
     "deadline_in_s": "number",
 }
-STATUS_SCHEMA: Dict[str, str] = {
+STATUS_SCHEMA: dict[str, str] = {
     "schema": "integer",
     "version": "string",
     "generated_at": "string",
@@ -88,18 +109,9 @@ STATUS_SCHEMA: Dict[str, str] = {
 }
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds_until(text: Optional[str], now: datetime) -> Optional[float]:
+def _seconds_until(text: str | None, now: datetime) -> float | None:
     if not text:
         return None
-    from nodeagent.notices import parse_rfc3339_utc
 
     try:
         return round((parse_rfc3339_utc(str(text)) - now).total_seconds(), 1)
@@ -107,39 +119,7 @@ def _seconds_until(text: Optional[str], now: datetime) -> Optional[float]:
         return None
 
 
-# ------------------------------------------------------------------ the state file (read-only)
-
-
-@dataclass(frozen=True)
-class StateRead:
-    path: str
-    data: Optional[Dict[str, object]]
-    error: Optional[str]  # None when read; else why not (missing, permission, corrupt)
-    missing: bool = False
-
-
-def read_daemon_state(state_dir: str) -> StateRead:
-    """Read state.json without side effects (no quarantine: that is the daemon's business)."""
-    path = Path(state_dir) / STATE_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return StateRead(str(path), None, f"no state file at {path} (the daemon has not run here, or STATE_DIR differs)",
-                         missing=True)
-    except PermissionError:
-        return StateRead(str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)")
-    except OSError as error:
-        return StateRead(str(path), None, f"cannot read {path}: {error.strerror}")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        return StateRead(str(path), None, f"{path} is not valid JSON ({error}); the daemon quarantines it at start")
-    if not isinstance(data, dict):
-        return StateRead(str(path), None, f"{path} is not a nodeagent state file")
-    return StateRead(str(path), data, None)
-
-
-def process_is_nodeagent(pid: int) -> Optional[bool]:
+def process_is_nodeagent(pid: int) -> bool | None:
     """True when pid is a live nodeagent process, False when not, None when we cannot tell."""
     if pid <= 0:
         return False
@@ -160,21 +140,23 @@ def process_is_nodeagent(pid: int) -> Optional[bool]:
     return b"nodeagent" in cmdline
 
 
-def _int(value: object, default: int = 0) -> int:
+def _int(value: Any, default: int = 0) -> int:  # Any: a field of a JSON file, checked here
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         return default
 
 
-def _str_or_none(value: object) -> Optional[str]:
+def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def daemon_section(read: StateRead, is_alive: Callable[[int], Optional[bool]] = process_is_nodeagent) -> Dict[str, object]:
+def daemon_section(
+    read: StateRead, is_alive: Callable[[int], bool | None] = process_is_nodeagent
+) -> JsonObject:
     data = read.data or {}
     pid = _int(data.get("pid")) if read.data is not None else None
-    running: Optional[bool] = None
+    running: bool | None = None
     if read.data is not None:
         running = False if data.get("status") == "stopped" else is_alive(pid or 0)
     updated = data.get("updated_at")
@@ -185,14 +167,16 @@ def daemon_section(read: StateRead, is_alive: Callable[[int], Optional[bool]] = 
         "agent_state": _str_or_none(data.get("agent_state")),
         "status": _str_or_none(data.get("status")),
         "busy": bool(data.get("busy")) if read.data is not None else None,
-        "updated_at": _iso(datetime.fromtimestamp(float(updated), timezone.utc)) if isinstance(updated, (int, float)) and updated else None,
+        "updated_at": iso_seconds(datetime.fromtimestamp(float(updated), timezone.utc))
+        if isinstance(updated, (int, float)) and updated
+        else None,
         "notices_recorded": len(notices) if notices is not None else (None if read.data is None else 0),
         "state_file": read.path,
         "state_file_error": read.error,
     }
 
 
-def last_notice_section(data: Optional[Dict[str, object]], now: datetime) -> Optional[Dict[str, object]]:
+def last_notice_section(data: JsonObject | None, now: datetime) -> JsonObject | None:
     if not data:
         return None
     notices = data.get("notices")
@@ -221,7 +205,7 @@ def last_notice_section(data: Optional[Dict[str, object]], now: datetime) -> Opt
     }
 
 
-def lifecycle_section(record: Dict[str, object]) -> Optional[Dict[str, object]]:
+def lifecycle_section(record: dict[str, object]) -> dict[str, object] | None:
     """ASG_LIFECYCLE_HOOK: what Auto Scaling was told about this notice (None: nothing yet)."""
     heartbeats = _int(record.get("lifecycle_heartbeats"))
     completed = _str_or_none(record.get("lifecycle_completed_at"))
@@ -235,11 +219,16 @@ def lifecycle_section(record: Dict[str, object]) -> Optional[Dict[str, object]]:
             held = max(0.0, (parse_rfc3339_utc(completed) - parse_rfc3339_utc(first_seen)).total_seconds())
         except ValueError:
             held = None
-    return {"heartbeats": heartbeats, "last_heartbeat": _str_or_none(record.get("lifecycle_heartbeat_at")),
-            "completed_at": completed, "outcome": outcome, "held_s": held}
+    return {
+        "heartbeats": heartbeats,
+        "last_heartbeat": _str_or_none(record.get("lifecycle_heartbeat_at")),
+        "completed_at": completed,
+        "outcome": outcome,
+        "held_s": held,
+    }
 
 
-def progress_section(data: Optional[Dict[str, object]], now: datetime) -> Optional[Dict[str, object]]:
+def progress_section(data: dict[str, object] | None, now: datetime) -> dict[str, object] | None:
     progress = (data or {}).get("drain_progress")
     if not isinstance(progress, dict):
         return None
@@ -255,18 +244,29 @@ def progress_section(data: Optional[Dict[str, object]], now: datetime) -> Option
 # ------------------------------------------------------------------ probes
 
 
-def probe_imds(settings, checked: bool) -> Tuple[Dict[str, object], object]:
+def probe_imds(settings, checked: bool) -> tuple[JsonObject, object]:
     """(section, identity or None). Short timeouts and a single attempt."""
-    section: Dict[str, object] = {
-        "checked": checked, "reachable": None, "url": settings.imds_url, "latency_ms": None,
-        "instance_id": None, "availability_zone": None, "instance_type": None, "life_cycle": None, "error": None,
+    section: JsonObject = {
+        "checked": checked,
+        "reachable": None,
+        "url": settings.imds_url,
+        "latency_ms": None,
+        "instance_id": None,
+        "availability_zone": None,
+        "instance_type": None,
+        "life_cycle": None,
+        "error": None,
     }
     if not checked:
         return section, None
-    from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 
-    options = ImdsOptions(base_url=settings.imds_url, allow_v1=settings.imds_allow_v1,
-                          connect_timeout_s=0.5, read_timeout_s=1.0, retry_attempts=1)
+    options = ImdsOptions(
+        base_url=settings.imds_url,
+        allow_v1=settings.imds_allow_v1,
+        connect_timeout_s=0.5,
+        read_timeout_s=1.0,
+        retry_attempts=1,
+    )
     started = time.monotonic()
     try:
         with ImdsClient(options) as client:
@@ -275,50 +275,75 @@ def probe_imds(settings, checked: bool) -> Tuple[Dict[str, object], object]:
         section.update(reachable=False, error=str(error))
         return section, None
     section.update(
-        reachable=True, latency_ms=round((time.monotonic() - started) * 1000, 1),
-        instance_id=identity.instance_id, availability_zone=identity.availability_zone,
-        instance_type=identity.instance_type, life_cycle=identity.life_cycle,
+        reachable=True,
+        latency_ms=round((time.monotonic() - started) * 1000, 1),
+        instance_id=identity.instance_id,
+        availability_zone=identity.availability_zone,
+        instance_type=identity.instance_type,
+        life_cycle=identity.life_cycle,
     )
     return section, identity
 
 
-def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> Dict[str, object]:
-    section: Dict[str, object] = {
-        "checked": checked, "reachable": None, "server": None, "latency_ms": None, "node": None,
-        "node_from": None, "unschedulable": None, "agent_label": None, "version_label": None, "error": None,
+def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TIMEOUT_S) -> JsonObject:
+    section: JsonObject = {
+        "checked": checked,
+        "reachable": None,
+        "server": None,
+        "latency_ms": None,
+        "node": None,
+        "node_from": None,
+        "unschedulable": None,
+        "agent_label": None,
+        "version_label": None,
+        "error": None,
     }
     if not checked:
         return section
-    outcome: Dict[str, object] = {}
+    outcome: JsonObject = {}
     worker = threading.Thread(target=_api_probe_body, args=(settings, identity, outcome), daemon=True)
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        section.update(reachable=False, server=outcome.get("server"),
-                       error=f"no answer within {timeout_s:g}s")
+        section.update(
+            reachable=False, server=outcome.get("server"), error=f"no answer within {timeout_s:g}s"
+        )
         return section
     section.update(outcome)
     return section
 
 
-def _api_probe_body(settings, identity, out: Dict[str, object]) -> None:
-    from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
-    from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
+def _api_probe_body(settings, identity, out: JsonObject) -> None:
 
     api = None
     try:
-        api = KubeApi(KubeOptions(kubeconfig=settings.kubeconfig, connect_timeout_s=2.0, read_timeout_s=3.0,
-                                  exec_timeout_s=min(settings.exec_plugin_timeout, 10.0), pool_size=2))
+        api = KubeApi(
+            KubeOptions(
+                kubeconfig=settings.kubeconfig,
+                connect_timeout_s=2.0,
+                read_timeout_s=3.0,
+                exec_timeout_s=min(settings.exec_plugin_timeout, 10.0),
+                pool_size=2,
+            )
+        )
         out["server"] = api.host
         started = time.monotonic()
         if api.tokens is not None:
             api.tokens.refresh()
-        node = find_node(api, settings.node_name,
-                         getattr(identity, "instance_id", None), getattr(identity, "availability_zone", None))
+        node = find_node(
+            api,
+            settings.node_name,
+            identity.instance_id if identity is not None else None,
+            identity.availability_zone if identity is not None else None,
+        )
         out.update(
-            reachable=True, latency_ms=round((time.monotonic() - started) * 1000, 1), node=node.name,
-            node_from=node.how, unschedulable=node.unschedulable,
-            agent_label=node.labels.get(LABEL_AGENT), version_label=node.labels.get(LABEL_VERSION),
+            reachable=True,
+            latency_ms=round((time.monotonic() - started) * 1000, 1),
+            node=node.name,
+            node_from=node.how,
+            unschedulable=node.unschedulable,
+            agent_label=node.labels.get(LABEL_AGENT),
+            version_label=node.labels.get(LABEL_VERSION),
         )
     except KubeError as error:
         out.update(reachable=False, error=str(error))
@@ -332,40 +357,45 @@ def _api_probe_body(settings, identity, out: Dict[str, object]) -> None:
 # ------------------------------------------------------------------ assembling
 
 
-def config_section(settings) -> Dict[str, Dict[str, str]]:
-    from nodeagent.config import describe
+def config_section(settings) -> dict[str, dict[str, str]]:
 
     return {key: {"value": value, "source": source} for key, value, source in describe(settings)}
 
 
-def problems_of(report: Dict[str, object]) -> List[str]:
-    problems: List[str] = []
+def problems_of(report: JsonObject) -> list[str]:
+    problems: list[str] = []
     daemon = report["daemon"]
     assert isinstance(daemon, dict)
     if daemon["state_file_error"]:
         problems.append(str(daemon["state_file_error"]))
     elif daemon["running"] is False:
-        problems.append("the daemon is not running" + (" (it stopped cleanly)" if daemon["status"] == "stopped" else ""))
+        problems.append(
+            "the daemon is not running" + (" (it stopped cleanly)" if daemon["status"] == "stopped" else "")
+        )
     for name in ("imds", "api"):
         section = report[name]
         assert isinstance(section, dict)
         if section["checked"] and not section["reachable"]:
-            problems.append(f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}")
+            problems.append(
+                f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}"
+            )
     notice = report.get("last_notice")
     hook = notice.get("lifecycle") if isinstance(notice, dict) else None
     if isinstance(hook, dict) and str(hook["outcome"]).startswith("failed"):
-        problems.append(f"lifecycle action not completed ({hook['outcome']}): the instance waits for the hook's timeout")
+        problems.append(
+            f"lifecycle action not completed ({hook['outcome']}): the instance waits for the hook's timeout"
+        )
     return problems
 
 
-def collect(settings, probe: bool = True, now: Optional[datetime] = None) -> Dict[str, object]:
+def collect(settings, probe: bool = True, now: datetime | None = None) -> JsonObject:
     now = now or utcnow()
     read = read_daemon_state(settings.state_dir)
     imds, identity = probe_imds(settings, probe)
-    report: Dict[str, object] = {
+    report: JsonObject = {
         "schema": SCHEMA_VERSION,
         "version": __version__,
-        "generated_at": _iso(now),
+        "generated_at": iso_seconds(now),
         "healthy": True,
         "problems": [],
         "daemon": daemon_section(read),
@@ -384,7 +414,7 @@ def collect(settings, probe: bool = True, now: Optional[datetime] = None) -> Dic
 # ------------------------------------------------------------------ text
 
 
-def _ago(iso_text: Optional[str], now: datetime) -> str:
+def _ago(iso_text: str | None, now: datetime) -> str:
     seconds = _seconds_until(iso_text, now)
     if seconds is None:
         return ""
@@ -396,20 +426,24 @@ def _ago(iso_text: Optional[str], now: datetime) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def _in(seconds: Optional[float]) -> str:
+def _in(seconds: float | None) -> str:
     if seconds is None:
         return ""
     return f"in {seconds:.0f}s" if seconds >= 0 else f"{-seconds:.0f}s ago"
 
 
-RESPONSE_KEYS = (("spot-itn", "ON_SPOT_INTERRUPTION"), ("rebalance", "ON_REBALANCE"),
-                 ("scheduled", "ON_SCHEDULED_EVENT"), ("asg", "ON_ASG_TERMINATION"))
+RESPONSE_KEYS = (
+    ("spot-itn", "ON_SPOT_INTERRUPTION"),
+    ("rebalance", "ON_REBALANCE"),
+    ("scheduled", "ON_SCHEDULED_EVENT"),
+    ("asg", "ON_ASG_TERMINATION"),
+)
 ALWAYS_SHOWN = ("STATE_DIR", "KUBECONFIG", "IMDS_URL", "DRY_RUN")
 
 
-def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> str:
+def render_text(report: JsonObject, now: datetime | None = None) -> str:
     now = now or utcnow()
-    lines: List[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
+    lines: list[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label:<12} {text}" if label else f"  {'':<12} {text}")
@@ -419,38 +453,60 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
     if daemon["state_file_error"]:
         row("daemon:", f"unknown: {daemon['state_file_error']}")
     else:
-        state = "running" if daemon["running"] else ("not running" if daemon["running"] is False else "unknown")
+        state = (
+            "running" if daemon["running"] else ("not running" if daemon["running"] is False else "unknown")
+        )
         pid = f" (pid {daemon['pid']})" if daemon["pid"] else ""
-        row("daemon:", f"{state}{pid}; node {daemon['agent_state']}; state file updated {_ago(daemon['updated_at'], now)}"
-            f"{'; BUSY: a notice is being handled' if daemon['busy'] else ''}")
+        row(
+            "daemon:",
+            f"{state}{pid}; node {daemon['agent_state']}; "
+            f"state file updated {_ago(daemon['updated_at'], now)}"
+            f"{'; BUSY: a notice is being handled' if daemon['busy'] else ''}",
+        )
         if daemon["status"]:
             row("", f"status: {daemon['status']}")
     notice = report["last_notice"]
     if isinstance(notice, dict):
-        row("last notice:", f"{notice['id']} ({notice['kind']}: {notice['action']}), first seen {notice['first_seen']}, "
-            f"deadline {notice['deadline']} ({_in(notice['deadline_in_s'])})")
-        row("", f"response {notice['response']}, phase {notice['phase']}"
-            f"{': ' + notice['outcome'] if notice['outcome'] else ''}")
+        row(
+            "last notice:",
+            f"{notice['id']} ({notice['kind']}: {notice['action']}), first seen {notice['first_seen']}, "
+            f"deadline {notice['deadline']} ({_in(notice['deadline_in_s'])})",
+        )
+        row(
+            "",
+            f"response {notice['response']}, phase {notice['phase']}"
+            f"{': ' + notice['outcome'] if notice['outcome'] else ''}",
+        )
         hook = notice.get("lifecycle")
         if isinstance(hook, dict):
-            beats = f"{hook['heartbeats']} heartbeat(s)" + (f", last {hook['last_heartbeat']}" if hook["last_heartbeat"] else "")
+            beats = f"{hook['heartbeats']} heartbeat(s)" + (
+                f", last {hook['last_heartbeat']}" if hook["last_heartbeat"] else ""
+            )
             if hook["completed_at"]:
                 held = f", held {hook['held_s']:.1f}s" if hook["held_s"] is not None else ""
-                row("lifecycle:", f"{hook['outcome'] or 'completed'} at {hook['completed_at']}{held}; {beats}")
+                row(
+                    "lifecycle:", f"{hook['outcome'] or 'completed'} at {hook['completed_at']}{held}; {beats}"
+                )
             else:
                 row("lifecycle:", f"{hook['outcome'] or 'pending'}; {beats}")
     elif not daemon["state_file_error"]:
         row("last notice:", "none")
     progress = report["drain_progress"]
     if isinstance(progress, dict):
-        row("drain:", f"{progress['gone']}/{progress['total']} pods gone, deadline {_in(progress['deadline_in_s'])}")
+        row(
+            "drain:",
+            f"{progress['gone']}/{progress['total']} pods gone, deadline {_in(progress['deadline_in_s'])}",
+        )
     imds = report["imds"]
     assert isinstance(imds, dict)
     if not imds["checked"]:
         row("IMDS:", f"not probed (--no-probe); {imds['url']}")
     elif imds["reachable"]:
-        row("IMDS:", f"reachable at {imds['url']} ({imds['latency_ms']:.0f} ms): {imds['instance_id']} "
-            f"{imds['instance_type']} in {imds['availability_zone']}, {imds['life_cycle']}")
+        row(
+            "IMDS:",
+            f"reachable at {imds['url']} ({imds['latency_ms']:.0f} ms): {imds['instance_id']} "
+            f"{imds['instance_type']} in {imds['availability_zone']}, {imds['life_cycle']}",
+        )
     else:
         row("IMDS:", f"UNREACHABLE at {imds['url']}: {imds['error']}")
     api = report["api"]
@@ -458,9 +514,12 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
     if not api["checked"]:
         row("API:", "not probed (--no-probe)")
     elif api["reachable"]:
-        row("API:", f"reachable at {api['server']} ({api['latency_ms']:.0f} ms): node {api['node']} "
+        row(
+            "API:",
+            f"reachable at {api['server']} ({api['latency_ms']:.0f} ms): node {api['node']} "
             f"(from {api['node_from']}), {'cordoned' if api['unschedulable'] else 'schedulable'}, "
-            f"nodeagent.io/agent={api['agent_label'] or '(unset)'}")
+            f"nodeagent.io/agent={api['agent_label'] or '(unset)'}",
+        )
     else:
         row("API:", f"UNREACHABLE{' at ' + str(api['server']) if api['server'] else ''}: {api['error']}")
     config = report["config"]
@@ -468,8 +527,11 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
     responses = " ".join(f"{kind}={config[key]['value']}" for kind, key in RESPONSE_KEYS)
     row("config:", f"responses: {responses}")
     shown = [key for key in ALWAYS_SHOWN]
-    shown += [key for key, entry in config.items() if entry["source"] != "default" and key not in shown
-              and key not in dict(RESPONSE_KEYS).values()]
+    shown += [
+        key
+        for key, entry in config.items()
+        if entry["source"] != "default" and key not in shown and key not in dict(RESPONSE_KEYS).values()
+    ]
     for key in shown:
         entry = config[key]
         row("", f"{key}={entry['value']}  ({entry['source']})")
@@ -482,12 +544,10 @@ def render_text(report: Dict[str, object], now: Optional[datetime] = None) -> st
 
 
 def main_status(args) -> int:
-    from nodeagent import config
-    from nodeagent.cli import _flags
 
-    settings = config.load(os.environ, _flags(getattr(args, "set", None) or []))
-    report = collect(settings, probe=not getattr(args, "no_probe", False))
-    if getattr(args, "json", False):
+    settings = load_with_set_flags(os.environ, args.set)
+    report = collect(settings, probe=not args.no_probe)
+    if args.json:
         print(json.dumps(report, indent=2, sort_keys=False))
     else:
         print(render_text(report))

@@ -3,6 +3,7 @@
 The agent's log lines and its systemd notifications are printed with the seconds since the start,
 so a person can follow a rehearsal as it happens.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,7 +10,7 @@ In-process use:
         sim.schedule_spot(120)             # spot/instance-action appears now, time = now+120s
         ...
 
-Behaviour (DESIGN.md B "IMDS"):
+Behaviour (as the real IMDS behaves):
 - PUT /latest/api/token needs X-aws-ec2-metadata-token-ttl-seconds in 1..21600 (else 400); a PUT
   that carries X-Forwarded-For is refused (403). The answer carries the TTL header.
 - GETs under /latest/meta-data/ carry X-aws-ec2-metadata-token. A missing token gets 401 when
@@ -78,6 +78,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+from nodeagent.clock import iso_seconds
+
 TOKEN_PATH = "/latest/api/token"
 METADATA_PREFIX = "/latest/meta-data/"
 CONTROL_PREFIX = "/_sim/"
@@ -93,10 +95,6 @@ REQUEST_LOG_MAX = 200_000
 LogEntry = Tuple[float, str, str, int]
 
 _NOW = object()  # default for set_rebalance: "now"
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -236,7 +234,7 @@ class ImdsSim:
 
     def schedule_spot(self, in_seconds: float, action: str = "terminate") -> None:
         """A spot interruption notice appears now, with time = now + in_seconds."""
-        when = _rfc3339(datetime.now(timezone.utc) + timedelta(seconds=in_seconds))
+        when = iso_seconds(datetime.now(timezone.utc) + timedelta(seconds=in_seconds))
         self.set_spot({"action": action, "time": when})
 
     def set_spot(self, body: Union[Dict[str, Any], str, None]) -> None:
@@ -263,7 +261,7 @@ class ImdsSim:
             if notice_time is None:
                 self._rebalance_body = None
             elif isinstance(notice_time, datetime):
-                self._rebalance_body = json.dumps({"noticeTime": _rfc3339(notice_time)})
+                self._rebalance_body = json.dumps({"noticeTime": iso_seconds(notice_time)})
             else:
                 raise TypeError("notice_time must be a datetime or None")
 

@@ -1,6 +1,6 @@
 """A Kubernetes API server simulator over HTTPS, faithful on the wire for what nodeagent and
 `kubectl drain` use, with the kubelet's own credentials restricted exactly as the Node authorizer
-and the NodeRestriction admission plugin restrict them (see /work/shared/DESIGN.md, part B).
+and the NodeRestriction admission plugin restrict them.
 
 Stdlib only. Threads: one per connection (HTTP/1.1 keep-alive), one timer thread, one accept loop.
 

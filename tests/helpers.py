@@ -11,18 +11,35 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float = 10.0, interval_s: float = 0.02,
+             message: Union[str, Callable[[], str]] = "") -> T:
+    """Wait until condition() is truthy and return that value; raise AssertionError at the timeout.
+
+    The only wait helper in the tests: it cannot be ignored by mistake (a timeout fails the test).
+    `message` (text, or a function giving it, e.g. a daemon's output) goes into the error. Every
+    daemon started in a test has its output attached to the failure report anyway (conftest).
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = message() if callable(message) else message
+            raise AssertionError(f"condition not met within {timeout_s:g}s" + (f": {detail}" if detail else ""))
         time.sleep(interval_s)
-    return bool(condition())
+
+
+# Daemons started by the running test: their output goes into its failure report (conftest.py).
+STARTED: List["Daemon"] = []
 
 
 @dataclass
@@ -42,6 +59,7 @@ class Daemon:
     process: Optional[subprocess.Popen] = None
 
     def start(self) -> "Daemon":
+        STARTED.append(self)
         self.process = subprocess.Popen(
             [self.python, "-m", "nodeagent", *self.args], env=self.env, cwd=str(REPO),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -62,9 +80,8 @@ class Daemon:
         return [line for line in list(self.lines) if regex.search(line.text)]
 
     def wait_line(self, pattern: str, timeout_s: float = 10.0) -> Line:
-        if not wait_for(lambda: self.find(pattern), timeout_s):
-            raise AssertionError(f"no line matching {pattern!r} within {timeout_s}s; output:\n{self.output()}")
-        return self.find(pattern)[0]
+        return wait_for(lambda: self.find(pattern), timeout_s,
+                        message=lambda: f"no line matching {pattern!r}; output:\n{self.output()}")[0]
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

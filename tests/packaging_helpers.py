@@ -199,8 +199,7 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
         with open(log, "w") as out:
             process = subprocess.Popen([*map(str, launcher), "run"], env=env, stdout=out,
                                        stderr=subprocess.STDOUT)
-        assert wait_for(lambda: "READY=1" in notify.texts() or process.poll() is not None, 60), \
-            "no READY=1 within 60s"
+        wait_for(lambda: "READY=1" in notify.texts() or process.poll() is not None, 60, message=lambda: "no READY=1 within 60s")
         assert process.poll() is None, f"agent exited {process.returncode}:\n{log.read_text()}"
 
         imds.schedule_spot(30)
@@ -209,8 +208,7 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
             names = {pod["metadata"]["name"] for pod in kube.pods(node=NODE)}
             return sorted(names & set(evictable))
 
-        assert wait_for(lambda: not evictable_left(), 60), \
-            f"still on the node: {evictable_left()}\n{log.read_text()}"
+        wait_for(lambda: not evictable_left(), 60, message=lambda: f"still on the node: {evictable_left()}\n{log.read_text()}")
         remaining = {pod["metadata"]["name"] for pod in kube.pods(node=NODE)}
         assert "node-exporter-x1" in remaining, "the DaemonSet pod must stay"
         assert "WATCHDOG=1" in notify.texts(), "the unit's WatchdogSec= needs WATCHDOG=1 pings"

@@ -11,10 +11,10 @@ AutoScalingError saying whether another attempt can help (`retry`), whether the 
 be fetched again first (`refresh`), or whether the lifecycle action is no longer waiting (`gone`:
 completed already, or its timeout ran out).
 """
+
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional, Tuple
 from urllib.parse import urlencode
 from xml.etree import ElementTree
 
@@ -25,16 +25,42 @@ API_VERSION = "2011-01-01"
 SERVICE = "autoscaling"
 TIMEOUT_S = (3.05, 10.0)  # connect, read
 # Codes after which fresh credentials may succeed (rotated keys, an expired token, clock skew).
-REFRESH_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId",
-                           "RequestExpired", "SignatureDoesNotMatch", "IncompleteSignature"})
-RETRY_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable",
-                         "InternalFailure", "InternalError", "ResourceContention"})
+REFRESH_CODES = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "RequestExpired",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+    }
+)
+RETRY_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalError",
+        "ResourceContention",
+    }
+)
 _GONE_RE = re.compile(r"No active Lifecycle Action found", re.IGNORECASE)
 
 
 class AutoScalingError(Exception):
-    def __init__(self, action: str, problem: str, *, code: str = "", status: Optional[int] = None,
-                 retry: bool = False, refresh: bool = False, gone: bool = False):
+    def __init__(
+        self,
+        action: str,
+        problem: str,
+        *,
+        code: str = "",
+        status: int | None = None,
+        retry: bool = False,
+        refresh: bool = False,
+        gone: bool = False,
+    ):
         super().__init__(f"{action}: {problem}")
         self.action = action
         self.code = code
@@ -44,7 +70,7 @@ class AutoScalingError(Exception):
         self.gone = gone
 
 
-def classify(status: int, code: str, message: str) -> Tuple[bool, bool, bool]:
+def classify(status: int, code: str, message: str) -> tuple[bool, bool, bool]:
     """(retry, refresh, gone) for an error answer. Pure."""
     if code == "ValidationError" and _GONE_RE.search(message):
         return False, False, True
@@ -55,7 +81,7 @@ def classify(status: int, code: str, message: str) -> Tuple[bool, bool, bool]:
     return False, False, False
 
 
-def parse_error(body: bytes) -> Tuple[str, str]:
+def parse_error(body: bytes) -> tuple[str, str]:
     """(Code, Message) of a Query API ErrorResponse; ('', '') when the body is not one."""
     try:
         root = ElementTree.fromstring(body)
@@ -72,8 +98,15 @@ def parse_error(body: bytes) -> Tuple[str, str]:
 
 
 class AutoScalingClient:
-    def __init__(self, endpoint: str, region: str, credentials, *, ca_bundle: str = "",
-                 timeout: Tuple[float, float] = TIMEOUT_S):
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        credentials,
+        *,
+        ca_bundle: str = "",
+        timeout: tuple[float, float] = TIMEOUT_S,
+    ):
         self.endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
         self.region = region
         self.credentials = credentials  # nodeagent.aws.credentials.InstanceRoleCredentials
@@ -85,29 +118,50 @@ class AutoScalingClient:
     def __repr__(self) -> str:
         return f"AutoScalingClient({self.endpoint}, {self.region})"
 
-    def complete_lifecycle_action(self, group: str, hook: str, instance_id: str, result: str = "CONTINUE") -> str:
-        return self._call("CompleteLifecycleAction", {
-            "AutoScalingGroupName": group, "LifecycleHookName": hook, "InstanceId": instance_id,
-            "LifecycleActionResult": result})
+    def complete_lifecycle_action(
+        self, group: str, hook: str, instance_id: str, result: str = "CONTINUE"
+    ) -> str:
+        return self._call(
+            "CompleteLifecycleAction",
+            {
+                "AutoScalingGroupName": group,
+                "LifecycleHookName": hook,
+                "InstanceId": instance_id,
+                "LifecycleActionResult": result,
+            },
+        )
 
     def record_lifecycle_action_heartbeat(self, group: str, hook: str, instance_id: str) -> str:
-        return self._call("RecordLifecycleActionHeartbeat", {
-            "AutoScalingGroupName": group, "LifecycleHookName": hook, "InstanceId": instance_id})
+        return self._call(
+            "RecordLifecycleActionHeartbeat",
+            {"AutoScalingGroupName": group, "LifecycleHookName": hook, "InstanceId": instance_id},
+        )
 
     def close(self) -> None:
         self.session.close()
 
-    def _call(self, action: str, params: Dict[str, str]) -> str:
+    def _call(self, action: str, params: dict[str, str]) -> str:
         """The RequestId of the accepted call."""
         body = urlencode({"Action": action, "Version": API_VERSION, **params})
         headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
         try:
-            reply = self.session.post(self.endpoint, data=body.encode("utf-8"), headers=headers, auth=self.auth,
-                                      verify=self.verify, timeout=self.timeout, allow_redirects=False)
+            reply = self.session.post(
+                self.endpoint,
+                data=body.encode("utf-8"),
+                headers=headers,
+                auth=self.auth,
+                verify=self.verify,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
         except requests.exceptions.SSLError as error:
-            raise AutoScalingError(action, f"TLS verification of {self.endpoint} failed ({_short(error)})") from None
+            raise AutoScalingError(
+                action, f"TLS verification of {self.endpoint} failed ({_short(error)})"
+            ) from None
         except requests.exceptions.RequestException as error:
-            raise AutoScalingError(action, f"{self.endpoint} did not answer ({_short(error)})", retry=True) from None
+            raise AutoScalingError(
+                action, f"{self.endpoint} did not answer ({_short(error)})", retry=True
+            ) from None
         except Exception as error:  # the credentials provider (IMDS) failed while signing
             raise AutoScalingError(action, str(error), retry=True) from None
         if 200 <= reply.status_code < 300:
@@ -115,8 +169,9 @@ class AutoScalingClient:
         code, message = parse_error(reply.content)
         retry, refresh, gone = classify(reply.status_code, code, message)
         problem = f"HTTP {reply.status_code} {code or 'error'}: {message or reply.reason}"
-        raise AutoScalingError(action, problem, code=code, status=reply.status_code, retry=retry,
-                               refresh=refresh, gone=gone)
+        raise AutoScalingError(
+            action, problem, code=code, status=reply.status_code, retry=retry, refresh=refresh, gone=gone
+        )
 
 
 def _request_id(body: bytes) -> str:

@@ -12,13 +12,14 @@ new credentials well before the old ones expire; they are fetched again once few
 REFRESH_MARGIN_S remain, or at once after AWS said the key or token was no longer good.
 Secrets never appear in reprs, logs or exception messages.
 """
+
 from __future__ import annotations
 
 import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Optional
+from typing import Callable
 
 from nodeagent.clock import utcnow
 from nodeagent.imds import ImdsClient, ImdsError
@@ -49,8 +50,11 @@ def parse_credentials(body: str, role: str) -> FrozenCredentials:
         raise CredentialsError(f"IMDS credentials for role {role!r} are not a JSON object")
     if doc.get("Code", "Success") != "Success":
         raise CredentialsError(f"IMDS credentials for role {role!r}: Code {str(doc.get('Code'))[:64]!r}")
-    missing = [key for key in ("AccessKeyId", "SecretAccessKey", "Token", "Expiration")
-               if not isinstance(doc.get(key), str) or not doc.get(key)]
+    missing = [
+        key
+        for key in ("AccessKeyId", "SecretAccessKey", "Token", "Expiration")
+        if not isinstance(doc.get(key), str) or not doc.get(key)
+    ]
     if missing:
         raise CredentialsError(f"IMDS credentials for role {role!r} lack {', '.join(missing)}")
     try:
@@ -61,14 +65,19 @@ def parse_credentials(body: str, role: str) -> FrozenCredentials:
 
 
 class InstanceRoleCredentials:
-    def __init__(self, imds: ImdsClient, *, now: Callable[[], datetime] = utcnow,
-                 refresh_margin_s: float = REFRESH_MARGIN_S):
+    def __init__(
+        self,
+        imds: ImdsClient,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        refresh_margin_s: float = REFRESH_MARGIN_S,
+    ):
         self.imds = imds
         self.now = now
         self.refresh_margin_s = refresh_margin_s
-        self.role: Optional[str] = None
+        self.role: str | None = None
         self.fetches = 0
-        self._current: Optional[FrozenCredentials] = None
+        self._current: FrozenCredentials | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -93,8 +102,10 @@ class InstanceRoleCredentials:
                 listing = self.imds.get(CREDENTIALS_PATH)
                 roles = [line.strip() for line in (listing or "").splitlines() if line.strip()]
                 if not roles:
-                    raise CredentialsError("no instance profile role in IMDS (iam/security-credentials/ is "
-                                           "empty): attach an instance profile to the node")
+                    raise CredentialsError(
+                        "no instance profile role in IMDS (iam/security-credentials/ is "
+                        "empty): attach an instance profile to the node"
+                    )
                 self.role = roles[0]
             body = self.imds.get(CREDENTIALS_PATH + self.role)
         except ImdsError as error:

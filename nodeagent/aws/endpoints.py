@@ -1,4 +1,5 @@
 """Auto Scaling endpoints by partition (the ones the SDKs' endpoint rules give). Pure."""
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ a notice would wait for it, and a hung plugin would hang the drain. TokenKeeper 
 kubeconfig's own exec plugin (through the library's ExecProvider) on a background thread ahead
 of expiry and with a timeout; requests only ever read the cached token.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -18,9 +19,19 @@ import re
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from datetime import datetime, timedelta
+from typing import Callable
+
+import yaml
+from urllib3.util.retry import Retry
+
+from nodeagent.clock import utcnow
+from nodeagent.errors import ExpectedFailure
+from nodeagent.jsontypes import JsonObject
+from nodeagent.kube import light_import
+from nodeagent.notices import parse_rfc3339_utc
 
 log = logging.getLogger("nodeagent.kube")
 
@@ -30,7 +41,6 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-
 
 
 def import_client_modules() -> None:
@@ -46,8 +56,9 @@ def import_client_modules() -> None:
     from kubernetes import client  # noqa: F401
     from kubernetes.config import kube_config  # noqa: F401
 
-class KubeError(Exception):
-    expected = True
+
+class KubeError(ExpectedFailure):
+    pass
 
 
 class KubeconfigMissing(KubeError):
@@ -74,14 +85,10 @@ class ApiError(KubeError):
         self.message = message
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class TokenKeeper:
     """Keeps a valid exec-plugin token ready, refreshing ahead of expiry with a timeout."""
 
-    def __init__(self, exec_config: Dict[str, object], base_path: str, timeout_s: float):
+    def __init__(self, exec_config: JsonObject, base_path: str, timeout_s: float):
         from kubernetes.config.config_exception import ConfigException
         from kubernetes.config.exec_provider import ExecProvider
         from kubernetes.config.kube_config import ConfigNode
@@ -93,17 +100,17 @@ class TokenKeeper:
         self._command = str(exec_config.get("command", "?"))
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._token: Optional[str] = None
-        self._expiry: Optional[datetime] = None
-        self._last_attempt: Optional[datetime] = None
+        self._token: str | None = None
+        self._expiry: datetime | None = None
+        self._last_attempt: datetime | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="exec-plugin")
-        self._inflight: Optional[concurrent.futures.Future] = None
+        self._inflight: concurrent.futures.Future | None = None
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self.invocations = 0
 
     @property
-    def expiry(self) -> Optional[datetime]:
+    def expiry(self) -> datetime | None:
         return self._expiry
 
     def token(self) -> str:
@@ -142,20 +149,29 @@ class TokenKeeper:
             self._expiry = _parse_time(expiry) if expiry else None
         log.debug("credential plugin refreshed the token (expires %s)", expiry or "never")
 
-    def _run_plugin(self) -> Dict[str, object]:
+    def _run_plugin(self) -> JsonObject:
         """The library's ExecProvider.run waits for the plugin forever, so one hung `aws eks
         get-token` would block every later refresh. Run the same command (args, env, cwd from the
         provider) in its own process group and kill the group at the timeout."""
         provider = self._provider
         env = dict(provider.env)
-        env["KUBERNETES_EXEC_INFO"] = json.dumps({"apiVersion": provider.api_version, "kind": "ExecCredential",
-                                                  "spec": {"interactive": False}})
+        env["KUBERNETES_EXEC_INFO"] = json.dumps(
+            {"apiVersion": provider.api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
+        )
         try:
-            process = subprocess.Popen(provider.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, cwd=provider.cwd, env=env,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                provider.args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=provider.cwd,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as error:
-            raise CredentialError(f"credential plugin {self._command!r} could not be started: {error}") from None
+            raise CredentialError(
+                f"credential plugin {self._command!r} could not be started: {error}"
+            ) from None
         try:
             stdout, stderr = process.communicate(timeout=self._timeout_s)
         except subprocess.TimeoutExpired:
@@ -165,16 +181,20 @@ class TokenKeeper:
             ) from None
         if process.returncode != 0:
             detail = stderr.decode("utf-8", "replace").strip()[-300:]
-            raise CredentialError(f"credential plugin {self._command!r} failed: exit status "
-                                  f"{process.returncode}{': ' + detail if detail else ''}")
+            raise CredentialError(
+                f"credential plugin {self._command!r} failed: exit status "
+                f"{process.returncode}{': ' + detail if detail else ''}"
+            )
         try:
             credential = json.loads(stdout)
             status = credential["status"]
         except (ValueError, KeyError, TypeError, RecursionError):
             raise CredentialError(f"credential plugin {self._command!r} printed no ExecCredential") from None
         if credential.get("apiVersion") != provider.api_version or not isinstance(status, dict):
-            raise CredentialError(f"credential plugin {self._command!r} answered apiVersion "
-                                  f"{credential.get('apiVersion')!r}, expected {provider.api_version!r}")
+            raise CredentialError(
+                f"credential plugin {self._command!r} answered apiVersion "
+                f"{credential.get('apiVersion')!r}, expected {provider.api_version!r}"
+            )
         return status
 
     def _due(self) -> bool:
@@ -190,7 +210,9 @@ class TokenKeeper:
         while not self._stop.is_set():
             wait_s = 60.0
             if self._expiry is not None:
-                wait_s = max(MIN_REFRESH_GAP.total_seconds(), (self._expiry - REFRESH_AHEAD - utcnow()).total_seconds())
+                wait_s = max(
+                    MIN_REFRESH_GAP.total_seconds(), (self._expiry - REFRESH_AHEAD - utcnow()).total_seconds()
+                )
             if self._stop.wait(min(wait_s, 300.0)):
                 return
             if self._due():
@@ -204,7 +226,7 @@ class TokenKeeper:
         self._pool.shutdown(wait=False)
 
 
-def _kill_group(process: "subprocess.Popen[bytes]") -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except OSError:
@@ -213,7 +235,6 @@ def _kill_group(process: "subprocess.Popen[bytes]") -> None:
 
 
 def _parse_time(text: str) -> datetime:
-    from nodeagent.notices import parse_rfc3339_utc
 
     return parse_rfc3339_utc(text)
 
@@ -248,7 +269,7 @@ class KubeApi:
         self.options = options
         # Called once per failed request (see counts_as_failure): the metrics' API error count.
         self.on_failure: Callable[[], None] = lambda: None
-        self.tokens: Optional[TokenKeeper] = None
+        self.tokens: TokenKeeper | None = None
         self.requests = 0
         self._api_client = self._load()
 
@@ -261,7 +282,6 @@ class KubeApi:
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as error:
             raise KubeconfigInvalid(f"cannot read kubeconfig {path}: {error}") from None
-        import yaml
 
         try:
             config_dict = yaml.safe_load(text)
@@ -271,8 +291,6 @@ class KubeApi:
             raise KubeconfigInvalid(f"kubeconfig {path} is not valid YAML: nested too deeply") from None
         if not isinstance(config_dict, dict):
             raise KubeconfigInvalid(f"kubeconfig {path} is not a kubeconfig (no mapping at top level)")
-
-        from nodeagent.kube import light_import
 
         light_import.prepare()  # skip kubernetes' API and model classes: ~30 MB RSS we never use
         from kubernetes import client
@@ -291,7 +309,6 @@ class KubeApi:
         # urllib3 would otherwise retry a GET that gets 429/503 with Retry-After by itself, sleeping
         # Retry-After each time (and re-send GETs that time out): unlogged, and blind to the
         # deadline. Our callers retry with backoff up to the deadline and say so.
-        from urllib3.util.retry import Retry
 
         configuration.retries = Retry(total=3, read=0, status=0, redirect=0, respect_retry_after_header=False)
         if exec_config is not None:
@@ -326,11 +343,11 @@ class KubeApi:
         method: str,
         path: str,
         *,
-        query: Sequence[Tuple[str, str]] = (),
-        body: Optional[object] = None,
+        query: Sequence[tuple[str, str]] = (),
+        body: object | None = None,
         content_type: str = JSON,
-        timeout: Optional[Tuple[float, float]] = None,
-    ) -> Dict[str, object]:
+        timeout: tuple[float, float] | None = None,
+    ) -> JsonObject:
         try:
             response, data = self._call(method, path, query, body, content_type, timeout, stream=False)
             if not data:
@@ -339,8 +356,9 @@ class KubeApi:
                 decoded = json.loads(data)
             # RecursionError: a deeply nested body (one hostile answer must not abort a drain).
             except (ValueError, RecursionError) as error:
-                raise ApiError(response.status, "BadBody", f"response is not JSON ({type(error).__name__})",
-                               method, path) from None
+                raise ApiError(
+                    response.status, "BadBody", f"response is not JSON ({type(error).__name__})", method, path
+                ) from None
             if not isinstance(decoded, dict):
                 raise ApiError(response.status, "BadBody", "response is not a JSON object", method, path)
             return decoded
@@ -349,8 +367,8 @@ class KubeApi:
             raise
 
     def stream_lines(
-        self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
-    ) -> Iterator[Dict[str, object]]:
+        self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
+    ) -> Iterator[JsonObject]:
         """A watch: yields each decoded event; ends when the server closes the stream."""
         try:
             yield from self._stream_lines(path, query, read_timeout_s)
@@ -363,10 +381,11 @@ class KubeApi:
             self.on_failure()
 
     def _stream_lines(
-        self, path: str, query: Sequence[Tuple[str, str]], read_timeout_s: float
-    ) -> Iterator[Dict[str, object]]:
-        response, _ = self._call("GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s),
-                                 stream=True)
+        self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
+    ) -> Iterator[dict[str, object]]:
+        response, _ = self._call(
+            "GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True
+        )
         buffer = b""
         try:
             for chunk in response.stream(4096, decode_content=False):
@@ -402,16 +421,23 @@ class KubeApi:
                 with limit as entry:
                     try:
                         response = self._api_client.call_api(
-                            path, method, query_params=list(query), body=body,
+                            path,
+                            method,
+                            query_params=list(query),
+                            body=body,
                             header_params={"Content-Type": content_type, "Accept": JSON},
-                            auth_settings=["BearerToken"], _preload_content=False,
-                            _return_http_data_only=True, _request_timeout=timeout,
+                            auth_settings=["BearerToken"],
+                            _preload_content=False,
+                            _return_http_data_only=True,
+                            _request_timeout=timeout,
                         )
                         return response, (None if stream else response.data)
                     except Exception:
                         if entry is not None and entry.expired:
-                            raise ApiUnavailable(f"{method} {path}: no complete answer within {total_s:g}s "
-                                                 "(the server is sending too slowly); gave up") from None
+                            raise ApiUnavailable(
+                                f"{method} {path}: no complete answer within {total_s:g}s "
+                                "(the server is sending too slowly); gave up"
+                            ) from None
                         raise
             except ApiException as error:
                 if error.status == 401 and attempt == 1 and self.tokens is not None:
@@ -430,10 +456,8 @@ class KubeApi:
     def close(self) -> None:
         if self.tokens is not None:
             self.tokens.close()
-        try:
+        with contextlib.suppress(Exception):
             self._api_client.close()
-        except Exception:
-            pass
 
 
 def _proxy_from_environment(configuration) -> None:
@@ -453,11 +477,12 @@ def _proxy_from_environment(configuration) -> None:
     configuration.no_proxy = proxies.get("no") or None
     if configuration.proxy:
         proxy = urlsplit(configuration.proxy)
-        log.debug("proxy for API calls: %s (NO_PROXY: %s)", proxy.hostname or "?",
-                  configuration.no_proxy or "unset")
+        log.debug(
+            "proxy for API calls: %s (NO_PROXY: %s)", proxy.hostname or "?", configuration.no_proxy or "unset"
+        )
 
 
-def _pop_exec_config(config_dict: Dict[str, object]) -> Optional[Dict[str, object]]:
+def _pop_exec_config(config_dict: dict[str, object]) -> dict[str, object] | None:
     """Remove the current user's exec section (TokenKeeper runs it) and return it."""
     context_name = config_dict.get("current-context")
     contexts = config_dict.get("contexts") or []
@@ -494,8 +519,11 @@ def _yaml_problem(error: Exception) -> str:
     offending line, which in a kubeconfig can be an inline token or client key."""
     problem = str(getattr(error, "problem", "") or getattr(error, "context", "") or type(error).__name__)
     # Problems quote what was found; keep YAML's own tokens (',' '}' '\\t' '<stream end>'), hide the rest.
-    problem = re.sub(r"'([^']*)'", lambda m: m.group(0) if re.fullmatch(r"[^\w]|\\t|<[a-z ]+>", m.group(1))
-                     else "'...'", problem)
+    problem = re.sub(
+        r"'([^']*)'",
+        lambda m: m.group(0) if re.fullmatch(r"[^\w]|\\t|<[a-z ]+>", m.group(1)) else "'...'",
+        problem,
+    )
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return f"{problem}{where}"
@@ -510,15 +538,16 @@ def _short(error: Exception) -> str:
 class NodeIdentity:
     name: str
     provider_id: str
-    labels: Dict[str, str]
+    labels: dict[str, str]
     unschedulable: bool
     how: str  # how the name was learned
-    annotations: Dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 def whoami(api: KubeApi) -> str:
     review = api.request(
-        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
         body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
     )
     return str(((review.get("status") or {}).get("userInfo") or {}).get("username", ""))
@@ -527,8 +556,9 @@ def whoami(api: KubeApi) -> str:
 PROVIDER_ID = re.compile(r"aws:///([^/]*)/([^/]+)")
 
 
-def provider_id_problem(provider_id: str, instance_id: Optional[str], zone: Optional[str],
-                        explicit_name: bool) -> Optional[str]:
+def provider_id_problem(
+    provider_id: str, instance_id: str | None, zone: str | None, explicit_name: bool
+) -> str | None:
     """Why the Node with this providerID may not be taken for this instance, or None. Pure.
 
     The agent cordons and drains whatever Node it finds, so the Node must name this instance:
@@ -539,10 +569,15 @@ def provider_id_problem(provider_id: str, instance_id: Optional[str], zone: Opti
     if not provider_id or not instance_id:
         if explicit_name:
             return None
-        missing = ("has no providerID yet" if not provider_id
-                   else "cannot be checked: this instance's id is unknown (IMDS did not give it)")
-        return (f"{missing}, so it cannot be matched to this instance"
-                f"{' (' + instance_id + ')' if instance_id else ''} (set NODE_NAME to name this node yourself)")
+        missing = (
+            "has no providerID yet"
+            if not provider_id
+            else "cannot be checked: this instance's id is unknown (IMDS did not give it)"
+        )
+        return (
+            f"{missing}, so it cannot be matched to this instance"
+            f"{' (' + instance_id + ')' if instance_id else ''} (set NODE_NAME to name this node yourself)"
+        )
     match = PROVIDER_ID.fullmatch(provider_id)
     if not match or match.group(2) != instance_id or (zone and match.group(1) and match.group(1) != zone):
         expected = f"aws:///{zone or '<zone>'}/{instance_id}"
@@ -550,23 +585,25 @@ def provider_id_problem(provider_id: str, instance_id: Optional[str], zone: Opti
     return None
 
 
-def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone: Optional[str]) -> NodeIdentity:
+def find_node(api: KubeApi, override_name: str, instance_id: str | None, zone: str | None) -> NodeIdentity:
     """Learn this node's name (NODE_NAME, else SelfSubjectReview) and check its providerID."""
-    tried: List[str] = []
+    tried: list[str] = []
     if override_name:
         name, how = override_name, "NODE_NAME"
     else:
         try:
             username = whoami(api)
         except ApiError as error:
-            raise KubeError(f"cannot tell which node this is: SelfSubjectReview failed ({error}); set NODE_NAME") from None
+            raise KubeError(
+                f"cannot tell which node this is: SelfSubjectReview failed ({error}); set NODE_NAME"
+            ) from None
         tried.append(f"SelfSubjectReview says {username!r}")
         if not username.startswith("system:node:"):
             raise KubeError(
                 f"cannot tell which node this is: {'; '.join(tried)}, which is not a node credential "
                 "(system:node:<name>); set NODE_NAME"
             )
-        name, how = username[len("system:node:"):], "SelfSubjectReview"
+        name, how = username[len("system:node:") :], "SelfSubjectReview"
     try:
         node = api.request("GET", f"/api/v1/nodes/{name}")
     except ApiError as error:
@@ -577,11 +614,19 @@ def find_node(api: KubeApi, override_name: str, instance_id: Optional[str], zone
     if problem:
         raise KubeError(f"node {name!r} (from {how}) {problem}; refusing to act on another node")
     if not provider_id or not instance_id:
-        log.warning("node %s: %s; trusting NODE_NAME", name, "has no providerID" if not provider_id
-                    else "this instance's id is unknown, so its providerID cannot be checked")
+        log.warning(
+            "node %s: %s; trusting NODE_NAME",
+            name,
+            "has no providerID"
+            if not provider_id
+            else "this instance's id is unknown, so its providerID cannot be checked",
+        )
     metadata = node.get("metadata") or {}
     return NodeIdentity(
-        name=name, provider_id=provider_id, labels=dict(metadata.get("labels") or {}),
-        unschedulable=bool(spec.get("unschedulable")), how=how,
+        name=name,
+        provider_id=provider_id,
+        labels=dict(metadata.get("labels") or {}),
+        unschedulable=bool(spec.get("unschedulable")),
+        how=how,
         annotations=dict(metadata.get("annotations") or {}),
     )

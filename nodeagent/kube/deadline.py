@@ -9,14 +9,15 @@ reaper thread shuts those sockets down when the request's time is up. The blocke
 fails at once and the request is reported as too slow. Watches run without a limit: they are
 long by design and carry their own read timeout.
 """
+
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -27,15 +28,15 @@ class Limit:
     deadline: float
     seconds: float
     expired: bool = False
-    sockets: List[socket.socket] = field(default_factory=list)
+    sockets: list[socket.socket] = field(default_factory=list)
 
 
 class Deadlines:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._by_thread: Dict[int, Limit] = {}
-        self._reaper: Optional[threading.Thread] = None
+        self._by_thread: dict[int, Limit] = {}
+        self._reaper: threading.Thread | None = None
 
     @contextlib.contextmanager
     def limit(self, seconds: float) -> Iterator[Limit]:
@@ -54,7 +55,7 @@ class Deadlines:
             with self._lock:
                 self._by_thread.pop(me, None)
 
-    def track(self, sock: Optional[socket.socket]) -> None:
+    def track(self, sock: socket.socket | None) -> None:
         """Called by the connection classes: this thread's current request uses `sock`."""
         if sock is None:
             return
@@ -86,22 +87,20 @@ class Deadlines:
 def _cut(sock: socket.socket) -> None:
     """Shut the connection down under whoever is blocked on it. socket.socket.shutdown, not
     SSLSocket.shutdown: the TLS object is left to the reading thread, which sees end of stream."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except (OSError, ValueError):
-        pass
 
 
 DEADLINES = Deadlines()
 
 
 class _Tracked:
-    def _new_conn(self):  # type: ignore[no-untyped-def]
+    def _new_conn(self):
         sock = super()._new_conn()  # type: ignore[misc]
         DEADLINES.track(sock)  # connecting and the TLS handshake
         return sock
 
-    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def request(self, *args, **kwargs):
         DEADLINES.track(getattr(self, "sock", None))  # a kept-alive connection, or the TLS socket
         return super().request(*args, **kwargs)  # type: ignore[misc]
 
@@ -124,4 +123,7 @@ class DeadlineHTTPSConnectionPool(urllib3.HTTPSConnectionPool):
 
 def install(pool_manager: urllib3.PoolManager) -> None:
     """Make every pool the manager creates from now on use the tracked connections."""
-    pool_manager.pool_classes_by_scheme = {"http": DeadlineHTTPConnectionPool, "https": DeadlineHTTPSConnectionPool}
+    pool_manager.pool_classes_by_scheme = {
+        "http": DeadlineHTTPConnectionPool,
+        "https": DeadlineHTTPSConnectionPool,
+    }

@@ -3,6 +3,7 @@ retry PDB refusals, force at the last safe moment, and wait for deletions with o
 
 `select_pods` and `last_safe_moment` are pure; Drainer does the I/O.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -10,12 +11,16 @@ import heapq
 import itertools
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable
 
 from nodeagent.clock import Clock, SystemClock
+from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import ApiError, KubeApi, KubeError
+from nodeagent.log_once import LogOnce
+from nodeagent.retry import Backoff, Failure, retry
 
 log = logging.getLogger("nodeagent.kube.drain")
 
@@ -37,7 +42,7 @@ class DrainOptions:
     parallelism: int = 32
     evict_local_storage: bool = True
     evict_unmanaged: bool = True
-    last_tier_classes: Tuple[str, ...] = ("system-cluster-critical", "system-node-critical")
+    last_tier_classes: tuple[str, ...] = ("system-cluster-critical", "system-node-critical")
 
     @property
     def pods_gone_by(self) -> datetime:
@@ -60,11 +65,11 @@ class PodInfo:
 
 @dataclass
 class Selection:
-    evict: List[PodInfo] = field(default_factory=list)
-    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (namespace/name, why)
+    evict: list[PodInfo] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (namespace/name, why)
 
 
-def select_pods(pods: Sequence[Dict[str, object]], options: DrainOptions) -> Selection:
+def select_pods(pods: Sequence[JsonObject], options: DrainOptions) -> Selection:
     """Which of the node's pods to evict, and in which tier. Pure."""
     selection = Selection()
     for pod in pods:
@@ -86,18 +91,22 @@ def select_pods(pods: Sequence[Dict[str, object]], options: DrainOptions) -> Sel
         if not options.evict_unmanaged and not any(owner.get("controller") for owner in owners):
             selection.skipped.append((key, "unmanaged (EVICT_UNMANAGED=false)"))
             continue
-        if not options.evict_local_storage and any("emptyDir" in volume for volume in spec.get("volumes") or []):
+        if not options.evict_local_storage and any(
+            "emptyDir" in volume for volume in spec.get("volumes") or []
+        ):
             selection.skipped.append((key, "emptyDir (EVICT_LOCAL_STORAGE=false)"))
             continue
         grace = spec.get("terminationGracePeriodSeconds")
-        selection.evict.append(PodInfo(
-            namespace=str(metadata.get("namespace", "")),
-            name=str(metadata.get("name", "")),
-            uid=str(metadata.get("uid", "")),
-            grace_s=30 if grace is None else int(grace),
-            tier=1 if spec.get("priorityClassName") in options.last_tier_classes else 0,
-            terminating=bool(metadata.get("deletionTimestamp")),
-        ))
+        selection.evict.append(
+            PodInfo(
+                namespace=str(metadata.get("namespace", "")),
+                name=str(metadata.get("name", "")),
+                uid=str(metadata.get("uid", "")),
+                grace_s=30 if grace is None else int(grace),
+                tier=1 if spec.get("priorityClassName") in options.last_tier_classes else 0,
+                terminating=bool(metadata.get("deletionTimestamp")),
+            )
+        )
     return selection
 
 
@@ -135,11 +144,11 @@ def clamped_grace(pod: PodInfo, now: datetime, options: DrainOptions) -> int:
 @dataclass
 class DrainResult:
     total: int = 0
-    evicted: List[str] = field(default_factory=list)
-    forced: List[str] = field(default_factory=list)
-    failed: List[str] = field(default_factory=list)
-    blocked: List[str] = field(default_factory=list)
-    left: List[str] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
     skipped: int = 0
     requests: int = 0
     interrupted: bool = False
@@ -152,10 +161,10 @@ class DrainResult:
 class PodWatch:
     """Which of our pods are still on the node, kept current by one watch (re-listed on breaks)."""
 
-    def __init__(self, api: KubeApi, node: str, uids: Set[str], resource_version: str):
+    def __init__(self, api: KubeApi, node: str, uids: set[str], resource_version: str):
         self.api = api
         self.node = node
-        self.present: Set[str] = set(uids)
+        self.present: set[str] = set(uids)
         self._rv = resource_version
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -164,7 +173,7 @@ class PodWatch:
         self.changes = 0  # bumped on every change to `present`
         self._failing = False  # the API is failing us: one warning per outage, not one per retry
 
-    def start(self) -> "PodWatch":
+    def start(self) -> PodWatch:
         self._thread.start()
         return self
 
@@ -178,7 +187,7 @@ class PodWatch:
             self.changes += 1
             self._cond.notify_all()
 
-    def wait(self, timeout_s: float, since: Optional[int] = None) -> None:
+    def wait(self, timeout_s: float, since: int | None = None) -> None:
         """Wait for a change; `since` (a `changes` value read before looking): not if one came
         already, so a pod that leaves between the look and the wait is not noticed a second late."""
         with self._cond:
@@ -191,26 +200,48 @@ class PodWatch:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        backoff = 0.2
+        # One pass per stream: a stream the server ends is resumed at once (the backoff starts
+        # over); a broken one is retried after a backoff, re-listing first, until the stop.
         while not self._stop.is_set():
-            try:
-                self._watch_once()
-                backoff = 0.2
-                if not self._stop.is_set():
-                    log.debug("pod watch ended by the server; resuming from resourceVersion %s", self._rv or "(none)")
-            except (KubeError, ValueError) as error:
-                if self._stop.is_set():
-                    return
-                self.breaks += 1
-                log.log(logging.DEBUG if self._failing else logging.WARNING, "pod watch broke (%s); re-listing", error)
-                if self._stop.wait(backoff):
-                    return
-                backoff = min(2.0, backoff * 2)
+            retry(
+                self._watch_pass(),
+                schedule=Backoff(0.2, 2.0),
+                transient=lambda error: isinstance(error, (KubeError, ValueError)),
+                stop=lambda failure: self._stop.is_set(),
+                sleep=lambda seconds: not self._stop.wait(seconds),
+                before_sleep=self._watch_broke,
+                gave_up=lambda failure: None,
+            )
+            if not self._stop.is_set():
+                log.debug(
+                    "pod watch ended by the server; resuming from resourceVersion %s", self._rv or "(none)"
+                )
+
+    def _watch_pass(self) -> Callable[[], None]:
+        attempts = itertools.count()
+
+        def watch() -> None:
+            if next(attempts):  # after a break: catch up on what the broken stream missed
                 self._relist()
+            self._watch_once()
+
+        return watch
+
+    def _watch_broke(self, failure: Failure[None]) -> None:
+        self.breaks += 1
+        log.log(
+            logging.DEBUG if self._failing else logging.WARNING,
+            "pod watch broke (%s); re-listing",
+            failure.error,
+        )
 
     def _watch_once(self) -> None:
-        query = [("fieldSelector", f"spec.nodeName={self.node}"), ("watch", "true"),
-                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", "300")]
+        query = [
+            ("fieldSelector", f"spec.nodeName={self.node}"),
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", "300"),
+        ]
         if self._rv:
             query.append(("resourceVersion", self._rv))
         for event in self.api.stream_lines("/api/v1/pods", query, read_timeout_s=330):
@@ -221,20 +252,30 @@ class PodWatch:
             metadata = obj.get("metadata") or {}
             if kind == "ERROR":
                 self._rv = ""
-                raise ApiError(int(obj.get("code", 500)), str(obj.get("reason", "")), str(obj.get("message", "")),
-                               "WATCH", "/api/v1/pods")
+                raise ApiError(
+                    int(obj.get("code", 500)),
+                    str(obj.get("reason", "")),
+                    str(obj.get("message", "")),
+                    "WATCH",
+                    "/api/v1/pods",
+                )
             self._rv = str(metadata.get("resourceVersion") or self._rv)
-            if kind == "DELETED":
-                self.mark_gone(str(metadata.get("uid")))
-            elif kind == "MODIFIED" and (obj.get("status") or {}).get("phase") in FINISHED_PHASES:
+            if kind == "DELETED" or (
+                kind == "MODIFIED" and (obj.get("status") or {}).get("phase") in FINISHED_PHASES
+            ):
                 self.mark_gone(str(metadata.get("uid")))
 
     def _relist(self) -> None:
         try:
-            listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")])
+            listing = self.api.request(
+                "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")]
+            )
         except KubeError as error:
-            log.log(logging.DEBUG if self._failing else logging.WARNING,
-                    "re-list of pods failed: %s (retrying quietly until it works)", error)
+            log.log(
+                logging.DEBUG if self._failing else logging.WARNING,
+                "re-list of pods failed: %s (retrying quietly until it works)",
+                error,
+            )
             self._failing = True
             return
         if self._failing:
@@ -248,9 +289,22 @@ class PodWatch:
         self._rv = str((listing.get("metadata") or {}).get("resourceVersion") or "")
 
 
+class _Ended(Exception):
+    """The deadline passed or a stop came: no more attempts to list."""
+
+
 # Outcomes of one attempt on one pod.
 EVICTED, GONE, RETRY, FORCE, FORCED, BLOCKED, FAILED, EXPIRED, STOPPED = (
-    "evicted", "gone", "retry", "force", "forced", "blocked", "failed", "expired", "stopped")
+    "evicted",
+    "gone",
+    "retry",
+    "force",
+    "forced",
+    "blocked",
+    "failed",
+    "expired",
+    "stopped",
+)
 
 
 class Drainer:
@@ -262,7 +316,7 @@ class Drainer:
         *,
         progress: Callable[[int, int], None] = lambda gone, total: None,
         should_stop: Callable[[], bool] = lambda: False,
-        clock: Optional[Clock] = None,
+        clock: Clock | None = None,
     ):
         self.api = api
         self.node = node
@@ -270,11 +324,15 @@ class Drainer:
         self.progress = progress
         self.should_stop = should_stop  # a cancel, a supersede or the agent's stop
         self.clock: Clock = clock or SystemClock()
-        self._logged_errors: Set[str] = set()
+        self._once = LogOnce(log)
 
-    def list_pods(self) -> Tuple[List[Dict[str, object]], str]:
-        listing = self.api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")])
-        return list(listing.get("items") or []), str((listing.get("metadata") or {}).get("resourceVersion") or "")
+    def list_pods(self) -> tuple[list[JsonObject], str]:
+        listing = self.api.request(
+            "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node}")]
+        )
+        return list(listing.get("items") or []), str(
+            (listing.get("metadata") or {}).get("resourceVersion") or ""
+        )
 
     def run(self) -> DrainResult:
         requests_before = self.api.requests
@@ -290,8 +348,12 @@ class Drainer:
         result.skipped = len(selection.skipped)
         for key, why in selection.skipped:
             log.debug("not evicting %s: %s", key, why)
-        log.info("draining %d pods (%d left alone: DaemonSet, mirror, finished), deadline in %.0fs",
-                 result.total, result.skipped, (self.options.deadline - started).total_seconds())
+        log.info(
+            "draining %d pods (%d left alone: DaemonSet, mirror, finished), deadline in %.0fs",
+            result.total,
+            result.skipped,
+            (self.options.deadline - started).total_seconds(),
+        )
         watch = PodWatch(self.api, self.node, {p.uid for p in selection.evict}, resource_version)
         if not self.options.dry_run:
             watch.start()
@@ -306,29 +368,43 @@ class Drainer:
         result.requests = self.api.requests - requests_before
         return result
 
-    def _list_until_deadline(self) -> Tuple[Optional[List[Dict[str, object]]], str]:
-        backoff = 0.2
-        while not self.should_stop() and self.clock.now() < self.options.deadline:
-            try:
-                return self.list_pods()
-            except KubeError as error:
-                self._log_once("list", f"listing this node's pods failed ({error}); retrying until the deadline")
-            self.clock.sleep(backoff)
-            backoff = min(RETRY_BACKOFF_MAX_S, backoff * 2)
-        return None, ""
+    def _list_until_deadline(self) -> tuple[list[JsonObject] | None, str]:
+        def attempt() -> tuple[list[JsonObject], str]:
+            if self.should_stop() or self.clock.now() >= self.options.deadline:
+                raise _Ended()
+            return self.list_pods()
+
+        def failed(failure: Failure[tuple[list[JsonObject], str]]) -> None:
+            self._once.first(
+                "list", f"listing this node's pods failed ({failure.error}); retrying until the deadline"
+            )
+
+        try:
+            return retry(
+                attempt,
+                schedule=Backoff(0.2, RETRY_BACKOFF_MAX_S),
+                transient=lambda error: isinstance(error, KubeError),
+                sleep=self.clock.sleep,
+                before_sleep=failed,
+            )
+        except _Ended:
+            return None, ""
 
     # ------------------------------------------------------------------ evictions
 
-    def _evict_all(self, pods: List[PodInfo], started: datetime, watch: PodWatch, result: DrainResult) -> None:
+    def _evict_all(
+        self, pods: list[PodInfo], started: datetime, watch: PodWatch, result: DrainResult
+    ) -> None:
         tiers = sorted({pod.tier for pod in pods})
         by_tier = {tier: [p for p in pods if p.tier == tier] for tier in tiers}
         counter = itertools.count()
-        queue: List[Tuple[float, int, PodInfo, str, float]] = []  # (due, seq, pod, mode, backoff)
-        opened: Set[int] = set()
-        outcome: Dict[str, str] = {}
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.options.parallelism,
-                                                     thread_name_prefix="evict")
-        inflight: Dict[concurrent.futures.Future, Tuple[PodInfo, str, float]] = {}
+        queue: list[tuple[float, int, PodInfo, str, float]] = []  # (due, seq, pod, mode, backoff)
+        opened: set[int] = set()
+        outcome: dict[str, str] = {}
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.options.parallelism, thread_name_prefix="evict"
+        )
+        inflight: dict[concurrent.futures.Future, tuple[PodInfo, str, float]] = {}
         try:
             while True:
                 if self.should_stop():
@@ -346,8 +422,11 @@ class Drainer:
                 if not inflight and not queue and len(opened) == len(tiers):
                     break
                 next_due = queue[0][0] - now_mono if queue else 0.2
-                done, _ = concurrent.futures.wait(list(inflight), timeout=max(0.01, min(next_due, 0.2)),
-                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+                done, _ = concurrent.futures.wait(
+                    list(inflight),
+                    timeout=max(0.01, min(next_due, 0.2)),
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
                 for future in done:
                     pod, mode, backoff = inflight.pop(future)
                     try:
@@ -366,7 +445,11 @@ class Drainer:
                 continue
             earlier = [p for t in tiers[:index] for p in by_tier[t]]
             start_by = min(last_safe_moment(p, started, self.options) for p in by_tier[tier])
-            if all(watch.gone(p.uid) for p in earlier) or self.clock.now() >= start_by or self.options.dry_run:
+            if (
+                all(watch.gone(p.uid) for p in earlier)
+                or self.clock.now() >= start_by
+                or self.options.dry_run
+            ):
                 opened.add(tier)
                 if index > 0:
                     log.info("evicting tier %d (%d critical pods) now", index, len(by_tier[tier]))
@@ -384,11 +467,14 @@ class Drainer:
         elif verdict == FORCED:
             result.forced.append(pod.key)
             log.warning("forced %s: PDB still refused at its last safe moment", pod.key)
-        elif verdict == RETRY or verdict == FORCE:
+        elif verdict in (RETRY, FORCE):
             mode = "force" if verdict == FORCE else "evict"
             if verdict == FORCE and not self.options.force_at_deadline:
                 result.blocked.append(pod.key)
-                log.warning("left %s: its PDB refused eviction until its last safe moment (FORCE_AT_DEADLINE off)", pod.key)
+                log.warning(
+                    "left %s: its PDB refused eviction until its last safe moment (FORCE_AT_DEADLINE off)",
+                    pod.key,
+                )
                 return
             safe_at = last_safe_moment(pod, started, self.options)
             delay = 0.0 if verdict == FORCE else retry_delay(backoff, self.clock.now(), safe_at)
@@ -412,41 +498,60 @@ class Drainer:
         try:
             if mode == "force":
                 self.api.request(
-                    "DELETE", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}", query=query,
-                    body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": grace,
-                          "preconditions": {"uid": pod.uid}},
+                    "DELETE",
+                    f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}",
+                    query=query,
+                    body={
+                        "apiVersion": "v1",
+                        "kind": "DeleteOptions",
+                        "gracePeriodSeconds": grace,
+                        "preconditions": {"uid": pod.uid},
+                    },
                 )
                 return FORCED
-            body = {"apiVersion": "policy/v1", "kind": "Eviction",
-                    "metadata": {"name": pod.name, "namespace": pod.namespace},
-                    "deleteOptions": {"gracePeriodSeconds": grace, "preconditions": {"uid": pod.uid}}}
+            body: JsonObject = {
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": {"name": pod.name, "namespace": pod.namespace},
+                "deleteOptions": {"gracePeriodSeconds": grace, "preconditions": {"uid": pod.uid}},
+            }
             if self.options.dry_run:
                 body["deleteOptions"]["dryRun"] = ["All"]
-            self.api.request("POST", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction",
-                             query=query, body=body)
+            self.api.request(
+                "POST", f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction", query=query, body=body
+            )
             return EVICTED
         except ApiError as error:
             if error.status in (404, 409):
-                log.info("%s was already gone (HTTP %d to its eviction); counted as evicted", pod.key, error.status)
+                log.info(
+                    "%s was already gone (HTTP %d to its eviction); counted as evicted", pod.key, error.status
+                )
                 return GONE
             if error.status == 429 and "disruption budget" in error.message.lower():
                 return FORCE if self.clock.now() >= last_safe_moment(pod, started, self.options) else RETRY
             if error.reason == "BadBody":
-                self._log_once(f"badbody-{pod.key}", f"eviction of {pod.key} got a malformed answer "
-                                                     f"(HTTP {error.status}: {error.message}); retrying")
+                self._once.first(
+                    f"badbody-{pod.key}",
+                    f"eviction of {pod.key} got a malformed answer "
+                    f"(HTTP {error.status}: {error.message}); retrying",
+                )
                 return RETRY
             if error.status == 403:
-                self._log_once(f"403-{pod.key}", f"not allowed to evict {pod.key}: {error.message}")
+                self._once.first(f"403-{pod.key}", f"not allowed to evict {pod.key}: {error.message}")
                 return FAILED
-            self._log_once(f"api-{error.status}", f"eviction of {pod.key} got HTTP {error.status}; retrying")
+            self._once.first(
+                f"api-{error.status}", f"eviction of {pod.key} got HTTP {error.status}; retrying"
+            )
             return RETRY
         except KubeError as error:
-            self._log_once("unavailable", f"API unreachable while evicting ({error}); retrying until the deadline")
+            self._once.first(
+                "unavailable", f"API unreachable while evicting ({error}); retrying until the deadline"
+            )
             return RETRY
 
     # ------------------------------------------------------------------ waiting
 
-    def _wait_gone(self, pods: List[PodInfo], watch: PodWatch, result: DrainResult) -> None:
+    def _wait_gone(self, pods: list[PodInfo], watch: PodWatch, result: DrainResult) -> None:
         while not self.should_stop():
             since = watch.changes
             remaining = [p for p in pods if not watch.gone(p.uid)]
@@ -460,8 +565,3 @@ class Drainer:
             watch.wait(min(left_s, 1.0), since)
         else:
             result.interrupted = True
-
-    def _log_once(self, key: str, text: str) -> None:
-        if key not in self._logged_errors:
-            self._logged_errors.add(key)
-            log.warning("%s", text)

@@ -2,12 +2,13 @@
 
 Each action is idempotent. Everything here carries out orders from the agent.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
 
+from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
 
 log = logging.getLogger("nodeagent.kube.node")
@@ -33,10 +34,10 @@ class NodeActions:
     dry_run: bool = False
     taint_forbidden: bool = False
 
-    def _query(self) -> Tuple[Tuple[str, str], ...]:
+    def _query(self) -> tuple[tuple[str, str], ...]:
         return (("dryRun", "All"),) if self.dry_run else ()
 
-    def get(self) -> Dict[str, object]:
+    def get(self) -> JsonObject:
         return self.api.request("GET", f"/api/v1/nodes/{self.name}")
 
     def set_unschedulable(self, unschedulable: bool) -> bool:
@@ -46,33 +47,49 @@ class NodeActions:
         if current == unschedulable:
             return False
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"spec": {"unschedulable": unschedulable}}, content_type=STRATEGIC_MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"spec": {"unschedulable": unschedulable}},
+            content_type=STRATEGIC_MERGE_PATCH,
         )
         return True
 
     def cordon(self) -> None:
         """Blind patch: one request, no read first (this is the latency-critical path)."""
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"spec": {"unschedulable": True}}, content_type=STRATEGIC_MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"spec": {"unschedulable": True}},
+            content_type=STRATEGIC_MERGE_PATCH,
         )
 
     def uncordon(self) -> None:
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"spec": {"unschedulable": False}}, content_type=STRATEGIC_MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"spec": {"unschedulable": False}},
+            content_type=STRATEGIC_MERGE_PATCH,
         )
 
-    def label(self, labels: Dict[str, Optional[str]], annotations: Optional[Dict[str, Optional[str]]] = None,
-              timeout_s: Optional[float] = None) -> None:
+    def label(
+        self,
+        labels: dict[str, str | None],
+        annotations: dict[str, str | None] | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
         """Merge patch; a None value removes the key. timeout_s bounds connect and read."""
-        metadata: Dict[str, object] = {"labels": labels}
+        metadata: JsonObject = {"labels": labels}
         if annotations:
             metadata["annotations"] = annotations
         self.api.request(
-            "PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-            body={"metadata": metadata}, content_type=MERGE_PATCH,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}",
+            query=self._query(),
+            body={"metadata": metadata},
+            content_type=MERGE_PATCH,
             timeout=(timeout_s, timeout_s) if timeout_s is not None else None,
         )
 
@@ -90,14 +107,24 @@ class NodeActions:
             return True
         taint = {"key": key, "value": value, "effect": effect}
         if taints:
-            patch = [{"op": "test", "path": "/metadata/resourceVersion",
-                      "value": (node.get("metadata") or {}).get("resourceVersion")},
-                     {"op": "add", "path": "/spec/taints/-", "value": taint}]
+            patch = [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": (node.get("metadata") or {}).get("resourceVersion"),
+                },
+                {"op": "add", "path": "/spec/taints/-", "value": taint},
+            ]
         else:
             patch = [{"op": "add", "path": "/spec/taints", "value": [taint]}]
         try:
-            self.api.request("PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-                             body=patch, content_type=JSON_PATCH)
+            self.api.request(
+                "PATCH",
+                f"/api/v1/nodes/{self.name}",
+                query=self._query(),
+                body=patch,
+                content_type=JSON_PATCH,
+            )
             return True
         except ApiError as error:
             if error.status == 403:
@@ -118,18 +145,28 @@ class NodeActions:
         kept = [t for t in taints if t.get("key") != key]
         if len(kept) == len(taints):
             return
-        patch = [{"op": "test", "path": "/metadata/resourceVersion",
-                  "value": (node.get("metadata") or {}).get("resourceVersion")},
-                 {"op": "replace", "path": "/spec/taints", "value": kept}]
+        patch = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": (node.get("metadata") or {}).get("resourceVersion"),
+            },
+            {"op": "replace", "path": "/spec/taints", "value": kept},
+        ]
         try:
-            self.api.request("PATCH", f"/api/v1/nodes/{self.name}", query=self._query(),
-                             body=patch, content_type=JSON_PATCH)
+            self.api.request(
+                "PATCH",
+                f"/api/v1/nodes/{self.name}",
+                query=self._query(),
+                body=patch,
+                content_type=JSON_PATCH,
+            )
         except ApiError as error:
             if error.status != 403:
                 raise
 
 
-def parse_taint(spec: str, kind: str, notice_id: str) -> Optional[Tuple[str, str, str]]:
+def parse_taint(spec: str, kind: str, notice_id: str) -> tuple[str, str, str] | None:
     """'key[=value]:Effect' with <kind>/<id> placeholders -> (key, value, effect)."""
     if not spec:
         return None

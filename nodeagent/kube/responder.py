@@ -1,9 +1,10 @@
 """Carries out the agent's plans on this node through the Kubernetes API."""
+
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Dict, Optional, TypeVar
+from typing import Callable, TypeVar
 
 from nodeagent import __version__
 from nodeagent.clock import Clock, SystemClock, iso_seconds, seconds
@@ -21,41 +22,63 @@ from nodeagent.kube.client import (
     find_node,
     import_client_modules,
 )
-from nodeagent.kube.drain import DrainOptions, Drainer
+from nodeagent.kube.drain import Drainer, DrainOptions
 from nodeagent.kube.node import NodeActions, parse_taint
+from nodeagent.log_once import LogOnce
 from nodeagent.ports import StepHooks
+from nodeagent.retry import Backoff, Failure, retry
 from nodeagent.state import NoticeRecord
 
 log = logging.getLogger("nodeagent.kube")
 T = TypeVar("T")
 
 
+class _NotAttempted(KubeError):
+    """The deadline passed or a stop came before the next attempt: not retried."""
+
+
+def _transient_node_write(error: BaseException) -> bool:
+    if isinstance(error, _NotAttempted):
+        return False
+    if isinstance(error, ApiError):
+        return error.status >= 500 or error.status in (429, 409)
+    return isinstance(error, KubeError)
+
+
 class KubeResponder:
-    def __init__(self, settings: Settings, api_factory: Callable[[KubeOptions], KubeApi] = KubeApi,
-                 clock: Optional[Clock] = None):
+    def __init__(
+        self,
+        settings: Settings,
+        api_factory: Callable[[KubeOptions], KubeApi] = KubeApi,
+        clock: Clock | None = None,
+    ):
         self.settings = settings
         import_client_modules()
         self.api_factory = api_factory
         self.clock: Clock = clock or SystemClock()
-        self.on_api_failure: Callable[[], None] = lambda: None  # set by the metrics reporter
-        self.api: Optional[KubeApi] = None
+        self._on_api_failure: Callable[[], None] = lambda: None  # see listen_api_failures
+        self.api: KubeApi | None = None
         self.parallelism = settings.drain_parallelism
-        self.node: Optional[NodeIdentity] = None
-        self.actions: Optional[NodeActions] = None
-        self._said = ""
-        self.found_labels: Dict[str, str] = {}  # the node's labels as startup found them
+        self.node: NodeIdentity | None = None
+        self.actions: NodeActions | None = None
+        self._once = LogOnce(log)
+        self.found_labels: dict[str, str] = {}  # the node's labels as startup found them
 
     # ------------------------------------------------------------ startup
 
-    def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
+    def startup(self, identity: InstanceIdentity | None) -> str | None:
         path = self.settings.kubeconfig
         if self.api is None:
             try:
                 self.parallelism = self.settings.drain_parallelism  # sized into the pool: fixed till restart
-                self.api = self.api_factory(KubeOptions(
-                    kubeconfig=path, exec_timeout_s=self.settings.exec_plugin_timeout,
-                    pool_size=self.parallelism + 8))
-                self.api.on_failure = lambda: self.on_api_failure()  # late-bound: a reload may re-point it
+                self.api = self.api_factory(
+                    KubeOptions(
+                        kubeconfig=path,
+                        exec_timeout_s=self.settings.exec_plugin_timeout,
+                        pool_size=self.parallelism + 8,
+                    )
+                )
+                self.api.on_failure = lambda: self._on_api_failure()  # late-bound: a reload re-points it
             except KubeconfigMissing:
                 return self._say(f"waiting for {path}", logging.INFO)
             except KubeError as error:
@@ -63,15 +86,21 @@ class KubeResponder:
         try:
             self.api.warm_up()
             self.node = find_node(
-                self.api, self.settings.node_name,
+                self.api,
+                self.settings.node_name,
                 identity.instance_id if identity else None,
                 identity.availability_zone if identity else None,
             )
         except KubeError as error:
             return self._say(f"Kubernetes not ready: {error}", logging.WARNING)
         self.actions = NodeActions(self.api, self.node.name, dry_run=self.settings.dry_run)
-        log.info("acting on node %s (learned from %s, providerID %s) via %s",
-                 self.node.name, self.node.how, self.node.provider_id or "unset", self.api.host)
+        log.info(
+            "acting on node %s (learned from %s, providerID %s) via %s",
+            self.node.name,
+            self.node.how,
+            self.node.provider_id or "unset",
+            self.api.host,
+        )
         self.found_labels = dict(self.node.labels)  # before _startup_labels resets our agent label
         self._startup_labels(identity)
         self._probe_taint()
@@ -81,7 +110,7 @@ class KubeResponder:
         """Learn now, with a server-side dry run, whether these credentials may taint. Node
         credentials may not (NodeRestriction), and the drain then spends no requests on an
         attempt that must fail; the refusal is logged once, here, instead of at the notice."""
-        assert self.actions is not None and self.node is not None
+        assert self.api is not None and self.actions is not None and self.node is not None
         taint = parse_taint(self.settings.taint, "probe", "probe")
         if not taint or self.actions.taint_forbidden:
             return
@@ -94,17 +123,20 @@ class KubeResponder:
         self.actions.taint_forbidden = probe.taint_forbidden
 
     def _say(self, text: str, level: int) -> str:
-        if text != self._said:
-            self._said = text
-            log.log(level, "%s", text)
+        self._once.say("startup", text, level)  # one key: a new text replaces the last
         return text
 
-    def _startup_labels(self, identity: Optional[InstanceIdentity]) -> None:
+    def _startup_labels(self, identity: InstanceIdentity | None) -> None:
         assert self.actions is not None and self.node is not None
-        labels: Dict[str, Optional[str]] = {node_keys.LABEL_AGENT: "watching", node_keys.LABEL_VERSION: __version__}
+        labels: dict[str, str | None] = {
+            node_keys.LABEL_AGENT: "watching",
+            node_keys.LABEL_VERSION: __version__,
+        }
         key, value = node_keys.SPOT_LABEL
         if (
-            self.settings.spot_label and identity is not None and identity.life_cycle == "spot"
+            self.settings.spot_label
+            and identity is not None
+            and identity.life_cycle == "spot"
             and self.node.labels.get(key) != value
         ):
             log.info("node registered without %s=%s; setting it (SPOT_LABEL=true)", key, value)
@@ -115,7 +147,7 @@ class KubeResponder:
         except KubeError as error:
             log.warning("could not set the presence labels: %s", error)
 
-    def notice_on_node(self) -> Optional[NodeNotice]:
+    def notice_on_node(self) -> NodeNotice | None:
         """The notice this node's labels and annotations say was being handled when the agent
         started (set with the cordon), for rebuilding a lost state file; None if there is none."""
         if self.node is None:
@@ -125,23 +157,35 @@ class KubeResponder:
         deadline = self.node.annotations.get(node_keys.ANNOTATION_DEADLINE)
         if not notice_id or not deadline:
             return None
-        return NodeNotice(id=notice_id, kind=labels.get(node_keys.LABEL_KIND, ""), deadline=deadline,
-                          action=self.node.annotations.get(node_keys.ANNOTATION_ACTION, ""),
-                          agent=labels.get(node_keys.LABEL_AGENT, ""), cordoned=bool(self.node.unschedulable))
+        return NodeNotice(
+            id=notice_id,
+            kind=labels.get(node_keys.LABEL_KIND, ""),
+            deadline=deadline,
+            action=self.node.annotations.get(node_keys.ANNOTATION_ACTION, ""),
+            agent=labels.get(node_keys.LABEL_AGENT, ""),
+            cordoned=bool(self.node.unschedulable),
+        )
 
     def describe(self) -> str:
         return f"node {self.node.name}" if self.node else "node unknown"
 
+    def node_name(self) -> str | None:
+        return self.node.name if self.node else None
+
+    def listen_api_failures(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on each failed API request (the metrics reporter counts them)."""
+        self._on_api_failure = listener
+
     def reload(self, settings: Settings) -> None:
         self.settings = settings
 
-    def spot_label(self) -> Optional[bool]:
+    def spot_label(self) -> bool | None:
         if self.node is None:
             return None
         key, value = node_keys.SPOT_LABEL
         return self.node.labels.get(key) == value
 
-    def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:
+    def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None:
         if self.actions is None:
             return
         if self.node is not None and self.node.labels.get(node_keys.LABEL_AGENT) == agent_state:
@@ -159,20 +203,28 @@ class KubeResponder:
         """Cordon, label, try the taint, drain. `hooks.should_stop()` is asked before every write:
         a cancelled or superseded response writes nothing more for its notice."""
         assert self.actions is not None and self.api is not None and self.node is not None
-        actions = NodeActions(self.api, self.node.name, dry_run=plan.dry_run,
-                              taint_forbidden=self.actions.taint_forbidden)
+        actions = NodeActions(
+            self.api, self.node.name, dry_run=plan.dry_run, taint_forbidden=self.actions.taint_forbidden
+        )
         if hooks.should_stop():
             return
         if not record.cordoned and self._node_write(plan.deadline, "cordon", actions.cordon, hooks):
             record.cordoned = True
             hooks.checkpoint()
             hooks.step(record, "Cordoned", f"cordoned for {plan.kind} {plan.notice_id}")
-            log.info("cordoned %s for %s%s", self.node.name, plan.notice_id, " (dry run)" if plan.dry_run else "")
-        labels: Dict[str, Optional[str]] = {node_keys.LABEL_KIND: plan.kind, node_keys.LABEL_NOTICE: plan.notice_id}
+            log.info(
+                "cordoned %s for %s%s", self.node.name, plan.notice_id, " (dry run)" if plan.dry_run else ""
+            )
+        labels: dict[str, str | None] = {
+            node_keys.LABEL_KIND: plan.kind,
+            node_keys.LABEL_NOTICE: plan.notice_id,
+        }
         if plan.exclude_from_lb and plan.response == "drain":
             labels[node_keys.EXCLUDE_LB] = "true"
-        annotations = {node_keys.ANNOTATION_DEADLINE: iso_seconds(plan.deadline),
-                       node_keys.ANNOTATION_ACTION: plan.action}
+        annotations: dict[str, str | None] = {
+            node_keys.ANNOTATION_DEADLINE: iso_seconds(plan.deadline),
+            node_keys.ANNOTATION_ACTION: plan.action,
+        }
         if hooks.should_stop():
             return
         if not record.labelled and self._node_write(
@@ -193,8 +245,10 @@ class KubeResponder:
         if hooks.should_stop():
             return
         options = DrainOptions(
-            deadline=plan.deadline, margin_s=self.settings.drain_margin,
-            force_at_deadline=plan.force_at_deadline, dry_run=plan.dry_run,
+            deadline=plan.deadline,
+            margin_s=self.settings.drain_margin,
+            force_at_deadline=plan.force_at_deadline,
+            dry_run=plan.dry_run,
             parallelism=self.parallelism,
             evict_local_storage=self.settings.evict_local_storage,
             evict_unmanaged=self.settings.evict_unmanaged,
@@ -203,10 +257,19 @@ class KubeResponder:
         if record.drain_started is None:
             record.drain_started = iso_seconds(self.clock.now())
             hooks.checkpoint()
-        hooks.step(record, "DrainStarted", f"draining for {plan.kind} {plan.notice_id}, deadline {iso_seconds(plan.deadline)}")
-        drainer = Drainer(self.api, self.node.name, options,
-                          progress=lambda gone, total: hooks.progress(gone, total, plan.deadline),
-                          should_stop=hooks.should_stop, clock=self.clock)
+        hooks.step(
+            record,
+            "DrainStarted",
+            f"draining for {plan.kind} {plan.notice_id}, deadline {iso_seconds(plan.deadline)}",
+        )
+        drainer = Drainer(
+            self.api,
+            self.node.name,
+            options,
+            progress=lambda gone, total: hooks.progress(gone, total, plan.deadline),
+            should_stop=hooks.should_stop,
+            clock=self.clock,
+        )
         started = self.clock.monotonic()
         result = drainer.run()
         record.total = max(record.total, result.total)
@@ -218,15 +281,19 @@ class KubeResponder:
             record.outcome = "drain interrupted (resumes on the next start)"
             return
         record.drain_finished = iso_seconds(self.clock.now())
-        summary = (f"{len(result.evicted)} evicted, {len(result.forced)} forced, {len(result.left)} left, "
-                   f"{len(result.failed)} failed of {result.total} in {self.clock.monotonic() - started:.1f}s"
-                   f"{' (dry run)' if plan.dry_run else ''}")
+        summary = (
+            f"{len(result.evicted)} evicted, {len(result.forced)} forced, {len(result.left)} left, "
+            f"{len(result.failed)} failed of {result.total} in {self.clock.monotonic() - started:.1f}s"
+            f"{' (dry run)' if plan.dry_run else ''}"
+        )
         record.outcome = ("drained: " if result.ok else "drain incomplete: ") + summary
         hooks.step(record, "DrainFinished" if result.ok else "DrainFailed", summary)
         if result.left:
             log.error("pods left on the node at the deadline: %s", ", ".join(result.left[:20]))
 
-    def _node_write(self, deadline: datetime, what: str, action: Callable[[], object], hooks: StepHooks) -> bool:
+    def _node_write(
+        self, deadline: datetime, what: str, action: Callable[[], object], hooks: StepHooks
+    ) -> bool:
         """A write to our own Node object. A missing Node (404: deleted, or not re-registered yet)
         has nothing to cordon or label, but its pods can still be evicted: say so and go on."""
         try:
@@ -235,35 +302,45 @@ class KubeResponder:
         except ApiError as error:
             if error.status != 404:
                 raise
-            log.error("cannot %s node %s: the Node object is missing (%s); evicting its pods anyway",
-                      what, self.node.name if self.node else "?", error.message)
+            log.error(
+                "cannot %s node %s: the Node object is missing (%s); evicting its pods anyway",
+                what,
+                self.node.name if self.node else "?",
+                error.message,
+            )
             return False
 
     def _until_deadline(self, deadline: datetime, what: str, action: Callable[[], T], hooks: StepHooks) -> T:
-        backoff = 0.2
-        said = False
-        while True:
+        """Retry `action` on 5xx, 429, 409 and unreachable until the deadline or a stop."""
+
+        def attempt() -> T:
             if self.clock.now() >= deadline:  # never act after the deadline
-                raise KubeError(f"{what}: not attempted, the deadline {iso_seconds(deadline)} has passed")
+                raise _NotAttempted(f"{what}: not attempted, the deadline {iso_seconds(deadline)} has passed")
             if hooks.should_stop():
-                raise KubeError(f"{what} interrupted by the stop (agent stopping or notice withdrawn)")
-            try:
-                return action()
-            except ApiError as error:
-                if error.status < 500 and error.status not in (429, 409):
-                    raise
-                problem = str(error)
-            except KubeError as error:
-                problem = str(error)
+                raise _NotAttempted(f"{what} interrupted by the stop (agent stopping or notice withdrawn)")
+            return action()
+
+        def stop(failure: Failure[T]) -> bool:
+            return hooks.should_stop() or self.clock.now() + seconds(failure.wait_s) >= deadline
+
+        def first_failure(failure: Failure[T]) -> None:
+            if failure.attempts == 1:
+                log.warning("%s failed (%s); retrying until the deadline", what, failure.error)
+
+        def gave_up(failure: Failure[T]) -> T:
             if hooks.should_stop():
-                raise KubeError(f"{what} interrupted by the stop: {problem}")
-            if self.clock.now() + seconds(backoff) >= deadline:
-                raise KubeError(f"{what} did not succeed before the deadline: {problem}")
-            if not said:
-                log.warning("%s failed (%s); retrying until the deadline", what, problem)
-                said = True
-            self.clock.sleep(backoff)
-            backoff = min(1.0, backoff * 2)
+                raise KubeError(f"{what} interrupted by the stop: {failure.error}")
+            raise KubeError(f"{what} did not succeed before the deadline: {failure.error}")
+
+        return retry(
+            attempt,
+            schedule=Backoff(0.2, 1.0),
+            transient=_transient_node_write,
+            stop=stop,
+            sleep=self.clock.sleep,
+            before_sleep=first_failure,
+            gave_up=gave_up,
+        )
 
     def undo(self, record: NoticeRecord, reason: str) -> None:
         if self.actions is None:
@@ -271,7 +348,7 @@ class KubeResponder:
         if record.cordoned:
             self.actions.uncordon()
             log.info("uncordoned %s: %s", self.node.name if self.node else "?", reason)
-        removal: Dict[str, Optional[str]] = {key: None for key in node_keys.OUR_LABELS}
+        removal: dict[str, str | None] = {key: None for key in node_keys.OUR_LABELS}
         self.actions.label(removal, {key: None for key in node_keys.OUR_ANNOTATIONS})
         taint = parse_taint(self.settings.taint, record.kind, record.id)
         if taint:
@@ -280,4 +357,3 @@ class KubeResponder:
     def close(self) -> None:
         if self.api is not None:
             self.api.close()
-

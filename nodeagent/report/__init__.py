@@ -1,15 +1,27 @@
 """Reporters: Kubernetes Events, webhook, textfile metrics. They never raise into the agent.
 
-Each reporter implements agent.Reporter. Network I/O (events, webhook) runs on one background
+Each reporter implements ports.Reporter. Network I/O (events, webhook) runs on one background
 thread per reporter, so a slow receiver or API never holds up the loop.
 """
+
 from __future__ import annotations
 
-import sys
-from typing import List, Sequence
+from collections.abc import Sequence
+from typing import TypeVar
+
+from nodeagent.config import Settings
+from nodeagent.kube.responder import KubeResponder
+from nodeagent.ports import Reporter, Responder
+from nodeagent.report.events import EventsReporter
+from nodeagent.report.metrics import MetricsReporter
+from nodeagent.report.webhook import WebhookReporter, default_node_name, webhook_config
+
+R = TypeVar("R")
 
 
-def build_reporters(settings, responder, *, drill: bool = False, running: Sequence[object] = ()) -> List[object]:
+def build_reporters(
+    settings: Settings, responder: Responder, *, drill: bool = False, running: Sequence[Reporter] = ()
+) -> list[Reporter]:
     """The reporters the config asks for. `drill` marks messages as a rehearsal.
 
     `running` (a SIGHUP reload): the reporters in use. Each is kept when what it was built from is
@@ -17,36 +29,39 @@ def build_reporters(settings, responder, *, drill: bool = False, running: Sequen
     survive the reload; kept reporters see the new settings. The caller closes whatever is not
     returned.
     """
-    reporters: List[object] = []
-    previous_metrics = _running(running, "nodeagent.report.metrics", "MetricsReporter")
+    reporters: list[Reporter] = []
+    previous_metrics = _running(running, MetricsReporter)
     metrics = None
     if settings.metrics_textfile:
-        from nodeagent.report.metrics import MetricsReporter
-
         if previous_metrics is not None and previous_metrics.path == settings.metrics_textfile:
             metrics = previous_metrics
         else:
             metrics = MetricsReporter(settings.metrics_textfile)
         reporters.append(metrics)
-    if hasattr(responder, "on_api_failure"):
-        responder.on_api_failure = metrics.api_error if metrics is not None else (lambda: None)
-    if settings.events and hasattr(responder, "api"):
-        from nodeagent.report.events import EventsReporter
-
-        events = _running(running, "nodeagent.report.events", "EventsReporter")
+    # Only the Kubernetes responder talks to an API: Events need its client and node, and the
+    # metrics count its failed requests. The log-only responder has neither.
+    kube = responder if isinstance(responder, KubeResponder) else None
+    if kube is not None:
+        kube.listen_api_failures(metrics.api_error if metrics is not None else _nothing)
+    if settings.events and kube is not None:
+        events = _running(running, EventsReporter)
         if events is None or events.drill != drill:
-            events = EventsReporter(settings, responder, drill=drill)
+            events = EventsReporter(settings, kube, drill=drill)
         events.settings = settings
         reporters.append(events)
     if settings.webhook_url:
-        from nodeagent.report.webhook import WebhookReporter, default_node_name, webhook_config
-
-        webhook = _running(running, "nodeagent.report.webhook", "WebhookReporter")
-        if (webhook is None or webhook.drill != drill or webhook.config != webhook_config(settings)
-                or metrics is not previous_metrics):  # its on_result feeds the metrics reporter
+        webhook = _running(running, WebhookReporter)
+        if (
+            webhook is None
+            or webhook.drill != drill
+            or webhook.config != webhook_config(settings)
+            or metrics is not previous_metrics
+        ):  # its on_result feeds the metrics reporter
             webhook = WebhookReporter(
-                settings, default_node_name(responder, settings), drill=drill,
-                on_result=metrics.webhook_result if metrics is not None else (lambda delivered: None),
+                settings,
+                default_node_name(responder, settings),
+                drill=drill,
+                on_result=metrics.webhook_result if metrics is not None else _ignore_result,
                 close_timeout_s=30.0 if drill else 5.0,
             )
         webhook.settings = settings
@@ -54,16 +69,20 @@ def build_reporters(settings, responder, *, drill: bool = False, running: Sequen
     return reporters
 
 
-def _running(running: Sequence[object], module: str, name: str):
-    """The running reporter of that class, if any (its module is loaded only if one was built)."""
-    loaded = sys.modules.get(module)
-    cls = getattr(loaded, name, None) if loaded is not None else None
-    return next((r for r in running if cls is not None and isinstance(r, cls)), None)
+def _running(running: Sequence[Reporter], kind: type[R]) -> R | None:
+    """The running reporter of that kind, if there is one."""
+    return next((r for r in running if isinstance(r, kind)), None)
 
 
-def flush_reporters(reporters: List[object], timeout_s: float) -> None:
+def _nothing() -> None:
+    pass
+
+
+def _ignore_result(delivered: bool) -> None:
+    pass
+
+
+def flush_reporters(reporters: Sequence[Reporter], timeout_s: float) -> None:
     """Wait for queued events and webhook messages (drill: before it prints its summary)."""
     for reporter in reporters:
-        flush = getattr(reporter, "flush", None)
-        if flush is not None:
-            flush(timeout_s)
+        reporter.flush(timeout_s)

@@ -16,6 +16,7 @@ as the kubelet writes its own node events, so `kubectl describe node` lists them
 from a background thread, retried with backoff until the notice's deadline, and written with
 dryRun=All when DRY_RUN is on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,12 +24,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Dict, Tuple
+from datetime import datetime
 
+from nodeagent.clock import iso_seconds, utcnow
+from nodeagent.config import Settings
 from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
-from nodeagent.report.worker import WorkerReporter
+from nodeagent.kube.responder import KubeResponder
+from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_optional_rfc3339
+from nodeagent.report.webhook import KIND_TEXT
+from nodeagent.report.worker import WorkerReporter
+from nodeagent.retry import Backoff, Failure, retry
 
 log = logging.getLogger("nodeagent.report.events")
 
@@ -59,18 +65,15 @@ MAX_MESSAGE = 1024
 MIN_RETRY_WINDOW_S = 30.0
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def event_name(node: str, notice_id: str, reason: str) -> str:
     """Stable per (node, notice, reason): a restarted agent finds its own Event again."""
-    digest = hashlib.sha256(f"{node}\0{notice_id}\0{reason}".encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256(f"{node}\0{notice_id}\0{reason}".encode()).hexdigest()[:16]
     return f"{node[:230]}.{digest}"
 
 
-def event_body(name: str, node: str, reason: str, message: str, count: int,
-               first: datetime, last: datetime) -> Dict[str, object]:
+def event_body(
+    name: str, node: str, reason: str, message: str, count: int, first: datetime, last: datetime
+) -> dict[str, object]:
     """A core/v1 Event about the Node. Pure."""
     return {
         "apiVersion": "v1",
@@ -83,8 +86,8 @@ def event_body(name: str, node: str, reason: str, message: str, count: int,
         "message": message[:MAX_MESSAGE],
         "type": "Warning" if reason in WARNING_REASONS else "Normal",
         "count": count,
-        "firstTimestamp": _rfc3339(first),
-        "lastTimestamp": _rfc3339(last),
+        "firstTimestamp": iso_seconds(first),
+        "lastTimestamp": iso_seconds(last),
         "source": {"component": COMPONENT, "host": node},
         "reportingComponent": COMPONENT,
         "reportingInstance": node,
@@ -92,11 +95,12 @@ def event_body(name: str, node: str, reason: str, message: str, count: int,
 
 
 def notice_message(record, drill: bool) -> str:
-    from nodeagent.report.webhook import KIND_TEXT
 
     deadline = parse_optional_rfc3339(record.deadline)
-    text = (f"{KIND_TEXT.get(record.kind, record.kind)} {record.id} ({record.action}), "
-            f"deadline {_rfc3339(deadline) if deadline else record.deadline}; response: {record.response}")
+    text = (
+        f"{KIND_TEXT.get(record.kind, record.kind)} {record.id} ({record.action}), "
+        f"deadline {iso_seconds(deadline) if deadline else record.deadline}; response: {record.response}"
+    )
     if record.outcome:
         text += f" ({record.outcome})"
     return ("[drill] " if drill else "") + text
@@ -110,23 +114,42 @@ class _Aggregate:
     created: bool = False
 
 
+class _NotReady(Exception):
+    """The responder has no API client or node yet."""
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, ApiError):
+        return error.status >= 500 or error.status == 429
+    return isinstance(error, (KubeError, _NotReady))
+
+
 class EventsReporter(WorkerReporter):
-    def __init__(self, settings, responder, *, drill: bool = False, close_timeout_s: float = 3.0):
+    def __init__(
+        self,
+        settings: Settings,
+        responder: KubeResponder,
+        *,
+        drill: bool = False,
+        close_timeout_s: float = 3.0,
+    ):
         super().__init__("events", close_timeout_s)
         self.settings = settings
         self.responder = responder
         self.drill = drill
         self._lock = threading.Lock()
-        self._aggregates: Dict[Tuple[str, str], _Aggregate] = {}
-        self._deadlines: Dict[str, datetime] = {}
-        self._said: Dict[str, str] = {}
+        self._aggregates: dict[tuple[str, str], _Aggregate] = {}
+        self._deadlines: dict[str, datetime] = {}
+        self._once = LogOnce(log)
         self.sent = 0
         self.failed = 0
 
     # ---- Reporter
 
     def notice_received(self, notice, record, plan) -> None:
-        self._emit(record, NOTICE_REASONS.get(record.kind, "InterruptionNotice"), notice_message(record, self.drill))
+        self._emit(
+            record, NOTICE_REASONS.get(record.kind, "InterruptionNotice"), notice_message(record, self.drill)
+        )
 
     def step(self, record, reason: str, message: str) -> None:
         self._emit(record, STEP_REASONS.get(reason, reason), ("[drill] " if self.drill else "") + message)
@@ -135,14 +158,16 @@ class EventsReporter(WorkerReporter):
         pass  # DrainFinished / DrainFailed / NodeCordoned already carry the outcome
 
     def cancelled(self, record) -> None:
-        self._emit(record, CANCELLED_REASON,
-                   ("[drill] " if self.drill else "") + f"notice {record.id} cancelled: {record.outcome}")
-
+        self._emit(
+            record,
+            CANCELLED_REASON,
+            ("[drill] " if self.drill else "") + f"notice {record.id} cancelled: {record.outcome}",
+        )
 
     # ---- sending
 
     def _emit(self, record, reason: str, message: str) -> None:
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         with self._lock:
             key = (record.id, reason)
             aggregate = self._aggregates.get(key)
@@ -157,32 +182,53 @@ class EventsReporter(WorkerReporter):
         give_up_at = time.monotonic() + (to_deadline if to_deadline > 0 else MIN_RETRY_WINDOW_S)
         self.worker.submit(lambda: self._send(aggregate, record.id, reason, message, count, now, give_up_at))
 
-    def _send(self, aggregate: _Aggregate, notice_id: str, reason: str, message: str, count: int,
-              when: datetime, give_up_at: float) -> None:
-        backoff = 0.5
-        while True:
+    def _send(
+        self,
+        aggregate: _Aggregate,
+        notice_id: str,
+        reason: str,
+        message: str,
+        count: int,
+        when: datetime,
+        give_up_at: float,
+    ) -> None:
+        def attempt() -> bool:
             api, node = self.responder.api, self.responder.node
-            if api is not None and node is not None:
-                try:
-                    self._write(api, node.name, aggregate, notice_id, reason, message, count, when)
-                    self.sent += 1
-                    return
-                except ApiError as error:
-                    if error.status < 500 and error.status != 429:
-                        self._give_up(reason, f"HTTP {error.status} {error.reason}: {error.message}")
-                        return
-                    problem = str(error)
-                except KubeError as error:
-                    problem = str(error)
-            else:
-                problem = "Kubernetes is not ready yet"
-            if time.monotonic() + backoff >= give_up_at or not self.worker.sleep(backoff):
-                self._give_up(reason, problem)
-                return
-            backoff = min(5.0, backoff * 2)
+            if api is None or node is None:
+                raise _NotReady("Kubernetes is not ready yet")
+            self._write(api, node.name, aggregate, notice_id, reason, message, count, when)
+            return True
 
-    def _write(self, api, node: str, aggregate: _Aggregate, notice_id: str, reason: str, message: str,
-               count: int, when: datetime) -> None:
+        def gave_up(failure: Failure[bool]) -> bool:
+            self._give_up(reason, str(failure.error))
+            return False
+
+        try:
+            sent = retry(
+                attempt,
+                schedule=Backoff(0.5, 5.0),
+                transient=_transient,
+                stop=lambda failure: time.monotonic() + failure.wait_s >= give_up_at,
+                sleep=self.worker.sleep,  # False once the reporter is closing
+                gave_up=gave_up,
+            )
+        except ApiError as error:  # refused (4xx other than 429): retrying cannot help
+            self._give_up(reason, f"HTTP {error.status} {error.reason}: {error.message}")
+            return
+        if sent:
+            self.sent += 1
+
+    def _write(
+        self,
+        api,
+        node: str,
+        aggregate: _Aggregate,
+        notice_id: str,
+        reason: str,
+        message: str,
+        count: int,
+        when: datetime,
+    ) -> None:
         name = aggregate.name or event_name(node, notice_id, reason)
         aggregate.name = name
         query = (("dryRun", "All"),) if self.settings.dry_run else ()
@@ -200,7 +246,7 @@ class EventsReporter(WorkerReporter):
                 # Written by an earlier run of this agent: aggregate onto it.
                 aggregate.created = True
                 count = max(count, 2)
-        patch = {"count": count, "lastTimestamp": _rfc3339(when), "message": message[:MAX_MESSAGE]}
+        patch = {"count": count, "lastTimestamp": iso_seconds(when), "message": message[:MAX_MESSAGE]}
         try:
             api.request("PATCH", f"{path}/{name}", query=query, body=patch, content_type=MERGE_PATCH)
         except ApiError as error:
@@ -212,8 +258,4 @@ class EventsReporter(WorkerReporter):
 
     def _give_up(self, reason: str, problem: str) -> None:
         self.failed += 1
-        if self._said.get(reason) != problem:
-            self._said[reason] = problem
-            log.warning("could not write the %s event: %s", reason, problem)
-
-
+        self._once.say(reason, f"could not write the {reason} event: {problem}")

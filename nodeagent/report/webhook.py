@@ -14,23 +14,32 @@ connection errors, timeouts, 408/425/429 and 5xx until the notice's deadline (at
 Secrecy: the URL and the WEBHOOK_HEADERS values are never logged and never put in exception
 messages that we log; logs say e.g. "webhook failed: HTTP 500 from <redacted>".
 """
+
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 import socket
 import string
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from datetime import datetime
+from typing import Callable
+from urllib.parse import urlsplit
 
 import requests
 
 from nodeagent import __version__
-from nodeagent.report.worker import Worker, WorkerReporter
+from nodeagent.clock import iso_seconds, utcnow
+from nodeagent.config import Settings
 from nodeagent.notices import parse_optional_rfc3339
+from nodeagent.ports import Responder
+from nodeagent.report.worker import Worker, WorkerReporter
+from nodeagent.retry import Backoff, Failure, retry
+from nodeagent.state import NoticeRecord
 
 log = logging.getLogger("nodeagent.report.webhook")
 
@@ -44,7 +53,10 @@ KIND_TEXT = {
 }
 
 # ASG_LIFECYCLE_HOOK steps that went well -> the headline of their "lifecycle" message
-LIFECYCLE_HEADLINES = {"LifecycleCompleted": "Lifecycle action completed", "LifecycleHeartbeat": "Lifecycle heartbeat"}
+LIFECYCLE_HEADLINES = {
+    "LifecycleCompleted": "Lifecycle action completed",
+    "LifecycleHeartbeat": "Lifecycle heartbeat",
+}
 
 JSON_TEMPLATE = """{
   "source": "nodeagent",
@@ -84,10 +96,10 @@ class TemplateError(ValueError):
 # ------------------------------------------------------------------ pure: headers, fields, render
 
 
-def parse_headers(text: str) -> Tuple[Dict[str, str], List[str]]:
+def parse_headers(text: str) -> tuple[dict[str, str], list[str]]:
     """'Name: value; Name2: value2' -> ({name: value}, problems). Problems never quote a value."""
-    headers: Dict[str, str] = {}
-    problems: List[str] = []
+    headers: dict[str, str] = {}
+    problems: list[str] = []
     for index, entry in enumerate((e for e in text.split(";") if e.strip()), start=1):
         name, sep, value = entry.partition(":")
         name = name.strip()
@@ -101,28 +113,40 @@ def parse_headers(text: str) -> Tuple[Dict[str, str], List[str]]:
     return headers, problems
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
-                   now: Optional[datetime] = None, message: str = "", reason: str = "") -> Dict[str, object]:
+def message_fields(
+    event: str,
+    record,
+    node: str,
+    *,
+    drill: bool,
+    dry_run: bool,
+    now: datetime | None = None,
+    message: str = "",
+    reason: str = "",
+) -> dict[str, object]:
     """The template fields for one message about one notice record. Pure."""
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     deadline = parse_optional_rfc3339(record.deadline)
-    started, finished = parse_optional_rfc3339(record.drain_started), parse_optional_rfc3339(record.drain_finished)
-    deadline_in = None if deadline is None else max(0, int(round((deadline - now).total_seconds())))
+    started, finished = (
+        parse_optional_rfc3339(record.drain_started),
+        parse_optional_rfc3339(record.drain_finished),
+    )
+    deadline_in = None if deadline is None else max(0, round((deadline - now).total_seconds()))
     drain_seconds = None if not (started and finished) else round((finished - started).total_seconds(), 3)
     kind_text = KIND_TEXT.get(record.kind, record.kind)
     if event == "notice":
         headline = kind_text[:1].upper() + kind_text[1:]
-        when = f"deadline {_iso(deadline)} (in {deadline_in}s)" if deadline else "no deadline"
+        when = f"deadline {iso_seconds(deadline)} (in {deadline_in}s)" if deadline else "no deadline"
         summary = f"{record.action}, {when}; response: {record.response}"
         if record.outcome:
             summary += f" ({record.outcome})"
         icon = ":warning:"
     elif event == "finished":
-        ok = not record.left and not record.failed and not record.outcome.startswith(("failed", "drain incomplete"))
+        ok = (
+            not record.left
+            and not record.failed
+            and not record.outcome.startswith(("failed", "drain incomplete"))
+        )
         if record.response == "drain":
             headline = "Drained" if ok else "Drain incomplete"
         else:
@@ -166,12 +190,12 @@ def message_fields(event: str, record, node: str, *, drill: bool, dry_run: bool,
         "headline": headline,
         "icon": icon,
         "summary": summary,
-        "time": _iso(now),
+        "time": iso_seconds(now),
         "version": __version__,
     }
 
 
-def _held(record) -> Optional[float]:
+def _held(record) -> float | None:
     from nodeagent.lifecycle import held_seconds
 
     held = held_seconds(record) if hasattr(record, "lifecycle_completed_at") else None
@@ -189,7 +213,9 @@ def render(template_text: str, fields: Mapping[str, object]) -> bytes:
     try:
         text = string.Template(template_text).substitute({k: _json_value(v) for k, v in fields.items()})
     except KeyError as error:
-        raise TemplateError(f"unknown field ${{{error.args[0]}}} (known: {', '.join(sorted(fields))})") from None
+        raise TemplateError(
+            f"unknown field ${{{error.args[0]}}} (known: {', '.join(sorted(fields))})"
+        ) from None
     except ValueError as error:
         raise TemplateError(f"bad placeholder: {error}") from None
     try:
@@ -199,7 +225,7 @@ def render(template_text: str, fields: Mapping[str, object]) -> bytes:
     return text.encode("utf-8")
 
 
-def load_template(fmt: str, path: str) -> Tuple[str, Optional[str]]:
+def load_template(fmt: str, path: str) -> tuple[str, str | None]:
     """(template text, problem). A missing or bad file falls back to the built-in template."""
     default = DEFAULT_TEMPLATES[fmt]
     if not path:
@@ -208,11 +234,20 @@ def load_template(fmt: str, path: str) -> Tuple[str, Optional[str]]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as error:
-        return default, f"WEBHOOK_TEMPLATE {path}: cannot read it ({getattr(error, 'strerror', None) or error}); using the built-in {fmt} template"
-    from nodeagent.state import NoticeRecord
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        return (
+            default,
+            f"WEBHOOK_TEMPLATE {path}: cannot read it ({reason}); using the built-in {fmt} template",
+        )
 
-    sample = NoticeRecord(id="spot-itn-sample", kind="spot-itn", action="terminate",
-                          deadline="2025-01-01T00:02:00Z", first_seen="2025-01-01T00:00:00Z", response="drain")
+    sample = NoticeRecord(
+        id="spot-itn-sample",
+        kind="spot-itn",
+        action="terminate",
+        deadline="2025-01-01T00:02:00Z",
+        first_seen="2025-01-01T00:00:00Z",
+        response="drain",
+    )
     try:
         render(text, message_fields("notice", sample, "node", drill=False, dry_run=False))
     except TemplateError as error:
@@ -226,8 +261,7 @@ def load_template(fmt: str, path: str) -> Tuple[str, Optional[str]]:
 class Redactor:
     """Removes the URL (and its parts) and header values from any text before it is logged."""
 
-    def __init__(self, url: str, header_values: List[str]):
-        from urllib.parse import urlsplit
+    def __init__(self, url: str, header_values: list[str]):
 
         parts = urlsplit(url)
         secrets = [url, parts.netloc, parts.path, parts.query, parts.hostname or ""]
@@ -274,10 +308,24 @@ class Delivery:
     problem: str = ""
 
 
+class _AttemptFailed(Exception):
+    def __init__(self, problem: str, attempt: int, retryable: bool, retry_after: float | None):
+        super().__init__(problem)
+        self.attempt = attempt
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
 class WebhookSender:
-    def __init__(self, url: str, headers: Mapping[str, str], policy: DeliveryPolicy,
-                 worker: Worker, session: Optional[requests.Session] = None,
-                 sleep: Optional[Callable[[float], bool]] = None):
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        policy: DeliveryPolicy,
+        worker: Worker,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], bool] | None = None,
+    ):
         self._url = url
         self._headers = {"Content-Type": "application/json", "User-Agent": f"nodeagent/{__version__}"}
         self._headers.update(headers)
@@ -292,23 +340,25 @@ class WebhookSender:
 
     def send(self, body: bytes, give_up_at: float, what: str) -> Delivery:
         """POST with retries until give_up_at (monotonic). Logs without the URL or header values."""
-        backoff = self.policy.first_backoff_s
-        attempt = 0
-        problem = ""
-        while True:
-            attempt += 1
+        backoff = Backoff(self.policy.first_backoff_s, self.policy.max_backoff_s)
+
+        def attempt() -> Delivery:
+            number = next(numbers)
             left = give_up_at - time.monotonic()
-            timeout = (min(self.policy.connect_timeout_s, max(0.5, left)),
-                       min(self.policy.read_timeout_s, max(0.5, left)))
-            retry_after: Optional[float] = None
+            timeout = (
+                min(self.policy.connect_timeout_s, max(0.5, left)),
+                min(self.policy.read_timeout_s, max(0.5, left)),
+            )
+            retry_after: float | None = None
             try:
-                response = self._session.post(self._url, data=body, headers=self._headers,
-                                              timeout=timeout, allow_redirects=False)
+                response = self._session.post(
+                    self._url, data=body, headers=self._headers, timeout=timeout, allow_redirects=False
+                )
                 status = response.status_code
                 response.close()
                 if 200 <= status < 300:
-                    log.info("webhook delivered (%s, attempt %d)", what, attempt)
-                    return Delivery(True, attempt)
+                    log.info("webhook delivered (%s, attempt %d)", what, number)
+                    return Delivery(True, number)
                 problem = f"HTTP {status} from {REDACTED}"
                 retryable = status in RETRY_STATUSES or status >= 500
                 retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -318,30 +368,59 @@ class WebhookSender:
             except Exception as error:  # e.g. a malformed URL slipping past config
                 problem = describe_failure(error)
                 retryable = False
-            problem = self.redact(problem)
-            if not retryable:
-                log.error("webhook failed (%s): %s; not retrying", what, problem)
-                return Delivery(False, attempt, problem)
-            wait = min(self.policy.max_backoff_s, max(backoff, retry_after or 0.0))
-            if self.worker.closing.is_set() or time.monotonic() + wait >= give_up_at:
-                log.error("webhook failed (%s) after %d attempt%s: %s", what, attempt,
-                          "" if attempt == 1 else "s", problem)
-                return Delivery(False, attempt, problem)
-            if attempt == 1:
-                log.warning("webhook attempt 1 failed (%s): %s; retrying with backoff for up to %.0fs",
-                            what, problem, give_up_at - time.monotonic())
+            raise _AttemptFailed(self.redact(problem), number, retryable, retry_after)
+
+        def wait(failure: Failure[Delivery]) -> float:
+            assert isinstance(failure.error, _AttemptFailed)
+            return min(self.policy.max_backoff_s, max(backoff(failure), failure.error.retry_after or 0.0))
+
+        def retrying(failure: Failure[Delivery]) -> None:
+            if failure.attempts == 1:
+                log.warning(
+                    "webhook attempt 1 failed (%s): %s; retrying with backoff for up to %.0fs",
+                    what,
+                    failure.error,
+                    give_up_at - time.monotonic(),
+                )
             else:
-                log.debug("webhook attempt %d failed (%s): %s", attempt, what, problem)
-            if not self._sleep(wait):
-                log.error("webhook failed (%s) after %d attempts: %s (shutting down)", what, attempt, problem)
-                return Delivery(False, attempt, problem)
-            backoff = min(self.policy.max_backoff_s, backoff * 2)
+                log.debug("webhook attempt %d failed (%s): %s", failure.attempts, what, failure.error)
+
+        def gave_up(failure: Failure[Delivery]) -> Delivery:
+            n = failure.attempts
+            if failure.interrupted:
+                log.error("webhook failed (%s) after %d attempts: %s (shutting down)", what, n, failure.error)
+            else:
+                log.error(
+                    "webhook failed (%s) after %d attempt%s: %s",
+                    what,
+                    n,
+                    "" if n == 1 else "s",
+                    failure.error,
+                )
+            return Delivery(False, n, str(failure.error))
+
+        numbers = itertools.count(1)
+        try:
+            return retry(
+                attempt,
+                schedule=wait,
+                transient=lambda error: isinstance(error, _AttemptFailed) and error.retryable,
+                stop=lambda failure: (
+                    self.worker.closing.is_set() or time.monotonic() + failure.wait_s >= give_up_at
+                ),
+                sleep=self._sleep,  # False: the reporter is shutting down
+                before_sleep=retrying,
+                gave_up=gave_up,
+            )
+        except _AttemptFailed as failed:  # an answer no retry can change
+            log.error("webhook failed (%s): %s; not retrying", what, failed)
+            return Delivery(False, failed.attempt, str(failed))
 
     def close(self) -> None:
         self._session.close()
 
 
-def _retry_after(value: Optional[str]) -> Optional[float]:
+def _retry_after(value: str | None) -> float | None:
     if value and value.strip().isdigit():
         return float(value.strip())
     return None
@@ -361,12 +440,13 @@ class WebhookConfig:
     node_name: str
 
 
-def webhook_config(settings, template: Optional[str] = None) -> WebhookConfig:
+def webhook_config(settings, template: str | None = None) -> WebhookConfig:
     """template: the text already loaded, if it was; otherwise the file is read now."""
     if template is None:
         template = load_template(settings.webhook_format, settings.webhook_template)[0]
-    return WebhookConfig(settings.webhook_url, settings.webhook_format, template,
-                         settings.webhook_headers, settings.node_name)
+    return WebhookConfig(
+        settings.webhook_url, settings.webhook_format, template, settings.webhook_headers, settings.node_name
+    )
 
 
 class WebhookReporter(WorkerReporter):
@@ -396,24 +476,35 @@ class WebhookReporter(WorkerReporter):
         for text in header_problems:
             log.error("%s", text)
         self.sender = WebhookSender(settings.webhook_url, headers, policy, self.worker)
-        self.deliveries: List[Delivery] = []
-        log.info("webhook: %s format%s, %d extra header%s", self.format,
-                 f", template {settings.webhook_template}" if settings.webhook_template and not problem else "",
-                 len(headers), "" if len(headers) == 1 else "s")
+        self.deliveries: list[Delivery] = []
+        log.info(
+            "webhook: %s format%s, %d extra header%s",
+            self.format,
+            f", template {settings.webhook_template}" if settings.webhook_template and not problem else "",
+            len(headers),
+            "" if len(headers) == 1 else "s",
+        )
 
     def __repr__(self) -> str:
         return f"WebhookReporter({self.format}, {REDACTED})"
 
     def _queue(self, event: str, record, message: str = "", reason: str = "") -> None:
-        fields = message_fields(event, record, self.node_name(), drill=self.drill, dry_run=self.settings.dry_run,
-                                message=message, reason=reason)
+        fields = message_fields(
+            event,
+            record,
+            self.node_name(),
+            drill=self.drill,
+            dry_run=self.settings.dry_run,
+            message=message,
+            reason=reason,
+        )
         try:
             body = render(self.template, fields)
         except TemplateError as error:  # checked at startup; only odd values get here
             log.error("webhook template: %s; using the built-in one", error)
             body = render(DEFAULT_TEMPLATES[self.format], fields)
         deadline = parse_optional_rfc3339(record.deadline)
-        to_deadline = 0.0 if deadline is None else (deadline - datetime.now(timezone.utc)).total_seconds()
+        to_deadline = 0.0 if deadline is None else (deadline - utcnow()).total_seconds()
         give_up_at = time.monotonic() + max(to_deadline, self.sender.policy.min_window_s)
         what = f"{event} {record.id}"
 
@@ -442,13 +533,10 @@ class WebhookReporter(WorkerReporter):
         self.sender.close()
 
 
-def default_node_name(responder, settings) -> Callable[[], str]:
+def default_node_name(responder: Responder, settings: Settings) -> Callable[[], str]:
     """The node's name once the responder knows it; NODE_NAME or the host name before that."""
 
     def name() -> str:
-        node = getattr(responder, "node", None)
-        if node is not None:
-            return str(node.name)
-        return settings.node_name or socket.gethostname()
+        return responder.node_name() or settings.node_name or socket.gethostname()
 
     return name

@@ -4,13 +4,14 @@ Jobs run in the order they were submitted. A job that raises is logged and dropp
 itself never dies. `close` stops taking jobs, lets the queue finish for a bounded time, and tells
 jobs that are still retrying (through `closing`) to make their last attempt now.
 """
+
 from __future__ import annotations
 
 import logging
 import queue
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 log = logging.getLogger("nodeagent.report")
 
@@ -21,7 +22,7 @@ class Worker:
     def __init__(self, name: str):
         self.name = name
         self.closing = threading.Event()
-        self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
         self._pending = 0

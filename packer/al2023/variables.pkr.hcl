@@ -1,5 +1,5 @@
 # Variables for this directory's build. ../al2023 and ../ubuntu declare the same ones, apart
-# from the package_path default (tests/test_packer.py checks that they stay in step).
+# from the package_path default (tests/packaging/test_packer.py checks that they stay in step).
 
 variable "kubernetes_version" {
   type        = string

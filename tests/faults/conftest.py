@@ -18,7 +18,7 @@ they start on threads when the first fault test starts and their tests run last,
 overlap the short cases. Each scenario owns its simulators, daemon and directory, so they cannot
 disturb each other.
 
-The README "Reliability" table is generated from the tests' docstrings (`Case:`/`Outcome:`
+docs/reliability.md (the fault matrix) is generated from the tests' docstrings (`Case:`/`Outcome:`
 lines) by scripts/reliability-table.
 """
 from __future__ import annotations
@@ -34,12 +34,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
 
+from nodeagent.clock import utcnow
 from nodeagent.notices import parse_rfc3339_utc, parse_spot_action
 from nodeagent_sim.imds import ImdsSim
 from nodeagent_sim.kube import KubeSim
@@ -53,10 +54,6 @@ READY = r"acting on node"
 
 _live_lock = threading.Lock()
 _live: List["Cluster"] = []
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def to_monotonic(moment: datetime) -> float:

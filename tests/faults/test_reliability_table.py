@@ -1,4 +1,4 @@
-"""docs/reliability.md (the README "Reliability" table) is generated from this suite's docstrings
+"""docs/reliability.md (the fault matrix the README links to) is generated from this suite's docstrings
 and must stay in step with it: run scripts/reliability-table after changing a case."""
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import yaml
 from nodeagent import config
 from nodeagent_sim.imds import ImdsSim
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "packaging" / "spot-label"
 ONESHOT_UNIT = REPO / "systemd" / "nodeagent-spot-label.service"
 AGENT_UNIT = REPO / "systemd" / "nodeagent.service"
@@ -454,8 +454,8 @@ def require_systemd_analyze() -> None:
 
 
 def require_agent_unit() -> str:
-    if not AGENT_UNIT.exists():
-        pytest.skip("systemd/nodeagent.service is not in the tree yet (packaging writes it)")
+    """The agent's unit: it is in the tree, so its absence is a failure, never a skip."""
+    assert AGENT_UNIT.is_file(), f"{AGENT_UNIT} is missing"
     return AGENT_UNIT.read_text()
 
 
@@ -521,16 +521,13 @@ def test_boot_transaction_has_no_ordering_cycle(tmp_path: Path, variant: str) ->
     require_systemd_analyze()
     ours = {ONESHOT_UNIT.name: runnable_copy(ONESHOT_UNIT.read_text(),
                                              {"/usr/lib/nodeagent/spot-label": str(SCRIPT)})}
-    if AGENT_UNIT.exists():
-        ours[AGENT_UNIT.name] = runnable_copy(AGENT_UNIT.read_text(), {})
+    ours[AGENT_UNIT.name] = runnable_copy(require_agent_unit(), {})
     unit_dir = build_unit_dir(tmp_path, variant, ours)
 
     result = verify(unit_dir, ["multi-user.target", "cloud-final.service", *ours])
 
     assert "cycle" not in result.stderr, result.stderr
     assert result.returncode == 0, result.stderr
-    if not AGENT_UNIT.exists():
-        pytest.skip("checked the oneshot only: systemd/nodeagent.service is not in the tree yet")
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

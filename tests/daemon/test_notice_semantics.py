@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.helpers import wait_for
-from tests.test_kube_response import NODE, make_cluster, start_agent
+from tests.daemon.test_kube_response import NODE, make_cluster, start_agent
 
 
 def gmt(moment: datetime) -> str:

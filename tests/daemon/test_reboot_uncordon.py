@@ -42,7 +42,7 @@ def handle_the_event(sims, env) -> dict:
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(rf"notice {NOTICE_ID}: cordoned", timeout_s=20)
-        assert wait_for(lambda: cordoned(sims), 5)
+        wait_for(lambda: cordoned(sims), 5)
     finally:
         assert daemon.stop() == 0
     # The event stays "active" in IMDS: the start after the reboot must not depend on IMDS having
@@ -57,13 +57,18 @@ def handled_before_this_boot(state_file) -> None:
 
 
 def stays_cordoned_over_a_start(sims, env) -> None:
+    """A start that must not uncordon. "ready: watching IMDS" comes before the API is reached, so
+    waiting for it proves nothing: wait until the responder has reached the API ("acting on
+    node"; a start-up uncordon is the worker's first job right after), then give it several polls."""
     daemon = Daemon(env).start()
     try:
-        daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
-        time.sleep(1)
+        daemon.wait_line(r"acting on node ", timeout_s=20)
+        time.sleep(2)
+        assert daemon.alive()
     finally:
         assert daemon.stop() == 0
-    assert cordoned(sims) and not daemon.find(UNCORDONED)
+    assert cordoned(sims), "the start uncordoned the node"
+    assert not daemon.find(UNCORDONED)
 
 
 def test_uncordoned_after_the_reboot_from_the_state_file(sims):
@@ -77,7 +82,7 @@ def test_uncordoned_after_the_reboot_from_the_state_file(sims):
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(UNCORDONED, timeout_s=20)
-        assert wait_for(lambda: not cordoned(sims), 5)
+        wait_for(lambda: not cordoned(sims), 5)
     finally:
         assert daemon.stop() == 0
 
@@ -96,7 +101,7 @@ def test_uncordoned_after_the_reboot_when_the_state_was_rebuilt_from_the_node(si
     try:
         daemon.wait_line(r"state rebuilt from the node's labels: notice \S+ .*already finished", timeout_s=20)
         daemon.wait_line(UNCORDONED, timeout_s=10)
-        assert wait_for(lambda: not cordoned(sims), 5)
+        wait_for(lambda: not cordoned(sims), 5)
     finally:
         assert daemon.stop() == 0
 
@@ -120,7 +125,7 @@ def cordon_then(sims, env, then_imds: list, expect_line: str) -> Daemon:
     sims.imds.set_scheduled([event])
     daemon = Daemon(env).start()
     daemon.wait_line(rf"notice {NOTICE_ID}: cordoned", timeout_s=20)
-    assert wait_for(lambda: cordoned(sims), 5)
+    wait_for(lambda: cordoned(sims), 5)
     sims.imds.set_scheduled([dict(event, **change) for change in then_imds])
     daemon.wait_line(expect_line, timeout_s=20)
     return daemon
@@ -131,7 +136,7 @@ def test_completed_event_uncordons_without_cancelling(sims):
     daemon = cordon_then(sims, env, [{"State": "completed"}],
                          rf"notice {NOTICE_ID}: scheduled event completed; uncordoning")
     try:
-        assert wait_for(lambda: not cordoned(sims), 5)
+        wait_for(lambda: not cordoned(sims), 5)
     finally:
         assert daemon.stop() == 0
     assert not daemon.find(r"cancelled"), daemon.output()

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from nodeagent.state import ACTING, AgentState, NoticeRecord, StateStore
+from tests.helpers import REPO
 
 
 def record(notice_id="spot-itn-1", phase=ACTING) -> NoticeRecord:
@@ -37,12 +41,37 @@ def test_corrupt_file_is_quarantined(tmp_path, content):
     assert loaded.state.notices == {}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write a read-only directory")
+SAVE_AND_REPORT = """
+import json, sys
+from nodeagent.state import AgentState, StateStore
+store = StateStore(sys.argv[1])
+saved = store.save(AgentState())
+print(json.dumps({"saved": saved, "writable": store.writable, "error": store.last_error}))
+"""
+
+
 def test_unwritable_directory_carries_on_from_memory(tmp_path):
-    tmp_path.chmod(0o500)
-    store = StateStore(str(tmp_path))
-    assert store.save(AgentState()) is False
-    assert store.writable is False
+    """A directory the agent cannot write: save() says so and the agent carries on from memory.
+    Root writes through a 0500 mode, so as root (as in CI) the directory is made read-only with a
+    bind mount in a private mount namespace (unshare -m), which root cannot write through either."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None:
+            pytest.fail("unshare (util-linux) is needed to make a read-only directory as root")
+        script = (f'mount --bind "{state_dir}" "{state_dir}" && mount -o remount,bind,ro "{state_dir}" && '
+                  f'exec "{sys.executable}" -c "$0" "{state_dir}"')
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, SAVE_AND_REPORT]
+    else:
+        state_dir.chmod(0o500)
+        command = [sys.executable, "-c", SAVE_AND_REPORT, str(state_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["saved"] is False and report["writable"] is False
+    assert "carrying on from memory" in report["error"]
+    assert ("Read-only file system" if os.geteuid() == 0 else "Permission denied") in report["error"]
+    assert not list(state_dir.iterdir())
 
 
 def test_unwritable_path_carries_on_from_memory(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import json
 import os
 import shutil
@@ -91,6 +92,26 @@ def test_deb_payload(packages):
     assert {columns[1] for columns in entries.values()} == {"root/root"}
     # One timestamp for everything: SOURCE_DATE_EPOCH.
     assert len({(columns[3], columns[4]) for columns in entries.values()}) == 1
+
+
+MAN_PAGE = "/usr/share/man/man8/nodeagent.8.gz"
+
+
+def test_man_page_is_in_both_packages_and_renders_cleanly(packages, tmp_path):
+    """nodeagent(8), generated at build time, ships in the deb and the rpm (the unit's
+    Documentation= names it) and renders with no groff warning."""
+    assert deb_listing(packages.deb)[MAN_PAGE][0] == "-rw-r--r--"
+    assert MAN_PAGE in rpm_query(packages.rpm, "-l").split()
+    run(["dpkg-deb", "-x", packages.deb, tmp_path])
+    roff = gzip.decompress((tmp_path / MAN_PAGE.lstrip("/")).read_bytes()).decode("utf-8")
+    assert roff.startswith(".TH NODEAGENT 8 ") and "DRAIN_MARGIN" in roff
+    unit = (tmp_path / UNIT_PATH.lstrip("/")).read_text()
+    assert "Documentation=man:nodeagent(8)" in unit
+    require_tool("groff")
+    page = tmp_path / "nodeagent.8"
+    page.write_text(roff)
+    result = subprocess.run(["groff", "-man", "-ww", "-z", str(page)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
 def rpm_query(rpm: Path, *args: str) -> str:

@@ -1,4 +1,4 @@
-"""Pure parser tests: DESIGN.md examples, boundaries, and property tests (no sockets)."""
+"""Pure parser tests: the documented IMDS examples, boundaries, and property tests (no sockets)."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,6 @@ from nodeagent.notices import (
     NoticeParseError,
     is_valid_label_value,
     parse_asg_state,
-    parse_path,
     parse_rebalance,
     parse_rfc3339_utc,
     parse_scheduled,
@@ -414,22 +413,23 @@ def test_parse_rfc3339_utc_rejects(text):
 # --- the path table ---------------------------------------------------------------------------
 
 
-def test_paths_and_parse_path():
+def _parse(path, body):
+    return next(s for s in SOURCES if s.path == path).parse(body, NOW)
+
+
+def test_the_path_table_and_its_parsers():
     assert SPOT_ACTION_PATH == "spot/instance-action"
     assert REBALANCE_PATH == "events/recommendations/rebalance"
     assert SCHEDULED_PATH == "events/maintenance/scheduled"
     assert ASG_PATH == "autoscaling/target-lifecycle-state"
     assert [s.path for s in SOURCES] == [SPOT_ACTION_PATH, ASG_PATH, REBALANCE_PATH, SCHEDULED_PATH]
     assert [s.kind.value for s in SOURCES] == ["spot-itn", "asg", "rebalance", "scheduled"]
-    assert parse_path(SPOT_ACTION_PATH, None, NOW).notices == ()
-    assert parse_path(ASG_PATH, b"InService", NOW).notices == ()
-    assert [n.id for n in parse_path(ASG_PATH, b"Terminated", NOW).notices] == ["asg-terminated"]
-    assert len(parse_path(SCHEDULED_PATH, SCHEDULED_EXAMPLE, NOW).notices) == 1
-    assert parse_path(REBALANCE_PATH, '{"noticeTime": "2020-10-27T08:22:00Z"}', NOW).notices[0].id == (
+    assert _parse(ASG_PATH, b"InService").notices == ()
+    assert [n.id for n in _parse(ASG_PATH, b"Terminated").notices] == ["asg-terminated"]
+    assert len(_parse(SCHEDULED_PATH, SCHEDULED_EXAMPLE).notices) == 1
+    assert _parse(REBALANCE_PATH, '{"noticeTime": "2020-10-27T08:22:00Z"}').notices[0].id == (
         "rebalance-20201027T082200Z"
     )
-    with pytest.raises(KeyError):
-        parse_path("instance-id", b"i-1", NOW)
 
 
 # --- property tests ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from nodeagent_sim.kube_patch import PatchError, json_patch, merge_patch, strate
 from nodeagent_sim.kube_select import (
     SelectorError, labels_match, parse_field_selector, parse_label_selector,
 )
+from tests.helpers import wait_for
 
 ME = "me"
 PROVIDER = "aws:///us-east-1a/i-0123456789abcdef0"
@@ -33,16 +34,6 @@ PROVIDER = "aws:///us-east-1a/i-0123456789abcdef0"
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def wait_for(cond, timeout: float = 10.0, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1fs" % timeout)
 
 
 def api_for(sim: KubeSim, path: str, token: str) -> client.ApiClient:
@@ -208,7 +199,7 @@ def test_expired_exec_token_is_401_and_the_client_reruns_the_plugin(sim, tmp_pat
     stale.api_key = dict(cfg.api_key)  # the same token, without the client's refresh hook
     stale_v1 = client.CoreV1Api(client.ApiClient(stale))
     assert status_of(stale_v1.read_node, ME) == 200
-    wait_for(lambda: status_of(stale_v1.read_node, ME) == 401, timeout=5, interval=0.2)  # expiry: whole seconds
+    wait_for(lambda: status_of(stale_v1.read_node, ME) == 401, timeout_s=5, interval_s=0.2)  # expiry: whole seconds
     before = sim.exec_invocations(path)
     assert client.CoreV1Api(client.ApiClient(cfg)).read_node(ME).metadata.name == ME
     assert sim.exec_invocations(path) == before + 1
@@ -448,7 +439,7 @@ def test_eviction_ok_then_pod_goes_after_its_grace(sim, node_api):
     assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
     pod = sim.pod("default", "web")
     assert pod["metadata"]["deletionGracePeriodSeconds"] == 20 and pod["metadata"]["deletionTimestamp"]
-    wait_for(lambda: sim.pod("default", "web") is None, timeout=5)  # 20 s * time_scale 0.01
+    wait_for(lambda: sim.pod("default", "web") is None, timeout_s=5)  # 20 s * time_scale 0.01
     # the python client's typed call works too, with deleteOptions
     sim.add_pod("web2", node=ME)
     client.CoreV1Api(node_api).create_namespaced_pod_eviction(
@@ -562,7 +553,7 @@ def test_delete_with_grace_shortening_and_time_scale(sim, node_api):
         .deletion_grace_period_seconds == 200
     pod = v1.delete_namespaced_pod("slow", "default", grace_period_seconds=50)
     assert pod.metadata.deletion_grace_period_seconds == 50
-    wait_for(lambda: sim.pod("default", "slow") is None, timeout=5)  # 50 s * 0.01
+    wait_for(lambda: sim.pod("default", "slow") is None, timeout_s=5)  # 50 s * 0.01
     # grace 0 is immediate; a pod that is gone is 404; another node's pod is 403
     sim.add_pod("now", node=ME)
     v1.delete_namespaced_pod("now", "default", grace_period_seconds=0)
@@ -578,7 +569,7 @@ def test_delete_with_grace_shortening_and_time_scale(sim, node_api):
 def test_pod_that_exits_early_goes_before_its_grace(sim, node_api):
     sim.add_pod("quick", node=ME, grace_s=1000, shutdown_s=1)
     assert evict(node_api, "quick")[0] == 201
-    wait_for(lambda: sim.pod("default", "quick") is None, timeout=2)  # 1 s * 0.01, not 1000 s * 0.01
+    wait_for(lambda: sim.pod("default", "quick") is None, timeout_s=2)  # 1 s * 0.01, not 1000 s * 0.01
 
 
 def test_dry_run_persists_nothing(sim, node_api):
@@ -620,7 +611,7 @@ def test_watch_sees_modified_then_deleted(sim, node_api):
     t.start()
     wait_for(lambda: ("ADDED", "web") in events)
     assert evict(node_api, "web")[0] == 201
-    wait_for(lambda: ("DELETED", "web") in events, timeout=5)
+    wait_for(lambda: ("DELETED", "web") in events, timeout_s=5)
     stop.set()
     assert events == [("ADDED", "web"), ("MODIFIED", "web"), ("DELETED", "web")]
     t.join(timeout=10)
@@ -788,7 +779,7 @@ def test_down_for_then_back(sim, node_api):
     sim.up()
     assert status_of(v1.read_node, ME, _request_timeout=5) == 200
     sim.down_for(0.2)  # and it comes back by itself
-    wait_for(lambda: status_of(v1.read_node, ME, _request_timeout=5) == 200, timeout=10, interval=0.1)
+    wait_for(lambda: status_of(v1.read_node, ME, _request_timeout=5) == 200, timeout_s=10, interval_s=0.1)
 
 
 def test_cut_watches_cleanly_and_abruptly(sim, node_api):
@@ -825,11 +816,11 @@ def test_drain_500_pods_from_32_threads_with_a_watch(tmp_path):
                                    kwargs={"field_selector": "spec.nodeName=me", "timeout_seconds": 120},
                                    daemon=True)
         watcher.start()
-        wait_for(lambda: len(deleted) >= 500, timeout=30)
+        wait_for(lambda: len(deleted) >= 500, timeout_s=30)
         with ThreadPoolExecutor(32) as pool:
             codes = list(pool.map(lambda i: evict(api, "p-%03d" % i, "ns%d" % (i % 5))[0], range(500)))
         assert codes == [201] * 500
-        wait_for(lambda: sum(1 for e in deleted if e[0] == "DELETED") == 500, timeout=60)
+        wait_for(lambda: sum(1 for e in deleted if e[0] == "DELETED") == 500, timeout_s=60)
         stop.set()
         sim.add_pod("last", node=ME)  # wakes the watch so it sees stop
         watcher.join(timeout=10)

@@ -15,7 +15,7 @@ from hcl2 import SerializationOptions
 
 import nodeagent
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKER = REPO / "packer"
 TEMPLATE_DIRS = {"al2023": PACKER / "al2023", "ubuntu": PACKER / "ubuntu"}
 VERIFY_SCRIPT = PACKER / "scripts" / "verify-install.sh"

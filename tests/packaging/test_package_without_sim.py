@@ -1,7 +1,7 @@
 """The agent needs nothing from nodeagent_sim (the simulators and the demo), which only a source
 checkout has: every module of nodeagent imports with nodeagent_sim blocked, and `demo`/`imds-sim`
 then say plainly where they run. The same checks on the built package's payload are in
-tests/test_packages.py."""
+tests/packaging/test_packages.py."""
 from __future__ import annotations
 
 import json

@@ -22,7 +22,7 @@ from nodeagent import config
 from nodeagent.config import EX_CONFIG
 from nodeagent_sim.imds import ImdsSim
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 USER_DATA = REPO / "packer" / "user-data"
 SPOT_LABEL = REPO / "packaging" / "spot-label"
 EXAMPLES = sorted(USER_DATA.glob("*.mime"))

@@ -13,7 +13,7 @@ import pytest
 from nodeagent_sim.autoscaling import AutoScalingSim
 from tests.helpers import wait_for
 from tests.report_helpers import Receiver
-from tests.test_kube_response import NODE, make_cluster, start_agent
+from tests.daemon.test_kube_response import NODE, make_cluster, start_agent
 
 INSTANCE = "i-0123456789abcdef0"
 GROUP, HOOK = "nodes", "drain-hook"

@@ -41,7 +41,7 @@ def test_spot_notice_detected_within_a_poll_and_handled_once(tmp_path, imds):
         line = daemon.wait_line(r"notice spot-itn-\S+ \(spot-itn: terminate\)", timeout_s=5)
         assert line.t - appeared <= POLL + 0.5, f"seen {line.t - appeared:.2f}s after it appeared"
         polls_before = len([e for e in imds.request_log if "instance-action" in e[2]])
-        assert wait_for(lambda: len([e for e in imds.request_log if "instance-action" in e[2]]) >= polls_before + 20, 20)
+        wait_for(lambda: len([e for e in imds.request_log if "instance-action" in e[2]]) >= polls_before + 20, 20)
         assert len(spot_notice_lines(daemon)) == 1, daemon.output()
         assert daemon.alive()
     finally:
@@ -71,12 +71,12 @@ def test_sd_notify_sequence(tmp_path, imds):
     env["NOTIFY_SOCKET"] = notify.path
     daemon = Daemon(env, args=("run", "--log-only")).start()
     try:
-        assert wait_for(lambda: notify.texts().count("WATCHDOG=1") >= 3, 15), notify.texts()
+        wait_for(lambda: notify.texts().count("WATCHDOG=1") >= 3, 15, message=lambda: notify.texts())
         imds.schedule_spot(120)
         daemon.wait_line("notice spot-itn")
         daemon.process.send_signal(signal.SIGTERM)
         assert daemon.process.wait(timeout=10) == 0
-        assert wait_for(lambda: "STOPPING=1" in notify.texts(), 2)
+        wait_for(lambda: "STOPPING=1" in notify.texts(), 2)
     finally:
         daemon.kill()
         notify.close()
@@ -111,7 +111,7 @@ def test_v1_only_endpoint_with_v1_off_is_reported_plainly(tmp_path, imds):
     daemon = Daemon(env, args=("run", "--log-only")).start()
     try:
         daemon.wait_line(r"IMDSv1 fallback is disabled", timeout_s=10)
-        assert wait_for(lambda: any("IMDS_ALLOW_V1" in t for t in notify.texts() if t.startswith("STATUS=")), 5)
+        wait_for(lambda: any("IMDS_ALLOW_V1" in t for t in notify.texts() if t.startswith("STATUS=")), 5)
         assert daemon.alive()
         assert "Traceback" not in daemon.output()
     finally:

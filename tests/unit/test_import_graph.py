@@ -1,0 +1,111 @@
+"""The shipped package's import structure: no circles, and imports at module top.
+
+Read from the source with ast (no imports run), so it is fast and sees every module, including
+ones no other test imports.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "nodeagent"
+
+# Function-level imports allowed, and why (anything else goes at the top of the module).
+LOCAL_IMPORTS_ALLOWED = {
+    # Each command imports its module when it runs: `status`, `check-config` and `version` start
+    # without the daemon, and `demo`/`imds-sim` report a missing nodeagent_sim plainly.
+    "nodeagent.cli": None,
+    # kubernetes is imported only after light_import.prepare() (skips ~30 MB of API models).
+    "nodeagent.kube.client": {"kubernetes"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _targets(node: ast.AST, module: str) -> set:
+    """The nodeagent modules an import statement loads."""
+    found = set()
+    if isinstance(node, ast.Import):
+        found = {alias.name for alias in node.names}
+    elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            package = module.split(".")[: -node.level]
+            base = ".".join(package + ([base] if base else []))
+        found = {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {name for name in found if name in MODULES}
+
+
+def _top_level_imports(tree: ast.Module):
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If):  # e.g. `if TYPE_CHECKING:` blocks do not run
+            continue
+
+
+def _graph() -> dict:
+    graph = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        graph[name] = set().union(*[_targets(n, name) for n in _top_level_imports(tree)]) - {name}
+    return graph
+
+
+def _cycle(graph: dict):
+    state = {}
+    stack = []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_graph_sees_the_package():
+    graph = _graph()
+    assert "nodeagent.agent" in graph and "nodeagent.respond" in graph["nodeagent.agent"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_circle_in_nodeagent():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_imports_are_at_module_top_unless_a_reason_is_stated():
+    misplaced = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = set(map(id, _top_level_imports(tree)))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in top:
+                continue
+            allowed = LOCAL_IMPORTS_ALLOWED.get(name, set())
+            imported = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+            if allowed is None or (imported or "").split(".")[0] in allowed:
+                continue
+            misplaced.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {imported}")
+    assert not misplaced, "imports inside functions without a stated reason:\n" + "\n".join(misplaced)
