@@ -38,6 +38,7 @@ from nodeagent.decide import (
     Uncordon,
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.lifecycle_hook import LifecycleHook
 from nodeagent.log_once import LogOnce
 from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES, SOURCES_BY_KIND
@@ -500,8 +501,6 @@ def _lifecycle_hook(
     """ASG_LIFECYCLE_HOOK set: the thread that heartbeats and completes it (nodeagent/lifecycle_hook.py)."""
     if not settings.asg_lifecycle_hook:
         return None
-    from nodeagent.lifecycle_hook import LifecycleHook
-
     return LifecycleHook(
         settings,
         store,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, Callable
 
 from tenacity import (
@@ -28,6 +29,9 @@ from tenacity import (
 )
 
 from nodeagent import lifecycle
+from nodeagent.aws.autoscaling import AutoScalingClient
+from nodeagent.aws.credentials import InstanceRoleCredentials
+from nodeagent.aws.endpoints import autoscaling_endpoint
 from nodeagent.clock import Clock, iso
 from nodeagent.imds import ImdsClient, ImdsError, InstanceIdentity
 from nodeagent.lifecycle import HookPolicy
@@ -326,17 +330,11 @@ class LifecycleHook:
             quietly(reporter.step, record, reason, message)
 
 
-def _seconds(value: float):
-    from datetime import timedelta
-
+def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
 
 
 def _default_client(settings, region: str, imds: ImdsClient):
-    from nodeagent.aws.autoscaling import AutoScalingClient
-    from nodeagent.aws.credentials import InstanceRoleCredentials
-    from nodeagent.aws.endpoints import autoscaling_endpoint
-
     endpoint = settings.asg_endpoint_url or autoscaling_endpoint(region, settings.asg_fips)
     return AutoScalingClient(
         endpoint, region, InstanceRoleCredentials(imds), ca_bundle=settings.asg_ca_bundle

@@ -19,10 +19,12 @@ import re
 import signal
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
+from urllib.parse import urlsplit
 
 import yaml
 from urllib3.util.retry import Retry
@@ -30,7 +32,7 @@ from urllib3.util.retry import Retry
 from nodeagent.clock import utcnow
 from nodeagent.errors import ExpectedFailure
 from nodeagent.jsontypes import JsonObject
-from nodeagent.kube import light_import
+from nodeagent.kube import deadline, light_import
 from nodeagent.notices import parse_rfc3339_utc
 
 log = logging.getLogger("nodeagent.kube")
@@ -49,8 +51,6 @@ def import_client_modules() -> None:
     daemon keeps about 1.5 MiB more RSS for the rest of its life (benchmark 4)."""
     import yaml  # noqa: F401
     from urllib3.util import retry  # noqa: F401
-
-    from nodeagent.kube import light_import
 
     light_import.prepare()  # first: the kubernetes package's own __init__ imports every model
     from kubernetes import client  # noqa: F401
@@ -322,8 +322,6 @@ class KubeApi:
                 config.api_key["authorization"] = tokens.token()
 
             configuration.refresh_api_key_hook = use_cached_token
-        from nodeagent.kube import deadline
-
         api_client = client.ApiClient(configuration)
         deadline.install(api_client.rest_client.pool_manager)
         return api_client
@@ -410,8 +408,6 @@ class KubeApi:
         (see deadline): urllib3's own timeouts are per read, and a trickle resets them."""
         from kubernetes.client.exceptions import ApiException
 
-        from nodeagent.kube import deadline
-
         timeout = timeout or (self.options.connect_timeout_s, self.options.read_timeout_s)
         total_s = float(sum(timeout))
         for attempt in (1, 2):
@@ -468,9 +464,6 @@ def _proxy_from_environment(configuration) -> None:
     proxy, every API call went to it even with the API server in NO_PROXY. The library's
     RESTClientObject checks no_proxy with requests' should_bypass_proxies (hosts, domain
     suffixes, IPs and CIDRs) when no_proxy is set, so setting both right is enough."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
     proxies = urllib.request.getproxies_environment()  # lower case wins, as in curl
     scheme = urlsplit(configuration.host or "").scheme or "https"
     configuration.proxy = proxies.get(scheme) or proxies.get("all") or None

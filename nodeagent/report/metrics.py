@@ -20,6 +20,7 @@ from typing import Callable
 
 from nodeagent import __version__
 from nodeagent.atomic_file import replace_file
+from nodeagent.lifecycle import held_seconds
 from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_rfc3339_utc
 
@@ -261,8 +262,6 @@ class MetricsReporter:
                 key = LIFECYCLE_CALLS[reason]
                 self.state.lifecycle[key] = self.state.lifecycle.get(key, 0) + 1
                 if reason == "LifecycleCompleted":
-                    from nodeagent.lifecycle import held_seconds
-
                     self.state.last_lifecycle_held_seconds = held_seconds(record)
         self._write()
 

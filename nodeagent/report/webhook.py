@@ -35,6 +35,7 @@ import requests
 from nodeagent import __version__
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
+from nodeagent.lifecycle import held_seconds
 from nodeagent.notices import parse_optional_rfc3339
 from nodeagent.ports import Responder
 from nodeagent.report.worker import Worker, WorkerReporter
@@ -196,8 +197,6 @@ def message_fields(
 
 
 def _held(record) -> float | None:
-    from nodeagent.lifecycle import held_seconds
-
     held = held_seconds(record) if hasattr(record, "lifecycle_completed_at") else None
     return None if held is None else round(held, 3)
 

@@ -15,8 +15,11 @@ LOCAL_IMPORTS_ALLOWED = {
     # Each command imports its module when it runs: `status`, `check-config` and `version` start
     # without the daemon, and `demo`/`imds-sim` report a missing nodeagent_sim plainly.
     "nodeagent.cli": None,
-    # kubernetes is imported only after light_import.prepare() (skips ~30 MB of API models).
-    "nodeagent.kube.client": {"kubernetes"},
+    # kubernetes is imported only after light_import.prepare() (skips ~30 MB of API models), and
+    # import_client_modules() exists to import the client's modules on the main thread.
+    "nodeagent.kube.client": {"kubernetes", "yaml", "urllib3"},
+    # secret_files builds on config (it resolves the *_FILE keys config.load has parsed).
+    "nodeagent.config": {"nodeagent"},
 }
 
 
