@@ -67,6 +67,9 @@ def test_kill9_at_each_step_boundary_then_restart(cluster_in, boundary):
     cluster = cluster_in(time_scale=0.1)
     cluster.add_workload(count=8, grace_s=15)  # 1.5 s to terminate: evicted pods may still be terminating
     cluster.start_agent(DRAIN_PARALLELISM="1")
+    # The agent's own start-up writes (presence labels, then the taint probe, which logs this)
+    # come first, so the faults below hit the notice's requests, not those (a race under load).
+    cluster.daemon.wait_line(r"node credentials cannot taint", timeout_s=30)
     killed = _kill_when(cluster, boundary)
     if boundary == "after-notice-recorded":
         cluster.kube.inject(count=2, status=None, delay_s=1.5, method="PATCH", path_regex=r"/nodes/")
@@ -93,6 +96,9 @@ def test_kill9_at_each_step_boundary_then_restart(cluster_in, boundary):
     if boundary in ("mid-evictions", "before-final-record"):
         assert record["cordoned"] and record["drain_started"]
     cluster.kube.clear_faults()
+    # A request in flight at the kill is still carried out by the server (an eviction held 0.3 s
+    # above); systemd restarts after RestartSec=5s, so a real restart never races it.
+    time.sleep(1.0)
     already = _pods_evicted_or_gone(cluster)
     restarted_at = time.monotonic()
     cluster.start_agent()
