@@ -287,9 +287,9 @@ class ImdsSim:
         now = datetime.now(timezone.utc)
         with self._lock:
             self._credentials = {
-                "Code": code, "LastUpdated": _rfc3339(now), "Type": "AWS-HMAC",
+                "Code": code, "LastUpdated": iso_seconds(now), "Type": "AWS-HMAC",
                 "AccessKeyId": access_key, "SecretAccessKey": secret_key, "Token": token,
-                "Expiration": _rfc3339(now + timedelta(seconds=expires_in_s)),
+                "Expiration": iso_seconds(now + timedelta(seconds=expires_in_s)),
             }
 
     def set_role(self, role: Optional[str]) -> None:

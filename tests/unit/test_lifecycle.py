@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 
