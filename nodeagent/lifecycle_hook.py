@@ -29,7 +29,7 @@ from tenacity import (
 )
 
 from nodeagent import lifecycle
-from nodeagent.aws.autoscaling import AutoScalingClient
+from nodeagent.aws.autoscaling import AutoScalingClient, AutoScalingError
 from nodeagent.aws.credentials import InstanceRoleCredentials
 from nodeagent.aws.endpoints import autoscaling_endpoint
 from nodeagent.clock import Clock, iso
@@ -164,7 +164,7 @@ class LifecycleHook:
         except _Stopping:
             raise
         except Exception as error:
-            if getattr(error, "gone", False):
+            if isinstance(error, AutoScalingError) and error.gone:
                 done = self.store.lifecycle(
                     record.id, lifecycle_completed_at=iso(self.clock.now()), lifecycle_outcome="not waiting"
                 )
@@ -219,7 +219,7 @@ class LifecycleHook:
         except _Stopping:
             raise
         except Exception as error:
-            if getattr(error, "gone", False):
+            if isinstance(error, AutoScalingError) and error.gone:
                 self.store.lifecycle(record.id, lifecycle_outcome="not waiting")
                 log.warning(
                     "notice %s: lifecycle hook %s is no longer waiting (%s); the drain carries on "
@@ -258,7 +258,7 @@ class LifecycleHook:
     def _call(self, action: str, attempts: int, call: Callable[[], object]) -> str:
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome is not None else None
-            if getattr(error, "refresh", False):
+            if isinstance(error, AutoScalingError) and error.refresh:
                 self.client.credentials.invalidate()
             log.warning("%s attempt %d failed: %s; retrying", action, state.attempt_number, error)
 
@@ -269,7 +269,7 @@ class LifecycleHook:
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential(multiplier=RETRY_WAIT_S[0], max=RETRY_WAIT_S[1]) + wait_random(0, 0.25),
-            retry=retry_if_exception(lambda error: getattr(error, "retry", False)),
+            retry=retry_if_exception(lambda error: isinstance(error, AutoScalingError) and error.retry),
             before_sleep=before_sleep,
             sleep=sleep,
             reraise=True,

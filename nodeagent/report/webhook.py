@@ -156,7 +156,7 @@ def message_fields(
         icon = ":white_check_mark:" if ok else ":x:"
     elif event == "lifecycle":
         headline = LIFECYCLE_HEADLINES.get(reason, "Lifecycle action failed")
-        summary = f"{kind_text} {record.id}: {message or getattr(record, 'lifecycle_outcome', '')}"
+        summary = f"{kind_text} {record.id}: {message or record.lifecycle_outcome}"
         icon = ":white_check_mark:" if reason in LIFECYCLE_HEADLINES else ":x:"
     else:
         headline = "Notice cancelled"
@@ -182,8 +182,8 @@ def message_fields(
         "left": len(record.left),
         "left_pods": ", ".join(record.left),
         "drain_seconds": drain_seconds,
-        "lifecycle_heartbeats": getattr(record, "lifecycle_heartbeats", 0),
-        "lifecycle_completed_at": getattr(record, "lifecycle_completed_at", None) or "",
+        "lifecycle_heartbeats": record.lifecycle_heartbeats,
+        "lifecycle_completed_at": record.lifecycle_completed_at or "",
         "held_seconds": _held(record),
         "dry_run": dry_run,
         "drill": drill,
@@ -197,7 +197,7 @@ def message_fields(
 
 
 def _held(record) -> float | None:
-    held = held_seconds(record) if hasattr(record, "lifecycle_completed_at") else None
+    held = held_seconds(record)
     return None if held is None else round(held, 3)
 
 
