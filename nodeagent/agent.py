@@ -17,8 +17,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from nodeagent import decide, pacing
 from nodeagent.clock import Clock, SystemClock, iso_seconds
@@ -38,7 +39,6 @@ from nodeagent.decide import (
     Uncordon,
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
-from nodeagent.lifecycle_hook import LifecycleHook
 from nodeagent.log_once import LogOnce
 from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES, SOURCES_BY_KIND
@@ -47,6 +47,9 @@ from nodeagent.poll import poll_once
 from nodeagent.ports import LoggingResponder, Notifier, Reporter, Responder, quietly
 from nodeagent.respond import UncordonJob, Worker
 from nodeagent.state import OPEN_PHASES, AgentState, StateStore
+
+if TYPE_CHECKING:
+    from nodeagent.lifecycle_hook import LifecycleHook
 
 __all__ = ["Agent", "LoggingResponder"]
 
@@ -114,6 +117,7 @@ class Agent:
         self._adopt_from_node = False  # no state file: read the node once the API is up
         self._ready_seen = False
         self._last_polled: dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
+        self._watch_cache: tuple[Settings, _Watch] | None = None
         self._next_poll_at = 0.0
         self._status_base, self._status_stamped_at, self._status_poll_time = "", 0.0, ""
 
@@ -330,19 +334,18 @@ class Agent:
 
     # ---------------------------------------------------------------- polling
 
-    def _watched_kinds(self) -> list[str]:
-        return [s.kind.value for s in SOURCES if self.settings.response_for(s.kind.value) != "ignore"]
+    def _watch(self) -> _Watch:
+        """What the settings say to watch, worked out once per settings object (a reload swaps it)."""
+        if self._watch_cache is None or self._watch_cache[0] is not self.settings:
+            self._watch_cache = (self.settings, _watch_for(self.settings))
+        return self._watch_cache[1]
 
-    def _intervals(self) -> dict[str, float]:
+    def _watched_kinds(self) -> tuple[str, ...]:
+        return self._watch().kinds
+
+    def _intervals(self) -> Mapping[str, float]:
         """Each watched path's own poll interval (pacing.py says why they differ)."""
-        every = pacing.path_intervals(
-            self.settings.poll_interval,
-            self.settings.poll_interval_rebalance,
-            self.settings.poll_interval_scheduled,
-        )
-        return {
-            SOURCES_BY_KIND[kind].path: every[SOURCES_BY_KIND[kind].path] for kind in self._watched_kinds()
-        }
+        return self._watch().intervals
 
     def _pace_text(self) -> str:
         paths = {source.path: source.kind.value for source in SOURCES}
@@ -467,7 +470,7 @@ class Agent:
         elif poll_errors:
             text = f"{poll_errors[0]}; {self.responder.describe()}"
         else:
-            text = f"watching IMDS ({', '.join(self._watched_kinds())}); {self.responder.describe()}"
+            text = f"watching IMDS ({self._watch().kinds_text}); {self.responder.describe()}"
             if self.store.agent_state != "watching":
                 text += f"; node {self.store.agent_state}"
             # The poll time is refreshed every STATUS_POLL_TIME_S, not on each poll: each STATUS is
@@ -481,6 +484,25 @@ class Agent:
             return
         self.notifier.status(text)
         self.store.set_status(text)
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """The notice kinds the settings watch (not `ignore`), in SOURCES order, and each one's path
+    with its own poll interval."""
+
+    kinds: tuple[str, ...]
+    kinds_text: str
+    intervals: Mapping[str, float]
+
+
+def _watch_for(settings: Settings) -> _Watch:
+    kinds = tuple(s.kind.value for s in SOURCES if settings.response_for(s.kind.value) != "ignore")
+    every = pacing.path_intervals(
+        settings.poll_interval, settings.poll_interval_rebalance, settings.poll_interval_scheduled
+    )
+    paths = [SOURCES_BY_KIND[kind].path for kind in kinds]
+    return _Watch(kinds, ", ".join(kinds), {path: every[path] for path in paths})
 
 
 def _boot_time() -> float:
@@ -497,10 +519,14 @@ def _lifecycle_hook(
     clock: Clock,
     stop: threading.Event,
     reporters: Callable[[], Sequence[Reporter]],
-):
+) -> LifecycleHook | None:
     """ASG_LIFECYCLE_HOOK set: the thread that heartbeats and completes it (nodeagent/lifecycle_hook.py)."""
     if not settings.asg_lifecycle_hook:
         return None
+    # Imported only when a hook is configured: the AWS client (SigV4 signing, XML parsing) is
+    # about 0.4 MiB of RSS that every other node would carry for nothing.
+    from nodeagent.lifecycle_hook import LifecycleHook
+
     return LifecycleHook(
         settings,
         store,

@@ -15,16 +15,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from nodeagent.clock import Clock, iso
 from nodeagent.decide import Plan, expired_before_start, held_by_other
 from nodeagent.errors import ExpectedFailure
 from nodeagent.imds import InstanceIdentity
-from nodeagent.lifecycle_hook import LifecycleHook
 from nodeagent.notice_store import NoticeStore, working_copy
 from nodeagent.ports import Reporter, Responder, quietly
 from nodeagent.state import CANCELLED, SUPERSEDED, NoticeRecord
+
+if TYPE_CHECKING:  # imported at run time only when a hook is configured (agent.py)
+    from nodeagent.lifecycle_hook import LifecycleHook
 
 log = logging.getLogger("nodeagent.agent")
 

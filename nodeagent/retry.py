@@ -74,6 +74,39 @@ def retry(
     returned).
     """
 
+    # The first attempt runs before tenacity is involved, or even set up: nearly every call
+    # succeeds at once (an IMDS poll makes several a second), and tenacity's bookkeeping would
+    # cost more than the request.
+    # A first attempt that failed is replayed as tenacity's first, so the schedule, stop and
+    # callbacks see it as attempt 1 as usual.
+    try:
+        result = attempt()
+    except BaseException as error:
+        if not transient(error):
+            raise
+        first: Callable[[], T] = _raiser(error)
+    else:
+        if not retry_result(result):
+            return result
+        first = _returner(result)
+    return _retry_after_first(
+        first, attempt, schedule, transient, retry_result, stop, sleep, before_sleep, gave_up
+    )
+
+
+def _retry_after_first(
+    first: Callable[[], T],
+    attempt: Callable[[], T],
+    schedule: Callable[[Failure[T]], float],
+    transient: Callable[[BaseException], bool],
+    retry_result: Callable[[T], bool],
+    stop: Callable[[Failure[T]], bool],
+    sleep: Callable[[float], object],
+    before_sleep: Callable[[Failure[T]], None] | None,
+    gave_up: Callable[[Failure[T]], T],
+) -> T:
+    """The loop after a first attempt that failed; `first` replays that attempt to tenacity."""
+
     def failure(state: RetryCallState, wait_s: float) -> Failure[T]:
         outcome = state.outcome
         assert outcome is not None
@@ -110,20 +143,6 @@ def retry(
         retry_error_callback=lambda state: gave_up(failure(state, state.upcoming_sleep)),
         reraise=True,
     )
-    # The first attempt runs before tenacity is involved: nearly every call succeeds at once (an
-    # IMDS poll makes four a second), and tenacity's bookkeeping would cost more than the request.
-    # A first attempt that failed is replayed as tenacity's first, so the schedule, stop and
-    # callbacks see it as attempt 1 as usual.
-    try:
-        result = attempt()
-    except BaseException as error:
-        if not transient(error):
-            raise
-        first: Callable[[], T] = _raiser(error)
-    else:
-        if not retry_result(result):
-            return result
-        first = _returner(result)
     pending = [first]
 
     def again() -> T:

@@ -5,6 +5,11 @@ model classes: about 30 MB of RSS and most of the daemon's footprint (docs/perfo
 RSS"). nodeagent sends raw JSON through ApiClient and needs only Configuration, ApiClient,
 rest, exceptions and the config loader with its exec provider, none of which use the models.
 
+kube_config also imports oauthlib and requests_oauthlib at its top, for one auth provider only
+(OIDC token refresh; a node's kubelet kubeconfig uses a client certificate or an exec plugin):
+about 1.3 MB more. `prepare()` imports kube_config with those deferred: the one name it takes
+from them, OAuth2Session, loads them when it is first called.
+
 `prepare()` puts the four packages (kubernetes, kubernetes.client, kubernetes.client.models,
 kubernetes.config) into sys.modules as empty packages over the real directories, so importing a
 submodule loads just that file. Nothing else in the process loses anything: the first time some
@@ -23,6 +28,9 @@ import threading
 import types
 
 PACKAGES = ("kubernetes", "kubernetes.client", "kubernetes.client.models", "kubernetes.config")
+KUBE_CONFIG = "kubernetes.config.kube_config"
+# What kube_config imports for OIDC alone, with the names it takes from each (`from ... import`).
+OIDC_ONLY = {"oauthlib.oauth2": (), "requests_oauthlib": ("OAuth2Session",)}
 _lock = threading.RLock()
 
 
@@ -46,6 +54,51 @@ def prepare() -> None:
         configuration = importlib.import_module("kubernetes.client.configuration")
         api_client = importlib.import_module("kubernetes.client.api_client")
         vars(client).update(Configuration=configuration.Configuration, ApiClient=api_client.ApiClient)
+        _import_kube_config_without_oidc()
+
+
+def _import_kube_config_without_oidc() -> None:
+    if any(name in sys.modules for name in (KUBE_CONFIG, *OIDC_ONLY)):
+        importlib.import_module(KUBE_CONFIG)  # too late to defer anything: import as it is
+        return
+    stand_ins = {name: _StandIn(name, names) for name, names in OIDC_ONLY.items()}
+    sys.modules.update(stand_ins)
+    try:
+        importlib.import_module(KUBE_CONFIG)
+    finally:  # only kube_config's import sees the stand-ins; any later import gets the real thing
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+
+
+def _load_oidc_modules() -> None:
+    for name in OIDC_ONLY:
+        importlib.import_module(name)
+
+
+class _StandIn(types.ModuleType):
+    """What `import oauthlib.oauth2` / `from requests_oauthlib import OAuth2Session` find while
+    kube_config is imported: each name it takes is a _Deferred."""
+
+    def __init__(self, name: str, names: tuple[str, ...]):
+        super().__init__(name)
+        for attr in names:
+            setattr(self, attr, _Deferred(name, attr))
+
+
+class _Deferred:
+    """Stands for `module.name` until first called: then the OIDC modules are imported for real
+    (so kube_config's `except oauthlib.oauth2...` clauses resolve too) and the call goes on."""
+
+    def __init__(self, module: str, name: str):
+        self._module, self._name = module, name
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        _load_oidc_modules()
+        return getattr(sys.modules[self._module], self._name)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<deferred {self._module}.{self._name}>"
 
 
 class _LazyPackage(types.ModuleType):

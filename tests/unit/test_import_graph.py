@@ -5,6 +5,8 @@ ones no other test imports.
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,8 @@ LOCAL_IMPORTS_ALLOWED = {
     "nodeagent.kube.client": {"kubernetes", "yaml", "urllib3"},
     # secret_files builds on config (it resolves the *_FILE keys config.load has parsed).
     "nodeagent.config": {"nodeagent"},
+    # The AWS client behind ASG_LIFECYCLE_HOOK loads only on nodes that configure a hook.
+    "nodeagent.agent": {"nodeagent.lifecycle_hook"},
 }
 
 
@@ -51,6 +55,13 @@ def _top_level_imports(tree: ast.Module):
             yield node
         elif isinstance(node, ast.If):  # e.g. `if TYPE_CHECKING:` blocks do not run
             continue
+
+
+def _type_checking_imports(tree: ast.Module):
+    """Imports under a module-level `if TYPE_CHECKING:`: for the type checker, never run."""
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            yield from (n for n in node.body if isinstance(n, (ast.Import, ast.ImportFrom)))
 
 
 def _graph() -> dict:
@@ -102,13 +113,39 @@ def test_imports_are_at_module_top_unless_a_reason_is_stated():
     misplaced = []
     for name, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = set(map(id, _top_level_imports(tree)))
+        top = set(map(id, _top_level_imports(tree))) | set(map(id, _type_checking_imports(tree)))
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in top:
                 continue
             allowed = LOCAL_IMPORTS_ALLOWED.get(name, set())
             imported = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-            if allowed is None or (imported or "").split(".")[0] in allowed:
+            if allowed is None or imported in allowed or (imported or "").split(".")[0] in allowed:
                 continue
             misplaced.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {imported}")
     assert not misplaced, "imports inside functions without a stated reason:\n" + "\n".join(misplaced)
+
+
+def test_a_node_without_a_lifecycle_hook_does_not_load_the_aws_client():
+    """What the daemon imports at start; the AWS client (SigV4, XML) is for ASG_LIFECYCLE_HOOK only."""
+    code = "import sys, nodeagent.cli, nodeagent.agent; print(sorted(m for m in sys.modules if m.startswith(" \
+           "('nodeagent.aws', 'nodeagent.lifecycle_hook', 'requests_aws4auth', 'xml.etree'))))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_node_with_a_lifecycle_hook_gets_one():
+    """The other half of the lazy import above: configured, the hook is built (not started)."""
+    import threading
+
+    from nodeagent import agent, config
+    from nodeagent.clock import SystemClock
+    from nodeagent.lifecycle_hook import LifecycleHook
+    from nodeagent.notice_store import NoticeStore
+    from tests.fakes import MemoryFiles
+
+    settings = config.load_settings([], {}, {"ASG_LIFECYCLE_HOOK": "drain-hook"})
+    store = NoticeStore(MemoryFiles(None))
+    hook = agent._lifecycle_hook(settings, store, SystemClock(), threading.Event(), lambda: [])
+    assert isinstance(hook, LifecycleHook)
+    off = config.load_settings([], {}, {})
+    assert agent._lifecycle_hook(off, store, SystemClock(), threading.Event(), lambda: []) is None
