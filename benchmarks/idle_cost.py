@@ -12,7 +12,7 @@ credentials, for 10 minutes after a short warm-up:
 Targets: RSS <= 36 MiB, CPU <= 0.15 % of one core at a 1 s poll (<= 0.30 % at 250 ms),
 <= 1 API request per minute.
 
-    python -m benchmarks.idle_cost [--smoke] [--minutes 10] [--python PATH] [--poll 0.25]
+    python -m benchmarks.idle_cost [--smoke] [--minutes 10] [--python PATH] [--poll 0.25] [--poll-asg 1]
 """
 from __future__ import annotations
 
@@ -33,9 +33,13 @@ API_TARGET_PER_MIN = 1.0
 SAMPLE_EVERY_S = 5.0
 
 
-def measure(python: str, duration_s: float, warmup_s: float, poll_s: float = 1.0) -> Dict[str, object]:
+def measure(python: str, duration_s: float, warmup_s: float, poll_s: float = 1.0,
+            poll_asg_s: Optional[float] = None) -> Dict[str, object]:
+    keys = {"POLL_INTERVAL": f"{poll_s:g}s"}
+    if poll_asg_s is not None:
+        keys["POLL_INTERVAL_ASG"] = f"{poll_asg_s:g}s"
     with common.start_stack() as stack:
-        running = common.start_daemon(stack, python, POLL_INTERVAL=f"{poll_s:g}s")
+        running = common.start_daemon(stack, python, **keys)
         try:
             pid = running.pid
             time.sleep(warmup_s)  # startup requests (whoami, node, labels) are not idle cost
@@ -63,6 +67,7 @@ def measure(python: str, duration_s: float, warmup_s: float, poll_s: float = 1.0
     rss = [kb for _, kb in samples]
     return {
         "poll_s": poll_s,
+        "poll_asg_s": poll_asg_s,
         "duration_s": round(wall, 1),
         "rss_kib": {"max": max(rss), "last": rss[-1], "first": rss[0], "peak_hwm": hwm},
         "rss_mb_max": round(max(rss) * 1024 / 1e6, 1),
@@ -83,11 +88,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = common.parser(__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=0, help="measured duration (default 10; smoke 20 s)")
     ap.add_argument("--poll", type=float, default=1.0, help="POLL_INTERVAL in seconds (default 1)")
+    ap.add_argument("--poll-asg", type=float, default=None,
+                    help="POLL_INTERVAL_ASG in seconds (default: unset, the ASG path at POLL_INTERVAL)")
     args = ap.parse_args(argv)
     duration = args.minutes * 60 if args.minutes else (20.0 if args.smoke else 600.0)
-    common.banner(f"idle cost at POLL_INTERVAL {args.poll:g}s", args, f"{duration:g}s measured")
-    m = measure(args.python, duration, warmup_s=2.0 if args.smoke else 5.0, poll_s=args.poll)
-    cpu_target = CPU_TARGET_PERCENT.get(args.poll)
+    asg = f", POLL_INTERVAL_ASG {args.poll_asg:g}s" if args.poll_asg is not None else ""
+    common.banner(f"idle cost at POLL_INTERVAL {args.poll:g}s{asg}", args, f"{duration:g}s measured")
+    m = measure(args.python, duration, warmup_s=2.0 if args.smoke else 5.0, poll_s=args.poll,
+                poll_asg_s=args.poll_asg)
+    # The targets are for the ASG path at POLL_INTERVAL; with its own pace the figure is reported only.
+    cpu_target = CPU_TARGET_PERCENT.get(args.poll) if args.poll_asg is None else None
     checks = {
         "rss": m["rss_kib"]["max"] * 1024 <= RSS_TARGET_BYTES,
         "cpu": cpu_target is None or m["cpu_percent_of_one_core"] <= cpu_target,

@@ -378,8 +378,9 @@ class Agent:
         for kind in kinds:
             if kind in tried:  # one skipped after IMDS proved unreachable stays due
                 self._last_polled[SOURCES_BY_KIND[kind].path] = now
+        # `hot` still holds: the records change only once this poll's decisions are applied.
         self._next_poll_at = pacing.plan_polls(
-            self.last_poll_at, self._last_polled, intervals, self._hot_paths(), self.settings.poll_interval
+            self.last_poll_at, self._last_polled, intervals, hot, self.settings.poll_interval
         ).next_due_at
         errors = dict(result.errors)
         if errors:
@@ -499,7 +500,10 @@ class _Watch:
 def _watch_for(settings: Settings) -> _Watch:
     kinds = tuple(s.kind.value for s in SOURCES if settings.response_for(s.kind.value) != "ignore")
     every = pacing.path_intervals(
-        settings.poll_interval, settings.poll_interval_rebalance, settings.poll_interval_scheduled
+        settings.poll_interval,
+        settings.poll_interval_rebalance,
+        settings.poll_interval_scheduled,
+        settings.poll_interval_asg,
     )
     paths = [SOURCES_BY_KIND[kind].path for kind in kinds]
     return _Watch(kinds, ", ".join(kinds), {path: every[path] for path in paths})

@@ -84,6 +84,15 @@ def _imds_url(text: str) -> str:
     return value
 
 
+def _optional_duration_between(low: float, high: float) -> Callable[[str], float | None]:
+    within = _duration_between(low, high)
+
+    def parse(text: str) -> float | None:
+        return within(text) if text.strip() else None
+
+    return parse
+
+
 def _optional_https_url(text: str) -> str:
     value = _url(text) if text.strip() else ""
     if value and not value.lower().startswith("https://"):
@@ -191,6 +200,13 @@ KEYS: tuple[KeySpec, ...] = (
         _duration_between(0.1, 60),
         "how often IMDS is polled for spot interruptions and ASG terminations (seconds of warning "
         "at most), and for any notice being responded to",
+    ),
+    KeySpec(
+        "POLL_INTERVAL_ASG",
+        "",
+        _optional_duration_between(0.1, 60),
+        "how often the ASG target lifecycle state is polled; empty = POLL_INTERVAL. A longer one "
+        "suits a sub-second POLL_INTERVAL kept for spot notices: it halves the idle cost",
     ),
     KeySpec(
         "POLL_INTERVAL_REBALANCE",
@@ -372,6 +388,7 @@ class Settings:
     enabled: bool
     imds_url: str
     poll_interval: float
+    poll_interval_asg: float | None  # None: POLL_INTERVAL
     poll_interval_rebalance: float
     poll_interval_scheduled: float
     imds_allow_v1: bool

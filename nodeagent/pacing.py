@@ -4,7 +4,9 @@ Pure: no I/O, no clock reads; `now` and every time are plain monotonic seconds f
 
 Why each path has its own pace (defaults):
 - spot interruption and ASG termination (`POLL_INTERVAL`, 1 s): two minutes of warning for a spot
-  interruption, only seconds for an ASG termination without a lifecycle hook;
+  interruption, only seconds for an ASG termination without a lifecycle hook. The ASG path can
+  have its own (`POLL_INTERVAL_ASG`): with a sub-second `POLL_INTERVAL` kept for spot notices,
+  polling it every second halves the idle cost;
 - rebalance recommendation (`POLL_INTERVAL_REBALANCE`, 5 s): advisory, it comes well before
   any interruption, and a few seconds later changes nothing;
 - scheduled maintenance (`POLL_INTERVAL_SCHEDULED`, 30 s): announced days ahead.
@@ -40,14 +42,19 @@ class PollPlan:
     next_due_at: float
 
 
-def path_intervals(fast_s: float, rebalance_s: float, scheduled_s: float) -> dict[str, float]:
-    """The interval of each notice path, in the agent's polling order (fastest paths first)."""
-    for name, value in (("fast_s", fast_s), ("rebalance_s", rebalance_s), ("scheduled_s", scheduled_s)):
+def path_intervals(
+    fast_s: float, rebalance_s: float, scheduled_s: float, asg_s: float | None = None
+) -> dict[str, float]:
+    """The interval of each notice path, in the agent's polling order (fastest paths first).
+    `asg_s` None: the ASG path goes at the fast pace."""
+    asg_s = fast_s if asg_s is None else asg_s
+    named = (("fast_s", fast_s), ("asg_s", asg_s), ("rebalance_s", rebalance_s), ("scheduled_s", scheduled_s))
+    for name, value in named:
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value!r}")
     return {
         notices.SPOT_ACTION_PATH: fast_s,
-        notices.ASG_PATH: fast_s,
+        notices.ASG_PATH: asg_s,
         notices.REBALANCE_PATH: rebalance_s,
         notices.SCHEDULED_PATH: scheduled_s,
     }

@@ -207,10 +207,10 @@ def test_a_spot_stop_is_uncordoned_on_the_next_boot(action):
 # --- per-path pacing ---------------------------------------------------------------------------
 
 
-def gets_per_path(engine: Engine, seconds: int) -> dict:
+def gets_per_path(engine: Engine, ticks: int, step_s: float = 1.0) -> dict:
     before = len(engine.imds.gets)
-    for _ in range(seconds):
-        engine.tick(settle=False)
+    for _ in range(ticks):
+        engine.tick(step_s, settle=False)
     counts: dict = {}
     for path in engine.imds.gets[before:]:
         counts[path] = counts.get(path, 0) + 1
@@ -222,6 +222,13 @@ def test_each_path_is_polled_at_its_own_pace():
     with Engine(POLL_INTERVAL_REBALANCE="5s", POLL_INTERVAL_SCHEDULED="30s") as engine:
         counts = gets_per_path(engine, 60)
         assert counts == {SPOT: 60, "autoscaling/target-lifecycle-state": 60, REBALANCE: 12, SCHEDULED: 2}
+
+
+def test_a_sub_second_poll_with_the_asg_path_at_its_own_pace():
+    with Engine(POLL_INTERVAL="250ms", POLL_INTERVAL_ASG="1s", POLL_INTERVAL_REBALANCE="5s",
+                POLL_INTERVAL_SCHEDULED="30s") as engine:
+        counts = gets_per_path(engine, 240, step_s=0.25)
+        assert counts == {SPOT: 240, "autoscaling/target-lifecycle-state": 60, REBALANCE: 12, SCHEDULED: 2}
 
 
 def test_a_path_whose_notice_is_being_answered_is_polled_fast_until_the_response_ends():

@@ -90,6 +90,18 @@ def test_unknown_paths_are_ignored_and_bad_input_refused():
         plan_polls(0.0, {}, INTERVALS, NONE_HOT, 0.0)
     with pytest.raises(ValueError):
         path_intervals(fast_s=1.0, rebalance_s=0.0, scheduled_s=30.0)
+    with pytest.raises(ValueError):
+        path_intervals(fast_s=1.0, rebalance_s=5.0, scheduled_s=30.0, asg_s=0.0)
+
+
+def test_the_asg_path_follows_the_fast_pace_unless_given_its_own():
+    assert path_intervals(fast_s=0.25, rebalance_s=5.0, scheduled_s=30.0)[ASG] == 0.25
+    own = path_intervals(fast_s=0.25, rebalance_s=5.0, scheduled_s=30.0, asg_s=1.0)
+    assert (own[SPOT], own[ASG]) == (0.25, 1.0)
+    # polled 0.3 s ago: spot is due, ASG is not; once hot (its notice answered), ASG is due too
+    last = {SPOT: 9.7, ASG: 9.7, REBALANCE: 9.7, SCHEDULED: 9.7}
+    assert plan_polls(10.0, last, own, NONE_HOT, 0.25).due == (SPOT,)
+    assert plan_polls(10.0, last, own, frozenset({ASG}), 0.25).due == (SPOT, ASG)
 
 
 # --- the config keys ------------------------------------------------------------------------------
@@ -103,12 +115,14 @@ def test_config_defaults_and_overrides():
                              {"NODEAGENT_POLL_INTERVAL_SCHEDULED": "2m"})
     assert (settings.poll_interval_rebalance, settings.poll_interval_scheduled) == (2.0, 120.0)
     assert settings.sources["POLL_INTERVAL_SCHEDULED"] == "env NODEAGENT_POLL_INTERVAL_SCHEDULED"
+    assert load_settings([], {}).poll_interval_asg is None  # empty: POLL_INTERVAL
+    assert load_settings([], {"NODEAGENT_POLL_INTERVAL_ASG": "1s"}).poll_interval_asg == 1.0
 
 
 @pytest.mark.parametrize("key, value", [
     ("POLL_INTERVAL_REBALANCE", "0.05s"), ("POLL_INTERVAL_REBALANCE", "6m"),
     ("POLL_INTERVAL_SCHEDULED", "0s"), ("POLL_INTERVAL_SCHEDULED", "11m"),
-    ("POLL_INTERVAL_SCHEDULED", "often"),
+    ("POLL_INTERVAL_SCHEDULED", "often"), ("POLL_INTERVAL_ASG", "0.05s"), ("POLL_INTERVAL_ASG", "2m"),
 ])
 def test_config_rejects_bad_intervals(key, value):
     with pytest.raises(ConfigError) as caught:
