@@ -375,13 +375,17 @@ class Agent:
         result = poll_once(self.imds, kinds, self.clock.now())
         self.last_poll_at = self.clock.monotonic()
         tried = set(result.answered) | set(dict(result.errors))
+        skipped = set()
         for kind in kinds:
-            if kind in tried:  # one skipped after IMDS proved unreachable stays due
-                self._last_polled[SOURCES_BY_KIND[kind].path] = now
+            path = SOURCES_BY_KIND[kind].path
+            if kind in tried:
+                self._last_polled[path] = now
+            else:  # IMDS proved unreachable before its turn: it stays due, tried again later
+                skipped.add(path)
         # `hot` still holds: the records change only once this poll's decisions are applied.
-        self._next_poll_at = pacing.plan_polls(
-            self.last_poll_at, self._last_polled, intervals, hot, self.settings.poll_interval
-        ).next_due_at
+        self._next_poll_at = pacing.next_poll_at(
+            self.last_poll_at, self._last_polled, intervals, hot, self.settings.poll_interval, skipped
+        )
         errors = dict(result.errors)
         if errors:
             self.poll_errors += len(errors)

@@ -16,8 +16,8 @@ fast interval.
 
     intervals = path_intervals(fast_s=1.0, rebalance_s=5.0, scheduled_s=30.0)
     plan = plan_polls(now, last_polled, intervals, hot=frozenset(), fast_s=1.0)
-    for path in plan.due: ...poll it, record last_polled[path] = the time it was polled...
-    sleep until plan.next_due_at
+    for path in plan.due: ...poll it, record last_polled[path] = `now` (when the poll began)...
+    sleep until next_poll_at(time after the poll, last_polled, intervals, hot, fast_s=1.0)
 """
 
 from __future__ import annotations
@@ -97,3 +97,27 @@ def plan_polls(
         else:
             next_due_at = min(next_due_at, min(last, now) + every)
     return PollPlan(tuple(due), next_due_at)
+
+
+def next_poll_at(
+    now: float,
+    last_polled: Mapping[str, float | None],
+    intervals: Mapping[str, float],
+    hot: AbstractSet[str],
+    fast_s: float,
+    skipped: AbstractSet[str] = frozenset(),
+) -> float:
+    """When to wake next, after a poll that ended at `now`: the earliest time a path of
+    `intervals` falls due, counted from when it was last polled, so a path that falls due during
+    or just after a poll of another one is polled at once, not a whole interval later. A path in
+    `skipped` (due, but the poll stopped short of it because IMDS was unreachable) is tried again
+    one interval from `now`: an outage never spins the loop."""
+    if not intervals:
+        raise ValueError("no paths to pace")
+    wake = float("inf")
+    for path in intervals:
+        every = effective_interval(path, intervals, hot, fast_s)
+        last = last_polled.get(path)
+        waiting = path in skipped or last is None  # not polled yet: a whole interval from now
+        wake = min(wake, now + every if waiting else max(now, min(last or 0.0, now) + every))
+    return wake

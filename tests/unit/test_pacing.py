@@ -1,11 +1,13 @@
 """Per-path poll pacing, with plain numbers: no sockets, no clock."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from nodeagent import notices
 from nodeagent.config import ConfigError, ConfigSource, load_settings
-from nodeagent.pacing import PollPlan, effective_interval, path_intervals, plan_polls
+from nodeagent.pacing import PollPlan, effective_interval, next_poll_at, path_intervals, plan_polls
 
 SPOT, ASG = notices.SPOT_ACTION_PATH, notices.ASG_PATH
 REBALANCE, SCHEDULED = notices.REBALANCE_PATH, notices.SCHEDULED_PATH
@@ -47,6 +49,60 @@ def test_simulated_minute_polls_each_path_at_its_own_pace():
     assert counts == {SPOT: 60, ASG: 60, REBALANCE: 12, SCHEDULED: 2}
     assert wakeups == 60  # slow paths ride along with the fast ones, no extra wake-ups
     assert sum(counts.values()) == 134  # IMDS GETs a minute, against 240 when all go every second
+
+
+def loop_gaps(minutes: float, poll_takes_s: float, intervals=INTERVALS, fast_s: float = 1.0,
+              wakes_late_s: float = 0.0003) -> dict:
+    """The agent's loop in plain numbers: plan at wake-up, each poll taking `poll_takes_s`, then
+    sleep until next_poll_at, waking `wakes_late_s` after it (as a real sleep does). Returns the
+    longest gap between two polls of each path."""
+    last: dict = {}
+    previous: dict = {}
+    gaps = {path: 0.0 for path in intervals}
+    now = 0.0
+    while now < minutes * 60:
+        due = plan_polls(now, last, intervals, NONE_HOT, fast_s).due
+        for path in due:
+            if path in previous:
+                gaps[path] = max(gaps[path], now - previous[path])
+            previous[path] = last[path] = now
+        now = next_poll_at(now + poll_takes_s, last, intervals, NONE_HOT, fast_s) + wakes_late_s
+    return gaps
+
+
+def test_no_path_waits_longer_than_its_interval_when_polls_take_time():
+    """A slow path's poll that fell due just before the fast paths once pushed them a whole
+    interval out (a 1.7 s notice -> cordon at a 1 s poll): the next wake-up counted from the end
+    of that poll instead of from when the fast paths were last polled."""
+    for poll_takes_s, wakes_late_s in itertools.product((0.001, 0.004, 0.02), (0.0003, 0.0012, 0.002)):
+        gaps = loop_gaps(30, poll_takes_s, wakes_late_s=wakes_late_s)
+        slack = poll_takes_s + wakes_late_s + 1e-9  # a path falling due mid-poll waits for its end
+        assert gaps[SPOT] <= 1.0 + slack and gaps[ASG] <= 1.0 + slack, (poll_takes_s, wakes_late_s, gaps)
+        assert gaps[REBALANCE] <= 5.0 + slack and gaps[SCHEDULED] <= 30.0 + slack, (poll_takes_s, gaps)
+    sub_second = path_intervals(fast_s=0.25, rebalance_s=5.0, scheduled_s=30.0, asg_s=1.0)
+    gaps = loop_gaps(10, 0.004, sub_second, fast_s=0.25)
+    assert gaps[SPOT] <= 0.251 and gaps[ASG] <= 1.001, gaps
+
+
+def test_next_poll_at_counts_from_the_last_poll_of_each_path():
+    last = {SPOT: 9.0, ASG: 9.0, REBALANCE: 4.994, SCHEDULED: 0.0}
+    # At 9.994 only rebalance is due (spot is 6 ms away, beyond the 5 ms slack); that poll ends
+    # at 9.996, and spot is still due at 10.0, not at 10.996.
+    assert plan(9.994, last).due == (REBALANCE,)
+    last[REBALANCE] = 9.994
+    assert next_poll_at(9.996, last, INTERVALS, NONE_HOT, 1.0) == 10.0
+    # Fell due while a long poll of rebalance ran: polled at once.
+    assert next_poll_at(10.02, last, INTERVALS, NONE_HOT, 1.0) == 10.02
+    # Skipped while IMDS was unreachable: one interval from now, never a busy loop.
+    polled_before = {SPOT: 49.9, ASG: 40.0, REBALANCE: 40.0, SCHEDULED: 40.0}
+    assert next_poll_at(50.0, polled_before, INTERVALS, NONE_HOT, 1.0,
+                        skipped={ASG, REBALANCE, SCHEDULED}) == 50.9
+    assert next_poll_at(50.0, polled_before, INTERVALS, NONE_HOT, 1.0,
+                        skipped={SPOT, ASG, REBALANCE, SCHEDULED}) == 51.0
+    assert next_poll_at(5.0, {}, INTERVALS, NONE_HOT, 1.0) == 6.0
+    assert next_poll_at(5.0, {SPOT: 50.0}, {SPOT: 1.0}, NONE_HOT, 1.0) == 6.0  # clock went back
+    with pytest.raises(ValueError):
+        next_poll_at(0.0, {}, {}, NONE_HOT, 1.0)
 
 
 def test_a_hot_path_is_polled_at_the_fast_pace_until_it_cools():
