@@ -206,7 +206,7 @@ KEYS: tuple[KeySpec, ...] = (
         "",
         _optional_duration_between(0.1, 60),
         "how often the ASG target lifecycle state is polled; empty = POLL_INTERVAL. A longer one "
-        "suits a sub-second POLL_INTERVAL kept for spot notices: it halves the idle cost",
+        "suits a sub-second POLL_INTERVAL kept for spot notices (1s: a third fewer IMDS requests at 250ms)",
     ),
     KeySpec(
         "POLL_INTERVAL_REBALANCE",
