@@ -26,6 +26,7 @@ BAD_VALUES = {
     "ENABLED": "maybe",
     "IMDS_URL": "169.254.169.254",
     "POLL_INTERVAL": "0s",
+    "POLL_INTERVAL_ASG": "2m",
     "POLL_INTERVAL_REBALANCE": "0.05s",
     "POLL_INTERVAL_SCHEDULED": "11m",
     "IMDS_ALLOW_V1": "perhaps",
