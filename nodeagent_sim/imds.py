@@ -36,7 +36,7 @@ then a status and/or a replacement body), expire_tokens.
 
 Observability: `request_log` (list of (monotonic_t, method, path, status); status 0 = no answer
 was sent; the most recent REQUEST_LOG_MAX entries), `connections` (TCP connections accepted),
-`counters()` (totals since start).
+`counters()` (totals since start, and `held`: token PUTs being held unanswered right now).
 
 HTTP control API (JSON bodies; answers {"ok": true} or 400 {"error": "..."}). Control requests
 are not in request_log and bypass faults and tokens:
@@ -170,6 +170,7 @@ class ImdsSim:
         self._faults: List[_Fault] = []
         self._v1_only_status: Optional[int] = None
         self._hang_token_put = False
+        self._held = 0  # token PUTs being held unanswered (hang_token_put)
         # tokens: value -> monotonic expiry
         self._tokens: Dict[str, float] = {}
         # observability
@@ -383,6 +384,7 @@ class ImdsSim:
                 "tokens_issued": self._tokens_issued,
                 "tokens_live": len(self._tokens),
                 "faults_pending": sum(f.remaining for f in self._faults),
+                "held": self._held,
                 **{f"status_{code}": n for code, n in sorted(self._status_totals.items())},
             }
 
@@ -451,7 +453,13 @@ class ImdsSim:
             hang = self._hang_token_put
             v1_only_status = self._v1_only_status
         if hang:
-            self._stopping.wait()
+            with self._lock:
+                self._held += 1
+            try:
+                self._stopping.wait()
+            finally:
+                with self._lock:
+                    self._held -= 1
             return None
         if v1_only_status is not None:
             return _Answer(v1_only_status, f"{v1_only_status} - IMDSv2 not supported\n".encode())

@@ -329,15 +329,22 @@ def test_stop_releases_a_hung_put_promptly():
     sock = socket.create_connection(("127.0.0.1", sim.port), timeout=10)
     sock.sendall(b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\n"
                  + TTL_HEADER.encode() + b": 60\r\nContent-Length: 0\r\n\r\n")
+    # Held, not merely accepted: a stop between the accept and the read of the request would
+    # close the connection before the PUT was ever seen (a loaded machine made that happen).
     deadline = time.monotonic() + 10
-    while not sim.counters()["connections"] and time.monotonic() < deadline:
+    while not sim.counters()["held"] and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert sim.counters()["held"] == 1
     started = time.monotonic()
     sim.stop()
     assert sock.recv(1024) == b""  # closed without an answer
     sock.close()
     assert time.monotonic() - started < 8
-    assert sim.request_log[-1][1:] == ("PUT", "/latest/api/token", 0)
+    # The handler thread logs the PUT as it lets go; stop() does not wait for handler threads.
+    while not sim.request_log and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [entry[1:] for entry in sim.request_log] == [("PUT", "/latest/api/token", 0)]
+    assert sim.counters()["held"] == 0
 
 
 # --- HTTP control API -------------------------------------------------------------------------
