@@ -109,6 +109,19 @@ class Node:
             cmd.append(f"--priority={priority}")
         return self.box.run(cmd).stdout
 
+    def wait_journal(self, since: str, text: str, timeout: float = 15.0) -> str:
+        """The journal since `since`, once it holds `text`. journald reads a service's stdout
+        stream on its own schedule, so a line the agent has written may show up after PID 1's own
+        "Stopped" (it did, once, on a loaded machine)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.journal(since)
+            if text in log:
+                return log
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the journal after {timeout:g}s; it holds:\n{log}")
+            time.sleep(0.2)
+
     def drop_in(self, name: str, text: str) -> None:
         self.box.write(f"{DROP_IN_DIR}/{name}", text)
         self.systemctl("daemon-reload")
@@ -223,7 +236,7 @@ def test_ready_only_once_imds_answers_and_status_reads_as_documented(node):
 
     node.systemctl("start", "imds-sim.service")
     wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active once IMDS answers")
-    assert "ready: watching IMDS at http://127.0.0.1:1338" in node.journal(mark)
+    node.wait_journal(mark, "ready: watching IMDS at http://127.0.0.1:1338")
     status = wait(lambda: (lambda s: s if IDLE_STATUS.match(s) else None)(node.status_text()), 10,
                   "an idle STATUS= naming the node")
     assert "spot-itn" in status and "rebalance" in status, status
@@ -276,7 +289,7 @@ def test_reload_applies_a_changed_key_and_keeps_the_old_config_on_a_bad_one(node
     node.systemctl("reload", UNIT)
     wait(lambda: "rebalance" not in node.status_text(), 10, "STATUS= without rebalance after the reload")
     assert node.show("ActiveState")["ActiveState"] == "active" and node.main_pid() == pid
-    assert "config reloaded" in node.journal(mark)
+    node.wait_journal(mark, "config reloaded")
 
     mark = node.mark()
     node.box.write("/etc/nodeagent/conf.d/61-bad.conf", "POLL_INTERVAL=banana\nON_REBALANCE=drain\n")
@@ -310,7 +323,7 @@ def test_stop_mid_drain_is_clean_and_the_next_start_resumes_it(node):
     assert took < 30, f"stop took {took:.1f}s (TimeoutStopSec=30s)"
     assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainCode": "1",
                      "ExecMainStatus": "0"}, state
-    assert "drain interrupted, it resumes on the next start" in node.journal(mark)
+    node.wait_journal(mark, "drain interrupted, it resumes on the next start")
     left = node.left(wanted)
     assert len(left) >= 2, f"too few pods left to show a resume: {left}"
 
@@ -318,7 +331,7 @@ def test_stop_mid_drain_is_clean_and_the_next_start_resumes_it(node):
     node.systemctl("start", UNIT)
     wait(lambda: not node.left(wanted), max(1.0, deadline - time.time()), "the resumed drain to finish")
     assert time.time() < deadline - DRAIN_MARGIN_S + 1
-    assert "resuming drain" in node.journal(mark)
+    node.wait_journal(mark, "resuming drain")
 
 
 def test_watchdog_kills_a_stopped_main_loop_and_the_drain_still_finishes(node):
