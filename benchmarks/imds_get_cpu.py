@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,19 +63,23 @@ H11_ROW = "h11 over a socket (not a dependency)"
 SOCKET_ROW = "socket, least framing (floor, not shipped)"
 
 
-def _transports(base_url: str) -> Dict[str, Callable[[str], bytes]]:
+def _host_port(base_url: str) -> Tuple[str, int]:
+    host, port = base_url.split("//", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def _transports(base_url: str, token: str) -> Dict[str, Callable[[str], bytes]]:
     import requests
     import urllib3
 
-    from nodeagent.imds import TOKEN_HEADER, TTL_HEADER, ImdsClient, ImdsOptions
+    from nodeagent.imds import TOKEN_HEADER, ImdsClient, ImdsOptions
 
     client = ImdsClient(ImdsOptions(base_url=base_url))
     session = requests.Session()
     session.trust_env = False
-    token = session.put(base_url + "/latest/api/token", headers={TTL_HEADER: "21600"}, timeout=2).text
-    host, port = base_url.split("//", 1)[1].rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=1)
-    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=1, retries=False,
+    host, port = _host_port(base_url)
+    connection = http.client.HTTPConnection(host, port, timeout=1)
+    pool = urllib3.HTTPConnectionPool(host, port, maxsize=1, retries=False,
                                       timeout=urllib3.Timeout(connect=0.5, read=1))
     adapter = session.get_adapter(base_url)
     prepared: Dict[str, requests.PreparedRequest] = {}
@@ -121,11 +125,11 @@ def _bounds(base_url: str, token: str) -> Dict[str, Callable[[str], bytes]]:
     """The paced section's reference rows: h11 (when installed) and the plain-socket floor."""
     from nodeagent.imds import TOKEN_HEADER
 
-    host, port = base_url.split("//", 1)[1].rsplit(":", 1)
+    host, port = _host_port(base_url)
     rows: Dict[str, Callable[[str], bytes]] = {}
 
     def connect() -> socket.socket:
-        sock = socket.create_connection((host, int(port)), timeout=1)
+        sock = socket.create_connection((host, port), timeout=1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
@@ -179,12 +183,8 @@ def paced_child(base_url: str, wakeups: int) -> Dict[str, List[float]]:
     wake-up, per transport, each after PACED_GAP_S of sleep as in the daemon."""
     from nodeagent.imds import TOKEN_HEADER
 
-    transports = _transports(base_url)
-    token_probe = http.client.HTTPConnection(*base_url.split("//", 1)[1].rsplit(":", 1), timeout=1)
-    token_probe.request("PUT", "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
-    token = token_probe.getresponse().read().decode("ascii")
-    token_probe.close()
-    transports.update(_bounds(base_url, token))
+    token = _token(base_url)
+    transports = {**_transports(base_url, token), **_bounds(base_url, token)}
     for name, get in transports.items():  # the same answers, so every row measures the same work
         answers = [get(path) for path in PACED_PATHS]
         if answers[1] != b"InService":
@@ -200,9 +200,21 @@ def paced_child(base_url: str, wakeups: int) -> Dict[str, List[float]]:
     return samples
 
 
+def _token(base_url: str) -> str:
+    """One IMDSv2 token for every bare transport (ImdsClient fetches its own)."""
+    from nodeagent.imds import TOKEN_PATH, TTL_HEADER
+
+    connection = http.client.HTTPConnection(*_host_port(base_url), timeout=2)
+    try:
+        connection.request("PUT", TOKEN_PATH, headers={TTL_HEADER: "21600"})
+        return connection.getresponse().read().decode("ascii")
+    finally:
+        connection.close()
+
+
 def child(base_url: str, rounds: int, gets: int) -> Dict[str, List[float]]:
     """Runs in the measured interpreter: microseconds of CPU per GET, per round, per transport."""
-    transports = _transports(base_url)
+    transports = _transports(base_url, _token(base_url))
     for get in transports.values():  # warm: connections open, token fetched, caches filled
         for path in PATHS:
             get(path)
@@ -243,16 +255,17 @@ def measure_paced(python: str, wakeups: int) -> Dict[str, object]:
 
 def _summary(samples: Dict[str, List[float]], per_second: float, unit: str = "get") -> Dict[str, object]:
     floor = statistics.median(samples[FLOOR])
-    result = {}
+    result: Dict[str, object] = {}
     for name, values in samples.items():
         median = statistics.median(values)
-        result[name] = {
-            f"us_per_{unit}_median": round(median, 1),
-            f"us_per_{unit}_{'rounds' if unit == 'get' else 'p90'}": (
-                [round(v, 1) for v in values] if unit == "get" else round(_p90(values), 1)),
-            "ratio_to_http_client": round(median / floor, 2),
-            f"idle_cpu_percent_at_{per_second:g}_{unit}s_per_s": round(median * per_second / 1e4, 3),
-        }
+        entry: Dict[str, object] = {f"us_per_{unit}_median": round(median, 1)}
+        if unit == "get":  # a few long rounds: each one
+            entry["us_per_get_rounds"] = [round(v, 1) for v in values]
+        else:  # many single wake-ups: their spread
+            entry[f"us_per_{unit}_p90"] = round(_p90(values), 1)
+        entry["ratio_to_http_client"] = round(median / floor, 2)
+        entry[f"idle_cpu_percent_at_{per_second:g}_{unit}s_per_s"] = round(median * per_second / 1e4, 3)
+        result[name] = entry
     return result
 
 

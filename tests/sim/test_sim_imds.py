@@ -16,6 +16,7 @@ import requests
 
 from nodeagent.notices import parse_rebalance, parse_scheduled, parse_spot_action
 from nodeagent_sim.imds import TOKEN_HEADER, TTL_HEADER, ImdsSim
+from tests.helpers import wait_for
 
 MD = "/latest/meta-data/"
 
@@ -331,9 +332,7 @@ def test_stop_releases_a_hung_put_promptly():
                  + TTL_HEADER.encode() + b": 60\r\nContent-Length: 0\r\n\r\n")
     # Held, not merely accepted: a stop between the accept and the read of the request would
     # close the connection before the PUT was ever seen (a loaded machine made that happen).
-    deadline = time.monotonic() + 10
-    while not sim.counters()["held"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: sim.counters()["held"], 10, message="the PUT held")
     assert sim.counters()["held"] == 1
     started = time.monotonic()
     sim.stop()
@@ -341,8 +340,7 @@ def test_stop_releases_a_hung_put_promptly():
     sock.close()
     assert time.monotonic() - started < 8
     # The handler thread logs the PUT as it lets go; stop() does not wait for handler threads.
-    while not sim.request_log and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: sim.request_log, 10, message="the held PUT logged")
     assert [entry[1:] for entry in sim.request_log] == [("PUT", "/latest/api/token", 0)]
     assert sim.counters()["held"] == 0
 

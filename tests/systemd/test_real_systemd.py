@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.packaging_helpers import INSTANCE_ID, NODE, REPO, ZONE, build_packages, repo_version, run
 from tests.systemd.container import Container, check_host, rootfs
 
@@ -109,18 +110,12 @@ class Node:
             cmd.append(f"--priority={priority}")
         return self.box.run(cmd).stdout
 
-    def wait_journal(self, since: str, text: str, timeout: float = 15.0) -> str:
-        """The journal since `since`, once it holds `text`. journald reads a service's stdout
+    def wait_journal(self, since: str, text: str, timeout: float = 15.0) -> None:
+        """Wait until the journal since `since` holds `text`. journald reads a service's stdout
         stream on its own schedule, so a line the agent has written may show up after PID 1's own
         "Stopped" (it did, once, on a loaded machine)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            log = self.journal(since)
-            if text in log:
-                return log
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not in the journal after {timeout:g}s; it holds:\n{log}")
-            time.sleep(0.2)
+        wait_for(lambda: text in self.journal(since), timeout, 0.2,
+                 message=lambda: f"{text!r} not in the journal; it holds:\n{self.journal(since)}")
 
     def drop_in(self, name: str, text: str) -> None:
         self.box.write(f"{DROP_IN_DIR}/{name}", text)
