@@ -265,7 +265,21 @@ KEYS: tuple[KeySpec, ...] = (
         _priority_classes,
         "priority classes evicted after everything else",
     ),
-    KeySpec("DRAIN_PARALLELISM", "32", lambda t: _int_between(t, 1, 256), "evictions in flight at once"),
+    KeySpec(
+        "DRAIN_PARALLELISM",
+        "32",
+        lambda t: _int_between(t, 1, 256),
+        "most API requests in flight at once; fewer while the API server throttles",
+    ),
+    KeySpec(
+        "API_QPS",
+        "50",
+        lambda t: _int_between(t, 1, 1000),
+        "most API requests per second, on average (as the kubelet's own client)",
+    ),
+    KeySpec(
+        "API_BURST", "100", lambda t: _int_between(t, 1, 10000), "API requests allowed at once above API_QPS"
+    ),
     KeySpec(
         "SPOT_LABEL", "true", parse_bool, "set lifecycle=Ec2Spot through the API when a spot node lacks it"
     ),
@@ -411,6 +425,8 @@ class Settings:
     evict_unmanaged: bool
     last_tier_priority_classes: str
     drain_parallelism: int
+    api_qps: int
+    api_burst: int
     spot_label: bool
     spot_label_at_boot: bool
     uncordon_after_reboot: bool
@@ -680,6 +696,8 @@ RESTART_ONLY_KEYS = (
     "STATE_DIR",
     "EXEC_PLUGIN_TIMEOUT",
     "DRAIN_PARALLELISM",
+    "API_QPS",
+    "API_BURST",
     "ASG_LIFECYCLE_HOOK",
     "ASG_NAME",
     "ASG_HEARTBEAT_TIMEOUT",

@@ -9,11 +9,14 @@ means (raise, or return a last answer).
 
 from __future__ import annotations
 
+import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generic, TypeVar
 
 from tenacity import RetryCallState, Retrying
+
+from nodeagent import jitter
 
 T = TypeVar("T")
 
@@ -31,13 +34,24 @@ class Failure(Generic[T]):
 
 @dataclass(frozen=True)
 class Backoff:
-    """first_s, doubling after each failure, never more than max_s."""
+    """first_s, doubling after each failure, never more than max_s; with equal jitter (half the
+    step, plus up to the other half at random: jitter.spread) unless `jittered` is off, so the
+    agents of a fleet that failed together do not retry together."""
 
     first_s: float
     max_s: float
+    jittered: bool = True
+    rng: random.Random | None = field(default=None, compare=False, repr=False)
+
+    def step(self, attempts: int) -> float:
+        return min(self.max_s, self.first_s * 2 ** (attempts - 1))
 
     def __call__(self, failure: Failure[Any]) -> float:
-        return min(self.max_s, self.first_s * 2 ** (failure.attempts - 1))
+        step = self.step(failure.attempts)
+        if not self.jittered:
+            return step
+        # Made only on a failure: most calls succeed at once and never need it.
+        return jitter.spread(step, self.rng or random.Random())
 
 
 class _Interrupted(Exception):

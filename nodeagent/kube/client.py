@@ -29,10 +29,13 @@ from urllib.parse import urlsplit
 import yaml
 from urllib3.util.retry import Retry
 
-from nodeagent.clock import utcnow
+from nodeagent.clock import Clock, SystemClock, utcnow
 from nodeagent.errors import ExpectedFailure
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import deadline, light_import
+from nodeagent.kube.gate import Answer, ApiGate, GateAbandoned, GateClosed, GateLimits, Priority
+from nodeagent.kube.throttle import is_throttling, retry_after_s
+from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_rfc3339_utc
 
 log = logging.getLogger("nodeagent.kube")
@@ -43,6 +46,11 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+# A Node is tens of KB and a page of pods (LIST_PAGE) a few MB: anything past these caps is
+# refused rather than read into the agent's memory.
+MAX_BODY_BYTES = 16 << 20
+MAX_WATCH_LINE_BYTES = 4 << 20
+LIST_PAGE = 250
 
 
 def import_client_modules() -> None:
@@ -78,11 +86,29 @@ class ApiUnavailable(KubeError):
 
 
 class ApiError(KubeError):
-    def __init__(self, status: int, reason: str, message: str, method: str, path: str):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        method: str,
+        path: str,
+        retry_after_s: float | None = None,
+    ):
         super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after_s = retry_after_s  # what a 429/503 asked for (throttle.retry_after_s)
+
+    @property
+    def throttling(self) -> bool:
+        """A 429/503 about the server's load, not a disruption-budget refusal."""
+        return is_throttling(self.status, self.message)
+
+
+class RequestAbandoned(KubeError):
+    """The caller's stop came while its request waited for its turn at the gate: never sent."""
 
 
 class TokenKeeper:
@@ -246,6 +272,7 @@ class KubeOptions:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 10.0
     pool_size: int = 40
+    gate: GateLimits = field(default_factory=GateLimits)
 
 
 def counts_as_failure(error: KubeError) -> bool:
@@ -255,7 +282,7 @@ def counts_as_failure(error: KubeError) -> bool:
     if isinstance(error, ApiError):
         if error.status in (404, 409):
             return False
-        if error.status == 429 and "disruption budget" in error.message.lower():
+        if error.status == 429 and not error.throttling:
             return False
         if error.status == 403 and "not allowed to modify taints" in error.message:
             return False
@@ -265,12 +292,15 @@ def counts_as_failure(error: KubeError) -> bool:
 class KubeApi:
     """A thin JSON front on the kubernetes client's ApiClient: one pool, raw dicts, clear errors."""
 
-    def __init__(self, options: KubeOptions):
+    def __init__(self, options: KubeOptions, clock: Clock | None = None):
         self.options = options
+        self.clock: Clock = clock or SystemClock()
         # Called once per failed request (see counts_as_failure): the metrics' API error count.
         self.on_failure: Callable[[], None] = lambda: None
         self.tokens: TokenKeeper | None = None
         self.requests = 0
+        self.gate = ApiGate(options.gate, self.clock)
+        self._once = LogOnce(log)
         self._api_client = self._load()
 
     def _load(self):
@@ -345,9 +375,16 @@ class KubeApi:
         body: object | None = None,
         content_type: str = JSON,
         timeout: tuple[float, float] | None = None,
+        priority: Priority = Priority.NODE,
+        act_by: datetime | None = None,
+        give_up: Callable[[], bool] | None = None,
     ) -> JsonObject:
+        """One request through the gate. `act_by`: the caller's last safe moment, when the request
+        leaves even if the server asked this node to wait; `give_up`: asked while it waits its
+        turn (True: RequestAbandoned, nothing sent)."""
+        turn = _Turn(priority, act_by, give_up)
         try:
-            response, data = self._call(method, path, query, body, content_type, timeout, stream=False)
+            response, data = self._call(method, path, query, body, content_type, timeout, turn, stream=False)
             if not data:
                 return {}
             try:
@@ -364,12 +401,50 @@ class KubeApi:
             self._count_failure(error)
             raise
 
+    def list_all(
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        *,
+        priority: Priority = Priority.DRAIN,
+        act_by: datetime | None = None,
+        give_up: Callable[[], bool] | None = None,
+    ) -> tuple[list[JsonObject], str]:
+        """A list read in pages of LIST_PAGE (each page one request, bounded by MAX_BODY_BYTES):
+        (items, the list's resourceVersion)."""
+        items: list[JsonObject] = []
+        resource_version = ""
+        token = ""
+        while True:
+            page_query = [*query, ("limit", str(LIST_PAGE))] + ([("continue", token)] if token else [])
+            page = self.request(
+                "GET", path, query=page_query, priority=priority, act_by=act_by, give_up=give_up
+            )
+            listed = page.get("items") or []
+            if not isinstance(listed, list):
+                raise ApiError(200, "BadBody", "list items are not a list", "GET", path)
+            items.extend(item for item in listed if isinstance(item, dict))
+            metadata = page.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                metadata = {}
+            resource_version = resource_version or str(metadata.get("resourceVersion") or "")
+            token = str(metadata.get("continue") or "")
+            if not token:
+                return items, resource_version
+
     def stream_lines(
-        self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        read_timeout_s: float,
+        *,
+        priority: Priority = Priority.DRAIN,
+        give_up: Callable[[], bool] | None = None,
     ) -> Iterator[JsonObject]:
-        """A watch: yields each decoded event; ends when the server closes the stream."""
+        """A watch: yields each decoded event; ends when the server closes the stream. Only its
+        start passes the gate: an open watch holds no place in flight (as in APF)."""
         try:
-            yield from self._stream_lines(path, query, read_timeout_s)
+            yield from self._stream_lines(path, query, read_timeout_s, _Turn(priority, None, give_up))
         except KubeError as error:
             self._count_failure(error)
             raise
@@ -379,15 +454,30 @@ class KubeApi:
             self.on_failure()
 
     def _stream_lines(
-        self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float
+        self, path: str, query: Sequence[tuple[str, str]], read_timeout_s: float, turn: _Turn
     ) -> Iterator[dict[str, object]]:
         response, _ = self._call(
-            "GET", path, query, None, JSON, (self.options.connect_timeout_s, read_timeout_s), stream=True
+            "GET",
+            path,
+            query,
+            None,
+            JSON,
+            (self.options.connect_timeout_s, read_timeout_s),
+            turn,
+            stream=True,
         )
         buffer = b""
         try:
             for chunk in response.stream(4096, decode_content=False):
                 buffer += chunk
+                if len(buffer) > MAX_WATCH_LINE_BYTES and b"\n" not in buffer:
+                    raise ApiError(
+                        200,
+                        "TooLarge",
+                        f"a watch event is larger than {MAX_WATCH_LINE_BYTES >> 20} MiB; refused",
+                        "GET",
+                        path,
+                    )
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
@@ -395,6 +485,8 @@ class KubeApi:
                         if not isinstance(event, dict):
                             raise ValueError("watch event is not a JSON object")
                         yield event
+        except ApiError:
+            raise
         except Exception as error:
             if isinstance(error, (ValueError, RecursionError)):
                 raise ApiError(200, "BadWatch", f"undecodable watch event: {error}", "GET", path) from None
@@ -402,17 +494,25 @@ class KubeApi:
         finally:
             response.release_conn()
 
-    def _call(self, method, path, query, body, content_type, timeout, stream):
+    def _call(self, method, path, query, body, content_type, timeout, turn: _Turn, stream: bool):
         """(response, body bytes) for a request; (response, None) for a stream, read by the caller.
-        A request that is not complete (body included) within connect + read timeout is cut
-        (see deadline): urllib3's own timeouts are per read, and a trickle resets them."""
+        Each attempt passes the gate (gate.py) and reports the answer back to it. A request that is
+        not complete (body included) within connect + read timeout is cut, and a body past
+        MAX_BODY_BYTES is refused (see deadline): urllib3's own timeouts are per read, and a
+        trickle resets them."""
         from kubernetes.client.exceptions import ApiException
 
         timeout = timeout or (self.options.connect_timeout_s, self.options.read_timeout_s)
         total_s = float(sum(timeout))
         for attempt in (1, 2):
+            self._enter_gate(method, path, turn)
             self.requests += 1
-            limit = deadline.DEADLINES.limit(total_s) if not stream else contextlib.nullcontext(None)
+            answer, retry_after = Answer.FAILED, None
+            limit = (
+                deadline.DEADLINES.limit(total_s, max_bytes=MAX_BODY_BYTES)
+                if not stream
+                else contextlib.nullcontext(None)
+            )
             try:
                 with limit as entry:
                     try:
@@ -427,7 +527,18 @@ class KubeApi:
                             _return_http_data_only=True,
                             _request_timeout=timeout,
                         )
-                        return response, (None if stream else response.data)
+                        data = None if stream else response.data
+                        answer = Answer.OK
+                        return response, data
+                    except deadline.ResponseTooLarge as error:
+                        answer = Answer.OK
+                        raise ApiError(
+                            error.status,
+                            "TooLarge",
+                            f"the answer is larger than {error.cap >> 20} MiB; refused",
+                            method,
+                            path,
+                        ) from None
                     except Exception:
                         if entry is not None and entry.expired:
                             raise ApiUnavailable(
@@ -437,23 +548,69 @@ class KubeApi:
                         raise
             except ApiException as error:
                 if error.status == 401 and attempt == 1 and self.tokens is not None:
+                    answer = Answer.OK
                     log.info("API said 401; refreshing the exec credential once")
                     self.tokens.refresh(force=True)
                     continue
                 if error.status == 0 or error.status is None:
                     raise ApiUnavailable(f"{method} {path}: {error.reason}") from None
-                raise _api_error(error, method, path) from None
-            except (CredentialError, ApiUnavailable):
+                api_error = _api_error(error, method, path, self.clock.now())
+                if api_error.throttling:
+                    answer, retry_after = Answer.THROTTLED, api_error.retry_after_s
+                elif api_error.status < 500:
+                    answer = Answer.OK  # an answer about this request, not about the server's load
+                raise api_error from None
+            except (CredentialError, ApiUnavailable, ApiError):
                 raise
             except Exception as error:  # urllib3 connection/timeouts/SSL
                 raise ApiUnavailable(f"{method} {path}: {type(error).__name__}: {_short(error)}") from None
+            finally:
+                pause = self.gate.leave(answer, retry_after)
+                if pause:
+                    self._say_throttled(method, path, retry_after, pause)
         raise AssertionError("unreachable")
 
+    def _enter_gate(self, method: str, path: str, turn: _Turn) -> None:
+        act_by = None
+        if turn.act_by is not None:
+            act_by = self.clock.monotonic() + (turn.act_by - self.clock.now()).total_seconds()
+        try:
+            ticket = self.gate.enter(turn.priority, act_by, turn.give_up)
+        except GateClosed:
+            raise ApiUnavailable(f"{method} {path}: not sent, the agent is stopping") from None
+        except GateAbandoned:
+            raise RequestAbandoned(f"{method} {path}: not sent, its response was stopped") from None
+        if ticket.against_pause_s > 0:
+            log.warning(
+                "%s %s: sent at its last safe moment, against the API server's request to wait %.1fs more",
+                method,
+                path,
+                ticket.against_pause_s,
+            )
+
+    def _say_throttled(self, method: str, path: str, retry_after: float | None, pause: float) -> None:
+        asked = "no Retry-After" if retry_after is None else f"Retry-After {retry_after:g}s"
+        self._once.first(
+            "throttled",
+            f"the API server is throttling this node ({method} {path}: {asked}); all of this "
+            f"node's requests wait {pause:.1f}s, and each later throttling answer pauses them again",
+        )
+
     def close(self) -> None:
+        self.gate.close()
         if self.tokens is not None:
             self.tokens.close()
         with contextlib.suppress(Exception):
             self._api_client.close()
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """How one request waits at the gate (see KubeApi.request)."""
+
+    priority: Priority
+    act_by: datetime | None
+    give_up: Callable[[], bool] | None
 
 
 def _proxy_from_environment(configuration) -> None:
@@ -495,16 +652,17 @@ def _pop_exec_config(config_dict: dict[str, object]) -> dict[str, object] | None
     return None
 
 
-def _api_error(error, method: str, path: str) -> ApiError:
+def _api_error(error, method: str, path: str, now: datetime) -> ApiError:
     message = error.reason or ""
     reason = error.reason or ""
-    try:
+    body: object = None
+    with contextlib.suppress(ValueError, RecursionError):  # not JSON: keep the HTTP reason
         body = json.loads(error.body or "{}")
+    if isinstance(body, dict):  # a Status object
         message = body.get("message", message)
         reason = body.get("reason", reason)
-    except (ValueError, AttributeError, RecursionError):  # not a Status object: keep the HTTP reason
-        pass
-    return ApiError(int(error.status), str(reason), str(message), method, path)
+    retry_after = retry_after_s(error.headers, body, now) if error.status in (429, 503) else None
+    return ApiError(int(error.status), str(reason), str(message), method, path, retry_after)
 
 
 def _yaml_problem(error: Exception) -> str:

@@ -8,6 +8,10 @@ raw socket while connecting and in the TLS handshake, the TLS socket once connec
 reaper thread shuts those sockets down when the request's time is up. The blocked read then
 fails at once and the request is reported as too slow. Watches run without a limit: they are
 long by design and carry their own read timeout.
+
+A limit can also cap the answer's size (`max_bytes`): the body of a response read inside it
+(an error's body too, which the client reads on its own) is refused with ResponseTooLarge once it
+passes the cap, before more of it is held in memory.
 """
 
 from __future__ import annotations
@@ -21,12 +25,23 @@ from dataclasses import dataclass, field
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.response import HTTPResponse
+
+READ_CHUNK = 64 << 10
+
+
+class ResponseTooLarge(Exception):
+    def __init__(self, status: int, cap: int):
+        super().__init__(f"HTTP {status} answer larger than {cap} bytes")
+        self.status = status
+        self.cap = cap
 
 
 @dataclass
 class Limit:
     deadline: float
     seconds: float
+    max_bytes: int | None = None
     expired: bool = False
     sockets: list[socket.socket] = field(default_factory=list)
 
@@ -39,9 +54,10 @@ class Deadlines:
         self._reaper: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def limit(self, seconds: float) -> Iterator[Limit]:
-        """Requests made by this thread inside the block are cut at `seconds` from now."""
-        entry = Limit(time.monotonic() + seconds, seconds)
+    def limit(self, seconds: float, max_bytes: int | None = None) -> Iterator[Limit]:
+        """Requests made by this thread inside the block are cut at `seconds` from now, and their
+        answers refused past `max_bytes`."""
+        entry = Limit(time.monotonic() + seconds, seconds, max_bytes)
         me = threading.get_ident()
         with self._lock:
             self._by_thread[me] = entry
@@ -66,6 +82,12 @@ class Deadlines:
             entry.sockets.append(sock)
             if entry.expired:
                 _cut(sock)
+
+    def max_bytes(self) -> int | None:
+        """The size cap of this thread's current request, if any."""
+        with self._lock:
+            entry = self._by_thread.get(threading.get_ident())
+            return entry.max_bytes if entry is not None else None
 
     def _reap(self) -> None:
         with self._lock:
@@ -94,7 +116,44 @@ def _cut(sock: socket.socket) -> None:
 DEADLINES = Deadlines()
 
 
+class CappedHTTPResponse(HTTPResponse):
+    """Reads no more of a body than the current limit's `max_bytes`."""
+
+    _capped_read = 0
+
+    def read(self, amt=None, decode_content=None, cache_content=False):
+        cap = DEADLINES.max_bytes()
+        if cap is None:
+            return super().read(amt, decode_content, cache_content)
+        if self.length_remaining is not None and self._capped_read + self.length_remaining > cap:
+            raise ResponseTooLarge(self.status, cap)
+        if amt is not None:
+            return self._count(super().read(amt, decode_content, cache_content), cap)
+        chunks = []
+        while True:
+            chunk = self._count(super().read(READ_CHUNK, decode_content), cap)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if cache_content:
+            self._body = data
+        return data
+
+    def _count(self, chunk: bytes, cap: int) -> bytes:
+        self._capped_read += len(chunk)
+        if self._capped_read > cap:
+            raise ResponseTooLarge(self.status, cap)
+        return chunk
+
+
 class _Tracked:
+    def getresponse(self, *args, **kwargs):
+        response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        # urllib3 builds the response itself; same class but for `read`, so swapping is safe.
+        response.__class__ = CappedHTTPResponse
+        return response
+
     def _new_conn(self):
         sock = super()._new_conn()  # type: ignore[misc]
         DEADLINES.track(sock)  # connecting and the TLS handshake

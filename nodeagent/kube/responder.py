@@ -23,6 +23,7 @@ from nodeagent.kube.client import (
     import_client_modules,
 )
 from nodeagent.kube.drain import Drainer, DrainOptions
+from nodeagent.kube.gate import GateLimits
 from nodeagent.kube.node import NodeActions, parse_taint
 from nodeagent.log_once import LogOnce
 from nodeagent.ports import StepHooks
@@ -76,6 +77,11 @@ class KubeResponder:
                         kubeconfig=path,
                         exec_timeout_s=self.settings.exec_plugin_timeout,
                         pool_size=self.parallelism + 8,
+                        gate=GateLimits(
+                            max_in_flight=self.parallelism,
+                            qps=float(self.settings.api_qps),
+                            burst=self.settings.api_burst,
+                        ),
                     )
                 )
                 self.api.on_failure = lambda: self._on_api_failure()  # late-bound: a reload re-points it

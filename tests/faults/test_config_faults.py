@@ -49,6 +49,8 @@ BAD_VALUES = {
     "EVICT_UNMANAGED": "-1",
     "LAST_TIER_PRIORITY_CLASSES": "system-cluster-critical;system-node-critical",
     "DRAIN_PARALLELISM": "0",
+    "API_QPS": "0",
+    "API_BURST": "fast",
     "SPOT_LABEL": "Ec2Spot",
     "SPOT_LABEL_AT_BOOT": "later",
     "UNCORDON_AFTER_REBOOT": "x",

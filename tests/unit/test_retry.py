@@ -1,5 +1,7 @@
 """nodeagent.retry: the one retry loop, with a recorded (not real) sleep."""
 
+import random
+
 import pytest
 
 from nodeagent.retry import Backoff, Failure, retry
@@ -17,14 +19,22 @@ class Flaky:
 
 
 def test_backoff_doubles_from_first_to_max():
-    waits = [Backoff(0.2, 1.0)(Failure(n, None, None, 0.0)) for n in range(1, 6)]
+    waits = [Backoff(0.2, 1.0, jittered=False)(Failure(n, None, None, 0.0)) for n in range(1, 6)]
     assert waits == [0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_backoff_is_jittered_between_half_and_all_of_each_step():
+    backoff = Backoff(0.2, 1.0, rng=random.Random(7))
+    for attempts, step in [(1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (9, 1.0)]:
+        waits = [backoff(Failure(attempts, None, None, 0.0)) for _ in range(200)]
+        assert all(step / 2 <= wait <= step for wait in waits)
+        assert max(waits) - min(waits) > step / 4, "a fleet's retries must spread, not coincide"
 
 
 def test_transient_errors_are_retried_on_the_schedule_until_success():
     slept = []
     flaky = Flaky(3)
-    got = retry(flaky, schedule=Backoff(0.5, 1.0), transient=lambda e: isinstance(e, OSError), sleep=slept.append)
+    got = retry(flaky, schedule=Backoff(0.5, 1.0, jittered=False), transient=lambda e: isinstance(e, OSError), sleep=slept.append)
     assert got == "ok" and flaky.calls == 4 and slept == [0.5, 1.0, 1.0]
 
 
@@ -45,7 +55,7 @@ def test_stop_sees_the_next_wait_and_gave_up_sees_the_last_error():
 
     got = retry(
         Flaky(10),
-        schedule=Backoff(1.0, 8.0),
+        schedule=Backoff(1.0, 8.0, jittered=False),
         transient=lambda e: True,
         stop=lambda failure: failure.wait_s >= 4.0,  # a deadline 4 s away
         sleep=lambda s: None,
@@ -57,7 +67,7 @@ def test_stop_sees_the_next_wait_and_gave_up_sees_the_last_error():
 def test_a_sleep_returning_false_is_an_interruption():
     got = retry(
         Flaky(10),
-        schedule=Backoff(1.0, 8.0),
+        schedule=Backoff(1.0, 8.0, jittered=False),
         transient=lambda e: True,
         sleep=lambda s: False,
         gave_up=lambda failure: (failure.attempts, failure.interrupted),
