@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
@@ -79,8 +80,10 @@ class NodeActions:
         labels: dict[str, str | None],
         annotations: dict[str, str | None] | None = None,
         timeout_s: float | None = None,
+        give_up: Callable[[], bool] | None = None,
     ) -> None:
-        """Merge patch; a None value removes the key. timeout_s bounds connect and read."""
+        """Merge patch; a None value removes the key. timeout_s bounds connect and read;
+        give_up ends a wait for its turn at the gate."""
         metadata: JsonObject = {"labels": labels}
         if annotations:
             metadata["annotations"] = annotations
@@ -91,6 +94,7 @@ class NodeActions:
             body={"metadata": metadata},
             content_type=MERGE_PATCH,
             timeout=(timeout_s, timeout_s) if timeout_s is not None else None,
+            give_up=give_up,
         )
 
     def try_taint(self, key: str, value: str, effect: str) -> bool:

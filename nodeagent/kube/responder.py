@@ -12,6 +12,7 @@ from nodeagent.config import Settings
 from nodeagent.decide import NodeNotice, Plan
 from nodeagent.imds import InstanceIdentity
 from nodeagent.kube import node as node_keys
+from nodeagent.kube.agent_label import AgentLabel
 from nodeagent.kube.client import (
     ApiError,
     KubeApi,
@@ -64,6 +65,7 @@ class KubeResponder:
         self.actions: NodeActions | None = None
         self._once = LogOnce(log)
         self.found_labels: dict[str, str] = {}  # the node's labels as startup found them
+        self.agent_label: AgentLabel | None = None  # created once the node is known
 
     # ------------------------------------------------------------ startup
 
@@ -192,16 +194,35 @@ class KubeResponder:
         return self.node.labels.get(key) == value
 
     def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None:
-        if self.actions is None:
+        """Ask for the node's nodeagent.io/agent label to say `agent_state`. Without a timeout it
+        is kept (AgentLabel: retried until it holds); with one (the stop) it is one bounded try."""
+        if self.actions is None or self.api is None or self.node is None:
             return
-        if self.node is not None and self.node.labels.get(node_keys.LABEL_AGENT) == agent_state:
-            return  # already says so (the startup labels wrote "watching"): save the API a request
+        if timeout_s is None:
+            self._agent_label().want(agent_state)
+            return
+        if self._agent_label().written == agent_state:
+            return
+        self._agent_label().close()
+        given_up_at = self.clock.monotonic() + timeout_s
         try:
-            self.actions.label({node_keys.LABEL_AGENT: agent_state}, timeout_s=timeout_s)
-            if self.node is not None:
-                self.node.labels[node_keys.LABEL_AGENT] = agent_state
+            self.actions.label(
+                {node_keys.LABEL_AGENT: agent_state},
+                timeout_s=timeout_s,
+                give_up=lambda: self.clock.monotonic() >= given_up_at,
+            )
         except KubeError as error:
             log.warning("could not update %s: %s", node_keys.LABEL_AGENT, error)
+
+    def _agent_label(self) -> AgentLabel:
+        if self.agent_label is None:
+            assert self.actions is not None and self.node is not None
+            actions = self.actions
+            self.agent_label = AgentLabel(
+                lambda state: actions.label({node_keys.LABEL_AGENT: state}),
+                written=self.node.labels.get(node_keys.LABEL_AGENT),
+            )
+        return self.agent_label
 
     # ------------------------------------------------------------ acting
 
@@ -361,5 +382,7 @@ class KubeResponder:
             self.actions.remove_taint(taint[0])
 
     def close(self) -> None:
+        if self.agent_label is not None:
+            self.agent_label.close()
         if self.api is not None:
             self.api.close()

@@ -15,6 +15,11 @@ Events go to the `default` namespace with involvedObject {kind: Node, name: <nod
 as the kubelet writes its own node events, so `kubectl describe node` lists them too. They are sent
 from a background thread, retried with backoff until the notice's deadline, and written with
 dryRun=All when DRY_RUN is on.
+
+Events never cost an eviction: they pass the API gate at the lowest priority, so under throttling
+they wait behind the drain and the node's own writes. While one (notice, reason) is still waiting
+to go out, later ones for it are coalesced into it: the one write that goes carries the newest
+message and the count of all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from datetime import datetime
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
 from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
+from nodeagent.kube.gate import Priority
 from nodeagent.kube.responder import KubeResponder
 from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_optional_rfc3339
@@ -112,6 +118,10 @@ class _Aggregate:
     count: int
     first: datetime
     created: bool = False
+    message: str = ""  # the newest, sent with the next write
+    last: datetime | None = None
+    give_up_at: float = 0.0  # monotonic
+    queued: bool = False  # a write for it waits in the worker: later ones coalesce into it
 
 
 class _NotReady(Exception):
@@ -143,6 +153,7 @@ class EventsReporter(WorkerReporter):
         self._once = LogOnce(log)
         self.sent = 0
         self.failed = 0
+        self.coalesced = 0  # emits folded into a write that had not gone out yet
 
     # ---- Reporter
 
@@ -168,34 +179,33 @@ class EventsReporter(WorkerReporter):
 
     def _emit(self, record, reason: str, message: str) -> None:
         now = utcnow()
+        deadline = parse_optional_rfc3339(record.deadline)
+        to_deadline = 0.0 if deadline is None else (deadline - now).total_seconds()
+        # Until the deadline (after it the instance is gone: nothing more is written); a notice
+        # whose deadline has already passed (a late cancellation) still gets MIN_RETRY_WINDOW_S.
+        give_up_at = time.monotonic() + (to_deadline if to_deadline > 0 else MIN_RETRY_WINDOW_S)
         with self._lock:
             key = (record.id, reason)
             aggregate = self._aggregates.get(key)
             if aggregate is None:
                 aggregate = self._aggregates[key] = _Aggregate(name="", count=0, first=now)
             aggregate.count += 1
-            count = aggregate.count
-        deadline = parse_optional_rfc3339(record.deadline)
-        to_deadline = 0.0 if deadline is None else (deadline - now).total_seconds()
-        # Until the deadline (after it the instance is gone: nothing more is written); a notice
-        # whose deadline has already passed (a late cancellation) still gets MIN_RETRY_WINDOW_S.
-        give_up_at = time.monotonic() + (to_deadline if to_deadline > 0 else MIN_RETRY_WINDOW_S)
-        self.worker.submit(lambda: self._send(aggregate, record.id, reason, message, count, now, give_up_at))
+            aggregate.message, aggregate.last = message, now
+            aggregate.give_up_at = max(aggregate.give_up_at, give_up_at)
+            if aggregate.queued:
+                self.coalesced += 1
+                return
+            aggregate.queued = True
+        self.worker.submit(lambda: self._send(aggregate, record.id, reason))
 
-    def _send(
-        self,
-        aggregate: _Aggregate,
-        notice_id: str,
-        reason: str,
-        message: str,
-        count: int,
-        when: datetime,
-        give_up_at: float,
-    ) -> None:
+    def _send(self, aggregate: _Aggregate, notice_id: str, reason: str) -> None:
         def attempt() -> bool:
             api, node = self.responder.api, self.responder.node
             if api is None or node is None:
                 raise _NotReady("Kubernetes is not ready yet")
+            with self._lock:  # the newest message and count; an emit from now on queues anew
+                aggregate.queued = False
+                message, count, when = aggregate.message, aggregate.count, aggregate.last or aggregate.first
             self._write(api, node.name, aggregate, notice_id, reason, message, count, when)
             return True
 
@@ -208,7 +218,7 @@ class EventsReporter(WorkerReporter):
                 attempt,
                 schedule=Backoff(0.5, 5.0),
                 transient=_transient,
-                stop=lambda failure: time.monotonic() + failure.wait_s >= give_up_at,
+                stop=lambda failure: time.monotonic() + failure.wait_s >= aggregate.give_up_at,
                 sleep=self.worker.sleep,  # False once the reporter is closing
                 gave_up=gave_up,
             )
@@ -236,7 +246,7 @@ class EventsReporter(WorkerReporter):
         if not aggregate.created:
             body = event_body(name, node, reason, message, count, aggregate.first, when)
             try:
-                api.request("POST", path, query=query, body=body)
+                api.request("POST", path, query=query, body=body, priority=Priority.EVENT)
                 aggregate.created = True
                 log.debug("event %s created", reason)
                 return
@@ -248,13 +258,20 @@ class EventsReporter(WorkerReporter):
                 count = max(count, 2)
         patch = {"count": count, "lastTimestamp": iso_seconds(when), "message": message[:MAX_MESSAGE]}
         try:
-            api.request("PATCH", f"{path}/{name}", query=query, body=patch, content_type=MERGE_PATCH)
+            api.request(
+                "PATCH",
+                f"{path}/{name}",
+                query=query,
+                body=patch,
+                content_type=MERGE_PATCH,
+                priority=Priority.EVENT,
+            )
         except ApiError as error:
             if error.status != 404:
                 raise
             # Expired (the API server keeps events for an hour) or a dry run: create it again.
             body = event_body(name, node, reason, message, count, aggregate.first, when)
-            api.request("POST", path, query=query, body=body)
+            api.request("POST", path, query=query, body=body, priority=Priority.EVENT)
 
     def _give_up(self, reason: str, problem: str) -> None:
         self.failed += 1
