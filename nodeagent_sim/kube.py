@@ -14,7 +14,8 @@ Stdlib only. Threads: one per connection (HTTP/1.1 keep-alive), one timer thread
 
 Module map: kube_api (routing and behaviour), kube_store (objects, watches, timers), kube_auth
 (tokens, Node authorizer, kubeconfigs, exec plugin), kube_admission (NodeRestriction, node
-validation), kube_pdb (budgets), kube_patch, kube_select, kube_objects, kube_discovery, kube_tls.
+validation), kube_pdb (budgets), kube_patch, kube_select, kube_objects, kube_discovery, kube_tls,
+kube_apf (API Priority and Fairness: seats, queue, 429).
 
 Where the simulator departs from a real server, on purpose:
 - the node lifecycle controller's `node.kubernetes.io/unschedulable` taint is written right after a
@@ -23,7 +24,9 @@ Where the simulator departs from a real server, on purpose:
 - a pod is removed when its grace period (times time_scale) ends, or earlier when added with
   `shutdown_s`; deletionTimestamp carries the unscaled API value;
 - watch bookmarks come every `bookmark_interval_s` (5 s) instead of about a minute;
-- no aggregated discovery, no OpenAPI (404), no protobuf: clients fall back to JSON.
+- no aggregated discovery, no OpenAPI (404), no protobuf: clients fall back to JSON;
+- API Priority and Fairness is off unless asked for (`apf=ApfConfig(...)` or `set_apf`), and then
+  one priority level with one queue (kube_apf says how it departs from the real filter).
 """
 
 from __future__ import annotations
@@ -43,18 +46,20 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Pattern, Set
 
-from . import kube_auth
+from . import kube_apf, kube_auth
+from .kube_apf import ApfConfig, ApfStats, SeatGate
 from .kube_api import (
     Cluster, Options, Outcome, Request, Response, WatchStream, error_response, json_response, request_attributes,
 )
 from .kube_auth import TokenBook, UserInfo, node_user
 from .kube_objects import (
-    clone, injected_error, make_daemonset, make_node, make_pdb, make_pod, new_uid, owner_api_version,
+    clone, dumps, injected_error, make_daemonset, make_node, make_pdb, make_pod, new_uid, owner_api_version,
+    status_body,
 )
 from .kube_store import Watcher
 from .kube_tls import ServerCert, make_server_cert
 
-__all__ = ["KubeSim", "RequestRecord", "Fault"]
+__all__ = ["ApfConfig", "Fault", "KubeSim", "RequestRecord"]
 
 _REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
@@ -79,6 +84,9 @@ class RequestRecord:
     name: str = ""
     duration_s: float = 0.0
     injected: bool = False
+    throttled: bool = False  # a throttling answer: APF turned it away, or an injected 429/503
+    queued_s: float = 0.0  # time spent in the APF queue before a seat was free
+    retry_after: str = ""  # the Retry-After header of the answer, as sent
 
 
 @dataclass
@@ -93,6 +101,10 @@ class Fault:
     body: Any = None
     drop: Optional[str] = None  # "before": cut the connection unanswered; "after": serve it, then cut
     hits: int = 0
+    retry_after: Optional[int] = None  # seconds; None: the status's usual answer
+    retry_after_form: str = "seconds"  # "seconds", "date" (an HTTP date) or "absent"
+    details_retry_after: Optional[int] = None  # Status details.retryAfterSeconds
+    plain_text: bool = False  # APF's plain-text 429 body instead of a Status object
 
     @property
     def remaining(self) -> int:
@@ -106,6 +118,8 @@ class Fault:
     def response(self) -> Optional[Response]:
         if not self.status:
             return None
+        if self._custom_retry_after():
+            return self._retry_after_response(self.status)
         if self.body is None:
             return error_response(injected_error(self.status))
         err_headers = injected_error(self.status).headers
@@ -114,26 +128,56 @@ class Fault:
         raw = self.body.encode() if isinstance(self.body, str) else bytes(self.body)
         return Response(self.status, raw, dict({"Content-Type": "application/json"}, **err_headers))
 
+    def _custom_retry_after(self) -> bool:
+        return (self.retry_after is not None or self.retry_after_form != "seconds"
+                or self.details_retry_after is not None or self.plain_text)
+
+    def _retry_after_response(self, status: int) -> Response:
+        """The status with Retry-After in the form asked for (the body as given, APF's plain text,
+        or the real Status object for that code with details.retryAfterSeconds only when asked)."""
+        headers = {"Cache-Control": "no-cache, private"}
+        value = kube_apf.retry_after_header(1 if self.retry_after is None else self.retry_after,
+                                            self.retry_after_form)
+        if value is not None:
+            headers["Retry-After"] = value
+        if self.plain_text:
+            return Response(status, kube_apf.plain_text_429(), dict(headers, **kube_apf.PLAIN_TEXT_HEADERS))
+        if self.body is not None:
+            raw = dumps(self.body) if isinstance(self.body, (dict, list)) else (
+                self.body.encode() if isinstance(self.body, str) else bytes(self.body))
+            return Response(status, raw, dict(headers, **{"Content-Type": "application/json"}))
+        err = injected_error(status)
+        details = {k: v for k, v in (err.details or {}).items() if k != "retryAfterSeconds"}
+        if self.details_retry_after is not None:
+            details["retryAfterSeconds"] = self.details_retry_after
+        body = status_body(status, err.reason, err.message, details if details or err.details is not None else None)
+        return Response(status, dumps(body), dict(headers, **{"Content-Type": "application/json"}))
+
 
 class KubeSim:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, time_scale: float = 1.0,
                  selector_authz: bool = True, replace_evicted: bool = False, k8s_minor: int = 33,
-                 controller_delay_s: float = 0.0, bookmark_interval_s: float = 5.0):
+                 controller_delay_s: float = 0.0, bookmark_interval_s: float = 5.0,
+                 replacement_ready_after_s: float = 0.0, apf: Optional[ApfConfig] = None):
         """time_scale multiplies every simulated duration (grace periods, replacement delay);
         selector_authz is AuthorizeNodeWithSelectors (k8s >= 1.32); replace_evicted makes
-        ReplicaSet/StatefulSet pods that are deleted come back Running on node "elsewhere"."""
+        ReplicaSet/StatefulSet pods that are deleted come back Running on node "elsewhere", Ready
+        at once or replacement_ready_after_s (simulated seconds) later; apf turns on API Priority
+        and Fairness (kube_apf: seats, a bounded queue, 429 with Retry-After), off by default."""
         self.host, self._port = host, port
         self._tokens = TokenBook()
         self._cluster = Cluster(Options(selector_authz=selector_authz, time_scale=time_scale,
                                         replace_evicted=replace_evicted, k8s_minor=k8s_minor,
                                         controller_delay_s=controller_delay_s,
-                                        bookmark_interval_s=bookmark_interval_s), self._tokens)
+                                        bookmark_interval_s=bookmark_interval_s,
+                                        replacement_ready_after_s=replacement_ready_after_s), self._tokens)
         self._admin_token = self._tokens.new_token(UserInfo("kubernetes-admin",
                                                             ("system:masters", "system:authenticated")))
         self.requests: List[RequestRecord] = []
         self._faults: List[Fault] = []
         self._faults_lock = threading.Lock()
         self._down_until = 0.0
+        self._gate: Optional[SeatGate] = SeatGate(apf) if apf is not None else None
         self._owner_uids: Dict[tuple, str] = {}
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -364,17 +408,28 @@ class KubeSim:
 
     def inject(self, *, count: int = 1, status: Optional[int] = 500, delay_s: float = 0.0,
                method: Optional[str] = None, path_regex: Optional[str] = None, body: Any = None,
-               drop: Optional[str] = None) -> Fault:
+               drop: Optional[str] = None, retry_after: Optional[int] = None, retry_after_form: str = "seconds",
+               details_retry_after: Optional[int] = None, plain_text: bool = False) -> Fault:
         """The next `count` matching requests wait delay_s, then get `status` with a real-looking
         Status body (or `body`); 429 carries Retry-After: 1. status=None: only the delay, then the
         request is served normally. drop="before" closes the connection without an answer;
         drop="after" carries the request out, then closes the connection instead of answering (the
         change happened, the client cannot know). Faults apply before authentication, in the order
-        added; path_regex is searched in the path (without the query)."""
+        added; path_regex is searched in the path (without the query).
+
+        Throttling answers (any status, typically 429 or 503): retry_after=N sends `Retry-After: N`;
+        retry_after_form="date" sends it as an HTTP date N seconds ahead, "absent" leaves it out;
+        details_retry_after=M puts retryAfterSeconds M in the Status details (left out otherwise);
+        plain_text=True answers with APF's plain-text body instead of a Status object. Any of these
+        replaces the status's usual Retry-After."""
         if drop not in (None, "before", "after"):
             raise ValueError("drop must be None, 'before' or 'after'")
+        if retry_after_form not in kube_apf.RETRY_AFTER_FORMS:
+            raise ValueError("retry_after_form must be one of %s" % ", ".join(kube_apf.RETRY_AFTER_FORMS))
         fault = Fault(count, None if drop else status, delay_s, method,
-                      re.compile(path_regex) if path_regex else None, body, drop)
+                      re.compile(path_regex) if path_regex else None, body, drop, retry_after=retry_after,
+                      retry_after_form=retry_after_form, details_retry_after=details_retry_after,
+                      plain_text=plain_text)
         with self._faults_lock:
             self._faults.append(fault)
         return fault
@@ -392,6 +447,18 @@ class KubeSim:
                         self._faults.remove(fault)
                     return fault
         return None
+
+    # -- API Priority and Fairness ---------------------------------------------------------------
+
+    def set_apf(self, config: Optional[ApfConfig]) -> None:
+        """Turn APF on with these seats and queue (a fresh gate: counters start at zero), or off
+        (None). Requests already holding a seat give it back to the gate they took it from."""
+        self._gate = SeatGate(config) if config is not None else None
+
+    def apf_stats(self) -> Optional[ApfStats]:
+        """Seats and queue in use now, their peaks, requests admitted and rejected; None when off."""
+        gate = self._gate
+        return None if gate is None else gate.stats()
 
     def down_for(self, seconds: float) -> None:
         """For `seconds`, new connections are accepted and closed at once (the client sees a
@@ -439,10 +506,12 @@ class KubeSim:
 
     # -- called by the HTTP layer ---------------------------------------------------------------
 
-    def _record(self, t0: float, req: Request, out: Outcome, status: int, injected: bool = False) -> None:
+    def _record(self, t0: float, req: Request, out: Outcome, status: int, injected: bool = False, *,
+                throttled: bool = False, queued_s: float = 0.0, headers: Optional[Dict[str, str]] = None) -> None:
         self.requests.append(RequestRecord(
             t0, req.method, req.path, {k: v[-1] for k, v in req.query.items()}, out.user, status, out.verb,
-            out.resource, out.subresource, out.namespace, out.name, time.monotonic() - t0, injected))
+            out.resource, out.subresource, out.namespace, out.name, time.monotonic() - t0, injected,
+            throttled, queued_s, (headers or {}).get("Retry-After", "")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,6 +570,13 @@ def _outcome_of(sim: KubeSim, req: Request) -> Outcome:
     user = sim._cluster.authenticate(req)
     return Outcome(user.username if user else "", attrs.verb, attrs.resource, attrs.subresource,
                    attrs.namespace, attrs.name)
+
+
+def _gated(sim: KubeSim, req: Request) -> bool:
+    """Does APF hold this request to a seat? Not one that fails authentication (it gets 401 before
+    APF sees it) nor one from system:masters (the exempt priority level)."""
+    user = sim._cluster.authenticate(req)
+    return user is not None and not kube_apf.is_exempt(user.groups)
 
 
 def _hard_close(sock: Any) -> None:
@@ -564,20 +640,41 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Aborted()
             injected = fault.response()
             if injected is not None:
-                sim._record(t0, req, _outcome_of(sim, req), injected.status, injected=True)  # before the client sees it
+                sim._record(t0, req, _outcome_of(sim, req), injected.status, injected=True,  # before the client sees it
+                            throttled=injected.status in (429, 503), headers=injected.headers)
                 self._write(injected)
                 return
-        result = sim._cluster.handle(req, out)
+        gate = sim._gate if sim._gate is not None and _gated(sim, req) else None
+        queued_s = 0.0
+        if gate is not None:
+            waited = gate.acquire()
+            if waited is None:
+                status, raw, headers = kube_apf.rejection(gate.config)
+                sim._record(t0, req, _outcome_of(sim, req), status, throttled=True, headers=headers)
+                self._write(Response(status, raw, headers))
+                return
+            queued_s = waited
+            t_seat = time.monotonic()
+            try:
+                result = sim._cluster.handle(req, out)
+                # hold the seat for the service time (a watch only for its setup, as in APF)
+                rest = gate.config.service_time_s - (time.monotonic() - t_seat)
+                if rest > 0:
+                    time.sleep(rest)
+            finally:
+                gate.release()
+        else:
+            result = sim._cluster.handle(req, out)
         if fault is not None and fault.drop == "after":
             if isinstance(result, WatchStream):
                 result.store.unwatch(result.watcher)
             sim._record(t0, req, out, 0, injected=True)
             raise _Aborted()
         if isinstance(result, WatchStream):
-            sim._record(t0, req, out, 200)
+            sim._record(t0, req, out, 200, queued_s=queued_s)
             self._stream(result)
             return
-        sim._record(t0, req, out, result.status)
+        sim._record(t0, req, out, result.status, queued_s=queued_s, headers=result.headers)
         self._write(result)
 
     def _head(self, status: int, headers: Dict[str, str]) -> List[str]:

@@ -191,6 +191,7 @@ class Options:
     controller_delay_s: float = 0.0
     bookmark_interval_s: float = 5.0
     replacement_node: str = "elsewhere"
+    replacement_ready_after_s: float = 0.0  # a replacement is Running but not Ready this long
 
     @property
     def git_version(self) -> str:
@@ -760,9 +761,26 @@ class Cluster:
                              owner=controller_ref(old), priority_class=old["spec"].get("priorityClassName"),
                              priority=old["spec"].get("priority"),
                              grace_s=int(old["spec"].get("terminationGracePeriodSeconds", 30)), mirror=False,
-                             emptydir=bool(old["spec"].get("volumes")), phase="Running", ready=True,
-                             annotations=annotations)
-            self.store.put("pods", fresh)
+                             emptydir=bool(old["spec"].get("volumes")), phase="Running",
+                             ready=self.opt.replacement_ready_after_s <= 0, annotations=annotations)
+            stored = self.store.put("pods", fresh)
+        if self.opt.replacement_ready_after_s > 0:
+            uid = stored["metadata"]["uid"]
+            self.sched.call_later(self.opt.replacement_ready_after_s * self.opt.time_scale,
+                                  lambda: self._become_ready(meta["namespace"], name, uid))
+
+    def _become_ready(self, namespace: str, name: str, uid: str) -> None:
+        with self.store.lock:
+            pod = self.store.get("pods", namespace, name)
+            if pod is None or pod["metadata"]["uid"] != uid:
+                return
+            new = clone(pod)
+            for condition in new["status"].get("conditions") or []:
+                if condition.get("type") in ("Ready", "ContainersReady"):
+                    condition["status"] = "True"
+            for container in new["status"].get("containerStatuses") or []:
+                container["ready"] = True
+            self.store.put("pods", new)
 
     # -- events ---------------------------------------------------------------------------------
 
