@@ -79,7 +79,7 @@ ERRORS = {
     "patch-503": (dict(status=503, method="PATCH", path_regex=r"/nodes/"), r"cordon failed \(.*HTTP 503.*\); retrying"),
     "patch-429": (dict(status=429, method="PATCH", path_regex=r"/nodes/"), r"cordon failed \(.*HTTP 429.*\); retrying"),
     "eviction-500": (dict(status=500, method="POST", path_regex=r"/eviction$"), r"eviction of \S+ got HTTP 500; retrying"),
-    "eviction-429": (dict(status=429, method="POST", path_regex=r"/eviction$"), r"eviction of \S+ got HTTP 429; retrying"),
+    "eviction-429": (dict(status=429, method="POST", path_regex=r"/eviction$"), r"the API server is throttling this node"),
     "list-500": (dict(status=500, method="GET", path_regex=r"^/api/v1/pods$"), r"listing this node's pods failed \(.*HTTP 500"),
     "list-429": (dict(status=429, method="GET", path_regex=r"^/api/v1/pods$"), r"listing this node's pods failed \(.*HTTP 429"),
 }
@@ -92,7 +92,7 @@ def test_error_answers(cluster_in, fault):
     Case: the node PATCH (cordon, labels) answers 503, or 429 "Too many requests", 5 times
     Outcome: retried with backoff (0.2 s to 1 s) until the deadline, one "cordon failed (... HTTP 503 ...); retrying until the deadline" line; cordoned and drained
     Case: evictions answer 500, or 429 without a PDB message, 8 times
-    Outcome: each pod's eviction is retried with backoff, "eviction of <pod> got HTTP 500; retrying" once per status; a 429 that does not name a disruption budget is not treated as a PDB refusal; drained
+    Outcome: each pod's eviction is retried with backoff, "eviction of <pod> got HTTP 500; retrying" once per status; a 429 that does not name a disruption budget is a throttling answer, not a PDB refusal: it pauses all of the node's requests ("the API server is throttling this node"); drained
     Case: the pod list answers 500 or 429, 3 times
     Outcome: "listing this node's pods failed (...); retrying until the deadline" once; drained
     """
