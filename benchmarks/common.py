@@ -75,10 +75,12 @@ class Stack:
 
 
 def start_stack(*, time_scale: float = 1.0, exec_delay_s: Optional[float] = None, exec_ttl_s: float = 900,
-                node_labels: Optional[Dict[str, str]] = None) -> Stack:
+                node_labels: Optional[Dict[str, str]] = None, replacement_ready_after_s: float = 0.0) -> Stack:
     tmp = Path(tempfile.mkdtemp(prefix="nodeagent-bench-"))
     imds = ImdsSim(instance_id=INSTANCE_ID, availability_zone=ZONE, local_hostname=NODE, life_cycle="spot").start()
-    kube = KubeSim(time_scale=time_scale).start()
+    # A replacement delay means a ReplicaSet that replaces evicted pods (Ready that much later).
+    kube = KubeSim(time_scale=time_scale, replace_evicted=replacement_ready_after_s > 0,
+                   replacement_ready_after_s=replacement_ready_after_s).start()
     kube.add_node(NODE, provider_id=PROVIDER_ID,
                   labels={"lifecycle": "Ec2Spot", "kubernetes.io/hostname": NODE} if node_labels is None else node_labels)
     if exec_delay_s is None:

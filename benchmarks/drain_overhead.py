@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,9 +73,9 @@ def classify(record) -> str:
     return f"{record.resource} {record.verb}"
 
 
-def run_nodeagent(python: str, n: int) -> Dict[str, object]:
-    with common.start_stack(time_scale=TIME_SCALE) as stack:
-        populate(stack.kube, n)
+def run_nodeagent(python: str, n: int, seed: Callable = populate, **stack_options: float) -> Dict[str, object]:
+    with common.start_stack(time_scale=TIME_SCALE, **stack_options) as stack:
+        seed(stack.kube, n)
         patches = PatchLog(stack)
         running = common.start_daemon(stack, python, POLL_INTERVAL="0.5s")
         try:
@@ -100,9 +100,9 @@ def run_nodeagent(python: str, n: int) -> Dict[str, object]:
     return _result("nodeagent", n, t_cordon, t_done, records, left, extra={"rss_after_drain_kib": rss_after})
 
 
-def run_kubectl(kubectl: str, n: int) -> Dict[str, object]:
-    with common.start_stack(time_scale=TIME_SCALE) as stack:
-        populate(stack.kube, n)
+def run_kubectl(kubectl: str, n: int, seed: Callable = populate, **stack_options: float) -> Dict[str, object]:
+    with common.start_stack(time_scale=TIME_SCALE, **stack_options) as stack:
+        seed(stack.kube, n)
         patches = PatchLog(stack)
         admin = stack.kube.write_kubeconfig(str(stack.tmp / "admin.kubeconfig"), stack.kube.admin_token())
         cache = tempfile.mkdtemp(prefix="kubectl-cache-", dir=stack.tmp)

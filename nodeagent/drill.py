@@ -42,8 +42,8 @@ from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as keys
 from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
-from nodeagent.kube.drain import DrainOptions, select_pods
 from nodeagent.kube.node import NodeActions, parse_taint
+from nodeagent.kube.pod_rules import DrainOptions, select_pods
 from nodeagent.kube.responder import KubeResponder
 from nodeagent.ports import Reporter, quietly
 from nodeagent.report import build_reporters, flush_reporters

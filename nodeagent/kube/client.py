@@ -34,7 +34,7 @@ from nodeagent.errors import ExpectedFailure
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import deadline, light_import
 from nodeagent.kube.gate import Answer, ApiGate, GateAbandoned, GateClosed, GateLimits, Priority
-from nodeagent.kube.throttle import is_throttling, retry_after_s
+from nodeagent.kube.throttle import disruption_budget, is_throttling, retry_after_s
 from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_rfc3339_utc
 
@@ -94,12 +94,14 @@ class ApiError(KubeError):
         method: str,
         path: str,
         retry_after_s: float | None = None,
+        budget: str | None = None,
     ):
         super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.retry_after_s = retry_after_s  # what a 429/503 asked for (throttle.retry_after_s)
+        self.budget = budget  # the PodDisruptionBudget a refusal names (throttle.disruption_budget)
 
     @property
     def throttling(self) -> bool:
@@ -662,7 +664,8 @@ def _api_error(error, method: str, path: str, now: datetime) -> ApiError:
         message = body.get("message", message)
         reason = body.get("reason", reason)
     retry_after = retry_after_s(error.headers, body, now) if error.status in (429, 503) else None
-    return ApiError(int(error.status), str(reason), str(message), method, path, retry_after)
+    budget = disruption_budget(body) if error.status == 429 else None
+    return ApiError(int(error.status), str(reason), str(message), method, path, retry_after, budget)
 
 
 def _yaml_problem(error: Exception) -> str:

@@ -23,9 +23,10 @@ from nodeagent.kube.client import (
     find_node,
     import_client_modules,
 )
-from nodeagent.kube.drain import Drainer, DrainOptions
+from nodeagent.kube.drain import Drainer
 from nodeagent.kube.gate import GateLimits
 from nodeagent.kube.node import NodeActions, parse_taint
+from nodeagent.kube.pod_rules import DrainOptions
 from nodeagent.log_once import LogOnce
 from nodeagent.ports import StepHooks
 from nodeagent.retry import Backoff, Failure, retry

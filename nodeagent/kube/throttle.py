@@ -9,6 +9,7 @@ in front may answer 503 and may give an HTTP date instead. A PodDisruptionBudget
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -50,6 +51,27 @@ def retry_after_s(headers: Mapping[str, str] | None, body: object, now: datetime
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 return float(value)
     return None
+
+
+def disruption_budget(body: object) -> str | None:
+    """The PodDisruptionBudget a refusal names in its Status causes ("The disruption budget <name>
+    needs N healthy pods and has M currently"), or None."""
+    if not isinstance(body, Mapping):
+        return None
+    details = body.get("details")
+    causes = details.get("causes") if isinstance(details, Mapping) else None
+    if not isinstance(causes, list):
+        return None
+    for cause in causes:
+        message = cause.get("message") if isinstance(cause, Mapping) else None
+        if isinstance(message, str):
+            match = _BUDGET.match(message)
+            if match:
+                return match.group(1)
+    return None
+
+
+_BUDGET = re.compile(r"The disruption budget (\S{1,253}) needs ")
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:

@@ -100,3 +100,34 @@ def test_a_kubeconfig_yaml_error_never_quotes_the_file(tmp_path: Path):
                             r"here at line 6, column \d+$"), output
     finally:
         cluster.finish()
+
+
+def test_one_malformed_pod_is_left_and_reported_and_the_others_are_drained(tmp_path: Path):
+    """The drain's pod list holds a pod whose ownerReferences is ["x"] and one whose grace period is
+    text: each is set aside with a warning that names it and says what is wrong, every other pod
+    is evicted, and the drain reports the two as left on the node."""
+    from tests.faults.conftest import NODE
+
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_workload(count=4)
+        cluster.start_agent()
+        pods = cluster.kube.pods(node=NODE)
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        by_name["web-0"]["metadata"]["ownerReferences"] = ["x"]
+        by_name["web-1"]["spec"]["terminationGracePeriodSeconds"] = "thirty"
+        listing = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods}
+        cluster.kube.inject(count=1, status=200, method="GET", path_regex=r"^/api/v1/pods$", body=listing)
+        cluster.spot(20)
+        cluster.daemon.wait_line(r"drain incomplete: ", timeout_s=40)
+        cluster.finish()
+        output = cluster.daemon.output()
+        assert cluster.find(r"not evicting default/web-0: the API's description of it cannot be read "
+                            r"\(.*ownerReferences"), output
+        assert cluster.find(r"not evicting default/web-1: the API's description of it cannot be read "
+                            r"\(.*thirty"), output
+        assert cluster.find(r"pods left on the node at the deadline: default/web-0, default/web-1$"), output
+        assert sorted(cluster.evictable_left()) == ["default/web-0", "default/web-1"]
+        assert "Traceback" not in output and cluster.alive_at_end, output
+    finally:
+        cluster.finish()

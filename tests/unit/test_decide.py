@@ -25,7 +25,7 @@ from nodeagent.decide import (
     Supersede,
     Uncordon,
 )
-from nodeagent.kube.drain import NEAR_S, retry_delay
+from nodeagent.kube.pod_rules import NEAR_S, retry_delay
 from nodeagent.notices import SOURCES_BY_KIND, Notice
 from nodeagent.state import ACTING, CANCELLED, DONE, SEEN, SUPERSEDED, NoticeRecord
 from tests.fakes import T0

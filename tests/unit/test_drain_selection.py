@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from nodeagent.kube.drain import DrainOptions, PodInfo, clamped_grace, last_safe_moment, select_pods
+from nodeagent.kube.pod_rules import DrainOptions, PodInfo, clamped_grace, last_safe_moment, select_pods
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -80,3 +80,22 @@ def test_last_safe_moment_leaves_the_pod_its_grace_but_at_most_half_the_window()
     assert last_safe_moment(zero, NOW, opts) == opts.pods_gone_by
     for candidate in (thirty, huge, zero):
         assert last_safe_moment(candidate, NOW, opts) <= opts.deadline
+
+
+def test_a_malformed_pod_is_set_aside_and_the_others_are_drained():
+    broken_owner = pod("owner-x", owner="ReplicaSet")
+    broken_owner["metadata"]["ownerReferences"] = ["x"]
+    bad_grace = pod("grace-text", owner="ReplicaSet", grace="thirty")
+    negative_grace = pod("grace-negative", owner="ReplicaSet", grace=-5)
+    no_name = pod("", owner="ReplicaSet")
+    not_an_object = ["not", "a", "pod"]
+    spec_list = pod("spec-list", owner="ReplicaSet")
+    spec_list["spec"] = ["x"]
+    pods = [pod("web-1", owner="ReplicaSet"), broken_owner, bad_grace, negative_grace, no_name, not_an_object,
+            spec_list, pod("web-2", owner="ReplicaSet", grace=10)]
+    selection = select_pods(pods, options())
+    assert [p.name for p in selection.evict] == ["web-1", "web-2"]
+    assert [key for key, _ in selection.malformed] == [
+        "default/owner-x", "default/grace-text", "default/grace-negative", "default/", "?/?", "default/spec-list"]
+    assert "ownerReferences" in selection.malformed[0][1]
+    assert "thirty" in selection.malformed[1][1]
