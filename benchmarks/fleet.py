@@ -8,11 +8,13 @@ evicted pods come back on another node ("elsewhere") and become Ready a little l
 budgets bind. Every node gets its spot notice in the same instant (deadline 120 s). The API
 simulator can run API Priority and Fairness (seats, a bounded queue, 429 with Retry-After).
 
-Measured at the simulators, per node: notice -> the agent's `drained` label stored, against the
-deadline and against deadline - DRAIN_MARGIN; API requests per pod; throttling answers (APF's
-429s) received; requests that came sooner than Retry-After allowed: the same request retried
-early, and throttling answers followed by ANY request from that node inside the Retry-After
-window; agent CPU (utime+stime from /proc/<pid>/stat) from the notice to `drained`, and RSS.
+Measured at the simulators, per node: notice -> the node's last evictable pod gone from the API
+(sampled every 50 ms), against the deadline and against deadline - DRAIN_MARGIN; notice -> the
+agent's `drained` label stored ("-": never, e.g. when the label PATCH was throttled); API requests
+per pod; throttling answers (APF's 429s) received; requests that came sooner than Retry-After
+allowed: the same request retried early, and throttling answers followed by ANY request from that
+node inside the Retry-After window; agent CPU (utime+stime from /proc/<pid>/stat) from the notice
+until the pods are gone, and RSS then.
 For the fleet: request rate per second after the first 5 s (peak, mean and their ratio) and the
 peak of requests in flight at the server.
 
@@ -68,7 +70,8 @@ class Node:
     pods: int = 0
     running: Optional[common.Running] = None
     t_cordon: Optional[float] = None
-    t_drained: Optional[float] = None
+    t_drained: Optional[float] = None  # the last evictable pod gone from the API (sampled every 50 ms)
+    t_labelled: Optional[float] = None  # the agent's `drained` label stored
     cpu_at_notice: float = 0.0
     cpu_at_drained: Optional[float] = None
     rss_at_drained_kib: Optional[int] = None
@@ -140,10 +143,8 @@ def build(*, nodes: int, pods_per_node: int, deployments: int, pdb: str, apf: Op
         with fleet._lock:
             if node.t_cordon is None and (obj.get("spec") or {}).get("unschedulable"):
                 node.t_cordon = t
-            if node.t_drained is None and common.agent_label(obj) == "drained" and node.running is not None:
-                node.t_drained = t
-                node.cpu_at_drained = common.cpu_seconds(node.running.pid)
-                node.rss_at_drained_kib = common.rss_kb(node.running.pid)
+            if node.t_labelled is None and common.agent_label(obj) == "drained":
+                node.t_labelled = t
 
     kube.on_patch_node(on_patch)
     return fleet
@@ -161,7 +162,22 @@ def start_agents(fleet: Fleet, python: str, settings: Dict[str, str]) -> None:
 
 
 def evictable_left(kube: KubeSim, node: str) -> int:
-    return sum(1 for p in kube.pods(node=node) if p["metadata"]["namespace"] == "default")
+    return kube.pod_count(node, "default")  # the DaemonSet pods are in kube-system
+
+
+def note_drained(fleet: Fleet) -> bool:
+    """Stamp the nodes whose evictable pods are all gone now (with the agent's CPU and RSS).
+    Returns whether every node is drained and labelled."""
+    done = True
+    for node in fleet.nodes:
+        if node.t_drained is None and evictable_left(fleet.kube, node.name) == 0:
+            assert node.running is not None
+            node.t_drained = time.monotonic()
+            node.cpu_at_drained = common.cpu_seconds(node.running.pid)
+            node.rss_at_drained_kib = common.rss_kb(node.running.pid)
+        with fleet._lock:
+            done = done and node.t_drained is not None and node.t_labelled is not None
+    return done
 
 
 def drain(fleet: Fleet) -> Tuple[float, float]:
@@ -177,11 +193,10 @@ def drain(fleet: Fleet) -> Tuple[float, float]:
         node.imds.set_spot(body)
     deadline = t_notice + (when - time.time())
     end = deadline + 5
-    while time.monotonic() < end:
-        with fleet._lock:
-            if all(n.t_drained is not None for n in fleet.nodes):
-                break
-        time.sleep(0.1)
+    while time.monotonic() < end and not note_drained(fleet):
+        if all(n.t_drained is not None for n in fleet.nodes):  # a label may never come: wait 10 s
+            end = min(end, max(n.t_drained or 0.0 for n in fleet.nodes) + 10)
+        time.sleep(0.05)
     time.sleep(1.5)  # queued Events reach the API, so they are counted
     return t_notice, deadline
 
@@ -258,12 +273,14 @@ def node_result(fleet: Fleet, node: Node, records: List[RequestRecord], t_notice
     mine = [r for r in records if r.user == node.user]
     throttled, early_same, any_within = early_requests(mine)
     drained_s = None if node.t_drained is None else node.t_drained - t_notice
+    labelled_s = None if node.t_labelled is None else node.t_labelled - t_notice
     cpu = None if node.cpu_at_drained is None else node.cpu_at_drained - node.cpu_at_notice
     return {
         "node": node.name,
         "pods": node.pods,
         "evictable_left": evictable_left(fleet.kube, node.name),
         "drained_s": None if drained_s is None else round(drained_s, 2),
+        "labelled_drained_s": None if labelled_s is None else round(labelled_s, 2),
         "deadline_s": round(deadline - t_notice, 2),
         "slack_to_deadline_s": None if node.t_drained is None else round(deadline - node.t_drained, 2),
         "slack_to_deadline_minus_margin_s": None if node.t_drained is None
@@ -301,7 +318,7 @@ def run_fleet(args: argparse.Namespace, *, nodes: int, pods_per_node: int, deplo
         peak, mean, seconds = rate_per_second(records, t_notice + RATE_SKIP_S, end)
         stats = fleet.kube.apf_stats()
         outputs = {n.name: n.running.daemon.output()[-3000:] for n in fleet.nodes
-                   if n.running is not None and n.t_drained is None}
+                   if n.running is not None and (n.t_drained is None or n.t_labelled is None)}
     finally:
         fleet.stop()
     throttled = sum(int(r["throttling_answers"]) for r in per_node)
@@ -312,6 +329,7 @@ def run_fleet(args: argparse.Namespace, *, nodes: int, pods_per_node: int, deplo
         "apf": None if apf is None else vars(apf), "drain_margin_s": margin_s, "notice_in_s": NOTICE_IN_S,
         "all_drained_by_deadline_minus_margin": all(r["drained_by_deadline_minus_margin"] for r in per_node),
         "last_drained_s": round(max(drained_at) - t_notice, 2) if drained_at else None,
+        "nodes_not_labelled_drained": sum(1 for n in per_node if n["labelled_drained_s"] is None),
         "requests": len(records),
         "throttling_answers": throttled,
         "retried_sooner_than_retry_after": sum(int(r["retried_sooner_than_retry_after"]) for r in per_node),
@@ -348,13 +366,14 @@ def apf_text(apf: Optional[ApfConfig]) -> str:
 def fleet_table(result: Dict[str, object]) -> str:
     rows = []
     for r in result["nodes"]:  # type: ignore[union-attr]
-        rows.append((r["node"], r["pods"], _num(r["drained_s"]), _num(r["slack_to_deadline_s"]),
+        rows.append((r["node"], r["pods"], _num(r["drained_s"]), _num(r["labelled_drained_s"]),
+                     _num(r["slack_to_deadline_s"]),
                      _num(r["slack_to_deadline_minus_margin_s"]), r["requests"], r["requests_per_pod"],
                      r["throttling_answers"], r["retried_sooner_than_retry_after"],
                      r["throttling_answers_followed_within_retry_after"], _num(r["cpu_s"]),
                      _pct(r["cpu_share_of_core"]), _num(r["rss_at_drained_mib"]), r["evictable_left"]))
-    return common.table(("node", "pods", "drained s", "to deadline s", "to dl-margin s", "reqs", "reqs/pod",
-                         "429s", "early retries", "429s + any req < RA", "CPU s", "CPU %", "RSS MiB", "left"),
+    return common.table(("node", "pods", "drained s", "labelled s", "to deadline s", "to dl-margin s", "reqs",
+                         "reqs/pod", "429s", "early retries", "429s + any req < RA", "CPU s", "CPU %", "RSS MiB", "left"),
                         rows)
 
 
@@ -374,6 +393,7 @@ def summary_table(s: Dict[str, object]) -> str:
          "<= 3", common.verdict(met["peak_to_mean_le_3"])),
         ("agent CPU per node (max / mean)", f"{_num(cpu.get('max'))} / {_num(cpu.get('mean'))} s", "<= 1.5 s",
          common.verdict(met["cpu_le_1_5s_per_node"])),
+        ("nodes whose agent never stored its `drained` label", s["nodes_not_labelled_drained"], "", ""),
         ("peak requests in flight at the server", s["peak_in_flight"], "", ""),
     ]
     apf = s.get("apf_server")
