@@ -5,6 +5,7 @@ simulators over loopback HTTPS. docs/hostile-input.md lists each case.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.faults.conftest import Cluster
@@ -100,3 +101,38 @@ def test_a_kubeconfig_yaml_error_never_quotes_the_file(tmp_path: Path):
                             r"here at line 6, column \d+$"), output
     finally:
         cluster.finish()
+
+
+def test_an_api_message_cannot_add_an_assignment_to_sd_notify(tmp_path: Path):
+    """The API server refuses the Node read with a Status message holding "\\nWATCHDOG=trigger"
+    (and other assignments after CR, NUL and ESC). The daemon's STATUS quotes the error: every
+    datagram on its NOTIFY_SOCKET (a real one, read here) holds only the agent's own assignments,
+    the STATUS one line with the message escaped, and the daemon stays up."""
+    from tests.helpers import Daemon, NotifySocket, daemon_env, wait_for
+
+    hostile = "nodes is forbidden\nWATCHDOG=trigger\r\nSTOPPING=1\x00READY=1\x1bMAINPID=1"
+    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": hostile}
+    cluster = Cluster(tmp_path)
+    notify = NotifySocket(tmp_path)
+    try:
+        cluster.kube.inject(count=100_000, status=403, method="GET", path_regex=r"/api/v1/nodes/", body=body)
+        env = daemon_env(tmp_path, **cluster.settings())
+        env["NOTIFY_SOCKET"] = notify.path
+        daemon = Daemon(env).start()
+        cluster.daemons.append(daemon)
+        wait_for(lambda: [t for t in notify.texts() if "nodes is forbidden" in t], 30,
+                 message=lambda: f"{notify.texts()}\n{daemon.output()}")
+        time.sleep(1.0)  # a few more polls and watchdog pings
+        texts = notify.texts()
+        names = {text.split("=", 1)[0] for text in texts}
+        assert names <= {"READY", "STATUS", "WATCHDOG", "STOPPING", "RELOADING"}, texts
+        assert "WATCHDOG=trigger" not in texts and "STOPPING=1" not in texts and "MAINPID=1" not in texts, texts
+        assert all(text in ("READY=1", "WATCHDOG=1") or text.startswith("STATUS=") for text in texts), texts
+        quoted = [text for text in texts if "nodes is forbidden" in text]
+        assert all("nodes is forbidden | WATCHDOG=trigger | STOPPING=1\\x00READY=1\\x1bMAINPID=1" in text
+                   for text in quoted), quoted
+        assert daemon.alive(), daemon.output()
+    finally:
+        cluster.finish()
+        notify.close()
