@@ -534,7 +534,7 @@ def _lifecycle_hook(
     clock: Clock,
     stop: threading.Event,
     reporters: Callable[[], Sequence[Reporter]],
-    dry_run: Callable[[], bool],
+    dry_run: Callable[[], bool] | None = None,
 ) -> LifecycleHook | None:
     """ASG_LIFECYCLE_HOOK set: the thread that heartbeats and completes it (nodeagent/lifecycle_hook.py)."""
     if not settings.asg_lifecycle_hook:
