@@ -1,6 +1,7 @@
 """Webhook: a JSON or Slack message at the notice and at the end of the response.
 
-Formats: `json` (a generic object) and `slack` (an incoming-webhook `{"text": ...}`). Each has a
+Formats: `json` (a generic object) and `slack` (an incoming-webhook `{"text": ...}`, every
+field's `&`, `<` and `>` escaped so that no value can mention a channel or show a link). Each has a
 built-in template that WEBHOOK_TEMPLATE can replace with a file. Templates are `string.Template`
 text (`${field}` placeholders, so JSON braces need no escaping): a string field is inserted
 JSON-escaped without quotes (put it inside a JSON string), a number, boolean or null field as a
@@ -197,6 +198,17 @@ def message_fields(
         "time": iso_seconds(now),
         "version": __version__,
     }
+
+
+def slack_escape(text: str) -> str:
+    """Slack reads `&`, `<` and `>` as markup (`<!channel>`, `<https://...|click>`); escaped as
+    Slack asks, a value from IMDS or the API is shown as text, never as a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_fields(fields: Mapping[str, object]) -> dict[str, object]:
+    """Every string field escaped for Slack (the template's own markup is left alone). Pure."""
+    return {key: slack_escape(value) if isinstance(value, str) else value for key, value in fields.items()}
 
 
 def _held(record) -> float | None:
@@ -516,6 +528,8 @@ class WebhookReporter(WorkerReporter):
             message=message,
             reason=reason,
         )
+        if self.format == "slack":
+            fields = slack_fields(fields)
         try:
             body = render(self.template, fields)
         except TemplateError as error:  # checked at startup; only odd values get here

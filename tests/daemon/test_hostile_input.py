@@ -136,3 +136,91 @@ def test_an_api_message_cannot_add_an_assignment_to_sd_notify(tmp_path: Path):
     finally:
         cluster.finish()
         notify.close()
+
+
+def test_a_hostile_scheduled_code_reaches_no_annotation_terminal_or_slack_message(tmp_path: Path):
+    """IMDS serves a scheduled event whose Code holds terminal escapes (retitle, clear the screen)
+    and Slack markup (a channel mention, a disguised link). The event is still handled (drained);
+    the node annotation, `nodeagent status` and the Slack message show the placeholder, and the
+    log says why without quoting it."""
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from nodeagent.clock import utcnow
+    from nodeagent.kube.node import ANNOTATION_ACTION
+    from tests.faults.conftest import NODE
+    from tests.helpers import REPO, daemon_env, wait_for
+    from tests.report_helpers import Receiver
+
+    hostile = "\x1b]0;pwned\x07\x1b[2Jinstance-reboot <!channel> <https://evil.example/|click here> &"
+    not_before = (utcnow() + timedelta(hours=2)).strftime("%-d %b %Y %H:%M:%S GMT")
+    receiver = Receiver().start()
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_workload(count=2)
+        keys = dict(WEBHOOK_URL=receiver.url(), WEBHOOK_FORMAT="slack")
+        cluster.start_agent(**keys)
+        cluster.imds.set_scheduled([{"NotBefore": not_before, "Code": hostile, "State": "active",
+                                     "EventId": "instance-event-0hostile"}])
+        cluster.daemon.wait_line(r"notice scheduled-instance-event-0hostile \(scheduled: unrecognised-code\)"
+                                 r".*response: drain", timeout_s=15)
+        cluster.daemon.wait_line(r"scheduled event Code of 77 characters is not of the form \[a-z0-9-\]\{1,64\} "
+                                 r"\(not shown\); shown as 'unrecognised-code' and handled as maintenance")
+        wait_for(lambda: not cluster.evictable_left(), 20, message=cluster.daemon.output)  # still handled
+        node = cluster.kube.node(NODE)
+        assert node["metadata"]["annotations"][ANNOTATION_ACTION] == "unrecognised-code"
+
+        env = daemon_env(tmp_path, **cluster.settings(**keys))
+        status = subprocess.run([sys.executable, "-m", "nodeagent", "status"], env=env, cwd=str(REPO),
+                                capture_output=True, text=True, timeout=60)
+        assert "(scheduled: unrecognised-code)" in status.stdout, status.stdout
+        for text in (status.stdout, status.stderr):
+            assert "\x1b" not in text and "\x07" not in text and "pwned" not in text, text
+
+        def slack_texts():
+            return [body["text"] for _, body in receiver.bodies()]
+
+        wait_for(lambda: len(slack_texts()) >= 2, 15, message=lambda: str(receiver.bodies()))  # notice, drained
+        for text in slack_texts():
+            assert "<!channel>" not in text and "<https" not in text and "\x1b" not in text, text
+        assert any("unrecognised-code" in text for text in slack_texts()), slack_texts()
+        output = cluster.daemon.output()
+        assert "pwned" not in output and "evil.example" not in output, output
+    finally:
+        cluster.finish()
+        receiver.stop()
+
+
+def test_terminal_escapes_in_an_api_message_never_reach_nodeagent_status(tmp_path: Path):
+    """The API server refuses the Node read with a message that retitles and clears a terminal.
+    `nodeagent status` quotes it three times (the daemon's status from the state file, its own probe
+    of the API, and the problem that makes): each row is printable text, one line."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, daemon_env, wait_for
+
+    hostile = "forbidden\x1b]0;pwned\x07\x1b[2J\nforged: row\x9b31m"
+    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": hostile}
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.kube.inject(count=100_000, status=403, method="GET", path_regex=r"/api/v1/nodes/", body=body)
+        cluster.start_agent(ready=r"Kubernetes not ready")
+        state_file = cluster.state_dir / "state.json"
+        wait_for(lambda: "forbidden" in json.loads(state_file.read_text()).get("status", ""), 15,
+                 message=cluster.daemon.output)
+        env = daemon_env(tmp_path, **cluster.settings())
+        status = subprocess.run([sys.executable, "-m", "nodeagent", "status"], env=env, cwd=str(REPO),
+                                capture_output=True, text=True, timeout=60)
+        out = status.stdout
+        for text in (out, status.stderr):
+            assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, text
+        assert not [line for line in out.splitlines() if line.startswith("forged")], out
+        quoted = [line for line in out.splitlines() if "forbidden" in line]
+        assert len(quoted) == 3, out  # the daemon's status, the probe's error and the problem it makes
+        assert all("forbidden\\x1b]0;pwned\\x07\\x1b[2J | forged: row\\x9b31m" in line for line in quoted), out
+    finally:
+        cluster.finish()
