@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from nodeagent import __version__, config, logs
+from nodeagent import __version__, config, logs, terminal
 from nodeagent.config import EX_CONFIG, ConfigError, Settings, load_with_set_flags
 
 
@@ -54,13 +54,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         settings = _load_settings(args)
     except ConfigError as error:
-        print(str(error), file=sys.stderr)
+        terminal.say(str(error), sys.stderr)
         return EX_CONFIG
     rows = config.describe(settings)
     width = max(len(key) for key, _, _ in rows)
     value_width = min(48, max(len(value) for _, value, _ in rows))
     for key, value, source in rows:
-        print(f"{key:<{width}}  {value:<{value_width}}  ({source})")
+        terminal.say(f"{key:<{width}}  {value:<{value_width}}  ({source})")
     return 0
 
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as error:
-        print(str(error), file=sys.stderr)
+        terminal.say(str(error), sys.stderr)
         return EX_CONFIG
     except KeyboardInterrupt:
         return 130

@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nodeagent import config
+from nodeagent import config, terminal
 from nodeagent.agent import Agent
 from nodeagent.clock import utcnow
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
@@ -84,7 +84,7 @@ class NodeSnapshot:
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    terminal.say(text)
 
 
 # ------------------------------------------------------------------ checks before anything runs
@@ -199,7 +199,7 @@ def main_drill(args) -> int:
     try:
         return run_drill(args, base, flags)
     except DrillError as error:
-        print(str(error), file=sys.stderr, flush=True)
+        terminal.say(str(error), sys.stderr)
         return error.code
 
 

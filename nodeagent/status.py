@@ -22,13 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from nodeagent import __version__
+from nodeagent import __version__, terminal
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import describe, load_with_set_flags
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
+from nodeagent.logs import one_line
 from nodeagent.notices import parse_rfc3339_utc
 from nodeagent.state import StateRead, read_daemon_state
 
@@ -446,6 +447,7 @@ def render_text(report: JsonObject, now: datetime | None = None) -> str:
     lines: list[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
 
     def row(label: str, text: str) -> None:
+        text = one_line(text)  # one row per line: a quoted message cannot add rows of its own
         lines.append(f"  {label:<12} {text}" if label else f"  {'':<12} {text}")
 
     daemon = report["daemon"]
@@ -548,8 +550,8 @@ def main_status(args) -> int:
     settings = load_with_set_flags(os.environ, args.set)
     report = collect(settings, probe=not args.no_probe)
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=False))
+        terminal.say(json.dumps(report, indent=2, sort_keys=False))
     else:
-        print(render_text(report))
+        terminal.say(render_text(report))
     sys.stdout.flush()
     return 0 if report["healthy"] else 1
