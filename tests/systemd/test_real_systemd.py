@@ -393,6 +393,113 @@ def test_the_sandbox_is_in_force(node):
         assert int(fields["CapBnd"], 16) == 0, f"CapabilityBoundingSet= not in force: {fields['CapBnd']}"
 
 
+# --- nothing writable but what the unit names ---------------------------------------------------
+
+ONESHOT = "nodeagent-spot-label.service"
+ONESHOT_DROPIN = "/etc/eks/nodeadm.d/50-nodeagent-spot-label.yaml"
+PROBE = "/usr/local/sbin/nodeagent-write-probe"
+PROBE_NAME = ".nodeagent-write-probe"
+# Every place a sandboxed process could leave a file that something outside acts on: unit
+# directories (PID 1 runs what it finds there after a daemon-reload), /run and its world-writable
+# corners, the persistent state and config trees, and the shared temporary directories.
+PROBED_DIRS = ["/run", "/run/systemd/system", "/run/systemd", "/run/lock", "/run/user", "/run/nodeagent",
+               "/etc", "/etc/systemd/system", "/etc/nodeagent", "/etc/eks", "/etc/eks/nodeadm.d", "/usr/lib",
+               "/usr/local/bin", "/var/lib", "/var/lib/nodeagent", "/var/cache/nodeagent", "/var/log",
+               "/var/tmp", "/tmp", "/dev/shm", "/root", "/srv", "/opt"]
+# A unit that, if PID 1 ever loads it, leaves a mark outside every sandbox.
+ESCAPE_UNIT = "nodeagent-escape-probe.service"
+PROBE_SCRIPT = f"""#!/bin/sh
+# Run inside a unit's sandbox (ExecStartPost=): try to create a file in each directory, say which worked.
+for dir in {' '.join(PROBED_DIRS)}; do
+    if ( : >"$dir/{PROBE_NAME}" ) 2>/dev/null; then echo "probe: wrote $dir"; fi
+done
+if printf '[Service]\\nType=oneshot\\nExecStart=/bin/touch /escaped-from-sandbox\\n' \\
+        >/run/systemd/system/{ESCAPE_UNIT} 2>/dev/null; then
+    echo "probe: wrote /run/systemd/system/{ESCAPE_UNIT}"
+fi
+exit 0
+"""
+
+
+def probe_writes(node: Node, unit: str, restart: List[str]) -> Dict[str, List[str]]:
+    """Run the write probe in `unit`'s sandbox; returns what the probe could write inside, and which
+    of those files are visible from outside the sandbox (the host's view)."""
+    node.box.write(PROBE, PROBE_SCRIPT, mode="0755")
+    dirs = " ".join(PROBED_DIRS)
+    clean = f"for d in {dirs}; do rm -f \"$d/{PROBE_NAME}\"; done; rm -f /run/systemd/system/{ESCAPE_UNIT} /escaped-from-sandbox"
+    node.box.sh(clean)
+    drop_in = f"/etc/systemd/system/{unit}.d/50-write-probe.conf"
+    node.box.write(drop_in, f"[Service]\nExecStartPost=-{PROBE}\n")
+    node.systemctl("daemon-reload")
+    mark = node.mark()
+    try:
+        node.systemctl(*restart, unit, timeout=90)
+        wait(lambda: "probe:" in node.journal(mark, unit=unit) or
+             node.show("ActiveState", unit=unit)["ActiveState"] in ("active", "failed"), 30, "the probe")
+        time.sleep(1)  # the probe's last lines through journald
+        inside = [line.split("probe: wrote ", 1)[1] for line in node.journal(mark, unit=unit).splitlines()
+                  if line.startswith("probe: wrote ")]
+        outside = [d for d in PROBED_DIRS
+                   if node.box.run(["test", "-e", f"{d}/{PROBE_NAME}"], check=False).returncode == 0]
+        # The way out: PID 1 loads a unit it finds under /run/systemd/system and runs it as root.
+        node.systemctl("daemon-reload")
+        node.systemctl("start", ESCAPE_UNIT, check=False)
+        if node.box.run(["test", "-e", "/escaped-from-sandbox"], check=False).returncode == 0:
+            outside.append("escaped: a unit written from inside ran outside the sandbox")
+    finally:
+        node.box.run(["rm", "-f", drop_in])
+        node.box.sh(clean)
+        node.systemctl("daemon-reload")
+    return {"inside": inside, "outside": outside}
+
+
+def test_the_boot_oneshot_can_write_only_etc_eks_and_still_labels(node):
+    """The oneshot is root without capabilities: a file it could write under /run/systemd/system
+    (or anywhere PID 1 reads) would run, after the next daemon-reload, outside the sandbox with
+    every capability. docs/security.md: nothing writable except /etc/eks; private /tmp and /dev."""
+    node.reset(FAST)
+    node.box.write("/usr/bin/nodeadm", "#!/bin/sh\nexit 0\n", mode="0755")  # ConditionFileIsExecutable=
+    node.box.run(["mkdir", "-p", "/etc/eks/nodeadm.d"])
+    node.box.run(["rm", "-f", ONESHOT_DROPIN])
+    try:
+        seen = probe_writes(node, ONESHOT, ["restart"])
+        print(f"oneshot write probe: {seen}")
+        assert seen["outside"] == ["/etc/eks", "/etc/eks/nodeadm.d"], str(seen)
+        # Written inside but not visible outside: the private /tmp, /var/tmp and /dev/shm only.
+        assert set(seen["inside"]) <= {"/etc/eks", "/etc/eks/nodeadm.d", "/tmp", "/var/tmp", "/dev/shm"}, str(seen)
+        state = node.show("ActiveState", "Result", unit=ONESHOT)
+        assert state == {"ActiveState": "active", "Result": "success"}, state
+        # Still does its job: the IMDS simulator says spot, so the nodeadm drop-in is written.
+        dropin = node.box.run(["cat", ONESHOT_DROPIN]).stdout
+        assert "--node-labels=lifecycle=Ec2Spot" in dropin, dropin
+    finally:
+        node.box.run(["rm", "-f", "/usr/bin/nodeadm", ONESHOT_DROPIN])
+        node.systemctl("stop", ONESHOT, check=False)
+
+
+def test_the_agent_can_write_only_its_state_and_cache(node):
+    node.reset(FAST)
+    seen = probe_writes(node, UNIT, ["restart"])
+    print(f"agent write probe: {seen}")
+    assert seen["outside"] == ["/var/lib/nodeagent", "/var/cache/nodeagent"], str(seen)
+    assert set(seen["inside"]) <= {"/var/lib/nodeagent", "/var/cache/nodeagent", "/tmp", "/var/tmp",
+                                   "/dev/shm"}, str(seen)
+    wait(lambda: node.status_text().startswith("watching IMDS"), 20, "the agent watching IMDS again")
+
+
+# The figures docs/security.md gives (tests/packaging/test_unit_file.py checks the same offline).
+EXPOSURE_CEILING = {UNIT: 1.2, ONESHOT: 1.7}
+
+
+@pytest.mark.parametrize("unit", sorted(EXPOSURE_CEILING))
+def test_security_exposure_under_real_systemd(node, unit):
+    """`systemd-analyze security` of the units as PID 1 loaded them, drop-ins and all."""
+    result = node.box.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
+    match = re.search(r"Overall exposure level for " + re.escape(unit) + r": (\d+(?:\.\d+)?)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= EXPOSURE_CEILING[unit], result.stdout
+
+
 # --- package scripts ----------------------------------------------------------------------------------
 
 def dpkg_install(node: Node, deb: str, timeout: float = 120) -> float:
