@@ -543,6 +543,102 @@ def test_upgrade_during_a_drain_defers_the_restart_until_it_is_over(node):
     wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active after the deferred restart")
 
 
+STATE_FILE = "/var/lib/nodeagent/state.json"
+LATEST_DEB = f"nodeagent_{repo_version()}-3_all.deb"
+
+
+def plant(node: Node, script: str) -> None:
+    """Put something in the agent's state directory as the agent's own user would."""
+    node.box.run(["setpriv", "--reuid=nodeagent", "--regid=nodeagent", "--init-groups", "sh", "-c", script])
+
+
+def status_as_root(node: Node) -> subprocess.CompletedProcess:
+    return node.box.run(["nodeagent", "status", "--no-probe"], check=False, timeout=30)
+
+
+def installed(node: Node) -> str:
+    return node.box.run(["dpkg-query", "-W", "-f=${Status} ${Version}", "nodeagent"]).stdout
+
+
+def test_a_fifo_state_file_hangs_neither_status_nor_an_upgrade(node):
+    """The state directory is the service user's; root reads from it. A FIFO at state.json hung
+    `nodeagent status` and the deb's postinst (upgrade-restart), leaving the package half-configured."""
+    node.reset(FAST)
+    plant(node, f"rm -f {STATE_FILE} && mkfifo -m 0644 {STATE_FILE}")
+    try:
+        result = status_as_root(node)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{STATE_FILE} is a FIFO, not a regular file" in result.stdout, result.stdout
+        assert "Traceback" not in result.stderr, result.stderr
+        took = dpkg_install(node, LATEST_DEB, timeout=60)
+        assert took < 20, f"dpkg -i took {took:.1f}s"
+        assert installed(node) == f"install ok installed {repo_version()}-3"
+        waiter = node.show("ActiveState", unit="nodeagent-upgrade-restart.service")["ActiveState"]
+        assert waiter == "active", f"an unreadable state file counts as busy: the restart waits ({waiter})"
+    finally:
+        node.systemctl("stop", "nodeagent-upgrade-restart.service", check=False)
+        node.box.run(["rm", "-f", STATE_FILE])
+
+
+def test_a_deeply_nested_state_file_is_a_clear_error(node):
+    """JSON nested deeper than the parser's recursion limit raised RecursionError at start (the
+    daemon died and restarted in a loop) and in `nodeagent status`."""
+    node.reset(FAST)
+    node.systemctl("stop", UNIT)
+    plant(node, f"python3 -c 'print(\"[\" * 100000 + \"]\" * 100000)' > {STATE_FILE}")
+    result = status_as_root(node)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{STATE_FILE} is not valid JSON (nested too deeply to parse)" in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    mark = node.mark()
+    node.systemctl("start", UNIT)
+    node.wait_journal(mark, "state: corrupt state file: nested too deeply to parse; moved aside to")
+    wait(lambda: node.status_text().startswith("watching IMDS"), 20, "the agent watching IMDS")
+    assert "Traceback" not in node.journal(mark)
+    node.box.sh("rm -f /var/lib/nodeagent/state.json.corrupt-*")
+
+
+def test_an_agent_that_says_busy_forever_is_restarted_after_the_bound(node):
+    """A compromised agent keeps "busy": true in its state file to hold back the upgrade that
+    would replace it. The deferred restart waits NODEAGENT_RESTART_MAX_WAIT (here 5 s; passed on
+    from dpkg's environment to the transient unit), then restarts anyway."""
+    node.reset(FAST)
+    pid = node.main_pid()
+    plant(node, f"echo '{{\"schema\": 1, \"busy\": true, \"notices\": {{}}}}' > {STATE_FILE}")
+    mark = node.mark()
+    started = time.monotonic()
+    node.box.run(["env", "NODEAGENT_RESTART_MAX_WAIT=5", "NODEAGENT_RESTART_POLL=1",
+                  "dpkg", "-i", f"{DEBS}/{LATEST_DEB}"], timeout=60)
+    assert time.monotonic() - started < 20
+    assert node.main_pid() == pid, "restarted at once although the state file says busy"
+    wait(lambda: node.main_pid() not in (0, pid), 40, "the restart after the bound")
+    waiter = node.journal(mark, unit="nodeagent-upgrade-restart.service")
+    assert "still busy after 5s: restarting anyway" in waiter, waiter
+    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active after the restart")
+
+
+def test_remove_does_not_follow_a_symlink_in_the_state_directory(node):
+    """The removal marker was written into the state directory by root: a symlink the service
+    user put there made `dpkg -r` truncate the root-owned file it named. It lives in
+    /var/lib/misc (root's) now, and a reinstall still applies the presets."""
+    node.reset(FAST)
+    node.box.write("/etc/victim", "precious\n", mode="0600")
+    plant(node, "ln -sf /etc/victim /var/lib/nodeagent/.package-removed")
+    try:
+        node.box.run(["dpkg", "-r", "nodeagent"], timeout=120)
+        assert node.box.run(["cat", "/etc/victim"]).stdout == "precious\n"
+        owner = node.box.run(["stat", "-c", "%U %F", "/var/lib/misc/nodeagent.package-removed"]).stdout
+        assert owner.strip() == "root regular empty file", owner
+        node.box.run(["dpkg", "-i", f"{DEBS}/{LATEST_DEB}"], timeout=120)
+        assert installed(node) == f"install ok installed {repo_version()}-3"
+        enabled = node.systemctl("is-enabled", UNIT, ONESHOT, check=False).stdout.split()
+        assert enabled == ["enabled", "enabled"], "a reinstall after a remove applies the presets"
+        assert node.box.run(["test", "-e", "/var/lib/misc/nodeagent.package-removed"], check=False).returncode == 1
+        assert node.box.run(["cat", "/etc/victim"]).stdout == "precious\n"
+    finally:
+        node.box.run(["rm", "-f", "/etc/victim", "/var/lib/nodeagent/.package-removed"])
+
+
 def test_remove_and_purge_leave_nothing(node):
     node.reset(FAST)
     ours = [f for f in node.box.run(["dpkg-query", "-L", "nodeagent"]).stdout.splitlines() if "nodeagent" in f]
@@ -555,6 +651,7 @@ def test_remove_and_purge_leave_nothing(node):
     node.box.run(["rm", "-f", TEST_CONF])  # the test's own drop-in: not the package's to remove
     node.box.run(["dpkg", "--purge", "nodeagent"], timeout=120)
     candidates = ours + ["/etc/nodeagent", "/var/lib/nodeagent", "/var/lib/private/nodeagent",
+                         "/var/lib/misc/nodeagent.package-removed",
                          "/var/cache/nodeagent", "/var/cache/private/nodeagent",
                          "/etc/systemd/system/multi-user.target.wants/nodeagent.service",
                          "/etc/systemd/system/multi-user.target.wants/nodeagent-spot-label.service"]
