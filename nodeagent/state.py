@@ -21,6 +21,9 @@ from nodeagent.untrusted_file import UnsafeFileError, read_untrusted_file
 log = logging.getLogger("nodeagent.state")
 
 STATE_FILE = "state.json"
+# The unit's StateDirectory=: where the packaged daemon keeps its state, whatever a caller's
+# environment or config says (the drill's busy check always reads it).
+UNIT_STATE_DIR = "/var/lib/nodeagent"
 # Far above any real file (a notice record is about 1 KB); the bound is for a hostile one.
 MAX_STATE_BYTES = 16 * 1024 * 1024
 SCHEMA = 1

@@ -487,6 +487,28 @@ def test_the_agent_can_write_only_its_state_and_cache(node):
     wait(lambda: node.status_text().startswith("watching IMDS"), 20, "the agent watching IMDS again")
 
 
+# --- the drill and the daemon's real state ---------------------------------------------------------
+
+def test_the_drill_reads_the_units_state_whatever_the_caller_points_at(node):
+    """The drill refuses while the daemon handles a real notice. Its check read STATE_DIR from the
+    caller's environment, config directory and --set flags, so pointing them elsewhere skipped
+    it. It always reads the unit's /var/lib/nodeagent/state.json now; a user who may not read it
+    is refused too."""
+    start_slow_drain(node, 60)
+    node.box.run(["mkdir", "-p", "/tmp/drill-etc"])
+    elsewhere = ["env", "NODEAGENT_STATE_DIR=/tmp/drill-state", "NODEAGENT_CONFIG_DIR=/tmp/drill-etc",
+                 "nodeagent", "drill", "--yes", "--in", "30s", "--set", "STATE_DIR=/tmp/drill-state",
+                 "--set", "IMDS_URL=http://127.0.0.1:1338"]
+    as_root = node.box.run(elsewhere, check=False, timeout=90)
+    assert as_root.returncode == 75, as_root.stdout + as_root.stderr
+    assert "/var/lib/nodeagent/state.json says a real notice is being handled" in as_root.stderr, as_root.stderr
+    as_user = node.box.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *elsewhere],
+                           check=False, timeout=90)
+    assert as_user.returncode == 75, as_user.stdout + as_user.stderr
+    assert ("cannot read /var/lib/nodeagent/state.json: permission denied (run as root, or with sudo)"
+            in as_user.stderr), as_user.stderr
+
+
 # The figures docs/security.md gives (tests/packaging/test_unit_file.py checks the same offline).
 EXPOSURE_CEILING = {UNIT: 1.2, ONESHOT: 1.7}
 
