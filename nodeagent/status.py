@@ -4,8 +4,9 @@ whether IMDS and the API can be reached, and the config in short.
 It reads the state file (never writes it) and works as a non-root user as far as it can: a state
 file it may not read is reported as such, not a crash. Probes use short timeouts.
 
-Exit status: 0 healthy; 1 a problem is listed (daemon not running, state file unreadable, IMDS or
-API unreachable); 78 bad config.
+Exit status: 0 healthy; 1 a problem is listed (daemon not running, state file unreadable or not
+a state file: missing permission, a symlink, a FIFO, over 16 MiB, not JSON or nested too deeply;
+IMDS or API unreachable); 78 bad config.
 
 JSON output (`--json`): one object; STATUS_SCHEMA lists every key (dotted for nested objects)
 with its JSON type(s). docs/operating.md shows it.
@@ -389,9 +390,24 @@ def problems_of(report: JsonObject) -> list[str]:
     return problems
 
 
+def state_sections(read: StateRead, now: datetime) -> tuple[JsonObject, JsonObject | None, JsonObject | None]:
+    """The daemon, last notice and drain progress sections. The file is the service user's to
+    write, so a value of the wrong type or out of range anywhere in it is reported as a state file
+    error, never a traceback."""
+    try:
+        return (
+            daemon_section(read),
+            last_notice_section(read.data, now),
+            progress_section(read.data, now) if (read.data or {}).get("busy") else None,
+        )
+    except (ValueError, TypeError, OverflowError, AttributeError, RecursionError) as error:
+        problem = f"{read.path} is not a nodeagent state file ({type(error).__name__}: {error})"
+        return daemon_section(StateRead(read.path, None, problem, corrupt=problem)), None, None
+
+
 def collect(settings, probe: bool = True, now: datetime | None = None) -> JsonObject:
     now = now or utcnow()
-    read = read_daemon_state(settings.state_dir)
+    daemon, last_notice, drain_progress = state_sections(read_daemon_state(settings.state_dir), now)
     imds, identity = probe_imds(settings, probe)
     report: JsonObject = {
         "schema": SCHEMA_VERSION,
@@ -399,9 +415,9 @@ def collect(settings, probe: bool = True, now: datetime | None = None) -> JsonOb
         "generated_at": iso_seconds(now),
         "healthy": True,
         "problems": [],
-        "daemon": daemon_section(read),
-        "last_notice": last_notice_section(read.data, now),
-        "drain_progress": progress_section(read.data, now) if (read.data or {}).get("busy") else None,
+        "daemon": daemon,
+        "last_notice": last_notice,
+        "drain_progress": drain_progress,
         "imds": imds,
         "api": probe_api(settings, identity, probe),
         "config": config_section(settings),
