@@ -43,7 +43,8 @@ def test_readme_stays_short_and_keeps_the_two_commands():
     assert "\nscripts/test\n" in text and "`scripts/test --fast`" in text
 
 
-@pytest.mark.parametrize("page", ["configuration", "operating", "design", "performance", "reliability", "notices"])
+@pytest.mark.parametrize("page", ["configuration", "operating", "design", "performance", "reliability", "notices",
+                                  "migrating-from-nth", "coexistence", "monitoring"])
 def test_readme_links_every_docs_page(page):
     assert (REPO / "docs" / f"{page}.md").is_file()
     assert f"(docs/{page}.md)" in (REPO / "README.md").read_text(encoding="utf-8")
