@@ -1,4 +1,4 @@
-"""The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version.
+"""The `nodeagent` command: run, check-config, status, drill, migrate-from-nth, demo, imds-sim, version.
 
 Each command imports the module that does its work when it runs, not here: `status`,
 `check-config` and `version` then start without loading the daemon, the Kubernetes client and the
@@ -107,6 +107,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return main_demo(args)
 
 
+def cmd_migrate_from_nth(args: argparse.Namespace) -> int:
+    from nodeagent.migrate_from_nth import main_migrate_from_nth
+
+    return main_migrate_from_nth(args)
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     from nodeagent.drill import main_drill
 
@@ -156,6 +162,27 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--dry-run", action="store_true", help="server-side dry run: nothing changes")
     drill.add_argument("--yes", action="store_true", help="really cordon and drain this node")
     drill.add_argument("--undo", action="store_true", help="uncordon and remove our labels at the end")
+    migrate = add(
+        "migrate-from-nth",
+        cmd_migrate_from_nth,
+        "print a conf.d drop-in converted from aws-node-termination-handler Helm chart values "
+        "(the values with no equivalent go to standard error)",
+    )
+    migrate.add_argument(
+        "-f",
+        "--values",
+        action="append",
+        metavar="FILE",
+        default=[],
+        help="a values file, as given to helm (repeatable, later wins; - reads standard input)",
+    )
+    migrate.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="a chart value in helm's --set syntax (a.b=v, a={x,y}, a\\.b=v, k=v,k2=v2; repeatable)",
+    )
     demo = add(
         "demo", cmd_demo, "the whole pipeline against both simulators, with a timeline (source checkout only)"
     )

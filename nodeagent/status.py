@@ -32,6 +32,7 @@ from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
 from nodeagent.logs import one_line
 from nodeagent.notices import parse_rfc3339_utc
+from nodeagent.other_handlers import find_other_handlers
 from nodeagent.state import StateRead, read_daemon_state
 
 SCHEMA_VERSION = 1
@@ -107,6 +108,7 @@ STATUS_SCHEMA: dict[str, str] = {
     "api.agent_label": "string|null",
     "api.version_label": "string|null",
     "api.error": "string|null",
+    "api.other_handlers": "array[string]",
     "config": "object (KEY -> {value: string, source: string}; secrets shown as <set, hidden>)",
 }
 
@@ -299,6 +301,7 @@ def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TI
         "agent_label": None,
         "version_label": None,
         "error": None,
+        "other_handlers": [],
     }
     if not checked:
         return section
@@ -347,6 +350,10 @@ def _api_probe_body(settings, identity, out: JsonObject) -> None:
             agent_label=node.labels.get(LABEL_AGENT),
             version_label=node.labels.get(LABEL_VERSION),
         )
+        listing = api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={node.name}")])
+        items = listing.get("items")
+        found = find_other_handlers(items if isinstance(items, list) else [], node.name)
+        out["other_handlers"] = [f"{handler.key} ({handler.matched_by})" for handler in found]
     except KubeError as error:
         out.update(reachable=False, error=str(error))
     except Exception as error:  # a probe must never crash `status`
@@ -381,6 +388,13 @@ def problems_of(report: JsonObject) -> list[str]:
             problems.append(
                 f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}"
             )
+    api = report["api"]
+    if isinstance(api, dict) and api.get("other_handlers"):
+        problems.append(
+            f"aws-node-termination-handler runs on this node too ({', '.join(api['other_handlers'])}): "
+            "both would cordon and drain it; keep NTH off nodes that run nodeagent "
+            "(docs/migrating-from-nth.md)"
+        )
     notice = report.get("last_notice")
     hook = notice.get("lifecycle") if isinstance(notice, dict) else None
     if isinstance(hook, dict) and str(hook["outcome"]).startswith("failed"):
