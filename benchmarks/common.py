@@ -111,24 +111,41 @@ class Running:
 
 def start_daemon(stack: Stack, python: str, *, ready_timeout_s: float = 30.0, **settings: str) -> Running:
     """The real daemon with a real NOTIFY_SOCKET; returns once READY=1 has arrived."""
+    return wait_ready(spawn_daemon(stack.imds.url, stack.kubeconfig, stack.tmp, python, **settings),
+                      ready_timeout_s)
+
+
+@dataclass
+class Spawned:
+    daemon: Daemon
+    notify: NotifySocket
+    started: float  # monotonic, just before the process was spawned
+
+
+def spawn_daemon(imds_url: str, kubeconfig: str, tmp: Path, python: str, **settings: str) -> Spawned:
+    """Start the real daemon with a real NOTIFY_SOCKET, without waiting for READY=1 (wait_ready)."""
     # The product's own per-path pacing (tests.helpers' daemon_env polls every path at the test pace).
-    keys = dict(IMDS_URL=stack.imds.url, KUBECONFIG=stack.kubeconfig, POLL_INTERVAL="1s", LOG_LEVEL="info",
+    keys = dict(IMDS_URL=imds_url, KUBECONFIG=kubeconfig, POLL_INTERVAL="1s", LOG_LEVEL="info",
                 POLL_INTERVAL_REBALANCE=KEYS_BY_NAME["POLL_INTERVAL_REBALANCE"].default,
                 POLL_INTERVAL_SCHEDULED=KEYS_BY_NAME["POLL_INTERVAL_SCHEDULED"].default)
     keys.update(settings)
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=stack.tmp))
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=tmp))
     env = daemon_env(run_dir, **keys)
     notify = NotifySocket(run_dir)
     env["NOTIFY_SOCKET"] = notify.path
     started = time.monotonic()
-    daemon = Daemon(env, python=python).start()
+    return Spawned(Daemon(env, python=python).start(), notify, started)
+
+
+def wait_ready(spawned: Spawned, ready_timeout_s: float = 30.0) -> Running:
+    daemon, notify = spawned.daemon, spawned.notify
     if not wait_for(lambda: "READY=1" in notify.texts() or not daemon.alive(), ready_timeout_s, 0.005):
         daemon.kill()
         raise RuntimeError(f"daemon not READY within {ready_timeout_s}s:\n{daemon.output()}")
     if not daemon.alive():
         raise RuntimeError(f"daemon exited before READY:\n{daemon.output()}")
     ready = next(m.t for m in list(notify.messages) if m.text == "READY=1")
-    return Running(daemon, notify, started, ready)
+    return Running(daemon, notify, spawned.started, ready)
 
 
 def wait_node(stack: Stack, predicate, timeout_s: float) -> bool:

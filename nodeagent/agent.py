@@ -109,7 +109,14 @@ class Agent:
             stop=self._stop,
             on_status=self.notifier.status,
             on_ready=self._poke,
-            lifecycle=_lifecycle_hook(settings, self.store, self.clock, self._stop, lambda: self.reporters),
+            lifecycle=_lifecycle_hook(
+                settings,
+                self.store,
+                self.clock,
+                self._stop,
+                lambda: self.reporters,
+                lambda: self.settings.dry_run,
+            ),
         )
         self._absences: dict[str, Absence] = {}
         self._once = LogOnce(log)
@@ -527,6 +534,7 @@ def _lifecycle_hook(
     clock: Clock,
     stop: threading.Event,
     reporters: Callable[[], Sequence[Reporter]],
+    dry_run: Callable[[], bool] | None = None,
 ) -> LifecycleHook | None:
     """ASG_LIFECYCLE_HOOK set: the thread that heartbeats and completes it (nodeagent/lifecycle_hook.py)."""
     if not settings.asg_lifecycle_hook:
@@ -542,6 +550,7 @@ def _lifecycle_hook(
         stop=stop,
         reporters=reporters,
         imds_factory=lambda: ImdsClient(_imds_options(settings)),
+        dry_run=dry_run,
     )
 
 

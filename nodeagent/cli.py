@@ -1,4 +1,4 @@
-"""The `nodeagent` command: run, check-config, status, drill, demo, imds-sim, version.
+"""The `nodeagent` command: run, check-config, status, drill, migrate-from-nth, demo, imds-sim, version.
 
 Each command imports the module that does its work when it runs, not here: `status`,
 `check-config` and `version` then start without loading the daemon, the Kubernetes client and the
@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from nodeagent import __version__, config, logs
+from nodeagent import __version__, config, logs, terminal
 from nodeagent.config import EX_CONFIG, ConfigError, Settings, load_with_set_flags
 
 
@@ -54,13 +54,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         settings = _load_settings(args)
     except ConfigError as error:
-        print(str(error), file=sys.stderr)
+        terminal.say(str(error), sys.stderr)
         return EX_CONFIG
     rows = config.describe(settings)
     width = max(len(key) for key, _, _ in rows)
     value_width = min(48, max(len(value) for _, value, _ in rows))
     for key, value, source in rows:
-        print(f"{key:<{width}}  {value:<{value_width}}  ({source})")
+        terminal.say(f"{key:<{width}}  {value:<{value_width}}  ({source})")
     return 0
 
 
@@ -105,6 +105,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ImportError as error:
         return _source_checkout_only("demo", error)
     return main_demo(args)
+
+
+def cmd_migrate_from_nth(args: argparse.Namespace) -> int:
+    from nodeagent.migrate_from_nth import main_migrate_from_nth
+
+    return main_migrate_from_nth(args)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
@@ -156,6 +162,27 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--dry-run", action="store_true", help="server-side dry run: nothing changes")
     drill.add_argument("--yes", action="store_true", help="really cordon and drain this node")
     drill.add_argument("--undo", action="store_true", help="uncordon and remove our labels at the end")
+    migrate = add(
+        "migrate-from-nth",
+        cmd_migrate_from_nth,
+        "print a conf.d drop-in converted from aws-node-termination-handler Helm chart values "
+        "(the values with no equivalent go to standard error)",
+    )
+    migrate.add_argument(
+        "-f",
+        "--values",
+        action="append",
+        metavar="FILE",
+        default=[],
+        help="a values file, as given to helm (repeatable, later wins; - reads standard input)",
+    )
+    migrate.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="a chart value in helm's --set syntax (a.b=v, a={x,y}, a\\.b=v, k=v,k2=v2; repeatable)",
+    )
     demo = add(
         "demo", cmd_demo, "the whole pipeline against both simulators, with a timeline (source checkout only)"
     )
@@ -172,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as error:
-        print(str(error), file=sys.stderr)
+        terminal.say(str(error), sys.stderr)
         return EX_CONFIG
     except KeyboardInterrupt:
         return 130

@@ -297,7 +297,7 @@ KEYS: tuple[KeySpec, ...] = (
         "EXEC_PLUGIN_TIMEOUT", "20s", _duration_between(1, 300), "give up on a credential plugin after this"
     ),
     KeySpec("EVENTS", "true", parse_bool, "write Kubernetes Events on the Node"),
-    KeySpec("WEBHOOK_URL", "", _optional_url, "webhook receiver (never logged)", secret=True),
+    KeySpec("WEBHOOK_URL", "", _optional_url, "webhook receiver URL", secret=True),
     KeySpec("WEBHOOK_FORMAT", "json", _enum(("json", "slack")), "json or slack"),
     KeySpec(
         "WEBHOOK_TEMPLATE",
@@ -309,7 +309,7 @@ KEYS: tuple[KeySpec, ...] = (
         "WEBHOOK_HEADERS",
         "",
         _headers,
-        "extra headers, 'Name: value; Name2: value2' (never logged)",
+        "extra headers, 'Name: value; Name2: value2'",
         secret=True,
     ),
     KeySpec(
@@ -723,6 +723,8 @@ def describe(settings: Settings) -> list[tuple[str, str, str]]:
         value = getattr(settings, spec.name.lower())
         if spec.secret and value:
             shown = "<set, hidden>"
+        elif value is None:  # an optional key left empty (POLL_INTERVAL_ASG: POLL_INTERVAL applies)
+            shown = ""
         elif isinstance(value, bool):
             shown = "true" if value else "false"
         elif isinstance(value, float) and spec.name not in UNITLESS_KEYS:

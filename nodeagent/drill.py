@@ -10,11 +10,18 @@ this process can change what it serves. Like an AWS FIS spot interruption, but l
 
 Safety:
 - The drill's state lives in a temporary STATE_DIR; the daemon's state file is only read.
-- It refuses while the daemon's state file says `busy` (a real notice is being handled).
+- It refuses while the daemon's state file says `busy` (a real notice is being handled). The file
+  it reads is always the unit's, /var/lib/nodeagent/state.json (StateDirectory=), plus STATE_DIR's
+  when the config names another directory: pointing NODEAGENT_STATE_DIR, NODEAGENT_CONFIG_DIR or
+  `--set STATE_DIR=` elsewhere adds a place to look, never removes the real one. A user who may
+  not read it (the directory is the service user's, 0750) is refused (exit 75): run it as root.
 - `--dry-run` turns on DRY_RUN: every write is server-side dryRun=All, so nothing changes.
   Without `--dry-run` (or DRY_RUN=true in the config) it refuses unless `--yes` is given.
 - `--undo` puts the node back as the drill found it at the end: schedulability, and our labels
-  and annotations (nodeagent.io/*, exclude-from-external-load-balancers).
+  and annotations (nodeagent.io/*, exclude-from-external-load-balancers). Unless a real notice
+  took the node over during the drill: the daemon's state is read again (busy, or a notice it had
+  not seen when the drill started) and so is the Node (a nodeagent.io/notice-id label naming
+  another notice than the drill's); then the node is left as it is, and the drill says why.
 - Metrics go to `<drill dir>/nodeagent.prom`, not to the daemon's METRICS_TEXTFILE, unless
   `--set METRICS_TEXTFILE=...` names a file for the drill.
 
@@ -34,7 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nodeagent import config
+from nodeagent import config, terminal
 from nodeagent.agent import Agent
 from nodeagent.clock import utcnow
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
@@ -48,7 +55,7 @@ from nodeagent.kube.responder import KubeResponder
 from nodeagent.ports import Reporter, quietly
 from nodeagent.report import build_reporters, flush_reporters
 from nodeagent.report.events import EventsReporter
-from nodeagent.state import read_daemon_state
+from nodeagent.state import UNIT_STATE_DIR, StateRead, read_daemon_state
 from nodeagent.status import process_is_nodeagent
 from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_until
 
@@ -84,23 +91,82 @@ class NodeSnapshot:
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    terminal.say(text)
 
 
 # ------------------------------------------------------------------ checks before anything runs
 
 
-def check_daemon_not_busy(state_dir: str) -> str:
+def daemon_state_dirs(configured: str) -> list[str]:
+    """Where the daemon's state may be: the unit's own directory always, and the configured
+    STATE_DIR when it names another (a daemon started by hand, the tests)."""
+    dirs = [UNIT_STATE_DIR]
+    if os.path.abspath(configured) != UNIT_STATE_DIR:
+        dirs.append(configured)
+    return dirs
+
+
+@dataclass(frozen=True)
+class DaemonAtStart:
+    """What the drill saw of the daemon before it started: the header's notes, and each state
+    file's last notice (to tell, at --undo, a notice that came during the drill)."""
+
+    notes: list[str]
+    last_notices: dict[str, str | None]
+
+
+def check_daemons_not_busy(state_dirs: Sequence[str]) -> DaemonAtStart:
+    notes = []
+    last: dict[str, str | None] = {}
+    for state_dir in state_dirs:
+        read = read_daemon_state(state_dir)
+        notes.append(check_daemon_not_busy(read))
+        last[read.path] = _last_notice(read)
+    return DaemonAtStart(notes, last)
+
+
+def _last_notice(read: StateRead) -> str | None:
+    if read.data is None:
+        return None
+    return str(read.data.get("last_notice") or "") or None
+
+
+def _pid(value: object) -> int:
+    """The state file's pid; 0 for anything that is not one (the file is the service user's)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31 else 0
+
+
+def real_notice_holding_node(
+    at_start: DaemonAtStart, reads: Sequence[StateRead], node: JsonObject, drill_notice: str
+) -> str | None:
+    """Why --undo must leave the node alone (a real notice took it over during the drill), or None."""
+    for read in reads:
+        if read.missing:
+            continue
+        if read.data is None:
+            return f"the daemon's state cannot be checked ({read.error})"
+        last = _last_notice(read)
+        if read.data.get("busy"):
+            return f"the daemon's state file {read.path} says a real notice is being handled ({last or '?'})"
+        if last is not None and last != at_start.last_notices.get(read.path):
+            return f"the daemon handled notice {last} during the drill ({read.path})"
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    on_node = labels.get(keys.LABEL_NOTICE)
+    if on_node and on_node != drill_notice:
+        return f"the node's {keys.LABEL_NOTICE} label names notice {on_node}, not the drill's {drill_notice}"
+    return None
+
+
+def check_daemon_not_busy(read: StateRead) -> str:
     """Refuse while the daemon handles a real notice. Returns a note for the header."""
 
-    read = read_daemon_state(state_dir)
     if read.missing:
         return f"no daemon state at {read.path}"
     if read.data is None:
         raise DrillError(f"drill refused: cannot check that the daemon is idle: {read.error}", EX_BUSY)
     if read.data.get("busy"):
         last = read.data.get("last_notice") or "?"
-        pid = int(read.data.get("pid") or 0)
+        pid = _pid(read.data.get("pid"))
         alive = process_is_nodeagent(pid)
         note = (
             ""
@@ -199,7 +265,7 @@ def main_drill(args) -> int:
     try:
         return run_drill(args, base, flags)
     except DrillError as error:
-        print(str(error), file=sys.stderr, flush=True)
+        terminal.say(str(error), sys.stderr)
         return error.code
 
 
@@ -225,7 +291,7 @@ def run_drill(args, base, flags: dict[str, str]) -> int:
             f"nothing to rehearse",
             EX_USAGE,
         )
-    daemon_note = check_daemon_not_busy(base.state_dir)
+    daemon = check_daemons_not_busy(daemon_state_dirs(base.state_dir))
 
     workdir = tempfile.mkdtemp(prefix="nodeagent-drill-")
     plan = DrillPlan(kind=kind, in_s=in_s, dry_run=dry_run, undo=bool(args.undo), workdir=workdir)
@@ -234,7 +300,7 @@ def run_drill(args, base, flags: dict[str, str]) -> int:
     preflight = _Preflight(base, identity, imds_problem)
     try:
         preflight.find_node()
-        return _run(plan, base, flags, preflight, timeline, daemon_note, TimelineHandler)
+        return _run(plan, base, flags, preflight, timeline, daemon, TimelineHandler)
     finally:
         preflight.close()
 
@@ -313,7 +379,7 @@ def _evictable(pods: list[JsonObject], settings) -> list[str]:
 
 
 def _run(
-    plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon_note: str, handler_class
+    plan: DrillPlan, base, flags, preflight: _Preflight, timeline, daemon: DaemonAtStart, handler_class
 ) -> int:
 
     ident = preflight.identity
@@ -361,7 +427,7 @@ def _run(
             f"  API {preflight.api.host}; {len(pods_before)} pods on the node, "
             f"{len(evictable_before)} evictable"
         )
-        _say(f"  drill state {settings.state_dir}; {daemon_note} (untouched)")
+        _say(f"  drill state {settings.state_dir}; {'; '.join(daemon.notes)} (untouched)")
         _say()
 
         handler = handler_class(timeline)
@@ -389,7 +455,7 @@ def _run(
             timeline.say("drill", f"response ended: phase {record.phase}; {record.outcome or 'no outcome'}")
             flush_reporters(reporters, 30)
             if plan.undo:
-                _undo(preflight, settings, record, reporters, timeline)
+                _undo(preflight, settings, record, reporters, timeline, daemon)
         finally:
             agent.request_stop()
             runner.join(timeout=40)
@@ -402,11 +468,24 @@ def _record(agent):
     return next((r for r in list(agent.state.notices.values())), None)
 
 
-def _undo(preflight: _Preflight, settings, record, reporters: Sequence[Reporter], timeline) -> None:
-    """Put the node back as the drill found it: schedulability, our labels and annotations."""
+def _undo(
+    preflight: _Preflight, settings, record, reporters: Sequence[Reporter], timeline, daemon: DaemonAtStart
+) -> None:
+    """Put the node back as the drill found it: schedulability, our labels and annotations; but
+    never a node that a real notice took over while the drill ran (the daemon cordoned it)."""
 
     before = preflight.before
     assert before is not None
+    try:
+        node = preflight.api.request("GET", f"/api/v1/nodes/{preflight.node_name}")
+    except KubeError as error:
+        timeline.say("drill", f"--undo skipped: cannot read node {preflight.node_name} ({error})")
+        return
+    reads = [read_daemon_state(os.path.dirname(path)) for path in daemon.last_notices]
+    held = real_notice_holding_node(daemon, reads, node, record.id)
+    if held:
+        timeline.say("drill", f"--undo skipped: {held}; the node is left as it is")
+        return
     actions = NodeActions(preflight.api, preflight.node_name, dry_run=settings.dry_run)
     try:
         changed = actions.set_unschedulable(before.unschedulable)

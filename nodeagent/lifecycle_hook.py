@@ -8,6 +8,9 @@ own now and then, and at each heartbeat's due time). A failed call is retried wi
 (tenacity) and reported if it
 never succeeds; nothing here ever waits on, or holds up, a drain.
 
+With DRY_RUN the drain changed nothing, so the pods are still on the node: no call is sent.
+Each call that would have been made is logged instead, with what it would have said.
+
 Only built when ASG_LIFECYCLE_HOOK is set; requests-aws4auth is imported with it.
 """
 
@@ -64,6 +67,7 @@ class LifecycleHook:
         reporters: Callable[[], Sequence[Reporter]],
         imds_factory: Callable[[], ImdsClient],
         client_factory: Callable[..., object] | None = None,
+        dry_run: Callable[[], bool] | None = None,
     ):
         self.settings = settings
         self.hook_name = settings.asg_lifecycle_hook
@@ -74,6 +78,8 @@ class LifecycleHook:
         self.reporters = reporters
         self.imds_factory = imds_factory
         self.client_factory = client_factory or _default_client
+        # The running config's DRY_RUN (a reload may change it), read at each call.
+        self.dry_run = dry_run or (lambda: bool(settings.dry_run))
         self.group: str | None = settings.asg_name or None
         self.instance_id: str | None = None
         self.region: str | None = None
@@ -155,6 +161,18 @@ class LifecycleHook:
     # ------------------------------------------------------------ the calls
 
     def _complete(self, record: NoticeRecord) -> None:
+        if self.dry_run():
+            # Settled without a call: CONTINUE would release an instance whose pods are all on it.
+            self.store.lifecycle(record.id, lifecycle_outcome="dry run: not completed")
+            log.warning(
+                "notice %s: dry run: would send CompleteLifecycleAction (LifecycleActionResult=CONTINUE) "
+                "for %s in group %s, hook %s; nothing sent",
+                record.id,
+                self.instance_id,
+                self.group,
+                self.hook_name,
+            )
+            return
         try:
             request_id = self._call(
                 "CompleteLifecycleAction",
@@ -208,6 +226,19 @@ class LifecycleHook:
         self._report(done, "LifecycleCompleted", text)
 
     def _heartbeat(self, record: NoticeRecord) -> None:
+        if self.dry_run():
+            # Nothing recorded: the next one would be due as if this had been sent.
+            every_s = self.policy.share * self.policy.heartbeat_timeout_s
+            self._beat_paused_until[record.id] = self.clock.monotonic() + every_s
+            log.info(
+                "notice %s: dry run: would send RecordLifecycleActionHeartbeat for %s in group %s, "
+                "hook %s; nothing sent",
+                record.id,
+                self.instance_id,
+                self.group,
+                self.hook_name,
+            )
+            return
         try:
             self._call(
                 "RecordLifecycleActionHeartbeat",

@@ -88,6 +88,11 @@ SCHEDULED_CODES = frozenset(
     {"system-reboot", "instance-reboot", "system-maintenance", "instance-retirement", "instance-stop"}
 )
 SCHEDULED_STATES = frozenset({"active", "completed", "canceled"})
+# A Code outside the documented five is kept when it looks like one (AWS may add codes); anything
+# else is replaced: the Code goes into node annotations, `nodeagent status` and webhook messages,
+# and must not carry terminal escapes or Slack markup there.
+SCHEDULED_CODE_RE = re.compile(r"[a-z0-9-]{1,64}", re.ASCII)
+UNRECOGNISED_CODE = "unrecognised-code"
 
 ASG_TERMINATED = "Terminated"
 ASG_NOTICE_ID = "asg-terminated"
@@ -368,12 +373,7 @@ def _scheduled_event(event: object, index: int) -> Notice:
     code = _require_str(path, event, "Code", where).strip()
     if not code:
         raise NoticeParseError(path, f"empty 'Code'{where}")
-    note = ""
-    if code not in SCHEDULED_CODES:
-        note = (
-            f"scheduled event Code {_preview(code)} is not one of the documented codes; "
-            "handled as maintenance"
-        )
+    code, note = scheduled_code(code)
     event_id = _require_str(path, event, "EventId", where)
     if not event_id.strip():
         raise NoticeParseError(path, f"empty 'EventId'{where}")
@@ -399,6 +399,23 @@ def _scheduled_event(event: object, index: int) -> Notice:
         state=state,
         not_after=not_after,
         note=note,
+    )
+
+
+def scheduled_code(code: str) -> tuple[str, str]:
+    """(the Code to act on and show, a note to log once or ""). A documented Code is kept; another
+    that matches SCHEDULED_CODE_RE is kept with a note; anything else becomes UNRECOGNISED_CODE,
+    and the note does not quote it (it may hold terminal escapes or chat markup)."""
+    if code in SCHEDULED_CODES:
+        return code, ""
+    if SCHEDULED_CODE_RE.fullmatch(code):
+        return (
+            code,
+            f"scheduled event Code {code!r} is not one of the documented codes; handled as maintenance",
+        )
+    return UNRECOGNISED_CODE, (
+        f"scheduled event Code of {len(code)} characters is not of the form [a-z0-9-]{{1,64}} (not shown); "
+        f"shown as {UNRECOGNISED_CODE!r} and handled as maintenance"
     )
 
 

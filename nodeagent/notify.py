@@ -1,4 +1,9 @@
-"""sd_notify: READY, STATUS, WATCHDOG, STOPPING. Silent when NOTIFY_SOCKET is unset."""
+"""sd_notify: READY, STATUS, WATCHDOG, STOPPING. Silent when NOTIFY_SOCKET is unset.
+
+A notification is newline-separated assignments, and STATUS text quotes API servers and IMDS:
+an error message carrying "\nWATCHDOG=trigger" would be a second assignment (systemd would kill
+the agent for a watchdog failure). So every STATUS is one line of printable text, bounded.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,21 @@ from collections.abc import Mapping
 
 import sdnotify
 
+from nodeagent.logs import one_line
+
 # Without WATCHDOG_USEC (no WatchdogSec=, or not under systemd) pings are still sent this often.
 DEFAULT_PING_EVERY_S = 2.0
+# systemctl status shows one line; a datagram far larger than that would only cost memory in PID 1.
+STATUS_MAX_CHARS = 1024
+
+
+def status_assignment(text: str) -> str:
+    """`STATUS=<text>` as one assignment: line breaks and other control characters escaped
+    (nodeagent.logs.one_line), cut to STATUS_MAX_CHARS. Pure."""
+    line = one_line(text)
+    if len(line) > STATUS_MAX_CHARS:
+        line = line[: STATUS_MAX_CHARS - 3] + "..."
+    return f"STATUS={line}"
 
 
 def ping_interval(environ: Mapping[str, str]) -> float:
@@ -29,13 +47,18 @@ class SystemdNotifier:
         self._ping_every = ping_interval(os.environ if environ is None else environ)
         self._pinged_at: float | None = None
 
+    def _send(self, assignment: str) -> None:
+        # sdnotify encodes as Latin-1 and drops, silently, a text it cannot encode; systemd reads
+        # UTF-8. Handing it the UTF-8 bytes as Latin-1 characters sends those bytes unchanged.
+        self._notifier.notify(assignment.encode("utf-8").decode("latin-1"))
+
     def ready(self) -> None:
         self._notifier.notify("READY=1")
 
     def status(self, text: str) -> None:
         if text != self.last_status:
             self.last_status = text
-            self._notifier.notify(f"STATUS={text}")
+            self._send(status_assignment(text))
 
     def watchdog(self) -> None:
         now = time.monotonic()

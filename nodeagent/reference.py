@@ -54,7 +54,7 @@ def _md_rows(specs: Iterable[KeySpec]) -> list[str]:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for spec in specs:
         default = f"`{spec.default}`" if spec.default else "(empty)"
-        secret = " Secret: never logged or shown." if spec.secret else ""
+        secret = ". Secret: never logged or shown" if spec.secret else ""
         rows.append(f"| `{spec.name}` | {_md_cell(default)} | {_md_cell(spec.help)}{secret} |")
     return rows
 

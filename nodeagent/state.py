@@ -16,10 +16,16 @@ from pathlib import Path
 
 from nodeagent.atomic_file import replace_file
 from nodeagent.jsontypes import JsonObject
+from nodeagent.untrusted_file import UnsafeFileError, read_untrusted_file
 
 log = logging.getLogger("nodeagent.state")
 
 STATE_FILE = "state.json"
+# The unit's StateDirectory=: where the packaged daemon keeps its state, whatever a caller's
+# environment or config says (the drill's busy check always reads it).
+UNIT_STATE_DIR = "/var/lib/nodeagent"
+# Far above any real file (a notice record is about 1 KB); the bound is for a hostile one.
+MAX_STATE_BYTES = 16 * 1024 * 1024
 SCHEMA = 1
 
 # Phases of one notice. "acting" means the response has started and must be finished on restart.
@@ -121,8 +127,8 @@ class StateStore:
         if read.data is not None:
             try:
                 return LoadResult(AgentState.from_json(read.data), quarantined=None)
-            except (ValueError, TypeError) as error:
-                problem = str(error)
+            except (ValueError, TypeError, OverflowError, RecursionError) as error:
+                problem = str(error) or type(error).__name__
         if problem is None:  # unreadable, not corrupt: leave it for a later start to read
             return LoadResult(AgentState(), quarantined=None, error=read.error)
         return LoadResult(
@@ -176,10 +182,15 @@ class StateRead:
 
 def read_daemon_state(state_dir: str) -> StateRead:
     """Read state.json without side effects: the one reader (the daemon's StateStore.load,
-    `nodeagent status` and the drill's busy check). Quarantining is StateStore's business."""
+    `nodeagent status` and the drill's busy check). Quarantining is StateStore's business.
+
+    The directory belongs to the service user and root reads from it, so the file is read as
+    untrusted (nodeagent/untrusted_file.py): a symlink is not followed, a FIFO cannot hang the
+    read, it must be a regular file of at most MAX_STATE_BYTES, and every parse error, a nesting
+    too deep for the parser included, is a "corrupt" answer rather than an exception."""
     path = Path(state_dir) / STATE_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_untrusted_file(str(path), MAX_STATE_BYTES)
     except FileNotFoundError:
         return StateRead(
             str(path),
@@ -191,15 +202,25 @@ def read_daemon_state(state_dir: str) -> StateRead:
         return StateRead(
             str(path), None, f"cannot read {path}: permission denied (run as root, or with sudo)"
         )
+    except UnsafeFileError as error:
+        return StateRead(str(path), None, f"{error}; the daemon moves it aside at start", corrupt=str(error))
     except OSError as error:
         return StateRead(str(path), None, f"cannot read {path}: {error.strerror}")
     try:
         data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        problem = "nested too deeply to parse"
+        return StateRead(
+            str(path),
+            None,
+            f"{path} is not valid JSON ({problem}); the daemon moves it aside at start",
+            corrupt=problem,
+        )
     except (UnicodeDecodeError, ValueError) as error:
         return StateRead(
             str(path),
             None,
-            f"{path} is not valid JSON ({error}); the daemon quarantines it at start",
+            f"{path} is not valid JSON ({error}); the daemon moves it aside at start",
             corrupt=str(error),
         )
     if not isinstance(data, dict):

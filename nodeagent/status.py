@@ -4,8 +4,9 @@ whether IMDS and the API can be reached, and the config in short.
 It reads the state file (never writes it) and works as a non-root user as far as it can: a state
 file it may not read is reported as such, not a crash. Probes use short timeouts.
 
-Exit status: 0 healthy; 1 a problem is listed (daemon not running, state file unreadable, IMDS or
-API unreachable); 78 bad config.
+Exit status: 0 healthy; 1 a problem is listed (daemon not running, state file unreadable or not
+a state file: missing permission, a symlink, a FIFO, over 16 MiB, not JSON or nested too deeply;
+IMDS or API unreachable); 78 bad config.
 
 JSON output (`--json`): one object; STATUS_SCHEMA lists every key (dotted for nested objects)
 with its JSON type(s). docs/operating.md shows it.
@@ -22,14 +23,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from nodeagent import __version__
+from nodeagent import __version__, terminal
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import describe, load_with_set_flags
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
+from nodeagent.logs import one_line
 from nodeagent.notices import parse_rfc3339_utc
+from nodeagent.other_handlers import find_other_handlers
 from nodeagent.state import StateRead, read_daemon_state
 
 SCHEMA_VERSION = 1
@@ -105,6 +108,7 @@ STATUS_SCHEMA: dict[str, str] = {
     "api.agent_label": "string|null",
     "api.version_label": "string|null",
     "api.error": "string|null",
+    "api.other_handlers": "array[string]",
     "config": "object (KEY -> {value: string, source: string}; secrets shown as <set, hidden>)",
 }
 
@@ -297,6 +301,7 @@ def probe_api(settings, identity, checked: bool, timeout_s: float = API_PROBE_TI
         "agent_label": None,
         "version_label": None,
         "error": None,
+        "other_handlers": [],
     }
     if not checked:
         return section
@@ -345,6 +350,10 @@ def _api_probe_body(settings, identity, out: JsonObject) -> None:
             agent_label=node.labels.get(LABEL_AGENT),
             version_label=node.labels.get(LABEL_VERSION),
         )
+        listing = api.request("GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={node.name}")])
+        items = listing.get("items")
+        found = find_other_handlers(items if isinstance(items, list) else [], node.name)
+        out["other_handlers"] = [f"{handler.key} ({handler.matched_by})" for handler in found]
     except KubeError as error:
         out.update(reachable=False, error=str(error))
     except Exception as error:  # a probe must never crash `status`
@@ -379,6 +388,13 @@ def problems_of(report: JsonObject) -> list[str]:
             problems.append(
                 f"{'IMDS' if name == 'imds' else 'Kubernetes API'} unreachable: {section['error']}"
             )
+    api = report["api"]
+    if isinstance(api, dict) and api.get("other_handlers"):
+        problems.append(
+            f"aws-node-termination-handler runs on this node too ({', '.join(api['other_handlers'])}): "
+            "both would cordon and drain it; keep NTH off nodes that run nodeagent "
+            "(docs/migrating-from-nth.md)"
+        )
     notice = report.get("last_notice")
     hook = notice.get("lifecycle") if isinstance(notice, dict) else None
     if isinstance(hook, dict) and str(hook["outcome"]).startswith("failed"):
@@ -388,9 +404,24 @@ def problems_of(report: JsonObject) -> list[str]:
     return problems
 
 
+def state_sections(read: StateRead, now: datetime) -> tuple[JsonObject, JsonObject | None, JsonObject | None]:
+    """The daemon, last notice and drain progress sections. The file is the service user's to
+    write, so a value of the wrong type or out of range anywhere in it is reported as a state file
+    error, never a traceback."""
+    try:
+        return (
+            daemon_section(read),
+            last_notice_section(read.data, now),
+            progress_section(read.data, now) if (read.data or {}).get("busy") else None,
+        )
+    except (ValueError, TypeError, OverflowError, AttributeError, RecursionError) as error:
+        problem = f"{read.path} is not a nodeagent state file ({type(error).__name__}: {error})"
+        return daemon_section(StateRead(read.path, None, problem, corrupt=problem)), None, None
+
+
 def collect(settings, probe: bool = True, now: datetime | None = None) -> JsonObject:
     now = now or utcnow()
-    read = read_daemon_state(settings.state_dir)
+    daemon, last_notice, drain_progress = state_sections(read_daemon_state(settings.state_dir), now)
     imds, identity = probe_imds(settings, probe)
     report: JsonObject = {
         "schema": SCHEMA_VERSION,
@@ -398,9 +429,9 @@ def collect(settings, probe: bool = True, now: datetime | None = None) -> JsonOb
         "generated_at": iso_seconds(now),
         "healthy": True,
         "problems": [],
-        "daemon": daemon_section(read),
-        "last_notice": last_notice_section(read.data, now),
-        "drain_progress": progress_section(read.data, now) if (read.data or {}).get("busy") else None,
+        "daemon": daemon,
+        "last_notice": last_notice,
+        "drain_progress": drain_progress,
         "imds": imds,
         "api": probe_api(settings, identity, probe),
         "config": config_section(settings),
@@ -446,6 +477,7 @@ def render_text(report: JsonObject, now: datetime | None = None) -> str:
     lines: list[str] = [f"nodeagent {report['version']} status ({report['generated_at']})"]
 
     def row(label: str, text: str) -> None:
+        text = one_line(text)  # one row per line: a quoted message cannot add rows of its own
         lines.append(f"  {label:<12} {text}" if label else f"  {'':<12} {text}")
 
     daemon = report["daemon"]
@@ -548,8 +580,8 @@ def main_status(args) -> int:
     settings = load_with_set_flags(os.environ, args.set)
     report = collect(settings, probe=not args.no_probe)
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=False))
+        terminal.say(json.dumps(report, indent=2, sort_keys=False))
     else:
-        print(render_text(report))
+        terminal.say(render_text(report))
     sys.stdout.flush()
     return 0 if report["healthy"] else 1

@@ -12,6 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
+from nodeagent.logs import one_line
+from nodeagent.terminal import say
+
 
 @dataclass
 class Timeline:
@@ -19,7 +22,7 @@ class Timeline:
     out: TextIO = field(default=sys.stdout)
 
     def say(self, who: str, text: str) -> None:
-        print(f"  +{time.monotonic() - self.started:6.2f}s  {who:<7} {text}", file=self.out, flush=True)
+        say(f"  +{time.monotonic() - self.started:6.2f}s  {who:<7} {one_line(text)}", self.out)
 
 
 class TimelineHandler(logging.Handler):

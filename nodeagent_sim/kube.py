@@ -344,6 +344,12 @@ class KubeSim:
         out.sort(key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
         return out
 
+    def pod_count(self, node: str, namespace: Optional[str] = None) -> int:
+        """How many pods are bound to the node (in the namespace, when given), without copying them."""
+        with self._store.lock:
+            return sum(1 for p in self._store.pods_on_node(node)
+                       if namespace is None or p["metadata"]["namespace"] == namespace)
+
     def pod(self, ns: str, name: str) -> Optional[dict]:
         with self._store.lock:
             obj = self._store.get("pods", ns, name)

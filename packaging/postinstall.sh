@@ -9,8 +9,19 @@ set -u
 
 root=${DPKG_ROOT:-}
 site=/usr/lib/nodeagent/site
-# Left by preremove when the package was removed (not upgraded); see enable_per_preset.
-removed_marker=$root/var/lib/nodeagent/.package-removed
+# Left by preremove when the package was removed (not upgraded); see enable_per_preset. It lives
+# where only root writes: the state directory belongs to the service user.
+removed_marker=$root/var/lib/misc/nodeagent.package-removed
+# Where versions before that left it. Honoured only as a plain file owned by root (the service
+# user could put anything there), and removed with rm, which never follows a symlink.
+legacy_marker=$root/var/lib/nodeagent/.package-removed
+
+# The package was removed (not upgraded) before this install.
+was_removed() {
+    [ -f "$removed_marker" ] && [ ! -L "$removed_marker" ] && return 0
+    [ -f "$legacy_marker" ] && [ ! -L "$legacy_marker" ] &&
+        [ -n "$(find "$legacy_marker" -maxdepth 0 -user 0 2>/dev/null)" ]
+}
 
 systemd_online() {
     [ -z "$root" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
@@ -39,7 +50,7 @@ enable_per_preset() {
             done
         fi
     fi
-    rm -f "$removed_marker"
+    rm -f "$removed_marker" "$legacy_marker"
 }
 
 # The service user, the way each distribution does it: systemd-sysusers with the file we ship in
@@ -103,7 +114,7 @@ case "${1:-}" in
     configure)
         create_user
         grant_config_read
-        if [ -z "${2:-}" ] || [ -e "$removed_marker" ]; then
+        if [ -z "${2:-}" ] || was_removed; then
             enable_per_preset
         elif systemd_online; then
             systemctl daemon-reload || true

@@ -21,6 +21,7 @@ case "${1:-}" in
         # dpkg removes the conffiles itself; the state and the exec plugin's caches are ours.
         rm -rf "$root/var/lib/nodeagent" "$root/var/lib/private/nodeagent" \
             "$root/var/cache/nodeagent" "$root/var/cache/private/nodeagent"
+        rm -f "$root/var/lib/misc/nodeagent.package-removed"
         rmdir "$root/etc/nodeagent/conf.d" "$root/etc/nodeagent" 2>/dev/null || true
         reload_systemd
         ;;

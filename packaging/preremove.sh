@@ -36,8 +36,10 @@ stop_and_disable() {
         done
     fi
     # Tells a later reinstall (deb: configure with the old version as $2) to apply presets again.
-    if mkdir -p "$root/var/lib/nodeagent"; then
-        : >"$root/var/lib/nodeagent/.package-removed" || true
+    # Not in /var/lib/nodeagent: that is the service user's, and a symlink it put there would make
+    # this root-run script truncate whatever file it names. /var/lib/misc is root's alone.
+    if mkdir -p "$root/var/lib/misc"; then
+        : >"$root/var/lib/misc/nodeagent.package-removed" || true
     fi
 }
 

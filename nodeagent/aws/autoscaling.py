@@ -6,10 +6,11 @@ server's certificate verified (the system's CAs, or ASG_CA_BUNDLE).
     client.complete_lifecycle_action(group, hook, instance_id)      # LifecycleActionResult=CONTINUE
     client.record_lifecycle_action_heartbeat(group, hook, instance_id)
 
-Each call is one attempt: the caller retries (nodeagent/lifecycle_hook.py). A failure raises
-AutoScalingError saying whether another attempt can help (`retry`), whether the credentials must
-be fetched again first (`refresh`), or whether the lifecycle action is no longer waiting (`gone`:
-completed already, or its timeout ran out).
+Each call is one attempt, complete within connect + read timeout or cut there (a server that
+trickles its answer cannot hold it longer: nodeagent.http_deadline). The caller retries
+(nodeagent/lifecycle_hook.py). A failure raises AutoScalingError saying whether another attempt
+can help (`retry`), whether the credentials must be fetched again first (`refresh`), or whether
+the lifecycle action is no longer waiting (`gone`: completed already, or its timeout ran out).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from xml.etree import ElementTree
 
 import requests
 from requests_aws4auth import AWS4Auth
+
+from nodeagent.http_deadline import DEADLINES, deadline_session, too_slow
 
 API_VERSION = "2011-01-01"
 SERVICE = "autoscaling"
@@ -112,7 +115,7 @@ class AutoScalingClient:
         self.credentials = credentials  # nodeagent.aws.credentials.InstanceRoleCredentials
         self.verify = ca_bundle or True
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = deadline_session()
         self.auth = AWS4Auth(refreshable_credentials=credentials, service=SERVICE, region=region)
 
     def __repr__(self) -> str:
@@ -144,16 +147,27 @@ class AutoScalingClient:
         """The RequestId of the accepted call."""
         body = urlencode({"Action": action, "Version": API_VERSION, **params})
         headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+        total_s = float(sum(self.timeout))
         try:
-            reply = self.session.post(
-                self.endpoint,
-                data=body.encode("utf-8"),
-                headers=headers,
-                auth=self.auth,
-                verify=self.verify,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
+            with DEADLINES.limit(total_s) as limit:
+                try:
+                    reply = self.session.post(
+                        self.endpoint,
+                        data=body.encode("utf-8"),
+                        headers=headers,
+                        auth=self.auth,
+                        verify=self.verify,
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                    )
+                except Exception:
+                    if limit.expired:
+                        raise AutoScalingError(
+                            action, f"{self.endpoint}: {too_slow(total_s)}", retry=True
+                        ) from None
+                    raise
+        except AutoScalingError:
+            raise
         except requests.exceptions.SSLError as error:
             raise AutoScalingError(
                 action, f"TLS verification of {self.endpoint} failed ({_short(error)})"

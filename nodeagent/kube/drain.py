@@ -93,8 +93,10 @@ class Drainer:
         should_stop: Callable[[], bool] = lambda: False,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        on_listed: Callable[[list[JsonObject]], None] = lambda pods: None,
     ):
         self.api = api
+        self.on_listed = on_listed  # sees the node's pods as listed (the responder looks for NTH)
         self.node = node
         self.options = options
         self.progress = progress
@@ -128,6 +130,7 @@ class Drainer:
             result.interrupted = self.should_stop()
             result.failed.append("could not list pods before the deadline")
             return result
+        self.on_listed(pods)
         selection = select_pods(pods, self.options)
         result.total = len(selection.evict)
         result.skipped = len(selection.skipped)

@@ -6,11 +6,12 @@ import logging
 from datetime import datetime
 from typing import Callable, TypeVar
 
-from nodeagent import __version__
+from nodeagent import __version__, other_handlers
 from nodeagent.clock import Clock, SystemClock, iso_seconds, seconds
 from nodeagent.config import Settings
 from nodeagent.decide import NodeNotice, Plan
 from nodeagent.imds import InstanceIdentity
+from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as node_keys
 from nodeagent.kube.agent_label import AgentLabel
 from nodeagent.kube.client import (
@@ -24,7 +25,7 @@ from nodeagent.kube.client import (
     import_client_modules,
 )
 from nodeagent.kube.drain import Drainer
-from nodeagent.kube.gate import GateLimits
+from nodeagent.kube.gate import GateLimits, Priority
 from nodeagent.kube.node import NodeActions, parse_taint
 from nodeagent.kube.pod_rules import DrainOptions
 from nodeagent.log_once import LogOnce
@@ -67,6 +68,7 @@ class KubeResponder:
         self._once = LogOnce(log)
         self.found_labels: dict[str, str] = {}  # the node's labels as startup found them
         self.agent_label: AgentLabel | None = None  # created once the node is known
+        self.other_handler: str | None = None  # the warning about an NTH pod here, once said
 
     # ------------------------------------------------------------ startup
 
@@ -103,6 +105,7 @@ class KubeResponder:
         except KubeError as error:
             return self._say(f"Kubernetes not ready: {error}", logging.WARNING)
         self.actions = NodeActions(self.api, self.node.name, dry_run=self.settings.dry_run)
+        self._look_for_other_handlers()
         log.info(
             "acting on node %s (learned from %s, providerID %s) via %s",
             self.node.name,
@@ -130,6 +133,46 @@ class KubeResponder:
             log.debug("taint probe inconclusive (%s); the drain will try for real", error)
             return
         self.actions.taint_forbidden = probe.taint_forbidden
+
+    def _look_for_other_handlers(self) -> None:
+        """One list of this node's pods at start, so another handler here is said before a notice."""
+        assert self.api is not None and self.node is not None
+        try:
+            listing = self.api.request(
+                "GET", "/api/v1/pods", query=[("fieldSelector", f"spec.nodeName={self.node.name}")]
+            )
+        except KubeError as error:
+            log.debug("could not list this node's pods to look for another handler: %s", error)
+            return
+        items = listing.get("items")
+        self.pods_listed(items if isinstance(items, list) else [])
+
+    def pods_listed(self, pods: list[JsonObject]) -> None:
+        """Each list of this node's pods (at start, at each drain): an NTH pod here is said once,
+        in the log and as an Event on the Node. The drain carries on either way."""
+        if self.other_handler is not None or self.node is None:
+            return
+        found = other_handlers.find_other_handlers(pods, self.node.name)
+        if not found:
+            return
+        self.other_handler = other_handlers.warning_text(found, self.node.name)
+        log.warning("%s", self.other_handler)
+        if not self.settings.events or self.api is None:
+            return
+        body = other_handlers.event_body(self.node.name, found, self.other_handler, self.clock.now())
+        try:
+            self.api.request(
+                "POST",
+                f"/api/v1/namespaces/{other_handlers.EVENT_NAMESPACE}/events",
+                query=[("dryRun", "All")] if self.settings.dry_run else [],
+                body=body,
+                priority=Priority.EVENT,
+            )
+        except ApiError as error:
+            if error.status != 409:  # 409: an earlier run of the agent wrote it
+                log.warning("could not write the %s event: %s", other_handlers.EVENT_REASON, error)
+        except KubeError as error:
+            log.warning("could not write the %s event: %s", other_handlers.EVENT_REASON, error)
 
     def _say(self, text: str, level: int) -> str:
         self._once.say("startup", text, level)  # one key: a new text replaces the last
@@ -297,6 +340,7 @@ class KubeResponder:
             progress=lambda gone, total: hooks.progress(gone, total, plan.deadline),
             should_stop=hooks.should_stop,
             clock=self.clock,
+            on_listed=self.pods_listed,
         )
         started = self.clock.monotonic()
         result = drainer.run()

@@ -1,15 +1,18 @@
 """Webhook: a JSON or Slack message at the notice and at the end of the response.
 
-Formats: `json` (a generic object) and `slack` (an incoming-webhook `{"text": ...}`). Each has a
+Formats: `json` (a generic object) and `slack` (an incoming-webhook `{"text": ...}`, every
+field's `&`, `<` and `>` escaped so that no value can mention a channel or show a link). Each has a
 built-in template that WEBHOOK_TEMPLATE can replace with a file. Templates are `string.Template`
 text (`${field}` placeholders, so JSON braces need no escaping): a string field is inserted
 JSON-escaped without quotes (put it inside a JSON string), a number, boolean or null field as a
 JSON literal. The rendered body must be JSON; a template that does not render to JSON is reported
 at startup and the built-in one is used instead.
 
-Delivery runs on a background thread: a timeout per attempt, retries with exponential backoff on
-connection errors, timeouts, 408/425/429 and 5xx until the notice's deadline (at least
-`min_window_s`), no retry on other answers. `requests` honours HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
+Delivery runs on a background thread: a timeout per attempt, and a deadline for the whole attempt
+(connect + read timeout, never past the give-up time) that a server trickling its answer cannot
+stretch; retries with exponential backoff on connection errors, timeouts, 408/425/429 and 5xx
+until the notice's deadline (at least `min_window_s`), no retry on other answers. `requests`
+honours HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
 
 Secrecy: the URL and the WEBHOOK_HEADERS values are never logged and never put in exception
 messages that we log; logs say e.g. "webhook failed: HTTP 500 from <redacted>".
@@ -35,6 +38,7 @@ import requests
 from nodeagent import __version__
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
+from nodeagent.http_deadline import DEADLINES, deadline_session, too_slow
 from nodeagent.lifecycle import held_seconds
 from nodeagent.notices import parse_optional_rfc3339
 from nodeagent.ports import Responder
@@ -196,6 +200,17 @@ def message_fields(
     }
 
 
+def slack_escape(text: str) -> str:
+    """Slack reads `&`, `<` and `>` as markup (`<!channel>`, `<https://...|click>`); escaped as
+    Slack asks, a value from IMDS or the API is shown as text, never as a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_fields(fields: Mapping[str, object]) -> dict[str, object]:
+    """Every string field escaped for Slack (the template's own markup is left alone). Pure."""
+    return {key: slack_escape(value) if isinstance(value, str) else value for key, value in fields.items()}
+
+
 def _held(record) -> float | None:
     held = held_seconds(record)
     return None if held is None else round(held, 3)
@@ -330,7 +345,7 @@ class WebhookSender:
         self._headers.update(headers)
         self.policy = policy
         self.worker = worker
-        self._session = session or requests.Session()  # trust_env: the standard proxy variables
+        self._session = session or deadline_session()  # trust_env: the standard proxy variables
         self._sleep = sleep or worker.sleep
         self.redact = Redactor(url, list(headers.values()))
 
@@ -348,11 +363,25 @@ class WebhookSender:
                 min(self.policy.connect_timeout_s, max(0.5, left)),
                 min(self.policy.read_timeout_s, max(0.5, left)),
             )
+            # The whole attempt, body included: per-read timeouts alone let a trickle run for ever.
+            whole_s = min(sum(timeout), max(0.5, left))
             retry_after: float | None = None
             try:
-                response = self._session.post(
-                    self._url, data=body, headers=self._headers, timeout=timeout, allow_redirects=False
-                )
+                with DEADLINES.limit(whole_s) as limit:
+                    try:
+                        response = self._session.post(
+                            self._url,
+                            data=body,
+                            headers=self._headers,
+                            timeout=timeout,
+                            allow_redirects=False,
+                        )
+                    except requests.RequestException:
+                        if limit.expired:
+                            raise _AttemptFailed(
+                                f"{too_slow(round(whole_s, 1))} ({REDACTED})", number, True, None
+                            ) from None
+                        raise
                 status = response.status_code
                 response.close()
                 if 200 <= status < 300:
@@ -361,6 +390,8 @@ class WebhookSender:
                 problem = f"HTTP {status} from {REDACTED}"
                 retryable = status in RETRY_STATUSES or status >= 500
                 retry_after = _retry_after(response.headers.get("Retry-After"))
+            except _AttemptFailed:
+                raise
             except requests.RequestException as error:
                 problem = f"{describe_failure(error)} ({REDACTED})"
                 retryable = True
@@ -497,6 +528,8 @@ class WebhookReporter(WorkerReporter):
             message=message,
             reason=reason,
         )
+        if self.format == "slack":
+            fields = slack_fields(fields)
         try:
             body = render(self.template, fields)
         except TemplateError as error:  # checked at startup; only odd values get here

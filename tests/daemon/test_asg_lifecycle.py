@@ -191,3 +191,27 @@ def test_a_refused_call_is_reported_and_the_hook_times_out_as_without_nodeagent(
         daemon.stop()
         cluster.kube.stop()
         cluster.imds.stop()
+
+
+def test_dry_run_leaves_the_lifecycle_action_waiting_and_says_what_it_would_send(tmp_path, asg):
+    """DRY_RUN drains nothing, so the instance still carries its pods: CompleteLifecycleAction
+    CONTINUE would let Auto Scaling terminate it under them. Nothing is sent; the log says what."""
+    cluster = make_cluster(tmp_path)
+    for i in range(3):
+        cluster.kube.add_pod(f"web-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="web")
+    asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=3600)
+    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, ASG_NAME=GROUP, DRY_RUN="true"))
+    try:
+        asg.begin_termination(INSTANCE, GROUP, HOOK, imds=cluster.imds)
+        daemon.wait_line(r"notice asg-terminated: dry run: would send CompleteLifecycleAction "
+                         r"\(LifecycleActionResult=CONTINUE\) for i-0123456789abcdef0 in group nodes, "
+                         r"hook drain-hook; nothing sent", timeout_s=20)
+        time.sleep(1.5)  # a few more looks of the hook thread
+        assert asg.calls == [], asg.calls
+        assert asg.action(INSTANCE).state == "Terminating:Wait" and asg.action(INSTANCE).released_by is None
+        assert len(cluster.evictable_left()) == 3  # the pods are all still there
+        assert state(tmp_path)["lifecycle_outcome"] == "dry run: not completed"
+    finally:
+        daemon.stop()
+        cluster.kube.stop()
+        cluster.imds.stop()

@@ -9,6 +9,7 @@ import sys
 import requests
 
 from nodeagent.state import ACTING, AgentState, NoticeRecord, StateStore
+from tests.helpers import Daemon, wait_for
 from tests.report_helpers import INSTANCE_ID, NODE, REPO, evictable_left, node_labels, run_cli
 
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
@@ -144,3 +145,41 @@ def test_another_process_cannot_steer_a_rebalance_drill_into_a_drain(sims):
     assert sims.kube.node(NODE)["spec"]["unschedulable"] is True
     assert len(evictable_left(sims.kube, sims.evictable)) == len(sims.evictable), text
     assert not [r for r in writes(sims.kube) if r.subresource == "eviction"], text
+
+
+def test_undo_leaves_the_node_alone_when_a_real_notice_arrives_during_the_drill(sims):
+    """A spot notice reaches the daemon while `drill --yes --undo` runs: the daemon cordons and
+    drains the node for real. The drill's --undo must not uncordon it afterwards; it reads the
+    daemon's state and the Node again, leaves the node alone and says why."""
+    # One pod that a budget keeps from being evicted: both drains last until their deadlines.
+    sims.kube.add_pod("ledger-0", "default", node=NODE, labels={"app": "ledger"}, owner_kind="StatefulSet",
+                      owner_name="ledger")
+    sims.kube.add_pdb("ledger", "default", selector={"app": "ledger"}, min_available=1)
+    daemon = Daemon(sims.env(FORCE_AT_DEADLINE="false")).start()
+    drill = None
+    try:
+        daemon.wait_line("ready: watching IMDS", 20)
+        drill = subprocess.Popen([sys.executable, "-m", "nodeagent", "drill", "--yes", "--undo", "--in", "12s"],
+                                 env=sims.env(FORCE_AT_DEADLINE="false"), cwd=str(REPO),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in drill.stdout:
+            lines.append(line)
+            if re.search(r"cordoned " + re.escape(NODE), line):
+                break
+        sims.imds.schedule_spot(120)
+        real = daemon.wait_line(r"notice spot-itn-\S+.*response: drain", 20)
+        real_id = re.search(r"notice (spot-itn-\S+?):?\s", real.text).group(1)
+        wait_for(lambda: node_labels(sims.kube).get("nodeagent.io/notice-id") == real_id, 10)
+        out, _ = drill.communicate(timeout=90)
+        text = "".join(lines) + out
+    finally:
+        if drill is not None and drill.poll() is None:
+            drill.kill()
+            drill.wait()
+        daemon.stop()
+    assert "--undo skipped:" in text and "says a real notice is being handled" in text, text
+    assert "--undo: uncordoned" not in text, text
+    assert sims.kube.node(NODE)["spec"]["unschedulable"] is True, "the drill uncordoned a node a real notice holds"
+    assert node_labels(sims.kube).get("nodeagent.io/notice-id") == real_id
+    assert "NodeUncordoned" not in [e["reason"] for e in sims.kube.events()]

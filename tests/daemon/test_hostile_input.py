@@ -5,6 +5,7 @@ simulators over loopback HTTPS. docs/hostile-input.md lists each case.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.faults.conftest import Cluster
@@ -129,5 +130,126 @@ def test_one_malformed_pod_is_left_and_reported_and_the_others_are_drained(tmp_p
         assert cluster.find(r"pods left on the node at the deadline: default/web-0, default/web-1$"), output
         assert sorted(cluster.evictable_left()) == ["default/web-0", "default/web-1"]
         assert "Traceback" not in output and cluster.alive_at_end, output
+
+
+def test_an_api_message_cannot_add_an_assignment_to_sd_notify(tmp_path: Path):
+    """The API server refuses the Node read with a Status message holding "\\nWATCHDOG=trigger"
+    (and other assignments after CR, NUL and ESC). The daemon's STATUS quotes the error: every
+    datagram on its NOTIFY_SOCKET (a real one, read here) holds only the agent's own assignments,
+    the STATUS one line with the message escaped, and the daemon stays up."""
+    from tests.helpers import Daemon, NotifySocket, daemon_env, wait_for
+
+    hostile = "nodes is forbidden\nWATCHDOG=trigger\r\nSTOPPING=1\x00READY=1\x1bMAINPID=1"
+    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": hostile}
+    cluster = Cluster(tmp_path)
+    notify = NotifySocket(tmp_path)
+    try:
+        cluster.kube.inject(count=100_000, status=403, method="GET", path_regex=r"/api/v1/nodes/", body=body)
+        env = daemon_env(tmp_path, **cluster.settings())
+        env["NOTIFY_SOCKET"] = notify.path
+        daemon = Daemon(env).start()
+        cluster.daemons.append(daemon)
+        wait_for(lambda: [t for t in notify.texts() if "nodes is forbidden" in t], 30,
+                 message=lambda: f"{notify.texts()}\n{daemon.output()}")
+        time.sleep(1.0)  # a few more polls and watchdog pings
+        texts = notify.texts()
+        names = {text.split("=", 1)[0] for text in texts}
+        assert names <= {"READY", "STATUS", "WATCHDOG", "STOPPING", "RELOADING"}, texts
+        assert "WATCHDOG=trigger" not in texts and "STOPPING=1" not in texts and "MAINPID=1" not in texts, texts
+        assert all(text in ("READY=1", "WATCHDOG=1") or text.startswith("STATUS=") for text in texts), texts
+        quoted = [text for text in texts if "nodes is forbidden" in text]
+        assert all("nodes is forbidden | WATCHDOG=trigger | STOPPING=1\\x00READY=1\\x1bMAINPID=1" in text
+                   for text in quoted), quoted
+        assert daemon.alive(), daemon.output()
+    finally:
+        cluster.finish()
+        notify.close()
+
+
+def test_a_hostile_scheduled_code_reaches_no_annotation_terminal_or_slack_message(tmp_path: Path):
+    """IMDS serves a scheduled event whose Code holds terminal escapes (retitle, clear the screen)
+    and Slack markup (a channel mention, a disguised link). The event is still handled (drained);
+    the node annotation, `nodeagent status` and the Slack message show the placeholder, and the
+    log says why without quoting it."""
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from nodeagent.clock import utcnow
+    from nodeagent.kube.node import ANNOTATION_ACTION
+    from tests.faults.conftest import NODE
+    from tests.helpers import REPO, daemon_env, wait_for
+    from tests.report_helpers import Receiver
+
+    hostile = "\x1b]0;pwned\x07\x1b[2Jinstance-reboot <!channel> <https://evil.example/|click here> &"
+    not_before = (utcnow() + timedelta(hours=2)).strftime("%-d %b %Y %H:%M:%S GMT")
+    receiver = Receiver().start()
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_workload(count=2)
+        keys = dict(WEBHOOK_URL=receiver.url(), WEBHOOK_FORMAT="slack")
+        cluster.start_agent(**keys)
+        cluster.imds.set_scheduled([{"NotBefore": not_before, "Code": hostile, "State": "active",
+                                     "EventId": "instance-event-0hostile"}])
+        cluster.daemon.wait_line(r"notice scheduled-instance-event-0hostile \(scheduled: unrecognised-code\)"
+                                 r".*response: drain", timeout_s=15)
+        cluster.daemon.wait_line(r"scheduled event Code of 77 characters is not of the form \[a-z0-9-\]\{1,64\} "
+                                 r"\(not shown\); shown as 'unrecognised-code' and handled as maintenance")
+        wait_for(lambda: not cluster.evictable_left(), 20, message=cluster.daemon.output)  # still handled
+        node = cluster.kube.node(NODE)
+        assert node["metadata"]["annotations"][ANNOTATION_ACTION] == "unrecognised-code"
+
+        env = daemon_env(tmp_path, **cluster.settings(**keys))
+        status = subprocess.run([sys.executable, "-m", "nodeagent", "status"], env=env, cwd=str(REPO),
+                                capture_output=True, text=True, timeout=60)
+        assert "(scheduled: unrecognised-code)" in status.stdout, status.stdout
+        for text in (status.stdout, status.stderr):
+            assert "\x1b" not in text and "\x07" not in text and "pwned" not in text, text
+
+        def slack_texts():
+            return [body["text"] for _, body in receiver.bodies()]
+
+        wait_for(lambda: len(slack_texts()) >= 2, 15, message=lambda: str(receiver.bodies()))  # notice, drained
+        for text in slack_texts():
+            assert "<!channel>" not in text and "<https" not in text and "\x1b" not in text, text
+        assert any("unrecognised-code" in text for text in slack_texts()), slack_texts()
+        output = cluster.daemon.output()
+        assert "pwned" not in output and "evil.example" not in output, output
+    finally:
+        cluster.finish()
+        receiver.stop()
+
+
+def test_terminal_escapes_in_an_api_message_never_reach_nodeagent_status(tmp_path: Path):
+    """The API server refuses the Node read with a message that retitles and clears a terminal.
+    `nodeagent status` quotes it three times (the daemon's status from the state file, its own probe
+    of the API, and the problem that makes): each row is printable text, one line."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, daemon_env, wait_for
+
+    hostile = "forbidden\x1b]0;pwned\x07\x1b[2J\nforged: row\x9b31m"
+    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": hostile}
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.kube.inject(count=100_000, status=403, method="GET", path_regex=r"/api/v1/nodes/", body=body)
+        cluster.start_agent(ready=r"Kubernetes not ready")
+        state_file = cluster.state_dir / "state.json"
+        wait_for(lambda: "forbidden" in json.loads(state_file.read_text()).get("status", ""), 15,
+                 message=cluster.daemon.output)
+        env = daemon_env(tmp_path, **cluster.settings())
+        status = subprocess.run([sys.executable, "-m", "nodeagent", "status"], env=env, cwd=str(REPO),
+                                capture_output=True, text=True, timeout=60)
+        out = status.stdout
+        for text in (out, status.stderr):
+            assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, text
+        assert not [line for line in out.splitlines() if line.startswith("forged")], out
+        quoted = [line for line in out.splitlines() if "forbidden" in line]
+        assert len(quoted) == 3, out  # the daemon's status, the probe's error and the problem it makes
+        assert all("forbidden\\x1b]0;pwned\\x07\\x1b[2J | forged: row\\x9b31m" in line for line in quoted), out
     finally:
         cluster.finish()

@@ -345,6 +345,7 @@ def test_deb_upgrade_remove_reinstall_purge(installed_deb, tmp_path):
     run(["dpkg", "-P", "nodeagent"], stdin=subprocess.DEVNULL)
     assert dpkg_status() == ""
     for gone in ("/etc/nodeagent", "/var/lib/nodeagent", "/var/cache/nodeagent",
+                 "/var/lib/misc/nodeagent.package-removed",
                  "/usr/lib/nodeagent", "/usr/bin/nodeagent", UNIT_PATH, str(link),
                  "/" + ONESHOT_WANTS_LINK):
         assert not os.path.lexists(gone), gone
@@ -477,7 +478,7 @@ def test_rpm_scriptlet_arguments(packages, tmp_path):
     root = tmp_path / "root"
     rpm_install(packages.rpm, root)
     link = root / WANTS_LINK
-    marker = root / "var/lib/nodeagent/.package-removed"
+    marker = root / "var/lib/misc/nodeagent.package-removed"
 
     scriptlet(packages, "POSTIN", root, "1")  # install: enabled per the shipped preset
     assert link.is_symlink() and (root / ONESHOT_WANTS_LINK).is_symlink()
@@ -611,13 +612,64 @@ def test_upgrade_restart_waits_for_the_drain_to_end(stub_systemd):
     assert stub_systemd.calls()[-1] == RESTART
 
 
-def test_upgrade_restart_gives_up_rather_than_kill_a_drain(stub_systemd):
+def test_upgrade_restart_restarts_after_the_bound_when_busy_never_ends(stub_systemd):
+    """The state file is the service user's: an agent that keeps "busy": true forever must not
+    keep the old code running. After NODEAGENT_RESTART_MAX_WAIT the waiter restarts anyway."""
     stub_systemd.active.touch()
     stub_systemd.state.write_text('{"busy": true}')
     waiter = stub_systemd.helper("--wait", NODEAGENT_RESTART_MAX_WAIT="0.3")
     assert waiter.returncode == 0
-    assert not [c for c in stub_systemd.calls() if "try-restart" in c]
-    assert "not restarting" in waiter.stdout.read()
+    assert stub_systemd.calls()[-1] == RESTART
+    assert "still busy after 0.3s: restarting anyway" in waiter.stdout.read()
+
+
+def test_upgrade_restart_passes_its_bound_to_the_waiter(stub_systemd):
+    """systemd-run does not hand the package manager's environment to the transient unit."""
+    stub_systemd.active.touch()
+    stub_systemd.state.write_text('{"busy": true}')
+    assert stub_systemd.helper(NODEAGENT_RESTART_MAX_WAIT="7").returncode == 0
+    deferred = [c for c in stub_systemd.calls() if c.startswith("systemd-run ")]
+    assert len(deferred) == 1 and "--setenv=NODEAGENT_RESTART_MAX_WAIT=7" in deferred[0].split(), deferred
+    assert "--setenv=NODEAGENT_RESTART_POLL=0.05" in deferred[0].split(), deferred
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _symlink_to_a_busy_file(path: Path) -> None:
+    target = path.parent / "elsewhere.json"
+    target.write_text('{"busy": false}')  # followed, it would say idle
+    path.symlink_to(target)
+
+
+def _nested(path: Path) -> None:
+    path.write_text("[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize("plant", [_fifo, _symlink_to_a_busy_file, _nested], ids=["fifo", "symlink", "nested"])
+def test_upgrade_restart_reads_the_state_file_as_untrusted(stub_systemd, plant):
+    """It runs as root and the state directory is the service user's: a FIFO must not hang it
+    (the deb's postinst with it), a symlink is not followed, a nesting too deep for the parser is
+    not a traceback. Each counts as busy: the restart is deferred to the bounded waiter."""
+    stub_systemd.active.touch()
+    plant(stub_systemd.state)
+    helper = stub_systemd.helper(wait=False)
+    try:
+        returncode = helper.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("upgrade-restart hung on the state file")
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
+    output = helper.stdout.read()
+    assert returncode == 0, output
+    assert "Traceback" not in output, output
+    assert "counted as busy" in output, output
+    calls = stub_systemd.calls()
+    assert not [c for c in calls if "try-restart" in c], calls
+    assert [c for c in calls if c.startswith("systemd-run ")], calls
 
 
 def test_upgrade_restart_stops_waiting_when_the_unit_stops(stub_systemd):

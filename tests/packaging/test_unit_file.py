@@ -8,7 +8,8 @@ import pytest
 
 from tests.packaging_helpers import REPO, UNIT_FILE, parse_unit, require_tool, run, words
 
-EXPOSURE_LIMIT = 2.0
+# `systemd-analyze security` ceilings: the figures docs/security.md gives; never to rise.
+EXPOSURE_LIMIT = {"agent": 1.2, "oneshot": 1.7}
 REAL_EXEC_START = "/usr/bin/nodeagent run"
 ONESHOT_FILE = REPO / "systemd" / "nodeagent-spot-label.service"
 SYSUSERS_FILE = REPO / "packaging" / "nodeagent.sysusers"
@@ -69,8 +70,8 @@ def oneshot_copy(directory: Path) -> Path:
 
 
 @pytest.mark.parametrize("which", ["agent", "oneshot"])
-def test_security_exposure_at_most_2(tmp_path, which):
-    """Both units (issue 13: the boot oneshot was 2.1 before it was hardened like the agent)."""
+def test_security_exposure_within_its_ceiling(tmp_path, which):
+    """Both units, offline; tests/systemd checks the same ceilings under the real systemd 252."""
     require_tool("systemd-analyze")
     copy = runnable_copy(tmp_path) if which == "agent" else oneshot_copy(tmp_path)
     result = run(["systemd-analyze", "security", "--offline=true", "--threshold=20", "--no-pager",
@@ -78,7 +79,7 @@ def test_security_exposure_at_most_2(tmp_path, which):
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert match, result.stdout + result.stderr
     exposure = float(match.group(1))
-    assert exposure <= EXPOSURE_LIMIT, result.stdout
+    assert exposure <= EXPOSURE_LIMIT[which], result.stdout
     assert result.returncode == 0, result.stdout + result.stderr
 
 

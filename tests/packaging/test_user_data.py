@@ -38,6 +38,7 @@ EXPECTED_PARTS = {
 SSM_URL = "https://hooks.example.com/services/FROM-SSM-5ecret"
 AWS_STUB = """#!/bin/sh
 printf '%s\\n' "$*" >>"$AWS_CALLS"
+printf 'aws %s\\n' "$*" >>"$CALLS_IN_ORDER"
 [ -n "${AWS_FAIL:-}" ] && { echo "An error occurred (ParameterNotFound)" >&2; exit 254; }
 printf '%s\\n' "$SSM_URL"
 """
@@ -106,17 +107,29 @@ def os_of(path: Path) -> str:
     return path.name.split("-", 1)[0]
 
 
+# iptables and ip6tables: log the call; `-C` (is the rule there?) says no, everything else works.
+IPTABLES_STUB = """#!/bin/sh
+printf '%s %s\\n' "$(basename "$0")" "$*" >>"$CALLS_IN_ORDER"
+for arg in "$@"; do [ "$arg" = -C ] && exit 1; done
+exit 0
+"""
+
+
 def run_part(text: str, tmp_path: Path, env: Dict[str, str]) -> subprocess.CompletedProcess:
-    """One shell part with `aws` replaced by a stand-in, and AWS_REGION set so that the part
-    never asks IMDS (no test may reach 169.254.169.254)."""
+    """One shell part with `aws`, `iptables` and `ip6tables` replaced by stand-ins (the host's
+    firewall is never touched), cloud-init's per-boot directory under tmp_path, and AWS_REGION
+    set so that the part never asks IMDS (no test may reach 169.254.169.254)."""
     script = tmp_path / "part.sh"
     script.write_text(text)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "aws").write_text(AWS_STUB)
-    (bin_dir / "aws").chmod(0o755)
+    for name, stub in (("aws", AWS_STUB), ("iptables", IPTABLES_STUB), ("ip6tables", IPTABLES_STUB)):
+        (bin_dir / name).write_text(stub)
+        (bin_dir / name).chmod(0o755)
     full = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "AWS_REGION": "us-east-1",
-            "AWS_CALLS": str(tmp_path / "aws-calls"), "SSM_URL": SSM_URL, **env}
+            "AWS_CALLS": str(tmp_path / "aws-calls"), "SSM_URL": SSM_URL,
+            "CALLS_IN_ORDER": str(tmp_path / "calls-in-order"),
+            "CLOUD_PER_BOOT_DIR": str(tmp_path / "per-boot"), **env}
     return subprocess.run(["sh", str(script)], env=full, capture_output=True, text=True, timeout=90)
 
 
@@ -265,6 +278,31 @@ def test_no_secret_in_user_data(path: Path) -> None:
     if "WEBHOOK_URL_FILE" in text:  # where it comes from instead, and the risk, said plainly
         assert "aws ssm get-parameter" in text and "--with-decryption" in text
         assert "readable" in text and "IMDS" in text
+        assert "every local user" in text and "--uid-owner nodeagent" in text
+
+
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if "aws ssm get-parameter" in p.read_text()],
+                         ids=lambda p: p.name)
+def test_imds_is_closed_to_other_local_users_before_the_secret_is_read(path: Path, tmp_path: Path) -> None:
+    """The instance role reads the webhook parameter, and anything that reaches IMDS has the
+    instance role: without a node-level restriction every local user could read the secret from
+    SSM, whatever the file's mode. The part installs a per-boot guard and runs it before it asks
+    SSM: for IPv4 and IPv6 IMDS, root and the nodeagent user pass, everything else is rejected."""
+    config_dir = tmp_path / "etc" / "nodeagent"
+    result = run_part(toggles_part(path), tmp_path, {"NODEAGENT_CONFIG_DIR": str(config_dir)})
+    assert result.returncode == 0, result.stderr
+    guard = tmp_path / "per-boot" / "10-nodeagent-imds-guard.sh"
+    assert guard.stat().st_mode & 0o111, "cloud-init runs only executable per-boot scripts"
+    calls = (tmp_path / "calls-in-order").read_text().splitlines()
+    first_aws = next(i for i, call in enumerate(calls) if call.startswith("aws ssm get-parameter"))
+    for tool, imds in (("iptables", "169.254.169.254"), ("ip6tables", "fd00:ec2::254")):
+        rules = [call.split(" ", 1)[1] for call in calls[:first_aws] if call.startswith(tool + " ")]
+        chain = [rule for rule in rules if rule.startswith("-w -A NODEAGENT-IMDS")]
+        assert chain == ["-w -A NODEAGENT-IMDS -m owner --uid-owner 0 -j RETURN",
+                         "-w -A NODEAGENT-IMDS -m owner --uid-owner nodeagent -j RETURN",
+                         "-w -A NODEAGENT-IMDS -j REJECT"], rules
+        assert f"-w -I OUTPUT 1 -d {imds} -j NODEAGENT-IMDS" in rules, rules
+    assert "could not" not in result.stderr and "not restricted" not in result.stderr, result.stderr
 
 
 def test_a_missing_parameter_leaves_a_valid_config_without_a_webhook(tmp_path: Path) -> None:

@@ -23,8 +23,9 @@ import pytest
 SUITE = "bookworm"  # systemd 252, as on AL2023
 MIRROR = "http://deb.debian.org/debian"
 # systemd, the D-Bus system bus (what a non-root systemd-run talks to), python3 (the agent and
-# the simulators: stdlib only), openssl (the API simulator's certificates), iproute2 (ss), procps.
-PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "openssl", "iproute2", "procps"]
+# the simulators: stdlib only), openssl (the API simulator's certificates), iproute2 (ss), procps,
+# curl (the boot oneshot's IMDS client).
+PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "openssl", "iproute2", "procps", "curl"]
 CACHE_ROOT = Path(os.environ.get("NODEAGENT_ROOTFS_CACHE", "/var/cache/nodeagent-tests"))
 INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

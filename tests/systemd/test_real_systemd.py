@@ -393,6 +393,135 @@ def test_the_sandbox_is_in_force(node):
         assert int(fields["CapBnd"], 16) == 0, f"CapabilityBoundingSet= not in force: {fields['CapBnd']}"
 
 
+# --- nothing writable but what the unit names ---------------------------------------------------
+
+ONESHOT = "nodeagent-spot-label.service"
+ONESHOT_DROPIN = "/etc/eks/nodeadm.d/50-nodeagent-spot-label.yaml"
+PROBE = "/usr/local/sbin/nodeagent-write-probe"
+PROBE_NAME = ".nodeagent-write-probe"
+# Every place a sandboxed process could leave a file that something outside acts on: unit
+# directories (PID 1 runs what it finds there after a daemon-reload), /run and its world-writable
+# corners, the persistent state and config trees, and the shared temporary directories.
+PROBED_DIRS = ["/run", "/run/systemd/system", "/run/systemd", "/run/lock", "/run/user", "/run/nodeagent",
+               "/etc", "/etc/systemd/system", "/etc/nodeagent", "/etc/eks", "/etc/eks/nodeadm.d", "/usr/lib",
+               "/usr/local/bin", "/var/lib", "/var/lib/nodeagent", "/var/cache/nodeagent", "/var/log",
+               "/var/tmp", "/tmp", "/dev/shm", "/root", "/srv", "/opt"]
+# A unit that, if PID 1 ever loads it, leaves a mark outside every sandbox.
+ESCAPE_UNIT = "nodeagent-escape-probe.service"
+PROBE_SCRIPT = f"""#!/bin/sh
+# Run inside a unit's sandbox (ExecStartPost=): try to create a file in each directory, say which worked.
+for dir in {' '.join(PROBED_DIRS)}; do
+    if ( : >"$dir/{PROBE_NAME}" ) 2>/dev/null; then echo "probe: wrote $dir"; fi
+done
+if printf '[Service]\\nType=oneshot\\nExecStart=/bin/touch /escaped-from-sandbox\\n' \\
+        >/run/systemd/system/{ESCAPE_UNIT} 2>/dev/null; then
+    echo "probe: wrote /run/systemd/system/{ESCAPE_UNIT}"
+fi
+exit 0
+"""
+
+
+def probe_writes(node: Node, unit: str, restart: List[str]) -> Dict[str, List[str]]:
+    """Run the write probe in `unit`'s sandbox; returns what the probe could write inside, and which
+    of those files are visible from outside the sandbox (the host's view)."""
+    node.box.write(PROBE, PROBE_SCRIPT, mode="0755")
+    dirs = " ".join(PROBED_DIRS)
+    clean = f"for d in {dirs}; do rm -f \"$d/{PROBE_NAME}\"; done; rm -f /run/systemd/system/{ESCAPE_UNIT} /escaped-from-sandbox"
+    node.box.sh(clean)
+    drop_in = f"/etc/systemd/system/{unit}.d/50-write-probe.conf"
+    node.box.write(drop_in, f"[Service]\nExecStartPost=-{PROBE}\n")
+    node.systemctl("daemon-reload")
+    mark = node.mark()
+    try:
+        node.systemctl(*restart, unit, timeout=90)
+        wait(lambda: "probe:" in node.journal(mark, unit=unit) or
+             node.show("ActiveState", unit=unit)["ActiveState"] in ("active", "failed"), 30, "the probe")
+        time.sleep(1)  # the probe's last lines through journald
+        inside = [line.split("probe: wrote ", 1)[1] for line in node.journal(mark, unit=unit).splitlines()
+                  if line.startswith("probe: wrote ")]
+        outside = [d for d in PROBED_DIRS
+                   if node.box.run(["test", "-e", f"{d}/{PROBE_NAME}"], check=False).returncode == 0]
+        # The way out: PID 1 loads a unit it finds under /run/systemd/system and runs it as root.
+        node.systemctl("daemon-reload")
+        node.systemctl("start", ESCAPE_UNIT, check=False)
+        if node.box.run(["test", "-e", "/escaped-from-sandbox"], check=False).returncode == 0:
+            outside.append("escaped: a unit written from inside ran outside the sandbox")
+    finally:
+        node.box.run(["rm", "-f", drop_in])
+        node.box.sh(clean)
+        node.systemctl("daemon-reload")
+    return {"inside": inside, "outside": outside}
+
+
+def test_the_boot_oneshot_can_write_only_etc_eks_and_still_labels(node):
+    """The oneshot is root without capabilities: a file it could write under /run/systemd/system
+    (or anywhere PID 1 reads) would run, after the next daemon-reload, outside the sandbox with
+    every capability. docs/security.md: nothing writable except /etc/eks; private /tmp and /dev."""
+    node.reset(FAST)
+    node.box.write("/usr/bin/nodeadm", "#!/bin/sh\nexit 0\n", mode="0755")  # ConditionFileIsExecutable=
+    node.box.run(["mkdir", "-p", "/etc/eks/nodeadm.d"])
+    node.box.run(["rm", "-f", ONESHOT_DROPIN])
+    try:
+        seen = probe_writes(node, ONESHOT, ["restart"])
+        print(f"oneshot write probe: {seen}")
+        assert seen["outside"] == ["/etc/eks", "/etc/eks/nodeadm.d"], str(seen)
+        # Written inside but not visible outside: the private /tmp, /var/tmp and /dev/shm only.
+        assert set(seen["inside"]) <= {"/etc/eks", "/etc/eks/nodeadm.d", "/tmp", "/var/tmp", "/dev/shm"}, str(seen)
+        state = node.show("ActiveState", "Result", unit=ONESHOT)
+        assert state == {"ActiveState": "active", "Result": "success"}, state
+        # Still does its job: the IMDS simulator says spot, so the nodeadm drop-in is written.
+        dropin = node.box.run(["cat", ONESHOT_DROPIN]).stdout
+        assert "--node-labels=lifecycle=Ec2Spot" in dropin, dropin
+    finally:
+        node.box.run(["rm", "-f", "/usr/bin/nodeadm", ONESHOT_DROPIN])
+        node.systemctl("stop", ONESHOT, check=False)
+
+
+def test_the_agent_can_write_only_its_state_and_cache(node):
+    node.reset(FAST)
+    seen = probe_writes(node, UNIT, ["restart"])
+    print(f"agent write probe: {seen}")
+    assert seen["outside"] == ["/var/lib/nodeagent", "/var/cache/nodeagent"], str(seen)
+    assert set(seen["inside"]) <= {"/var/lib/nodeagent", "/var/cache/nodeagent", "/tmp", "/var/tmp",
+                                   "/dev/shm"}, str(seen)
+    wait(lambda: node.status_text().startswith("watching IMDS"), 20, "the agent watching IMDS again")
+
+
+# --- the drill and the daemon's real state ---------------------------------------------------------
+
+def test_the_drill_reads_the_units_state_whatever_the_caller_points_at(node):
+    """The drill refuses while the daemon handles a real notice. Its check read STATE_DIR from the
+    caller's environment, config directory and --set flags, so pointing them elsewhere skipped
+    it. It always reads the unit's /var/lib/nodeagent/state.json now; a user who may not read it
+    is refused too."""
+    start_slow_drain(node, 60)
+    node.box.run(["mkdir", "-p", "/tmp/drill-etc"])
+    elsewhere = ["env", "NODEAGENT_STATE_DIR=/tmp/drill-state", "NODEAGENT_CONFIG_DIR=/tmp/drill-etc",
+                 "nodeagent", "drill", "--yes", "--in", "30s", "--set", "STATE_DIR=/tmp/drill-state",
+                 "--set", "IMDS_URL=http://127.0.0.1:1338"]
+    as_root = node.box.run(elsewhere, check=False, timeout=90)
+    assert as_root.returncode == 75, as_root.stdout + as_root.stderr
+    assert "/var/lib/nodeagent/state.json says a real notice is being handled" in as_root.stderr, as_root.stderr
+    as_user = node.box.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *elsewhere],
+                           check=False, timeout=90)
+    assert as_user.returncode == 75, as_user.stdout + as_user.stderr
+    assert ("cannot read /var/lib/nodeagent/state.json: permission denied (run as root, or with sudo)"
+            in as_user.stderr), as_user.stderr
+
+
+# The figures docs/security.md gives (tests/packaging/test_unit_file.py checks the same offline).
+EXPOSURE_CEILING = {UNIT: 1.2, ONESHOT: 1.7}
+
+
+@pytest.mark.parametrize("unit", sorted(EXPOSURE_CEILING))
+def test_security_exposure_under_real_systemd(node, unit):
+    """`systemd-analyze security` of the units as PID 1 loaded them, drop-ins and all."""
+    result = node.box.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
+    match = re.search(r"Overall exposure level for " + re.escape(unit) + r": (\d+(?:\.\d+)?)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= EXPOSURE_CEILING[unit], result.stdout
+
+
 # --- package scripts ----------------------------------------------------------------------------------
 
 def dpkg_install(node: Node, deb: str, timeout: float = 120) -> float:
@@ -436,6 +565,102 @@ def test_upgrade_during_a_drain_defers_the_restart_until_it_is_over(node):
     wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active after the deferred restart")
 
 
+STATE_FILE = "/var/lib/nodeagent/state.json"
+LATEST_DEB = f"nodeagent_{repo_version()}-3_all.deb"
+
+
+def plant(node: Node, script: str) -> None:
+    """Put something in the agent's state directory as the agent's own user would."""
+    node.box.run(["setpriv", "--reuid=nodeagent", "--regid=nodeagent", "--init-groups", "sh", "-c", script])
+
+
+def status_as_root(node: Node) -> subprocess.CompletedProcess:
+    return node.box.run(["nodeagent", "status", "--no-probe"], check=False, timeout=30)
+
+
+def installed(node: Node) -> str:
+    return node.box.run(["dpkg-query", "-W", "-f=${Status} ${Version}", "nodeagent"]).stdout
+
+
+def test_a_fifo_state_file_hangs_neither_status_nor_an_upgrade(node):
+    """The state directory is the service user's; root reads from it. A FIFO at state.json hung
+    `nodeagent status` and the deb's postinst (upgrade-restart), leaving the package half-configured."""
+    node.reset(FAST)
+    plant(node, f"rm -f {STATE_FILE} && mkfifo -m 0644 {STATE_FILE}")
+    try:
+        result = status_as_root(node)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{STATE_FILE} is a FIFO, not a regular file" in result.stdout, result.stdout
+        assert "Traceback" not in result.stderr, result.stderr
+        took = dpkg_install(node, LATEST_DEB, timeout=60)
+        assert took < 20, f"dpkg -i took {took:.1f}s"
+        assert installed(node) == f"install ok installed {repo_version()}-3"
+        waiter = node.show("ActiveState", unit="nodeagent-upgrade-restart.service")["ActiveState"]
+        assert waiter == "active", f"an unreadable state file counts as busy: the restart waits ({waiter})"
+    finally:
+        node.systemctl("stop", "nodeagent-upgrade-restart.service", check=False)
+        node.box.run(["rm", "-f", STATE_FILE])
+
+
+def test_a_deeply_nested_state_file_is_a_clear_error(node):
+    """JSON nested deeper than the parser's recursion limit raised RecursionError at start (the
+    daemon died and restarted in a loop) and in `nodeagent status`."""
+    node.reset(FAST)
+    node.systemctl("stop", UNIT)
+    plant(node, f"python3 -c 'print(\"[\" * 100000 + \"]\" * 100000)' > {STATE_FILE}")
+    result = status_as_root(node)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{STATE_FILE} is not valid JSON (nested too deeply to parse)" in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    mark = node.mark()
+    node.systemctl("start", UNIT)
+    node.wait_journal(mark, "state: corrupt state file: nested too deeply to parse; moved aside to")
+    wait(lambda: node.status_text().startswith("watching IMDS"), 20, "the agent watching IMDS")
+    assert "Traceback" not in node.journal(mark)
+    node.box.sh("rm -f /var/lib/nodeagent/state.json.corrupt-*")
+
+
+def test_an_agent_that_says_busy_forever_is_restarted_after_the_bound(node):
+    """A compromised agent keeps "busy": true in its state file to hold back the upgrade that
+    would replace it. The deferred restart waits NODEAGENT_RESTART_MAX_WAIT (here 5 s; passed on
+    from dpkg's environment to the transient unit), then restarts anyway."""
+    node.reset(FAST)
+    pid = node.main_pid()
+    plant(node, f"echo '{{\"schema\": 1, \"busy\": true, \"notices\": {{}}}}' > {STATE_FILE}")
+    mark = node.mark()
+    started = time.monotonic()
+    node.box.run(["env", "NODEAGENT_RESTART_MAX_WAIT=5", "NODEAGENT_RESTART_POLL=1",
+                  "dpkg", "-i", f"{DEBS}/{LATEST_DEB}"], timeout=60)
+    assert time.monotonic() - started < 20
+    assert node.main_pid() == pid, "restarted at once although the state file says busy"
+    wait(lambda: node.main_pid() not in (0, pid), 40, "the restart after the bound")
+    waiter = node.journal(mark, unit="nodeagent-upgrade-restart.service")
+    assert "still busy after 5s: restarting anyway" in waiter, waiter
+    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active after the restart")
+
+
+def test_remove_does_not_follow_a_symlink_in_the_state_directory(node):
+    """The removal marker was written into the state directory by root: a symlink the service
+    user put there made `dpkg -r` truncate the root-owned file it named. It lives in
+    /var/lib/misc (root's) now, and a reinstall still applies the presets."""
+    node.reset(FAST)
+    node.box.write("/etc/victim", "precious\n", mode="0600")
+    plant(node, "ln -sf /etc/victim /var/lib/nodeagent/.package-removed")
+    try:
+        node.box.run(["dpkg", "-r", "nodeagent"], timeout=120)
+        assert node.box.run(["cat", "/etc/victim"]).stdout == "precious\n"
+        owner = node.box.run(["stat", "-c", "%U %F", "/var/lib/misc/nodeagent.package-removed"]).stdout
+        assert owner.strip() == "root regular empty file", owner
+        node.box.run(["dpkg", "-i", f"{DEBS}/{LATEST_DEB}"], timeout=120)
+        assert installed(node) == f"install ok installed {repo_version()}-3"
+        enabled = node.systemctl("is-enabled", UNIT, ONESHOT, check=False).stdout.split()
+        assert enabled == ["enabled", "enabled"], "a reinstall after a remove applies the presets"
+        assert node.box.run(["test", "-e", "/var/lib/misc/nodeagent.package-removed"], check=False).returncode == 1
+        assert node.box.run(["cat", "/etc/victim"]).stdout == "precious\n"
+    finally:
+        node.box.run(["rm", "-f", "/etc/victim", "/var/lib/nodeagent/.package-removed"])
+
+
 def test_remove_and_purge_leave_nothing(node):
     node.reset(FAST)
     ours = [f for f in node.box.run(["dpkg-query", "-L", "nodeagent"]).stdout.splitlines() if "nodeagent" in f]
@@ -448,6 +673,7 @@ def test_remove_and_purge_leave_nothing(node):
     node.box.run(["rm", "-f", TEST_CONF])  # the test's own drop-in: not the package's to remove
     node.box.run(["dpkg", "--purge", "nodeagent"], timeout=120)
     candidates = ours + ["/etc/nodeagent", "/var/lib/nodeagent", "/var/lib/private/nodeagent",
+                         "/var/lib/misc/nodeagent.package-removed",
                          "/var/cache/nodeagent", "/var/cache/private/nodeagent",
                          "/etc/systemd/system/multi-user.target.wants/nodeagent.service",
                          "/etc/systemd/system/multi-user.target.wants/nodeagent-spot-label.service"]

@@ -250,3 +250,13 @@ def test_an_unreadable_conf_d_is_reported_not_skipped(tmp_path, command):
     assert result.returncode == 78, result
     assert f"cannot read directory {etc / 'conf.d'}: permission denied" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_describe_shows_an_empty_optional_duration_as_empty_not_none():
+    """POLL_INTERVAL_ASG left empty parses to None (POLL_INTERVAL applies): check-config and status
+    show it as empty, as it was configured."""
+    rows = {key: (value, source) for key, value, source in config.describe(load_settings([], {}))}
+    assert rows["POLL_INTERVAL_ASG"] == ("", "default")
+    assert "None" not in {value for value, _ in rows.values()}
+    set_rows = {key: value for key, value, _ in config.describe(load_settings([], {}, {"POLL_INTERVAL_ASG": "2s"}))}
+    assert set_rows["POLL_INTERVAL_ASG"] == "2s"

@@ -273,3 +273,25 @@ def test_no_group_name_is_said_once_and_nothing_is_called():
     hook.tick()
     hook.tick()
     assert client.calls == [] and "aws:autoscaling:groupName" in hook.problem
+
+
+def test_dry_run_sends_no_heartbeat_and_no_completion_and_says_what_it_would_send(caplog):
+    hook, clock, store, client, reporter, _ = make_hook([asg(ACTING)], DRY_RUN="true")
+    clock.current = T0
+    with caplog.at_level("INFO", logger="nodeagent.lifecycle"):
+        for _ in range(100):  # 100 s of drain: a heartbeat would be due at 30, 60 and 90
+            hook.tick()
+            clock.advance(1.0)
+        store.mark_done("asg-terminated", "drained (dry run)", 0.0)
+        hook.tick()
+        hook.tick()
+    assert client.calls == []
+    would_beat = [r.getMessage() for r in caplog.records if "would send RecordLifecycleActionHeartbeat" in r.getMessage()]
+    assert len(would_beat) == 3, would_beat
+    would_complete = [r.getMessage() for r in caplog.records if "would send CompleteLifecycleAction" in r.getMessage()]
+    assert would_complete == ["notice asg-terminated: dry run: would send CompleteLifecycleAction "
+                              "(LifecycleActionResult=CONTINUE) for i-0123456789abcdef0 in group nodes, "
+                              "hook drain-hook; nothing sent"]
+    record = store.get("asg-terminated")
+    assert record.lifecycle_outcome == "dry run: not completed" and record.lifecycle_completed_at is None
+    assert record.lifecycle_heartbeats == 0 and reporter.steps == []

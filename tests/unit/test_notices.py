@@ -600,3 +600,33 @@ def test_property_asg_well_formed_states(state):
         assert result is not None and result.id == notices.ASG_OUT_OF_SERVICE[state]
     else:
         assert result is None
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("system-reboot", ("system-reboot", "")),
+    ("host-retirement", ("host-retirement", "scheduled event Code 'host-retirement' is not one of the documented "
+                                            "codes; handled as maintenance")),
+    ("x" * 64, ("x" * 64, None)),
+    ("x" * 65, (notices.UNRECOGNISED_CODE, None)),
+    ("System-Reboot", (notices.UNRECOGNISED_CODE, None)),
+    ("instance-reboot\x1b]0;owned\x07", (notices.UNRECOGNISED_CODE, None)),
+    ("<!channel> <https://evil.example|click>", (notices.UNRECOGNISED_CODE, None)),
+    ("reboot\n", (notices.UNRECOGNISED_CODE, None)),
+    ("r\u00e9boot", (notices.UNRECOGNISED_CODE, None)),
+])
+def test_a_scheduled_code_is_documented_safe_or_replaced(code, expected):
+    shown, note = notices.scheduled_code(code)
+    assert shown == expected[0]
+    if expected[1] is not None:
+        assert note == expected[1]
+    if shown == notices.UNRECOGNISED_CODE:
+        assert note.endswith("(not shown); shown as 'unrecognised-code' and handled as maintenance")
+        assert code not in note and "\x1b" not in note and "<" not in note
+
+
+def test_a_hostile_scheduled_code_is_replaced_and_the_event_still_handled():
+    hostile = "\x1b[2J\x1b]0;pwned\x07<!channel> <https://evil.example|click> &amp;"
+    [notice] = parse_scheduled(json.dumps([scheduled_event(Code=hostile)]), NOW).notices
+    assert notice.action == "unrecognised-code"
+    assert notice.kind == NoticeKind.SCHEDULED and notice.state == "active"
+    assert "not shown" in notice.note and "pwned" not in notice.note

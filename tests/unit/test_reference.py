@@ -43,7 +43,8 @@ def test_readme_stays_short_and_keeps_the_two_commands():
     assert "\nscripts/test\n" in text and "`scripts/test --fast`" in text
 
 
-@pytest.mark.parametrize("page", ["configuration", "operating", "design", "performance", "reliability", "notices"])
+@pytest.mark.parametrize("page", ["configuration", "operating", "design", "performance", "reliability", "notices",
+                                  "migrating-from-nth", "coexistence", "monitoring"])
 def test_readme_links_every_docs_page(page):
     assert (REPO / "docs" / f"{page}.md").is_file()
     assert f"(docs/{page}.md)" in (REPO / "README.md").read_text(encoding="utf-8")
@@ -59,3 +60,13 @@ def test_manpage_covers_every_command_option_and_key():
     assert "\\fB\\-\\-dry\\-run\\fR" in roff and "\\fB\\-\\-log\\-only\\fR" in roff
     # Every line a roff request or text that cannot be read as one.
     assert not [line for line in roff.splitlines() if line.startswith("'")]
+
+
+@pytest.mark.parametrize("spec", [spec for spec in config.KEYS if spec.secret], ids=lambda spec: spec.name)
+def test_a_secret_key_says_never_logged_once(spec):
+    """The reference adds the secret note itself: the key's own help must not say it again."""
+    row = next(line for line in reference.config_table().splitlines() if line.startswith(f"| `{spec.name}` |"))
+    assert row.lower().count("never logged") == 1, row
+    roff = reference.manpage("2026-01-01")
+    entry = roff.split(f"\\fB{spec.name}\\fR (", 1)[1].split(".TP", 1)[0]
+    assert entry.lower().count("never logged") == 1, entry

@@ -1,5 +1,6 @@
 """Runs INSIDE the test container as kube-api-sim.service: the Kubernetes API simulator on
-https://127.0.0.1:6443 with the node and pods of a scenario file, and the kubelet's kubeconfig.
+https://127.0.0.1:6443 with the node and pods of a scenario file (and API Priority and Fairness
+when it has "apf": ApfConfig's fields), and the kubelet's kubeconfig.
 
     python3 -I kube_api_sim.py SCENARIO.json
 
@@ -20,7 +21,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from nodeagent_sim import kube_auth  # noqa: E402
-from nodeagent_sim.kube import KubeSim  # noqa: E402
+from nodeagent_sim.kube import ApfConfig, KubeSim  # noqa: E402
 
 KUBELET_DIR = "/var/lib/kubelet"
 KUBECONFIG = KUBELET_DIR + "/kubeconfig"
@@ -79,7 +80,8 @@ def main():
         scenario = json.load(handle)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sim = KubeSim(port=6443, time_scale=1.0, replace_evicted=True).start()
+    apf = ApfConfig(**scenario["apf"]) if scenario.get("apf") else None  # {"seats": 2, "queue": 8, ...}
+    sim = KubeSim(port=6443, time_scale=1.0, replace_evicted=True, apf=apf).start()
     try:
         populate(sim, scenario)
         write_kubeconfig(sim, scenario["node"])
