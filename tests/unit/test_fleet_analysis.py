@@ -39,6 +39,14 @@ def test_requests_in_flight_before_the_answer_do_not_count():
     assert early_requests(log) == (1, 0, 0)
 
 
+def test_a_request_crossing_the_answer_on_the_way_does_not_count_one_after_it_does():
+    log = [rec(0.0, status=429, throttled=True, retry_after="2", duration_s=0.1),
+           rec(0.13, "/api/v1/namespaces/default/pods/web-1/eviction"),  # 30 ms after the answer
+           rec(0.5, "/api/v1/namespaces/default/pods/web-2/eviction")]
+    assert early_requests(log) == (1, 0, 1)
+    assert early_requests(log[:2]) == (1, 0, 0)
+
+
 def test_rate_and_peak_in_flight():
     log = [rec(5.1), rec(5.2), rec(5.3), rec(6.5), rec(8.9), rec(2.0)]
     assert rate_per_second(log, 5.0, 9.0) == (3, 5 / 4, 4)
