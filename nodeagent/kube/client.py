@@ -50,7 +50,7 @@ JSON_PATCH = "application/json-patch+json"
 # refused rather than read into the agent's memory.
 MAX_BODY_BYTES = 16 << 20
 MAX_WATCH_LINE_BYTES = 4 << 20
-LIST_PAGE = 250
+LIST_PAGE = 500  # as client-go's pager: one page for nearly every node
 
 
 def import_client_modules() -> None:
