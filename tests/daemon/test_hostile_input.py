@@ -130,6 +130,8 @@ def test_one_malformed_pod_is_left_and_reported_and_the_others_are_drained(tmp_p
         assert cluster.find(r"pods left on the node at the deadline: default/web-0, default/web-1$"), output
         assert sorted(cluster.evictable_left()) == ["default/web-0", "default/web-1"]
         assert "Traceback" not in output and cluster.alive_at_end, output
+    finally:
+        cluster.finish()
 
 
 def test_an_api_message_cannot_add_an_assignment_to_sd_notify(tmp_path: Path):
