@@ -247,6 +247,9 @@ def drill_settings(base, flags: dict[str, str], plan: DrillPlan, imds_url: str, 
         "STATE_DIR": os.path.join(plan.workdir, "state"),
         "NODE_NAME": node_name,
         "POLL_INTERVAL": "0.5s",
+        # A rehearsal never answers the real Auto Scaling group: completing its lifecycle action
+        # would release this instance.
+        "ASG_LIFECYCLE_HOOK": "",
     }
     if plan.dry_run:
         overrides["DRY_RUN"] = "true"

@@ -64,3 +64,21 @@ def test_a_state_file_that_cannot_be_read_any_more_holds_the_node():
     unreadable = state(error="cannot read: permission denied")
     why = real_notice_holding_node(AT_START, [unreadable], node(DRILL_NOTICE), DRILL_NOTICE)
     assert why and "cannot be checked" in why
+
+
+def test_a_drill_never_answers_the_real_lifecycle_hook(tmp_path, monkeypatch):
+    """The daemon's config names a lifecycle hook; the drill's settings do not, so a real-mode drill
+    of an ASG termination cannot complete the real lifecycle action (that would release the node)."""
+    import os
+
+    from nodeagent import config
+    from nodeagent.drill import DrillPlan, drill_settings
+
+    (tmp_path / "nodeagent.conf").write_text("ASG_LIFECYCLE_HOOK=drain-hook\nASG_NAME=nodes\n")
+    (tmp_path / "nodeagent.conf").chmod(0o644)
+    monkeypatch.setenv("NODEAGENT_CONFIG_DIR", str(tmp_path))
+    base = config.load(os.environ, {})
+    assert base.asg_lifecycle_hook == "drain-hook"
+    plan = DrillPlan(kind="asg", in_s=30, dry_run=False, undo=False, workdir=str(tmp_path / "drill"))
+    settings = drill_settings(base, {}, plan, "http://127.0.0.1:1", "node-a")
+    assert settings.asg_lifecycle_hook == "" and settings.dry_run is False
