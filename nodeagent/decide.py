@@ -9,6 +9,7 @@ holds a case for each.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,9 +52,20 @@ class Plan:
     response: str  # drain | cordon
     deadline: datetime
     force_at_deadline: bool
-    exclude_from_lb: bool
+    exclude_from_lb: bool  # a drain only (decided here, not by the responder)
     dry_run: bool
     resume: bool = False
+
+
+@dataclass(frozen=True)
+class UncordonJob:
+    """Lift the cordon and our labels for a notice (the worker runs it; nothing else holds the node)."""
+
+    notice_id: str
+    reason: str
+
+
+Job = Union[Plan, UncordonJob]
 
 
 @dataclass(frozen=True)
@@ -112,11 +124,12 @@ class Cancel:
 @dataclass(frozen=True)
 class Uncordon:
     """Lift the cordon of a finished response (the event happened), unless `keep` says another
-    notice holds the node; then only the record is released."""
+    notice (`held_by`) holds the node; then only the record is released."""
 
     notice_id: str
     reason: str
     keep: bool
+    held_by: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -134,7 +147,32 @@ class Reopen:
 @dataclass(frozen=True)
 class Expire:
     notice_id: str
-    reason: str
+    reason: str  # the record's outcome
+    message: str = field(default="", compare=False)  # the log line
+
+
+@dataclass(frozen=True)
+class Close:
+    """A response ran to its end: its progress and outcome go on the record, which is done."""
+
+    notice_id: str
+    progress: NoticeRecord
+    handled_at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True)
+class StopEarly:
+    """A cancelled or superseded response has stopped: how far it got goes on the record."""
+
+    notice_id: str
+    progress: NoticeRecord
+
+
+@dataclass(frozen=True)
+class KeepOpen:
+    """The agent stopped mid-response: progress kept, the record stays open for the next start."""
+
+    progress: NoticeRecord
 
 
 @dataclass(frozen=True)
@@ -146,7 +184,53 @@ class Say:
     level: int = logging.INFO
 
 
-Action = Union[Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Say]
+Action = Union[Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Close, StopEarly, KeepOpen, Say]
+
+
+# --- what the worker and the lifecycle hook report to the poll loop ----------------------------
+
+
+class Ending(str, enum.Enum):
+    """How a response ended, as the worker saw it."""
+
+    FINISHED = "finished"  # on its own: done, failed, or at its deadline
+    STOPPED = "stopped"  # its cancel token was set (the notice was cancelled or superseded)
+    INTERRUPTED = "interrupted"  # the agent is stopping
+    LATE = "late"  # not started: the deadline passed before Kubernetes was ready
+    DROPPED = "dropped"  # not started: cancelled or superseded while it waited
+
+
+@dataclass(frozen=True)
+class ResponseStarted:
+    notice_id: str
+
+
+@dataclass(frozen=True)
+class ResponseEnded:
+    """Why a response ended and what it did (`progress`: its working copy; None when it never
+    started). Every plan handed to the worker ends in exactly one of these."""
+
+    notice_id: str
+    ending: Ending
+    progress: NoticeRecord | None
+    at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True)
+class UncordonDone:
+    notice_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LifecycleTold:
+    """Auto Scaling accepted a lifecycle call: the lifecycle_* fields to record."""
+
+    notice_id: str
+    fields: Mapping[str, object]
+
+
+Report = Union[ResponseStarted, ResponseEnded, UncordonDone, LifecycleTold]
 
 
 @dataclass(frozen=True)
@@ -156,6 +240,73 @@ class Decision:
 
 
 # --- rules -----------------------------------------------------------------------------------
+
+
+def response_for(settings: Settings, kind: str) -> str:
+    """The configured response to a notice kind: drain, cordon or ignore."""
+    return {
+        NoticeKind.SPOT_ITN.value: settings.on_spot_interruption,
+        NoticeKind.REBALANCE.value: settings.on_rebalance,
+        NoticeKind.SCHEDULED.value: settings.on_scheduled_event,
+        NoticeKind.ASG.value: settings.on_asg_termination,
+    }[kind]
+
+
+def force_at_deadline(settings: Settings, kind: str) -> bool:
+    """Delete what eviction could not move by the deadline? `auto`: yes, except for a rebalance
+    (advice: the instance is not going away at that time)."""
+    if settings.force_at_deadline == "auto":
+        return kind != NoticeKind.REBALANCE.value
+    return settings.force_at_deadline == "true"
+
+
+def exclude_from_lb(settings: Settings, kind: str, response: str) -> bool:
+    """Label the node out of external load balancers? Only for a drain (a cordoned node keeps
+    serving); `auto`: only for a spot interruption (the instance is gone in two minutes)."""
+    if response != "drain":
+        return False
+    if settings.exclude_from_lb == "auto":
+        return kind == NoticeKind.SPOT_ITN.value
+    return settings.exclude_from_lb == "true"
+
+
+def next_job(jobs: Sequence[Job]) -> int:
+    """The index of the job the worker runs next: uncordons first, in the order they came (each
+    was decided with the node free of other notices), then the response with the most urgent
+    deadline. `jobs` must not be empty."""
+    if not jobs:
+        raise ValueError("no job to pick")
+    for index, job in enumerate(jobs):
+        if isinstance(job, UncordonJob):
+            return index
+    return min(range(len(jobs)), key=lambda index: jobs[index].deadline)  # type: ignore[union-attr]
+
+
+class StateLoss(str, enum.Enum):
+    """How the agent found its state file at start."""
+
+    NONE = "none"
+    CORRUPT = "state file lost"  # quarantined: rebuilt from the node's labels
+    MISSING = "no state file"  # a first start, or a wiped directory
+
+
+def holding_notices(loss: StateLoss, startup_failures: int) -> bool:
+    """Are notices held (recorded, not acted on) until the node's own labels have been read?
+    A corrupt state file holds them until then. A missing one holds them only while the first
+    attempt to reach the API is under way: if that fails, notices are recorded and reported, and
+    their responses still wait for the node to be read (the worker is held)."""
+    if loss == StateLoss.CORRUPT:
+        return True
+    return loss == StateLoss.MISSING and startup_failures == 0
+
+
+def hot_kinds(records: Mapping[str, NoticeRecord], loss: StateLoss) -> frozenset[str]:
+    """Kinds polled at the fast pace: those with a notice being responded to (a cancel or a
+    change is then seen within one fast interval), and all of them while the node has not been
+    read for a lost state file (so notices are acted on as soon as it has been)."""
+    if loss != StateLoss.NONE:
+        return frozenset(kind.value for kind in NoticeKind)
+    return frozenset(record.kind for record in records.values() if record.phase in OPEN_PHASES)
 
 
 def deadline_for(notice: Notice, now: datetime, settings: Settings) -> tuple[datetime, str]:
@@ -203,8 +354,8 @@ def plan_for(record: NoticeRecord, settings: Settings, resume: bool = False) -> 
         action=record.action,
         response=record.response,
         deadline=parse_iso(record.deadline),
-        force_at_deadline=settings.force_for(record.kind),
-        exclude_from_lb=settings.exclude_lb_for(record.kind),
+        force_at_deadline=force_at_deadline(settings, record.kind),
+        exclude_from_lb=exclude_from_lb(settings, record.kind, record.response),
         dry_run=settings.dry_run,
         resume=resume,
     )
@@ -335,7 +486,7 @@ def _from_earlier_boot(record: NoticeRecord, ctx: Context) -> bool:
 
 def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
     deadline, why = deadline_for(notice, ctx.now, settings)
-    response = settings.response_for(notice.kind.value)
+    response = response_for(settings, notice.kind.value)
     gate = gate_reason(notice.kind.value, settings, ctx.spot_label, ctx.imds_life_cycle)
     if response != "ignore" and gate:
         response = "gated"
@@ -402,8 +553,19 @@ def _event_over(
         ]
     return [
         Say(key, f"notice {record.id}: scheduled event {how}; uncordoning (UNCORDON_AFTER_REBOOT)"),
-        Uncordon(record.id, f"scheduled event {how}", keep=held_by_other(records, record.id) is not None),
+        _uncordon(record.id, f"scheduled event {how}", records),
     ]
+
+
+def _uncordon(notice_id: str, reason: str, records: Mapping[str, NoticeRecord]) -> Uncordon:
+    other = held_by_other(records, notice_id)
+    return Uncordon(notice_id, reason, keep=other is not None, held_by=other or "")
+
+
+def _expire(record: NoticeRecord, reason: str) -> Expire:
+    return Expire(
+        record.id, reason, f"notice {record.id}: deadline {record.deadline} passed ({reason}); not acting"
+    )
 
 
 # --- a start ---------------------------------------------------------------------------------
@@ -415,11 +577,11 @@ def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: C
     actions: list[Action] = []
     for record in records.values():
         if record.uncordon_pending:
-            actions.append(Uncordon(record.id, "decided before the restart", keep=False))
+            actions.append(_uncordon(record.id, "decided before the restart", records))
             continue
         if record.phase in OPEN_PHASES:
             if parse_iso(record.deadline) <= ctx.now:
-                actions.append(Expire(record.id, "deadline passed while the agent was not running"))
+                actions.append(_expire(record, "deadline passed while the agent was not running"))
             elif record.response in ACTING_RESPONSES:
                 actions.append(Resume(plan_for(record, settings, resume=True)))
             continue
@@ -439,11 +601,7 @@ def _after_boot(
             f"over-{record.id}",
             f"notice {record.id}: the {record.action} happened (booted since); uncordoning",
         ),
-        Uncordon(
-            record.id,
-            f"rebooted after the {record.action}",
-            keep=held_by_other(records, record.id) is not None,
-        ),
+        _uncordon(record.id, f"rebooted after the {record.action}", records),
     ]
 
 
@@ -491,7 +649,7 @@ def decide_adopt(
         return ()  # the record knows more than the labels do
     try:
         deadline = parse_iso(found.deadline)
-        response = settings.response_for(found.kind)
+        response = response_for(settings, found.kind)
     except (KeyError, ValueError) as error:
         return (
             Say(
@@ -528,7 +686,7 @@ def decide_adopt(
         actions.extend(_after_boot(record, {**records, record.id: record}, settings, ctx))
     else:
         if deadline <= ctx.now:
-            actions.append(Expire(record.id, "deadline passed while the agent was not running"))
+            actions.append(_expire(record, "deadline passed while the agent was not running"))
         elif response in ACTING_RESPONSES:
             actions.append(Resume(plan_for(record, settings, resume=True)))
     return tuple(actions)
@@ -539,6 +697,29 @@ def expired_before_start(plan: Plan, now: datetime) -> bool:
     return plan.deadline <= now
 
 
-def order_plans(plans: Sequence[Plan]) -> list[Plan]:
-    """The worker's order: the most urgent deadline first."""
-    return sorted(plans, key=lambda plan: plan.deadline)
+# --- the end of a response -------------------------------------------------------------------
+
+
+def response_finished(progress: NoticeRecord) -> bool:
+    """Did the response get all the way (a cordon in place, or a drain that ran to its end)?"""
+    return (progress.response == "cordon" and progress.cordoned) or progress.drain_finished is not None
+
+
+def response_ended(record: NoticeRecord, ended: ResponseEnded) -> tuple[Action, ...]:
+    """What the end of a response means for its record (as the store holds it now)."""
+    if ended.ending == Ending.LATE:
+        if record.phase not in OPEN_PHASES:
+            return ()
+        reason = "deadline passed before the response could start"
+        message = (
+            f"notice {record.id}: its deadline {record.deadline} passed "
+            "before Kubernetes was ready; not acting"
+        )
+        return (Expire(record.id, reason, message),)
+    if ended.progress is None:  # dropped before it began: its cancel or supersede is recorded already
+        return ()
+    if ended.ending == Ending.STOPPED or record.phase in (CANCELLED, SUPERSEDED):
+        return (StopEarly(record.id, ended.progress),)
+    if ended.ending == Ending.INTERRUPTED and not response_finished(ended.progress):
+        return (KeepOpen(ended.progress),)  # the next start resumes it
+    return (Close(record.id, ended.progress, ended.at),)

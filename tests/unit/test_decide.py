@@ -416,3 +416,124 @@ def test_retries_stay_about_once_a_second_near_the_deadline_and_reach_the_last_s
     assert retry_delay(1.0, T0, T0 - timedelta(seconds=1)) == 0.0
     # A 2-minute spot notice: still retried many times (a late PDB is honoured).
     assert count_retries(90) > 30
+
+
+# --- per-kind policy ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, response", [("spot-itn", "drain"), ("rebalance", "cordon"), ("scheduled", "drain"),
+                                            ("asg", "drain")])
+def test_each_kind_has_its_configured_response(kind, response):
+    assert decide.response_for(settings(), kind) == response
+    assert decide.response_for(settings(ON_REBALANCE="ignore"), "rebalance") == "ignore"
+
+
+def test_force_at_deadline_auto_spares_a_rebalance_only():
+    assert [decide.force_at_deadline(settings(), k) for k in ("spot-itn", "rebalance", "scheduled", "asg")] == [
+        True, False, True, True]
+    assert decide.force_at_deadline(settings(FORCE_AT_DEADLINE="true"), "rebalance")
+    assert not decide.force_at_deadline(settings(FORCE_AT_DEADLINE="false"), "spot-itn")
+
+
+def test_the_load_balancer_label_is_for_drains_only():
+    assert decide.exclude_from_lb(settings(), "spot-itn", "drain")
+    assert not decide.exclude_from_lb(settings(), "scheduled", "drain")  # auto: spot interruptions
+    assert decide.exclude_from_lb(settings(EXCLUDE_FROM_LB="true"), "scheduled", "drain")
+    assert not decide.exclude_from_lb(settings(EXCLUDE_FROM_LB="true"), "rebalance", "cordon")
+    assert not decide.exclude_from_lb(settings(ON_SPOT_INTERRUPTION="cordon"), "spot-itn", "cordon")
+    cordon = record("r", "spot-itn", deadline=T0, response="cordon")
+    assert not decide.plan_for(cordon, settings(EXCLUDE_FROM_LB="true")).exclude_from_lb
+
+
+# --- the worker's order --------------------------------------------------------------------------
+
+
+def plan(notice_id: str, deadline: datetime) -> decide.Plan:
+    return decide.plan_for(record(notice_id, "scheduled", deadline=deadline), settings())
+
+
+def test_uncordons_go_first_then_the_most_urgent_deadline():
+    later, sooner = plan("later", T0 + timedelta(hours=2)), plan("sooner", T0 + timedelta(hours=1))
+    undo = decide.UncordonJob("old", "withdrawn")
+    assert decide.next_job([later, sooner]) == 1
+    assert decide.next_job([later, sooner, undo]) == 2
+    assert decide.next_job([later]) == 0
+    with pytest.raises(ValueError):
+        decide.next_job([])
+
+
+# --- holding notices for a lost state file, and the fast pace ----------------------------------
+
+
+def test_notices_are_held_for_a_corrupt_file_until_the_node_is_read_and_for_a_missing_one_only_at_first():
+    assert decide.holding_notices(decide.StateLoss.CORRUPT, startup_failures=3)
+    assert decide.holding_notices(decide.StateLoss.MISSING, startup_failures=0)
+    assert not decide.holding_notices(decide.StateLoss.MISSING, startup_failures=1)
+    assert not decide.holding_notices(decide.StateLoss.NONE, startup_failures=0)
+
+
+def test_hot_kinds_are_those_being_responded_to_or_all_while_the_node_is_unread():
+    records = {"a": record("a", "scheduled", deadline=T0, phase=ACTING),
+               "b": record("b", "rebalance", deadline=T0, phase=DONE)}
+    assert decide.hot_kinds(records, decide.StateLoss.NONE) == {"scheduled"}
+    assert decide.hot_kinds({}, decide.StateLoss.MISSING) == {"spot-itn", "rebalance", "scheduled", "asg"}
+
+
+# --- the end of a response -----------------------------------------------------------------------
+
+
+def ended(ending, progress=None, at=5.0, notice_id="n"):
+    return decide.ResponseEnded(notice_id, ending, progress, at)
+
+
+def test_a_finished_response_closes_its_record_with_its_progress():
+    open_record = record("n", "scheduled", deadline=T0, phase=ACTING)
+    progress = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, drain_finished="x",
+                      outcome="drained: 3 evicted")
+    assert decide.response_ended(open_record, ended(decide.Ending.FINISHED, progress)) == (
+        decide.Close("n", progress, 5.0),)
+
+
+def test_a_stopped_response_or_one_whose_record_was_closed_says_how_far_it_got():
+    progress = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, evicted=1)
+    for phase, ending in [(CANCELLED, decide.Ending.FINISHED), (SUPERSEDED, decide.Ending.FINISHED),
+                          (CANCELLED, decide.Ending.STOPPED), (CANCELLED, decide.Ending.INTERRUPTED)]:
+        closed = record("n", "scheduled", deadline=T0, phase=phase)
+        assert decide.response_ended(closed, ended(ending, progress)) == (decide.StopEarly("n", progress),)
+
+
+def test_an_interrupted_response_stays_open_unless_it_had_finished():
+    acting = record("n", "scheduled", deadline=T0, phase=ACTING)
+    halfway = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, evicted=1)
+    assert decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, halfway)) == (decide.KeepOpen(halfway),)
+    done = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, drain_finished="x")
+    assert decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, done)) == (decide.Close("n", done, 5.0),)
+    cordon = record("n", "rebalance", deadline=T0, phase=ACTING, response="cordon", cordoned=True)
+    assert of(decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, cordon)), decide.Close)
+
+
+def test_a_response_too_late_to_start_expires_its_record_once():
+    seen = record("n", "spot-itn", deadline=T0, phase=SEEN)
+    [expire] = decide.response_ended(seen, ended(decide.Ending.LATE))
+    assert expire == Expire("n", "deadline passed before the response could start")
+    assert "passed before Kubernetes was ready; not acting" in expire.message
+    cancelled = record("n", "spot-itn", deadline=T0, phase=CANCELLED)
+    assert decide.response_ended(cancelled, ended(decide.Ending.LATE)) == ()
+
+
+def test_a_response_dropped_before_it_began_changes_nothing():
+    cancelled = record("n", "spot-itn", deadline=T0, phase=CANCELLED)
+    assert decide.response_ended(cancelled, ended(decide.Ending.DROPPED)) == ()
+
+
+def test_an_uncordon_decided_before_a_restart_keeps_the_cordon_if_another_notice_now_holds_it():
+    records = {
+        "old": record("old", "rebalance", deadline=T0, phase=CANCELLED, response="cordon", cordoned=True,
+                      uncordon_pending=True),
+        "spot": record("spot", "spot-itn", deadline=T0 + timedelta(seconds=90), phase=ACTING, cordoned=True),
+    }
+    [uncordon] = of(decide.decide_start(records, settings(), ctx()), Uncordon)
+    assert uncordon.keep and uncordon.held_by == "spot"
+    del records["spot"]
+    [uncordon] = of(decide.decide_start(records, settings(), ctx()), Uncordon)
+    assert not uncordon.keep

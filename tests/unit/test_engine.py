@@ -57,7 +57,12 @@ class Engine:
         self.clock.advance(advance_s)
         self.agent.tick()
         if settle:
-            self.wait(lambda: self.agent.worker.idle)
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait for the worker, then let the loop apply what it reported (as its next wake-up would)."""
+        self.wait(lambda: self.agent.worker.idle)
+        self.agent.apply_reports()
 
     def scheduled(self, state: str = "active", not_before=None, not_after=None, code="instance-retirement") -> None:
         event = {"NotBefore": gmt(not_before), "Code": code, "EventId": "instance-event-0aaaaaaaaaaaaaaaa",
@@ -83,7 +88,7 @@ def test_cancel_mid_drain_stops_the_drain_and_uncordons():
         engine.scheduled(state="canceled", not_before=engine.clock.now() + timedelta(days=2))
         engine.tick(settle=False)
         responder.released.set()
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         writes = responder.writes_for(EVENT_ID)
         assert writes == ["cordon", "label", "evict", "uncordon"]
         record = engine.record(EVENT_ID)
@@ -122,7 +127,7 @@ def test_a_spot_notice_supersedes_a_running_scheduled_drain():
         engine.imds.bodies[SPOT] = json.dumps({"action": "terminate", "time": iso(spot_time)})
         engine.tick(settle=False)
         responder.released.set()
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         spot_id = next(k for k in engine.agent.store.records() if k.startswith("spot-itn-"))
         scheduled = engine.record(EVENT_ID)
         assert scheduled.phase == "superseded" and scheduled.superseded_by == spot_id
@@ -160,7 +165,7 @@ def test_restart_resumes_an_open_response_and_never_repeats_a_finished_one():
                                cordoned=True)
     state = AgentState(notices={"spot-itn-open": open_record, "spot-itn-done": done_record})
     with Engine(state=state) as engine:
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         assert engine.responder.writes_for("spot-itn-open") == ["evict", "evict"]  # the two left
         assert engine.responder.writes_for("spot-itn-done") == []
         assert engine.record("spot-itn-open").phase == "done"
@@ -183,7 +188,7 @@ def test_a_plan_held_until_kubernetes_is_ready_expires_rather_than_act_late():
         engine.agent.tick()  # accepted while Kubernetes is not ready: held
         engine.wait(lambda: engine.agent.worker.ready)  # the worker's waits jump the fake clock 1+2+4 s
         engine.clock.advance(10)
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         spot_id = next(iter(engine.agent.store.records()))
         record = engine.record(spot_id)
         assert record.phase == "expired" and responder.writes_for(spot_id) == []
@@ -199,7 +204,7 @@ def test_a_spot_stop_is_uncordoned_on_the_next_boot(action):
                           cordoned=True, handled_at=(clock.now() - timedelta(hours=1)).timestamp())
     with Engine(state=AgentState(notices={"spot-itn-x": record}),
                 boot_time=(clock.now() - timedelta(minutes=5)).timestamp()) as engine:
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         assert engine.responder.writes_for("spot-itn-x") == ["uncordon"]
         assert not engine.record("spot-itn-x").cordoned
 
@@ -242,6 +247,6 @@ def test_a_path_whose_notice_is_being_answered_is_polled_fast_until_the_response
         engine.tick(settle=False)
         assert engine.record(EVENT_ID).phase == "cancelled", "the cancel is seen within one fast interval"
         responder.released.set()
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         counts = gets_per_path(engine, 60)
         assert counts[SCHEDULED] == 2, "back to its own pace once the response has ended"
