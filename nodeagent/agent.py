@@ -38,6 +38,7 @@ from nodeagent.decide import (
     Context,
     Expire,
     KeepOpen,
+    KubernetesReady,
     LifecycleTold,
     Plan,
     PollResult,
@@ -132,14 +133,13 @@ class Agent:
             stop=self._stop,
             on_status=self.notifier.status,
             report=self._report,
-            on_ready=self._poke,
             lifecycle=self.lifecycle,
         )
         self._absences: dict[str, Absence] = {}
         self._once = LogOnce(log)
         # The state file was lost (corrupt) or missing: the node's labels are read before acting.
         self._state_loss = StateLoss.NONE
-        self._ready_seen = False
+        self._spot_label: bool | None = None  # from the worker's KubernetesReady report
         self._last_polled: dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
         self._watch_cache: tuple[Settings, _Watch] | None = None
         self._next_poll_at = 0.0
@@ -198,9 +198,6 @@ class Agent:
 
     def tick(self) -> None:
         self.apply_reports()
-        if self.worker.ready and not self._ready_seen:
-            self._ready_seen = True
-            self._after_responder_ready()
         result = self.poll()
         holding = decide.holding_notices(self._state_loss, self.worker.startup_failures)
         if result.answered and holding:
@@ -349,7 +346,7 @@ class Agent:
         return Context(
             now=self.clock.now(),
             running=self.worker.running,
-            spot_label=self.responder.spot_label() if self.worker.ready else None,
+            spot_label=self._spot_label,
             imds_life_cycle=life_cycle,
             boot_time=self.boot_time,
         )
@@ -518,7 +515,10 @@ class Agent:
                 report = self._reports.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(report, ResponseStarted):
+            if isinstance(report, KubernetesReady):
+                self._spot_label = report.spot_label
+                self._after_responder_ready()
+            elif isinstance(report, ResponseStarted):
                 self.store.start(report.notice_id)
             elif isinstance(report, ResponseEnded):
                 self._in_flight[report.notice_id] -= 1

@@ -201,6 +201,14 @@ class Ending(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class KubernetesReady:
+    """The worker brought the Kubernetes side up. What it found on the node, for the loop's own
+    use (the worker's thread goes on changing the responder's view of the node)."""
+
+    spot_label: bool | None  # lifecycle=Ec2Spot on the Node (None: not known)
+
+
+@dataclass(frozen=True)
 class ResponseStarted:
     notice_id: str
 
@@ -230,7 +238,7 @@ class LifecycleTold:
     fields: Mapping[str, object]
 
 
-Report = Union[ResponseStarted, ResponseEnded, UncordonDone, LifecycleTold]
+Report = Union[KubernetesReady, ResponseStarted, ResponseEnded, UncordonDone, LifecycleTold]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from nodeagent.clock import Clock, iso
 from nodeagent.decide import (
     Ending,
     Job,
+    KubernetesReady,
     Plan,
     Report,
     ResponseEnded,
@@ -75,7 +76,6 @@ class Worker:
         stop: threading.Event,
         on_status: Callable[[str], None],
         report: Callable[[Report], None],
-        on_ready: Callable[[], None] = lambda: None,
         lifecycle: LifecycleHook | None = None,
     ):
         self.store = store
@@ -85,7 +85,6 @@ class Worker:
         self.stop = stop
         self.on_status = on_status
         self.report = report  # to the poll loop, which applies it (and is woken by it)
-        self.on_ready = on_ready  # wakes the poll loop, which then reads the node (lost state) at once
         self.lifecycle = (
             lifecycle  # ASG_LIFECYCLE_HOOK: poked when a response begins (the loop pokes at its end)
         )
@@ -191,7 +190,7 @@ class Worker:
         # The startup wrote "watching"; a response resumed after a restart says otherwise.
         quietly(self.responder.agent_state_changed, self.store.agent_state)
         log.info("ready to respond (%s)", self.responder.describe())
-        self.on_ready()
+        self.report(KubernetesReady(spot_label=self.responder.spot_label()))
         return True
 
     def _next_job(self) -> tuple[Job, CancelToken] | None:

@@ -29,8 +29,8 @@ from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
-from nodeagent.notices import parse_rfc3339_utc
 from nodeagent.state import StateRead, read_daemon_state
+from nodeagent.timefmt import parse_rfc3339_utc
 
 SCHEMA_VERSION = 1
 API_PROBE_TIMEOUT_S = 15.0

@@ -36,11 +36,11 @@ from nodeagent import __version__
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
 from nodeagent.lifecycle import held_seconds
-from nodeagent.notices import parse_optional_rfc3339
 from nodeagent.ports import Responder
 from nodeagent.report.worker import Worker, WorkerReporter
 from nodeagent.retry import Backoff, Failure, retry
 from nodeagent.state import NoticeRecord
+from nodeagent.timefmt import parse_optional_rfc3339
 
 log = logging.getLogger("nodeagent.report.webhook")
 
