@@ -420,7 +420,9 @@ def decide_poll(
         if notice.state != ACTIVE:
             if record is not None and record.phase not in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
                 actions.extend(
-                    _cancel(record, seen_records, f"scheduled event is now {notice.state}", ctx, settings)
+                    _cancel(
+                        record, seen_records, f"scheduled event is now {notice.state}", ctx, settings, poll
+                    )
                 )
             continue
         if record is not None and _from_earlier_boot(record, ctx):
@@ -477,7 +479,7 @@ def decide_poll(
             # IMDS drops an event some time after it happened: that is not a withdrawal
             actions.extend(_event_over(record, seen_records, "no longer listed after its time", settings))
         elif record.phase in (SEEN, ACTING, DONE):
-            actions.extend(_cancel(record, seen_records, "notice withdrawn from IMDS", ctx, settings))
+            actions.extend(_cancel(record, seen_records, "notice withdrawn from IMDS", ctx, settings, poll))
     for notice_id in list(new_absences):
         if notice_id not in records:
             new_absences.pop(notice_id)
@@ -521,19 +523,47 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
 
 
 def _cancel(
-    record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context, settings: Settings
+    record: NoticeRecord,
+    records: Mapping[str, NoticeRecord],
+    reason: str,
+    ctx: Context,
+    settings: Settings,
+    poll: PollResult,
 ) -> list[Action]:
     touched = record.phase in (SEEN, ACTING, DONE) and record.response in ACTING_RESPONSES
     # Responses it had superseded, whose notices are still live, are the node's again.
-    reopened: list[Action] = [
-        Reopen(plan_for(other, settings, resume=True))
+    superseded = [
+        other
         for other in records.values()
         if other.phase == SUPERSEDED
         and other.superseded_by == record.id
         and parse_iso(other.deadline) > ctx.now
     ]
+    reopened: list[Action] = []
+    said: list[Action] = []
+    for other in superseded:
+        if still_listed(other, poll):
+            reopened.append(Reopen(plan_for(other, settings, resume=True)))
+        else:
+            said.append(
+                Say(
+                    f"gone-{other.id}",
+                    f"notice {other.id}: {record.id}, which superseded it, was cancelled, but {other.id} "
+                    "is no longer in IMDS either; not resumed",
+                    logging.WARNING,
+                )
+            )
     undo = touched and not reopened and held_by_other(records, record.id) is None
-    return [Cancel(record.id, reason, undo=undo), *reopened]
+    return [Cancel(record.id, reason, undo=undo), *reopened, *said]
+
+
+def still_listed(record: NoticeRecord, poll: PollResult) -> bool:
+    """May this record's notice still be live? Not when its path answered this poll without it
+    (or with it no longer active). A path that did not answer says nothing: live, as far as known."""
+    if record.kind not in poll.answered:
+        return True
+    notice = poll.notices.get(record.id)
+    return notice is not None and notice.state == ACTIVE
 
 
 def _event_over(

@@ -273,8 +273,9 @@ def parse_scheduled(body: Body, now: datetime) -> Parsed:
     """events/maintenance/scheduled: a JSON list of events; `[]` means none.
 
     Each event is parsed on its own: one odd entry never hides the others. An entry without a
-    usable EventId, State or NotBefore is skipped and named in `problems`; a Code outside the
-    documented five is still maintenance on this instance and is kept. Completed and canceled
+    usable EventId or NotBefore, or with an unknown State, is skipped and named in `problems`; one
+    without a State is handled as active (with a note); a Code outside the documented five is
+    still maintenance on this instance and is kept. Completed and canceled
     events are returned too (state lower-cased) so the agent can end what it started. Duplicate
     EventIds keep the first occurrence. A body that is not a JSON list raises NoticeParseError.
     """
@@ -315,7 +316,13 @@ def _scheduled_event(event: object, index: int) -> Notice:
     event_id = _require_str(path, event, "EventId", where)
     if not event_id.strip():
         raise NoticeParseError(path, f"empty 'EventId'{where}")
-    state = _require_str(path, event, "State", where).strip().lower()
+    if "State" in event:
+        state = _require_str(path, event, "State", where).strip().lower()
+    else:
+        # AWS always sends State; without one, the safe side is to act: a missed maintenance
+        # takes the workloads down with the instance, a needless drain only moves them.
+        state = "active"
+        note = "; ".join(filter(None, [note, "scheduled event has no State; handled as active"]))
     if state == "cancelled":
         state = "canceled"
     if state not in SCHEDULED_STATES:

@@ -140,13 +140,26 @@ def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot():
     good = scheduled("instance-event-0bbbbbbbbbbbbbbbb", not_before=T0 + timedelta(hours=5), code="system-reboot")
     no_state = {k: v for k, v in scheduled("instance-event-0ccc", not_before=T0).items() if k != "State"}
     odd_code = scheduled("instance-event-0ddd", not_before=T0 + timedelta(hours=6), code="system-explode")
-    d = decide.decide_poll({}, poll(T0, events=[no_state, good, odd_code]), {}, settings(), ctx())
+    broken = {**scheduled("instance-event-0eee", not_before=T0), "NotBefore": "yesterday"}
+    d = decide.decide_poll({}, poll(T0, events=[no_state, good, odd_code, broken]), {}, settings(), ctx())
     accepted = {a.record.id: a for a in of(d.actions, Accept)}
-    assert set(accepted) == {"scheduled-instance-event-0bbbbbbbbbbbbbbbb", "scheduled-instance-event-0ddd"}
+    assert set(accepted) == {"scheduled-instance-event-0bbbbbbbbbbbbbbbb", "scheduled-instance-event-0ddd",
+                             "scheduled-instance-event-0ccc"}
     assert all(a.plan is not None and a.plan.response == "drain" for a in accepted.values())  # ON_SCHEDULED_EVENT
     says = [s.text for s in of(d.actions, Say)]
-    assert any("missing key 'State'" in text and "entry skipped" in text for text in says)
+    assert any("'NotBefore'" in text and "entry skipped" in text for text in says)
     assert any("'system-explode'" in text for text in says)
+
+
+def test_a_scheduled_event_without_a_state_is_acted_on_with_one_warning():
+    no_state = {k: v for k, v in scheduled("instance-event-0ccc", not_before=T0 + timedelta(hours=1)).items()
+                if k != "State"}
+    d = decide.decide_poll({}, poll(T0, events=[no_state]), {}, settings(), ctx())
+    [accept] = of(d.actions, Accept)
+    assert accept.plan is not None and accept.record.phase == SEEN
+    [say] = of(d.actions, Say)
+    assert say.level == logging.WARNING and say.key == "note-scheduled-instance-event-0ccc"
+    assert "no State; handled as active" in say.text
 
 
 def test_unknown_spot_action_is_drained_as_terminate_and_said():
@@ -309,6 +322,25 @@ def test_cancelling_the_superseding_notice_reopens_the_superseded_one():
     assert of(d.actions, Cancel) == [Cancel("scheduled-b", "scheduled event is now canceled", undo=False)]
     [reopen] = of(d.actions, Reopen)
     assert reopen.plan.notice_id == "scheduled-a" and reopen.plan.resume
+
+
+def test_a_superseded_notice_gone_from_imds_is_not_resumed_when_its_successor_is_cancelled():
+    """E1 was replaced by E2 (E1 no longer listed), then E2 was cancelled: E1 must not come back."""
+    records = {
+        "scheduled-a": record("scheduled-a", "scheduled", deadline=T0 + timedelta(days=2), phase=SUPERSEDED,
+                              superseded_by="scheduled-b", cordoned=True),
+        "scheduled-b": record("scheduled-b", "scheduled", deadline=T0 + timedelta(hours=1), phase=ACTING, cordoned=True),
+    }
+    events = [scheduled("b", not_before=T0 + timedelta(hours=1), state="canceled")]
+    d = decide.decide_poll(records, poll(T0, events=events), {}, settings(), ctx(running="scheduled-b"))
+    assert not of(d.actions, Reopen)
+    assert of(d.actions, Cancel) == [Cancel("scheduled-b", "scheduled event is now canceled", undo=True)]
+    assert any("no longer in IMDS either; not resumed" in say.text for say in of(d.actions, Say))
+    # Listed but no longer active: gone too. A path that did not answer says nothing: resumed.
+    ended = [scheduled("a", not_before=T0 + timedelta(days=2), state="completed"), *events]
+    assert not of(decide.decide_poll(records, poll(T0, events=ended), {}, settings(), ctx()).actions, Reopen)
+    spot_only = poll(T0, answered=("spot-itn",))
+    assert decide.still_listed(records["scheduled-a"], spot_only)
 
 
 # --- gate --------------------------------------------------------------------------------------
