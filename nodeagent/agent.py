@@ -37,6 +37,7 @@ from nodeagent.decide import (
     Close,
     Context,
     Expire,
+    Forget,
     KeepOpen,
     KubernetesReady,
     LifecycleTold,
@@ -453,6 +454,11 @@ class Agent:
                 log.warning("notice %s: response stopped (%s)", action.notice_id, final.outcome)
             elif isinstance(action, KeepOpen):
                 self.store.interrupted(action.progress)
+            elif isinstance(action, Forget):
+                self.store.forget(action.notice_ids)
+                for notice_id in action.notice_ids:
+                    for key in decide.said_keys(notice_id):
+                        self._once.clear(key)
 
     def _accept(self, action: Accept) -> None:
         self.store.accept(action.record)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Union
 
+from nodeagent import lifecycle
 from nodeagent.clock import iso, parse_iso, parse_optional_iso
 from nodeagent.config import Settings
 from nodeagent.notices import Notice, NoticeKind
@@ -40,6 +41,11 @@ COMES_BACK_ASG_STATES = ("Warmed:Stopped", "Warmed:Hibernated")
 WITHDRAWABLE_KINDS = (NoticeKind.REBALANCE.value, NoticeKind.SCHEDULED.value)
 ACTIVE, COMPLETED = "active", "completed"
 ACTING_RESPONSES = ("drain", "cordon")
+# Closed records kept once nothing needs them any more: `nodeagent status` and a person reading the
+# state file see the recent past; older ones are forgotten, so the file stays small under churn.
+KEEP_CLOSED = 20
+# What the core says about one notice, by key prefix (the agent forgets these with the record).
+NOTICE_SAY_KEYS = ("note", "back", "over", "vanished", "gone")
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,13 @@ class KeepOpen:
 
 
 @dataclass(frozen=True)
+class Forget:
+    """Drop closed records that nothing needs any more (decide.forgettable)."""
+
+    notice_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Say:
     """A log line, said once per key while its text is unchanged."""
 
@@ -184,7 +197,9 @@ class Say:
     level: int = logging.INFO
 
 
-Action = Union[Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Close, StopEarly, KeepOpen, Say]
+Action = Union[
+    Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Close, StopEarly, KeepOpen, Forget, Say
+]
 
 
 # --- what the worker and the lifecycle hook report to the poll loop ----------------------------
@@ -483,7 +498,35 @@ def decide_poll(
     for notice_id in list(new_absences):
         if notice_id not in records:
             new_absences.pop(notice_id)
+    forget = forgettable(records, poll, settings)
+    if forget:
+        actions.append(Forget(forget))
     return Decision(tuple(actions), new_absences)
+
+
+def still_needed(record: NoticeRecord, poll: PollResult, settings: Settings) -> bool:
+    """Must this record be kept, however old? While it is open, holds the node, has an uncordon
+    to finish or a lifecycle hook to complete, and while its notice may still be in IMDS (without
+    the record, the notice would be acted on, and reported, a second time)."""
+    if record.phase in OPEN_PHASES or record.uncordon_pending or holds_node(record):
+        return True
+    if settings.asg_lifecycle_hook and lifecycle.hooked(record) and not lifecycle.settled(record):
+        return True
+    return still_listed(record, poll)
+
+
+def forgettable(
+    records: Mapping[str, NoticeRecord], poll: PollResult, settings: Settings, keep: int = KEEP_CLOSED
+) -> tuple[str, ...]:
+    """The closed records to drop: all that nothing needs but the `keep` most recently seen."""
+    unneeded = [record for record in records.values() if not still_needed(record, poll, settings)]
+    unneeded.sort(key=lambda record: (record.first_seen, record.id), reverse=True)
+    return tuple(sorted(record.id for record in unneeded[keep:]))
+
+
+def said_keys(notice_id: str) -> tuple[str, ...]:
+    """The Say keys the core uses for one notice (forgotten with its record)."""
+    return tuple(f"{prefix}-{notice_id}" for prefix in NOTICE_SAY_KEYS)
 
 
 def _from_earlier_boot(record: NoticeRecord, ctx: Context) -> bool:

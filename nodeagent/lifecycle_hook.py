@@ -333,6 +333,8 @@ class LifecycleHook:
         """The store's records with what this thread reported over them (the loop may not have
         written it yet: a completion must not be sent twice)."""
         records = self.store.records()
+        for gone in set(self._told) - set(records):  # forgotten by the store: nothing more to say
+            del self._told[gone]
         return {key: replace(record, **self._told.get(key, {})) for key, record in records.items()}  # type: ignore[arg-type]
 
     def _tell(self, record: NoticeRecord, **fields: object) -> NoticeRecord:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 from nodeagent.state import (
@@ -185,6 +186,17 @@ class NoticeStore:
     def interrupted(self, working: NoticeRecord) -> None:
         """The agent is stopping mid-response: progress kept, phase stays acting for the next start."""
         self.progress(working)
+
+    def forget(self, notice_ids: Sequence[str]) -> None:
+        """Drop closed records that nothing needs any more (decide.forgettable): one save."""
+        with self._lock:
+            for notice_id in notice_ids:
+                record = self._state.notices.get(notice_id)
+                if record is not None and record.phase in OPEN_PHASES:
+                    raise ValueError(f"notice {notice_id} is open: not forgotten")
+            for notice_id in notice_ids:
+                self._state.notices.pop(notice_id, None)
+            self._save()
 
     # ------------------------------------------------------------ the lifecycle hook
 

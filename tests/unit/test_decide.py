@@ -569,3 +569,43 @@ def test_an_uncordon_decided_before_a_restart_keeps_the_cordon_if_another_notice
     del records["spot"]
     [uncordon] = of(decide.decide_start(records, settings(), ctx()), Uncordon)
     assert not uncordon.keep
+
+
+# --- forgetting closed records -------------------------------------------------------------------
+
+
+def closed_rebalances(count: int) -> Dict[str, NoticeRecord]:
+    made = {}
+    for i in range(count):
+        seen = T0 + timedelta(minutes=i)
+        made[f"rebalance-{i:03d}"] = NoticeRecord(
+            id=f"rebalance-{i:03d}", kind="rebalance", action="rebalance", deadline=iso(seen), first_seen=iso(seen),
+            response="cordon", phase=CANCELLED, outcome="notice withdrawn from IMDS; node uncordoned")
+    return made
+
+
+def test_closed_records_beyond_the_newest_few_are_forgotten_once_imds_no_longer_lists_them():
+    records = closed_rebalances(25)
+    forget = decide.forgettable(records, poll(T0), settings(), keep=20)
+    assert forget == tuple(f"rebalance-{i:03d}" for i in range(5))  # the oldest five
+    [action] = of(decide.decide_poll(records, poll(T0), {}, settings(), ctx()).actions, decide.Forget)
+    assert action.notice_ids == forget  # every answered poll decides it (KEEP_CLOSED)
+    assert decide.forgettable(closed_rebalances(20), poll(T0), settings(), keep=20) == ()
+
+
+def test_what_is_open_holds_the_node_or_is_still_listed_is_never_forgotten():
+    records = closed_rebalances(3)
+    records["open"] = record("open", "scheduled", deadline=T0 + timedelta(days=1), phase=ACTING)
+    records["holding"] = record("holding", "scheduled", deadline=T0, phase=DONE, cordoned=True)
+    records["undo"] = record("undo", "rebalance", deadline=T0, phase=CANCELLED, response="cordon",
+                             uncordon_pending=True)
+    records["rebalance-20261201T110000Z"] = record("rebalance-20261201T110000Z", "rebalance", deadline=T0,
+                                                    phase="skipped", response="ignore")
+    records["asg-terminated"] = record("asg-terminated", "asg", deadline=T0, phase=DONE, action="Terminated")
+    listed = poll(T0, rebalance={"noticeTime": "2026-12-01T11:00:00Z"})  # the skipped one is still in IMDS
+    forget = decide.forgettable(records, listed, settings(ASG_LIFECYCLE_HOOK="hook"), keep=0)
+    assert set(forget) == {"rebalance-000", "rebalance-001", "rebalance-002"}
+    # A path that did not answer this poll says nothing about its notices: kept until it does.
+    assert decide.forgettable(records, poll(T0, answered=("spot-itn",)), settings(), keep=0) == ()
+    # Without a hook configured, an ASG record has nothing left to complete.
+    assert "asg-terminated" in decide.forgettable(records, listed, settings(), keep=0)
