@@ -62,14 +62,12 @@ from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES, SOURCES_BY_KIND
 from nodeagent.notify import SystemdNotifier
 from nodeagent.poll import poll_once
-from nodeagent.ports import LoggingResponder, Notifier, Reporter, Responder, quietly
+from nodeagent.ports import Notifier, Reporter, Responder, quietly
 from nodeagent.respond import Worker
 from nodeagent.state import CANCELLED, AgentState, StateStore
 
 if TYPE_CHECKING:
     from nodeagent.lifecycle_hook import LifecycleHook
-
-__all__ = ["Agent", "LoggingResponder"]
 
 log = logging.getLogger("nodeagent.agent")
 
