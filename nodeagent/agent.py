@@ -63,7 +63,7 @@ from nodeagent.notices import SOURCES, SOURCES_BY_KIND
 from nodeagent.notify import SystemdNotifier
 from nodeagent.poll import poll_once
 from nodeagent.ports import Notifier, Reporter, Responder, quietly
-from nodeagent.respond import Worker
+from nodeagent.respond import ResponseWorker
 from nodeagent.state import CANCELLED, AgentState, StateStore
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Agent:
         responder: Responder,
         *,
         imds: ImdsClient | None = None,
-        store: StateStore | None = None,
+        state_file: StateStore | None = None,
         notifier: Notifier | None = None,
         reporters: Sequence[Reporter] = (),
         reload_settings: Callable[[], Settings] | None = None,
@@ -95,8 +95,8 @@ class Agent:
         self.responder = responder
         self.clock: Clock = clock or SystemClock()
         self.imds = imds or ImdsClient(_imds_options(settings))
-        self.files = store or StateStore(settings.state_dir)
-        self.store = NoticeStore(self.files)
+        self.state_file = state_file or StateStore(settings.state_dir)
+        self.store = NoticeStore(self.state_file)
         self.notifier: Notifier = notifier or SystemdNotifier()
         self.reporters = list(reporters)
         self.reload_settings = reload_settings
@@ -124,7 +124,7 @@ class Agent:
         self.lifecycle = _lifecycle_hook(
             settings, self.store, self.clock, self._stop, lambda: self.reporters, self._report
         )
-        self.worker = Worker(
+        self.worker = ResponseWorker(
             self.store,
             responder,
             clock=self.clock,
@@ -299,7 +299,7 @@ class Agent:
     # ---------------------------------------------------------------- startup
 
     def _load_state(self) -> None:
-        loaded = self.files.load()
+        loaded = self.state_file.load()
         if loaded.error:
             where = f"; moved aside to {loaded.quarantined}" if loaded.quarantined else ""
             log.warning("state: %s%s; rebuilding from the node's own labels", loaded.error, where)

@@ -53,7 +53,7 @@ class Plan:
     """What the worker must do for one notice. Everything downstream works from `deadline`."""
 
     notice_id: str
-    kind: str
+    kind: NoticeKind
     action: str
     response: str  # drain | cordon
     deadline: datetime
@@ -545,7 +545,7 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
         response = "gated"
     record = NoticeRecord(
         id=notice.id,
-        kind=notice.kind.value,
+        kind=notice.kind,
         action=notice.action,
         deadline=iso(deadline),
         first_seen=iso(ctx.now),
@@ -730,7 +730,8 @@ def decide_adopt(
         return ()  # the record knows more than the labels do
     try:
         deadline = parse_iso(found.deadline)
-        response = response_for(settings, found.kind)
+        kind = NoticeKind(found.kind)
+        response = response_for(settings, kind)
     except (KeyError, ValueError) as error:
         return (
             Say(
@@ -744,7 +745,7 @@ def decide_adopt(
     first_seen = known.first_seen if known is not None else iso(ctx.now)
     record = NoticeRecord(
         id=found.id,
-        kind=found.kind,
+        kind=kind,
         action=found.action,
         deadline=iso(deadline),
         first_seen=first_seen,
@@ -761,7 +762,7 @@ def decide_adopt(
     if known is not None and not finished:
         # Seen again in IMDS before the API was up: its queued response resumes the drain.
         return (Say("adopt", message, logging.WARNING),)
-    notice = Notice(kind=NoticeKind(found.kind), id=found.id, deadline=deadline, action=found.action, raw="")
+    notice = Notice(kind=kind, id=found.id, deadline=deadline, action=found.action, raw="")
     actions: list[Action] = [Accept(record, notice, None, message)]
     if finished:
         actions.extend(_after_boot(record, {**records, record.id: record}, settings, ctx))

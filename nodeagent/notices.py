@@ -33,6 +33,9 @@ class NoticeKind(str, enum.Enum):
     SCHEDULED = "scheduled"
     ASG = "asg"
 
+    def __str__(self) -> str:  # the value in messages, labels and the state file, on every Python
+        return self.value
+
 
 class NoticeParseError(ValueError):
     """A body that does not match the documented IMDS format."""

@@ -65,7 +65,7 @@ class CancelToken:
         return self._event.is_set()
 
 
-class Worker:
+class ResponseWorker:
     def __init__(
         self,
         store: NoticeStore,
@@ -282,7 +282,7 @@ class Worker:
 class _Hooks:
     """What a response may ask of the agent while it runs."""
 
-    def __init__(self, worker: Worker, plan: Plan, working: NoticeRecord, token: CancelToken):
+    def __init__(self, worker: ResponseWorker, plan: Plan, working: NoticeRecord, token: CancelToken):
         self.worker = worker
         self.plan = plan
         self.working = working

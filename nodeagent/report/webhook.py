@@ -36,6 +36,7 @@ from nodeagent import __version__
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
 from nodeagent.lifecycle import held_seconds
+from nodeagent.notices import NoticeKind
 from nodeagent.ports import Responder
 from nodeagent.report.worker import Worker, WorkerReporter
 from nodeagent.retry import Backoff, Failure, retry
@@ -241,7 +242,7 @@ def load_template(fmt: str, path: str) -> tuple[str, str | None]:
 
     sample = NoticeRecord(
         id="spot-itn-sample",
-        kind="spot-itn",
+        kind=NoticeKind.SPOT_ITN,
         action="terminate",
         deadline="2025-01-01T00:02:00Z",
         first_seen="2025-01-01T00:00:00Z",

@@ -35,7 +35,7 @@ class Engine:
         # Every path polled on every 1 s tick unless a test says otherwise (the pacing tests do).
         paced = {"POLL_INTERVAL_REBALANCE": "1s", "POLL_INTERVAL_SCHEDULED": "1s"}
         self.settings = config.load_settings([], {}, {"DRAIN_MARGIN": "5s", **paced, **keys})
-        self.agent = Agent(self.settings, self.responder, imds=self.imds, store=self.files,  # type: ignore[arg-type]
+        self.agent = Agent(self.settings, self.responder, imds=self.imds, state_file=self.files,  # type: ignore[arg-type]
                            notifier=NullNotifier(), clock=self.clock, boot_time=boot_time)
 
     def __enter__(self) -> "Engine":

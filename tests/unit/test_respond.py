@@ -14,7 +14,7 @@ from nodeagent import config, decide
 from nodeagent.clock import iso
 from nodeagent.decide import Ending, KubernetesReady, ResponseEnded, ResponseStarted, UncordonDone, UncordonJob
 from nodeagent.notice_store import NoticeStore
-from nodeagent.respond import Worker
+from nodeagent.respond import ResponseWorker
 from nodeagent.state import SEEN, AgentState, NoticeRecord
 from tests.fakes import T0, FakeClock, FakeResponder, MemoryFiles
 
@@ -30,7 +30,7 @@ class Setup:
         self.responder = responder
         self.reports: List[object] = []
         self.stop = threading.Event()
-        self.worker = Worker(self.store, responder, clock=self.clock, reporters=lambda: [],  # type: ignore[arg-type]
+        self.worker = ResponseWorker(self.store, responder, clock=self.clock, reporters=lambda: [],  # type: ignore[arg-type]
                              stop=self.stop, on_status=lambda text: None, report=self.reports.append)
         self.worker.start(None, held=held)
         wait(lambda: self.worker.ready)
