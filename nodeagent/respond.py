@@ -85,9 +85,8 @@ class ResponseWorker:
         self.stop = stop
         self.on_status = on_status
         self.report = report  # to the poll loop, which applies it (and is woken by it)
-        self.lifecycle = (
-            lifecycle  # ASG_LIFECYCLE_HOOK: poked when a response begins (the loop pokes at its end)
-        )
+        # ASG_LIFECYCLE_HOOK: poked when a response begins (the loop pokes it once the end is recorded)
+        self.lifecycle = lifecycle
         self.identity: InstanceIdentity | None = None
         self.ready = False
         self.startup_status = "starting"

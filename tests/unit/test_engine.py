@@ -25,6 +25,29 @@ def gmt(moment) -> str:
     return moment.strftime("%d %b %Y %H:%M:%S GMT")
 
 
+class RecordingReporter:
+    """Keeps the records it is told were cancelled."""
+
+    def __init__(self) -> None:
+        self.cancels: list = []
+
+    def notice_received(self, notice, record, plan) -> None: ...
+
+    def step(self, record, reason, message) -> None: ...
+
+    def finished(self, record) -> None: ...
+
+    def cancelled(self, record) -> None:
+        self.cancels.append(record)
+
+    def polled(self, ok, errors) -> None: ...
+
+    def flush(self, timeout_s) -> bool:
+        return True
+
+    def close(self) -> None: ...
+
+
 class Engine:
     def __init__(self, responder: Optional[FakeResponder] = None, state: Optional[AgentState] = None,
                  boot_time: float = 0.0, **keys: str):
@@ -35,8 +58,10 @@ class Engine:
         # Every path polled on every 1 s tick unless a test says otherwise (the pacing tests do).
         paced = {"POLL_INTERVAL_REBALANCE": "1s", "POLL_INTERVAL_SCHEDULED": "1s"}
         self.settings = config.load_settings([], {}, {"DRAIN_MARGIN": "5s", **paced, **keys})
+        self.reporter = RecordingReporter()
         self.agent = Agent(self.settings, self.responder, imds=self.imds, state_file=self.files,  # type: ignore[arg-type]
-                           notifier=NullNotifier(), clock=self.clock, boot_time=boot_time)
+                           notifier=NullNotifier(), clock=self.clock, boot_time=boot_time,
+                           reporters=[self.reporter])  # type: ignore[list-item]
 
     def __enter__(self) -> "Engine":
         assert self.agent.start()
@@ -97,6 +122,30 @@ def test_cancel_mid_drain_stops_the_drain_and_uncordons():
                                   "node uncordoned")
         assert ("agent-state", "drained") not in responder.calls
         assert responder.calls[-1] == ("agent-state", "watching")
+        # Reported once, when the drain had stopped, with how far it got.
+        assert [r.outcome for r in engine.reporter.cancels] == [
+            "scheduled event is now canceled; stopped after 1 of 3 pods had gone"]
+
+
+def test_a_cancel_of_a_response_still_waiting_for_kubernetes_is_reported_at_once():
+    class NeverReady(FakeResponder):
+        def startup(self, identity):
+            return "waiting for /var/lib/kubelet/kubeconfig"
+
+    engine = Engine(NeverReady(), ON_SCHEDULED_EVENT="drain")
+    assert engine.agent.start()
+    try:
+        engine.wait(lambda: engine.agent.worker.startup_failures > 0)  # no longer holding notices
+        engine.scheduled(not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick(settle=False)
+        assert engine.record(EVENT_ID).phase == "seen"
+        engine.scheduled(state="canceled", not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick(settle=False)
+        assert [r.id for r in engine.reporter.cancels] == [EVENT_ID]
+        assert engine.record(EVENT_ID).phase == "cancelled"
+        assert not engine.responder.calls
+    finally:
+        engine.agent.shutdown()
 
 
 def test_a_two_day_scheduled_event_in_fake_time():
