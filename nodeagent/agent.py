@@ -1,10 +1,13 @@
 """The daemon's shell: signals, sd_notify, the poll loop, and handing decisions on.
 
     poll (poll.py) -> decide (decide.py, pure) -> notice store (notice_store.py) + worker (respond.py)
+    worker / lifecycle hook -> reports -> decide -> notice store
 
 The loop decides nothing itself. It polls IMDS, asks the decision core what the answer means,
 and applies each action: record changes go to the notice store, Kubernetes changes to the
-worker thread, log lines and reports out. Time comes from one injectable clock.
+worker thread, log lines and reports out. The worker and the lifecycle hook report what they did
+through a queue that the loop drains, so the loop is the one writer of records. Time comes from
+one injectable clock.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import select
 import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -29,14 +34,27 @@ from nodeagent.decide import (
     Accept,
     Action,
     Cancel,
+    Close,
     Context,
     Expire,
+    Forget,
+    KeepOpen,
+    KubernetesReady,
+    LifecycleTold,
+    Plan,
     PollResult,
     Reopen,
+    Report,
+    ResponseEnded,
+    ResponseStarted,
     Resume,
     Say,
+    StateLoss,
+    StopEarly,
     Supersede,
     Uncordon,
+    UncordonDone,
+    UncordonJob,
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
 from nodeagent.log_once import LogOnce
@@ -44,14 +62,12 @@ from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES, SOURCES_BY_KIND
 from nodeagent.notify import SystemdNotifier
 from nodeagent.poll import poll_once
-from nodeagent.ports import LoggingResponder, Notifier, Reporter, Responder, quietly
-from nodeagent.respond import UncordonJob, Worker
-from nodeagent.state import OPEN_PHASES, AgentState, StateStore
+from nodeagent.ports import Notifier, Reporter, Responder, quietly
+from nodeagent.respond import ResponseWorker
+from nodeagent.state import CANCELLED, AgentState, StateStore
 
 if TYPE_CHECKING:
     from nodeagent.lifecycle_hook import LifecycleHook
-
-__all__ = ["Agent", "LoggingResponder"]
 
 log = logging.getLogger("nodeagent.agent")
 
@@ -66,7 +82,7 @@ class Agent:
         responder: Responder,
         *,
         imds: ImdsClient | None = None,
-        store: StateStore | None = None,
+        state_file: StateStore | None = None,
         notifier: Notifier | None = None,
         reporters: Sequence[Reporter] = (),
         reload_settings: Callable[[], Settings] | None = None,
@@ -79,8 +95,8 @@ class Agent:
         self.responder = responder
         self.clock: Clock = clock or SystemClock()
         self.imds = imds or ImdsClient(_imds_options(settings))
-        self.files = store or StateStore(settings.state_dir)
-        self.store = NoticeStore(self.files)
+        self.state_file = state_file or StateStore(settings.state_dir)
+        self.store = NoticeStore(self.state_file)
         self.notifier: Notifier = notifier or SystemdNotifier()
         self.reporters = list(reporters)
         self.reload_settings = reload_settings
@@ -101,28 +117,34 @@ class Agent:
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
-        self.worker = Worker(
+        # What the worker and the lifecycle hook did, for the loop to apply (it alone writes records).
+        self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+        self._in_flight: Counter[str] = Counter()  # responses handed to the worker, not yet ended
+        self._cancel_unreported: set[str] = set()  # cancelled; reported once no response is in flight
+        self.lifecycle = _lifecycle_hook(
+            settings,
+            self.store,
+            self.clock,
+            self._stop,
+            lambda: self.reporters,
+            self._report,
+            lambda: self.settings.dry_run,
+        )
+        self.worker = ResponseWorker(
             self.store,
             responder,
             clock=self.clock,
             reporters=lambda: self.reporters,
             stop=self._stop,
             on_status=self.notifier.status,
-            on_ready=self._poke,
-            lifecycle=_lifecycle_hook(
-                settings,
-                self.store,
-                self.clock,
-                self._stop,
-                lambda: self.reporters,
-                lambda: self.settings.dry_run,
-            ),
+            report=self._report,
+            lifecycle=self.lifecycle,
         )
         self._absences: dict[str, Absence] = {}
         self._once = LogOnce(log)
-        self._rebuild_from_node = False  # the state file was lost: read the node before acting
-        self._adopt_from_node = False  # no state file: read the node once the API is up
-        self._ready_seen = False
+        # The state file was lost (corrupt) or missing: the node's labels are read before acting.
+        self._state_loss = StateLoss.NONE
+        self._spot_label: bool | None = None  # from the worker's KubernetesReady report
         self._last_polled: dict[str, float] = {}  # IMDS path -> monotonic time of its last poll
         self._watch_cache: tuple[Settings, _Watch] | None = None
         self._next_poll_at = 0.0
@@ -174,29 +196,23 @@ class Agent:
         self._load_state()
         if not self._wait_for_imds():
             return False
-        self.worker.start(self.identity, held=self._rebuild_from_node or self._adopt_from_node)
+        self.worker.start(self.identity, held=self._state_loss != StateLoss.NONE)
         self.notifier.ready()
         log.info("ready: watching IMDS at %s (%s)", self.settings.imds_url, self._pace_text())
         return True
 
     def tick(self) -> None:
-        if self.worker.ready and not self._ready_seen:
-            self._ready_seen = True
-            self._after_responder_ready()
+        self.apply_reports()
         result = self.poll()
-        # A corrupt state file holds notices until the node has been read. A missing one (a first
-        # start, or a wiped directory) holds them only while the first attempt to reach the API
-        # is under way: if that fails, notices are recorded and reported, and their responses
-        # still wait for the node to be read.
-        holding = self._rebuild_from_node or (self._adopt_from_node and self.worker.startup_failures == 0)
+        holding = decide.holding_notices(self._state_loss, self.worker.startup_failures)
         if result.answered and holding:
             # Acting now could repeat a response the lost state file knew about: the node's
             # labels say, once the API can be read.
             if result.notices:
-                lost = "state file lost" if self._rebuild_from_node else "no state file"
                 self._once.say(
                     "rebuild",
-                    f"{lost}: holding notices until the node's own labels can be read from the API",
+                    f"{self._state_loss.value}: holding notices until the node's own labels can be read "
+                    "from the API",
                     logging.WARNING,
                 )
         elif result.answered:
@@ -205,6 +221,7 @@ class Agent:
             )
             self._absences = dict(decision.absences)
             self._apply(decision.actions)
+        self.apply_reports()
         self._update_status()
 
     def shutdown(self) -> int:
@@ -212,10 +229,10 @@ class Agent:
         self._stop.set()
         busy = self.worker.running is not None
         log.info("stopping%s", ": drain interrupted, it resumes on the next start" if busy else "")
-        self._stop.set()
         # A response gets time to record how far it got; a startup or a label write stuck on a
         # hung API has nothing to save and must not hold the stop.
         self.worker.join(timeout_s=10 if busy else 2)
+        self.apply_reports()
         if self.label_stopped and not busy and self.worker.ready and self.store.agent_state == "watching":
             # A clean stop while idle: the fleet view must not show the node as guarded. One
             # quick attempt; the next start writes "watching" again.
@@ -288,16 +305,16 @@ class Agent:
     # ---------------------------------------------------------------- startup
 
     def _load_state(self) -> None:
-        loaded = self.files.load()
+        loaded = self.state_file.load()
         if loaded.error:
             where = f"; moved aside to {loaded.quarantined}" if loaded.quarantined else ""
             log.warning("state: %s%s; rebuilding from the node's own labels", loaded.error, where)
-            self._rebuild_from_node = True
+            self._state_loss = StateLoss.CORRUPT
         elif loaded.missing:
             # Usually a first start; but a wiped state directory must not forget a drain the
             # node's labels say was under way. Notices wait until the node's labels have been
             # read, as for a corrupt file.
-            self._adopt_from_node = True
+            self._state_loss = StateLoss.MISSING
         loaded.state.pid = os.getpid()
         self.store.load(loaded.state)
         self._apply(decide.decide_start(self.store.records(), self.settings, self._context()))
@@ -318,15 +335,15 @@ class Agent:
         return False
 
     def _after_responder_ready(self) -> None:
-        if self._rebuild_from_node or self._adopt_from_node:
+        if self._state_loss != StateLoss.NONE:
             found = self.responder.notice_on_node()
             if found is not None:
-                if self._adopt_from_node:
+                if self._state_loss == StateLoss.MISSING:
                     log.warning("state: no state file, but the node's labels name notice %s", found.id)
                 self._apply(decide.decide_adopt(found, self.store.records(), self.settings, self._context()))
-            elif self._rebuild_from_node:
+            elif self._state_loss == StateLoss.CORRUPT:
                 log.info("state rebuilt from the node's labels: no notice in progress on it")
-            self._rebuild_from_node = self._adopt_from_node = False
+            self._state_loss = StateLoss.NONE
         self.worker.release()
 
     def _context(self) -> Context:
@@ -334,7 +351,7 @@ class Agent:
         return Context(
             now=self.clock.now(),
             running=self.worker.running,
-            spot_label=self.responder.spot_label() if self.worker.ready else None,
+            spot_label=self._spot_label,
             imds_life_cycle=life_cycle,
             boot_time=self.boot_time,
         )
@@ -359,16 +376,9 @@ class Agent:
         return ", ".join(f"{paths[path]} every {every:g}s" for path, every in self._intervals().items())
 
     def _hot_paths(self) -> frozenset[str]:
-        """Paths polled at the fast pace: those whose notice is being responded to (a cancel or a
-        change is then seen within one fast interval), and all of them while notices are held
-        for a lost state file (so they are acted on as soon as the node has been read)."""
-        if self._rebuild_from_node or self._adopt_from_node:
-            return frozenset(source.path for source in SOURCES)
-        return frozenset(
-            SOURCES_BY_KIND[record.kind].path
-            for record in self.store.records().values()
-            if record.phase in OPEN_PHASES and record.kind in SOURCES_BY_KIND
-        )
+        """Paths polled at the fast pace (decide.hot_kinds says which)."""
+        kinds = decide.hot_kinds(self.store.records(), self._state_loss)
+        return frozenset(SOURCES_BY_KIND[kind].path for kind in kinds if kind in SOURCES_BY_KIND)
 
     def poll(self) -> PollResult:
         intervals = self._intervals()
@@ -415,35 +425,44 @@ class Agent:
             elif isinstance(action, Accept):
                 self._accept(action)
             elif isinstance(action, Supersede):
-                log.warning(
-                    "notice %s: superseded by %s, whose deadline comes first; its response stops",
-                    action.notice_id,
-                    action.by,
-                )
-                self.worker.cancel(action.notice_id, f"superseded by {action.by}", superseded_by=action.by)
+                if self.store.supersede(action.notice_id, action.by):
+                    log.warning(
+                        "notice %s: superseded by %s, whose deadline comes first; its response stops",
+                        action.notice_id,
+                        action.by,
+                    )
+                    self.worker.cancel(action.notice_id, f"superseded by {action.by}")
             elif isinstance(action, Cancel):
                 self._cancel(action)
             elif isinstance(action, Uncordon):
-                self.store.request_uncordon(action.notice_id)
-                self.worker.submit(UncordonJob(action.notice_id, action.reason, action.keep))
+                self._uncordon(action)
             elif isinstance(action, Resume):
-                self.worker.submit(action.plan)
+                self._submit(action.plan)
             elif isinstance(action, Reopen):
                 if self.store.reopen(action.plan.notice_id):
                     log.warning(
                         "notice %s: the notice that superseded it was cancelled; its response resumes",
                         action.plan.notice_id,
                     )
-                    self.worker.submit(action.plan)
+                    self._submit(action.plan)
             elif isinstance(action, Expire):
-                record = self.store.get(action.notice_id)
-                log.error(
-                    "notice %s: deadline %s passed (%s); not acting",
-                    record.id,
-                    record.deadline,
-                    action.reason,
-                )
+                log.error("%s", action.message)
                 self.store.expire(action.notice_id, action.reason)
+            elif isinstance(action, Close):
+                self.store.progress(action.progress)
+                final = self.store.mark_done(action.notice_id, action.progress.outcome, action.handled_at)
+                for reporter in self.reporters:
+                    quietly(reporter.finished, final)
+            elif isinstance(action, StopEarly):
+                final = self.store.stopped_early(action.notice_id, action.progress)
+                log.warning("notice %s: response stopped (%s)", action.notice_id, final.outcome)
+            elif isinstance(action, KeepOpen):
+                self.store.interrupted(action.progress)
+            elif isinstance(action, Forget):
+                self.store.forget(action.notice_ids)
+                for notice_id in action.notice_ids:
+                    for key in decide.said_keys(notice_id):
+                        self._once.clear(key)
 
     def _accept(self, action: Accept) -> None:
         self.store.accept(action.record)
@@ -458,18 +477,74 @@ class Agent:
                     action.record.id,
                     self.worker.startup_status,
                 )
-            self.worker.submit(action.plan)
+            self._submit(action.plan)
+
+    def _submit(self, plan: Plan) -> None:
+        self._in_flight[plan.notice_id] += 1
+        self.worker.submit(plan)
 
     def _cancel(self, action: Cancel) -> None:
         log.warning("notice %s cancelled: %s", action.notice_id, action.reason)
-        running = self.worker.cancel(action.notice_id, action.reason)
+        self.store.cancel(action.notice_id, action.reason)
+        self.worker.cancel(action.notice_id, action.reason)
         if action.undo:
             self.store.request_uncordon(action.notice_id)
-            self.worker.submit(UncordonJob(action.notice_id, action.reason, keep=False))
-        if not running:  # a running response reports once it has stopped, with how far it got
-            record = self.store.get(action.notice_id)
+            self.worker.submit(UncordonJob(action.notice_id, action.reason))
+        # Reported once its response (if one was handed to the worker) has ended, with how far it got.
+        self._cancel_unreported.add(action.notice_id)
+        self._report_cancel_when_settled(action.notice_id)
+
+    def _uncordon(self, action: Uncordon) -> None:
+        if action.keep:  # another notice holds the node: only the record lets go
+            log.info("notice %s: keeping the node cordoned for %s", action.notice_id, action.held_by)
+            self.store.uncordoned(action.notice_id, action.reason, done=False)
+            return
+        self.store.request_uncordon(action.notice_id)
+        self.worker.submit(UncordonJob(action.notice_id, action.reason))
+
+    def _report_cancel_when_settled(self, notice_id: str) -> None:
+        if notice_id not in self._cancel_unreported or self._in_flight[notice_id] > 0:
+            return
+        self._cancel_unreported.discard(notice_id)
+        record = self.store.get(notice_id)
+        if record.phase == CANCELLED:
             for reporter in self.reporters:
                 quietly(reporter.cancelled, record)
+
+    # ---------------------------------------------------------------- reports from the threads
+
+    def _report(self, report: Report) -> None:
+        """Called on the worker's and the lifecycle hook's threads: queued, and the loop woken."""
+        self._reports.put(report)
+        self._poke()
+
+    def apply_reports(self) -> None:
+        """Apply what the worker and the lifecycle hook reported (the loop's thread only)."""
+        while True:
+            try:
+                report = self._reports.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(report, KubernetesReady):
+                self._spot_label = report.spot_label
+                self._after_responder_ready()
+            elif isinstance(report, ResponseStarted):
+                self.store.start(report.notice_id)
+            elif isinstance(report, ResponseEnded):
+                self._in_flight[report.notice_id] -= 1
+                if self._in_flight[report.notice_id] <= 0:
+                    del self._in_flight[report.notice_id]
+                self._apply(decide.response_ended(self.store.get(report.notice_id), report))
+                self._report_cancel_when_settled(report.notice_id)
+                if self.lifecycle is not None:  # the response is over: the instance may be released now
+                    self.lifecycle.poke()
+            elif isinstance(report, UncordonDone):
+                record = self.store.get(report.notice_id)
+                self.store.uncordoned(report.notice_id, report.reason, done=True)
+                for reporter in self.reporters:
+                    quietly(reporter.step, record, "Uncordoned", f"uncordoned: {report.reason}")
+            elif isinstance(report, LifecycleTold):
+                self.store.lifecycle(report.notice_id, **report.fields)
 
     # ---------------------------------------------------------------- reporting
 
@@ -509,7 +584,7 @@ class _Watch:
 
 
 def _watch_for(settings: Settings) -> _Watch:
-    kinds = tuple(s.kind.value for s in SOURCES if settings.response_for(s.kind.value) != "ignore")
+    kinds = tuple(s.kind.value for s in SOURCES if decide.response_for(settings, s.kind.value) != "ignore")
     every = pacing.path_intervals(
         settings.poll_interval,
         settings.poll_interval_rebalance,
@@ -534,6 +609,7 @@ def _lifecycle_hook(
     clock: Clock,
     stop: threading.Event,
     reporters: Callable[[], Sequence[Reporter]],
+    report: Callable[[LifecycleTold], None],
     dry_run: Callable[[], bool] | None = None,
 ) -> LifecycleHook | None:
     """ASG_LIFECYCLE_HOOK set: the thread that heartbeats and completes it (nodeagent/lifecycle_hook.py)."""
@@ -549,6 +625,7 @@ def _lifecycle_hook(
         clock=clock,
         stop=stop,
         reporters=reporters,
+        report=report,
         imds_factory=lambda: ImdsClient(_imds_options(settings)),
         dry_run=dry_run,
     )

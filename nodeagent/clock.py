@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from nodeagent.notices import parse_optional_rfc3339, parse_rfc3339_utc
+from nodeagent.timefmt import parse_optional_rfc3339, parse_rfc3339_utc
 
 
 class Clock(Protocol):

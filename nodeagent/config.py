@@ -452,24 +452,6 @@ class Settings:
     # key -> where its value came from ("default", a file path, "env NODEAGENT_X", "flag")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
-    def response_for(self, kind: str) -> str:
-        return {
-            "spot-itn": self.on_spot_interruption,
-            "rebalance": self.on_rebalance,
-            "scheduled": self.on_scheduled_event,
-            "asg": self.on_asg_termination,
-        }[kind]
-
-    def force_for(self, kind: str) -> bool:
-        if self.force_at_deadline == "auto":
-            return kind != "rebalance"
-        return self.force_at_deadline == "true"
-
-    def exclude_lb_for(self, kind: str) -> bool:
-        if self.exclude_from_lb == "auto":
-            return kind == "spot-itn"
-        return self.exclude_from_lb == "true"
-
     def last_tier(self) -> tuple[str, ...]:
         return tuple(c.strip() for c in self.last_tier_priority_classes.split(",") if c.strip())
 

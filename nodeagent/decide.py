@@ -9,12 +9,14 @@ holds a case for each.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Union
 
+from nodeagent import lifecycle
 from nodeagent.clock import iso, parse_iso, parse_optional_iso
 from nodeagent.config import Settings
 from nodeagent.notices import Notice, NoticeKind
@@ -39,6 +41,11 @@ COMES_BACK_ASG_STATES = ("Warmed:Stopped", "Warmed:Hibernated")
 WITHDRAWABLE_KINDS = (NoticeKind.REBALANCE.value, NoticeKind.SCHEDULED.value)
 ACTIVE, COMPLETED = "active", "completed"
 ACTING_RESPONSES = ("drain", "cordon")
+# Closed records kept once nothing needs them any more: `nodeagent status` and a person reading the
+# state file see the recent past; older ones are forgotten, so the file stays small under churn.
+KEEP_CLOSED = 20
+# What the core says about one notice, by key prefix (the agent forgets these with the record).
+NOTICE_SAY_KEYS = ("note", "back", "over", "vanished", "gone")
 
 
 @dataclass(frozen=True)
@@ -46,14 +53,25 @@ class Plan:
     """What the worker must do for one notice. Everything downstream works from `deadline`."""
 
     notice_id: str
-    kind: str
+    kind: NoticeKind
     action: str
     response: str  # drain | cordon
     deadline: datetime
     force_at_deadline: bool
-    exclude_from_lb: bool
+    exclude_from_lb: bool  # a drain only (decided here, not by the responder)
     dry_run: bool
     resume: bool = False
+
+
+@dataclass(frozen=True)
+class UncordonJob:
+    """Lift the cordon and our labels for a notice (the worker runs it; nothing else holds the node)."""
+
+    notice_id: str
+    reason: str
+
+
+Job = Union[Plan, UncordonJob]
 
 
 @dataclass(frozen=True)
@@ -112,11 +130,12 @@ class Cancel:
 @dataclass(frozen=True)
 class Uncordon:
     """Lift the cordon of a finished response (the event happened), unless `keep` says another
-    notice holds the node; then only the record is released."""
+    notice (`held_by`) holds the node; then only the record is released."""
 
     notice_id: str
     reason: str
     keep: bool
+    held_by: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -134,7 +153,39 @@ class Reopen:
 @dataclass(frozen=True)
 class Expire:
     notice_id: str
-    reason: str
+    reason: str  # the record's outcome
+    message: str = field(default="", compare=False)  # the log line
+
+
+@dataclass(frozen=True)
+class Close:
+    """A response ran to its end: its progress and outcome go on the record, which is done."""
+
+    notice_id: str
+    progress: NoticeRecord
+    handled_at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True)
+class StopEarly:
+    """A cancelled or superseded response has stopped: how far it got goes on the record."""
+
+    notice_id: str
+    progress: NoticeRecord
+
+
+@dataclass(frozen=True)
+class KeepOpen:
+    """The agent stopped mid-response: progress kept, the record stays open for the next start."""
+
+    progress: NoticeRecord
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Drop closed records that nothing needs any more (decide.forgettable)."""
+
+    notice_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -146,7 +197,63 @@ class Say:
     level: int = logging.INFO
 
 
-Action = Union[Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Say]
+Action = Union[
+    Accept, Supersede, Cancel, Uncordon, Resume, Reopen, Expire, Close, StopEarly, KeepOpen, Forget, Say
+]
+
+
+# --- what the worker and the lifecycle hook report to the poll loop ----------------------------
+
+
+class Ending(str, enum.Enum):
+    """How a response ended, as the worker saw it."""
+
+    FINISHED = "finished"  # on its own: done, failed, or at its deadline
+    STOPPED = "stopped"  # its cancel token was set (the notice was cancelled or superseded)
+    INTERRUPTED = "interrupted"  # the agent is stopping
+    LATE = "late"  # not started: the deadline passed before Kubernetes was ready
+    DROPPED = "dropped"  # not started: cancelled or superseded while it waited
+
+
+@dataclass(frozen=True)
+class KubernetesReady:
+    """The worker brought the Kubernetes side up. What it found on the node, for the loop's own
+    use (the worker's thread goes on changing the responder's view of the node)."""
+
+    spot_label: bool | None  # lifecycle=Ec2Spot on the Node (None: not known)
+
+
+@dataclass(frozen=True)
+class ResponseStarted:
+    notice_id: str
+
+
+@dataclass(frozen=True)
+class ResponseEnded:
+    """Why a response ended and what it did (`progress`: its working copy; None when it never
+    started). Every plan handed to the worker ends in exactly one of these."""
+
+    notice_id: str
+    ending: Ending
+    progress: NoticeRecord | None
+    at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True)
+class UncordonDone:
+    notice_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LifecycleTold:
+    """Auto Scaling accepted a lifecycle call: the lifecycle_* fields to record."""
+
+    notice_id: str
+    fields: Mapping[str, object]
+
+
+Report = Union[KubernetesReady, ResponseStarted, ResponseEnded, UncordonDone, LifecycleTold]
 
 
 @dataclass(frozen=True)
@@ -156,6 +263,73 @@ class Decision:
 
 
 # --- rules -----------------------------------------------------------------------------------
+
+
+def response_for(settings: Settings, kind: str) -> str:
+    """The configured response to a notice kind: drain, cordon or ignore."""
+    return {
+        NoticeKind.SPOT_ITN.value: settings.on_spot_interruption,
+        NoticeKind.REBALANCE.value: settings.on_rebalance,
+        NoticeKind.SCHEDULED.value: settings.on_scheduled_event,
+        NoticeKind.ASG.value: settings.on_asg_termination,
+    }[kind]
+
+
+def force_at_deadline(settings: Settings, kind: str) -> bool:
+    """Delete what eviction could not move by the deadline? `auto`: yes, except for a rebalance
+    (advice: the instance is not going away at that time)."""
+    if settings.force_at_deadline == "auto":
+        return kind != NoticeKind.REBALANCE.value
+    return settings.force_at_deadline == "true"
+
+
+def exclude_from_lb(settings: Settings, kind: str, response: str) -> bool:
+    """Label the node out of external load balancers? Only for a drain (a cordoned node keeps
+    serving); `auto`: only for a spot interruption (the instance is gone in two minutes)."""
+    if response != "drain":
+        return False
+    if settings.exclude_from_lb == "auto":
+        return kind == NoticeKind.SPOT_ITN.value
+    return settings.exclude_from_lb == "true"
+
+
+def next_job(jobs: Sequence[Job]) -> int:
+    """The index of the job the worker runs next: uncordons first, in the order they came (each
+    was decided with the node free of other notices), then the response with the most urgent
+    deadline. `jobs` must not be empty."""
+    if not jobs:
+        raise ValueError("no job to pick")
+    for index, job in enumerate(jobs):
+        if isinstance(job, UncordonJob):
+            return index
+    return min(range(len(jobs)), key=lambda index: jobs[index].deadline)  # type: ignore[union-attr]
+
+
+class StateLoss(str, enum.Enum):
+    """How the agent found its state file at start."""
+
+    NONE = "none"
+    CORRUPT = "state file lost"  # quarantined: rebuilt from the node's labels
+    MISSING = "no state file"  # a first start, or a wiped directory
+
+
+def holding_notices(loss: StateLoss, startup_failures: int) -> bool:
+    """Are notices held (recorded, not acted on) until the node's own labels have been read?
+    A corrupt state file holds them until then. A missing one holds them only while the first
+    attempt to reach the API is under way: if that fails, notices are recorded and reported, and
+    their responses still wait for the node to be read (the worker is held)."""
+    if loss == StateLoss.CORRUPT:
+        return True
+    return loss == StateLoss.MISSING and startup_failures == 0
+
+
+def hot_kinds(records: Mapping[str, NoticeRecord], loss: StateLoss) -> frozenset[str]:
+    """Kinds polled at the fast pace: those with a notice being responded to (a cancel or a
+    change is then seen within one fast interval), and all of them while the node has not been
+    read for a lost state file (so notices are acted on as soon as it has been)."""
+    if loss != StateLoss.NONE:
+        return frozenset(kind.value for kind in NoticeKind)
+    return frozenset(record.kind for record in records.values() if record.phase in OPEN_PHASES)
 
 
 def deadline_for(notice: Notice, now: datetime, settings: Settings) -> tuple[datetime, str]:
@@ -203,8 +377,8 @@ def plan_for(record: NoticeRecord, settings: Settings, resume: bool = False) -> 
         action=record.action,
         response=record.response,
         deadline=parse_iso(record.deadline),
-        force_at_deadline=settings.force_for(record.kind),
-        exclude_from_lb=settings.exclude_lb_for(record.kind),
+        force_at_deadline=force_at_deadline(settings, record.kind),
+        exclude_from_lb=exclude_from_lb(settings, record.kind, record.response),
         dry_run=settings.dry_run,
         resume=resume,
     )
@@ -261,7 +435,9 @@ def decide_poll(
         if notice.state != ACTIVE:
             if record is not None and record.phase not in (CANCELLED, EXPIRED, SKIPPED, SUPERSEDED):
                 actions.extend(
-                    _cancel(record, seen_records, f"scheduled event is now {notice.state}", ctx, settings)
+                    _cancel(
+                        record, seen_records, f"scheduled event is now {notice.state}", ctx, settings, poll
+                    )
                 )
             continue
         if record is not None and _from_earlier_boot(record, ctx):
@@ -318,11 +494,39 @@ def decide_poll(
             # IMDS drops an event some time after it happened: that is not a withdrawal
             actions.extend(_event_over(record, seen_records, "no longer listed after its time", settings))
         elif record.phase in (SEEN, ACTING, DONE):
-            actions.extend(_cancel(record, seen_records, "notice withdrawn from IMDS", ctx, settings))
+            actions.extend(_cancel(record, seen_records, "notice withdrawn from IMDS", ctx, settings, poll))
     for notice_id in list(new_absences):
         if notice_id not in records:
             new_absences.pop(notice_id)
+    forget = forgettable(records, poll, settings)
+    if forget:
+        actions.append(Forget(forget))
     return Decision(tuple(actions), new_absences)
+
+
+def still_needed(record: NoticeRecord, poll: PollResult, settings: Settings) -> bool:
+    """Must this record be kept, however old? While it is open, holds the node, has an uncordon
+    to finish or a lifecycle hook to complete, and while its notice may still be in IMDS (without
+    the record, the notice would be acted on, and reported, a second time)."""
+    if record.phase in OPEN_PHASES or record.uncordon_pending or holds_node(record):
+        return True
+    if settings.asg_lifecycle_hook and lifecycle.hooked(record) and not lifecycle.settled(record):
+        return True
+    return still_listed(record, poll)
+
+
+def forgettable(
+    records: Mapping[str, NoticeRecord], poll: PollResult, settings: Settings, keep: int = KEEP_CLOSED
+) -> tuple[str, ...]:
+    """The closed records to drop: all that nothing needs but the `keep` most recently seen."""
+    unneeded = [record for record in records.values() if not still_needed(record, poll, settings)]
+    unneeded.sort(key=lambda record: (record.first_seen, record.id), reverse=True)
+    return tuple(sorted(record.id for record in unneeded[keep:]))
+
+
+def said_keys(notice_id: str) -> tuple[str, ...]:
+    """The Say keys the core uses for one notice (forgotten with its record)."""
+    return tuple(f"{prefix}-{notice_id}" for prefix in NOTICE_SAY_KEYS)
 
 
 def _from_earlier_boot(record: NoticeRecord, ctx: Context) -> bool:
@@ -335,13 +539,13 @@ def _from_earlier_boot(record: NoticeRecord, ctx: Context) -> bool:
 
 def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
     deadline, why = deadline_for(notice, ctx.now, settings)
-    response = settings.response_for(notice.kind.value)
+    response = response_for(settings, notice.kind.value)
     gate = gate_reason(notice.kind.value, settings, ctx.spot_label, ctx.imds_life_cycle)
     if response != "ignore" and gate:
         response = "gated"
     record = NoticeRecord(
         id=notice.id,
-        kind=notice.kind.value,
+        kind=notice.kind,
         action=notice.action,
         deadline=iso(deadline),
         first_seen=iso(ctx.now),
@@ -362,19 +566,47 @@ def _accept(notice: Notice, settings: Settings, ctx: Context) -> Accept:
 
 
 def _cancel(
-    record: NoticeRecord, records: Mapping[str, NoticeRecord], reason: str, ctx: Context, settings: Settings
+    record: NoticeRecord,
+    records: Mapping[str, NoticeRecord],
+    reason: str,
+    ctx: Context,
+    settings: Settings,
+    poll: PollResult,
 ) -> list[Action]:
     touched = record.phase in (SEEN, ACTING, DONE) and record.response in ACTING_RESPONSES
     # Responses it had superseded, whose notices are still live, are the node's again.
-    reopened: list[Action] = [
-        Reopen(plan_for(other, settings, resume=True))
+    superseded = [
+        other
         for other in records.values()
         if other.phase == SUPERSEDED
         and other.superseded_by == record.id
         and parse_iso(other.deadline) > ctx.now
     ]
+    reopened: list[Action] = []
+    said: list[Action] = []
+    for other in superseded:
+        if still_listed(other, poll):
+            reopened.append(Reopen(plan_for(other, settings, resume=True)))
+        else:
+            said.append(
+                Say(
+                    f"gone-{other.id}",
+                    f"notice {other.id}: {record.id}, which superseded it, was cancelled, but {other.id} "
+                    "is no longer in IMDS either; not resumed",
+                    logging.WARNING,
+                )
+            )
     undo = touched and not reopened and held_by_other(records, record.id) is None
-    return [Cancel(record.id, reason, undo=undo), *reopened]
+    return [Cancel(record.id, reason, undo=undo), *reopened, *said]
+
+
+def still_listed(record: NoticeRecord, poll: PollResult) -> bool:
+    """May this record's notice still be live? Not when its path answered this poll without it
+    (or with it no longer active). A path that did not answer says nothing: live, as far as known."""
+    if record.kind not in poll.answered:
+        return True
+    notice = poll.notices.get(record.id)
+    return notice is not None and notice.state == ACTIVE
 
 
 def _event_over(
@@ -402,8 +634,19 @@ def _event_over(
         ]
     return [
         Say(key, f"notice {record.id}: scheduled event {how}; uncordoning (UNCORDON_AFTER_REBOOT)"),
-        Uncordon(record.id, f"scheduled event {how}", keep=held_by_other(records, record.id) is not None),
+        _uncordon(record.id, f"scheduled event {how}", records),
     ]
+
+
+def _uncordon(notice_id: str, reason: str, records: Mapping[str, NoticeRecord]) -> Uncordon:
+    other = held_by_other(records, notice_id)
+    return Uncordon(notice_id, reason, keep=other is not None, held_by=other or "")
+
+
+def _expire(record: NoticeRecord, reason: str) -> Expire:
+    return Expire(
+        record.id, reason, f"notice {record.id}: deadline {record.deadline} passed ({reason}); not acting"
+    )
 
 
 # --- a start ---------------------------------------------------------------------------------
@@ -415,11 +658,11 @@ def decide_start(records: Mapping[str, NoticeRecord], settings: Settings, ctx: C
     actions: list[Action] = []
     for record in records.values():
         if record.uncordon_pending:
-            actions.append(Uncordon(record.id, "decided before the restart", keep=False))
+            actions.append(_uncordon(record.id, "decided before the restart", records))
             continue
         if record.phase in OPEN_PHASES:
             if parse_iso(record.deadline) <= ctx.now:
-                actions.append(Expire(record.id, "deadline passed while the agent was not running"))
+                actions.append(_expire(record, "deadline passed while the agent was not running"))
             elif record.response in ACTING_RESPONSES:
                 actions.append(Resume(plan_for(record, settings, resume=True)))
             continue
@@ -439,11 +682,7 @@ def _after_boot(
             f"over-{record.id}",
             f"notice {record.id}: the {record.action} happened (booted since); uncordoning",
         ),
-        Uncordon(
-            record.id,
-            f"rebooted after the {record.action}",
-            keep=held_by_other(records, record.id) is not None,
-        ),
+        _uncordon(record.id, f"rebooted after the {record.action}", records),
     ]
 
 
@@ -491,7 +730,8 @@ def decide_adopt(
         return ()  # the record knows more than the labels do
     try:
         deadline = parse_iso(found.deadline)
-        response = settings.response_for(found.kind)
+        kind = NoticeKind(found.kind)
+        response = response_for(settings, kind)
     except (KeyError, ValueError) as error:
         return (
             Say(
@@ -505,7 +745,7 @@ def decide_adopt(
     first_seen = known.first_seen if known is not None else iso(ctx.now)
     record = NoticeRecord(
         id=found.id,
-        kind=found.kind,
+        kind=kind,
         action=found.action,
         deadline=iso(deadline),
         first_seen=first_seen,
@@ -522,13 +762,13 @@ def decide_adopt(
     if known is not None and not finished:
         # Seen again in IMDS before the API was up: its queued response resumes the drain.
         return (Say("adopt", message, logging.WARNING),)
-    notice = Notice(kind=NoticeKind(found.kind), id=found.id, deadline=deadline, action=found.action, raw="")
+    notice = Notice(kind=kind, id=found.id, deadline=deadline, action=found.action, raw="")
     actions: list[Action] = [Accept(record, notice, None, message)]
     if finished:
         actions.extend(_after_boot(record, {**records, record.id: record}, settings, ctx))
     else:
         if deadline <= ctx.now:
-            actions.append(Expire(record.id, "deadline passed while the agent was not running"))
+            actions.append(_expire(record, "deadline passed while the agent was not running"))
         elif response in ACTING_RESPONSES:
             actions.append(Resume(plan_for(record, settings, resume=True)))
     return tuple(actions)
@@ -539,6 +779,29 @@ def expired_before_start(plan: Plan, now: datetime) -> bool:
     return plan.deadline <= now
 
 
-def order_plans(plans: Sequence[Plan]) -> list[Plan]:
-    """The worker's order: the most urgent deadline first."""
-    return sorted(plans, key=lambda plan: plan.deadline)
+# --- the end of a response -------------------------------------------------------------------
+
+
+def response_finished(progress: NoticeRecord) -> bool:
+    """Did the response get all the way (a cordon in place, or a drain that ran to its end)?"""
+    return (progress.response == "cordon" and progress.cordoned) or progress.drain_finished is not None
+
+
+def response_ended(record: NoticeRecord, ended: ResponseEnded) -> tuple[Action, ...]:
+    """What the end of a response means for its record (as the store holds it now)."""
+    if ended.ending == Ending.LATE:
+        if record.phase not in OPEN_PHASES:
+            return ()
+        reason = "deadline passed before the response could start"
+        message = (
+            f"notice {record.id}: its deadline {record.deadline} passed "
+            "before Kubernetes was ready; not acting"
+        )
+        return (Expire(record.id, reason, message),)
+    if ended.progress is None:  # dropped before it began: its cancel or supersede is recorded already
+        return ()
+    if ended.ending == Ending.STOPPED or record.phase in (CANCELLED, SUPERSEDED):
+        return (StopEarly(record.id, ended.progress),)
+    if ended.ending == Ending.INTERRUPTED and not response_finished(ended.progress):
+        return (KeepOpen(ended.progress),)  # the next start resumes it
+    return (Close(record.id, ended.progress, ended.at),)

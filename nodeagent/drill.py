@@ -41,7 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nodeagent import config, terminal
+from nodeagent import config, decide, terminal
 from nodeagent.agent import Agent
 from nodeagent.clock import utcnow
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
@@ -288,7 +288,7 @@ def run_drill(args, base, flags: dict[str, str]) -> int:
             "changing anything.",
             EX_USAGE,
         )
-    if base.response_for(kind) == "ignore":
+    if decide.response_for(base, kind) == "ignore":
         raise DrillError(
             f"drill: {RESPONSE_KEY[kind]}=ignore, so the agent would ignore a {kind} notice; "
             f"nothing to rehearse",
@@ -403,7 +403,7 @@ def _run(
         settings = drill_settings(base, flags, plan, sim.url, preflight.node_name)
         pods_before = preflight.pods()
         evictable_before = _evictable(pods_before, settings)
-        response = settings.response_for(plan.kind)
+        response = decide.response_for(settings, plan.kind)
         _say(
             f"nodeagent drill: {plan.kind} notice, deadline in {plan.in_s:g}s, on node {preflight.node_name}"
             f" (from {preflight.node_how})"

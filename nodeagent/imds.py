@@ -79,6 +79,11 @@ class ImdsUnavailable(ImdsError):
     """IMDS did not answer usefully (refused, timed out, 5xx, 429) after the retries."""
 
 
+class ImdsUnreachable(ImdsUnavailable):
+    """No answer at all (no connection, a timeout): the next request will not fare better. A 5xx
+    or 429 is an answer about one path, and says nothing about the others."""
+
+
 class ImdsV1Only(ImdsError):
     """The endpoint refused the IMDSv2 token request and IMDSv1 fallback is disabled."""
 
@@ -432,7 +437,7 @@ class ImdsClient:
             if opts.allow_v1:
                 self._enter_v1_mode("the IMDSv2 token request went unanswered")
                 return
-            raise ImdsUnavailable(
+            raise ImdsUnreachable(
                 f"IMDS did not answer the IMDSv2 token request within {opts.read_timeout_s:g}s. "
                 "If nodeagent runs in a container, the instance's metadata hop limit must be at "
                 "least 2 (HttpPutResponseHopLimit); IMDSv1 fallback is disabled "
@@ -490,12 +495,12 @@ class ImdsClient:
                 before_sleep=self._count_retry,
             )
         except _DeadlineExceeded as exc:
-            raise ImdsUnavailable(
+            raise ImdsUnreachable(
                 f"IMDS at {self._base} did not finish answering within the {opts.deadline_s:g}s "
                 f"deadline ({what})"
             ) from exc
         except _TransportError as exc:
-            raise ImdsUnavailable(
+            raise ImdsUnreachable(
                 f"IMDS at {self._base} {exc} ({what}, {opts.retry_attempts} attempt(s))"
             ) from exc
 

@@ -1,12 +1,13 @@
 """Carries out the lifecycle-hook decisions (nodeagent/lifecycle.py) on a thread of its own.
 
 The thread reads the notice store, heartbeats a hold whose drain runs long and completes the
-lifecycle action once the node's response is over; every accepted call is written to the record
-at once, so a restart neither repeats a completion nor forgets one. The worker pokes it when a
-response starts and ends, so the completion follows the last pod at once (it also looks on its
-own now and then, and at each heartbeat's due time). A failed call is retried with backoff
-(tenacity) and reported if it
-never succeeds; nothing here ever waits on, or holds up, a drain.
+lifecycle action once the node's response is over; every accepted call is reported to the poll
+loop, which writes it to the record at once, so a restart neither repeats a completion nor forgets
+one. Until the loop has written it, the thread reads its own reports over the store's records.
+The worker pokes it when a response starts and the loop once its end is recorded, so the
+completion follows the last pod at once (it also looks on its own now and then, and at each
+heartbeat's due time). A failed call is retried with backoff (tenacity) and reported if it never
+succeeds; nothing here ever waits on, or holds up, a drain.
 
 With DRY_RUN the drain changed nothing, so the pods are still on the node: no call is sent.
 Each call that would have been made is logged instead, with what it would have said.
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -36,6 +38,7 @@ from nodeagent.aws.autoscaling import AutoScalingClient, AutoScalingError
 from nodeagent.aws.credentials import InstanceRoleCredentials
 from nodeagent.aws.endpoints import autoscaling_endpoint
 from nodeagent.clock import Clock, iso
+from nodeagent.decide import LifecycleTold
 from nodeagent.imds import ImdsClient, ImdsError, InstanceIdentity
 from nodeagent.lifecycle import HookPolicy
 from nodeagent.notice_store import NoticeStore
@@ -65,6 +68,7 @@ class LifecycleHook:
         clock: Clock,
         stop: threading.Event,
         reporters: Callable[[], Sequence[Reporter]],
+        report: Callable[[LifecycleTold], None],
         imds_factory: Callable[[], ImdsClient],
         client_factory: Callable[..., object] | None = None,
         dry_run: Callable[[], bool] | None = None,
@@ -76,6 +80,8 @@ class LifecycleHook:
         self.clock = clock
         self.stop = stop
         self.reporters = reporters
+        self.report = report  # to the poll loop, which records it
+        self._told: dict[str, dict[str, object]] = {}  # what was reported, by notice
         self.imds_factory = imds_factory
         self.client_factory = client_factory or _default_client
         # The running config's DRY_RUN (a reload may change it), read at each call.
@@ -131,14 +137,14 @@ class LifecycleHook:
         # The worker pokes at the start and the end of every response; looking on our own is
         # only a backstop (a notice that waits for Kubernetes still gets its heartbeats).
         idle = min(IDLE_LOOK_S, 0.1 * self.policy.heartbeat_timeout_s)
-        at = lifecycle.wake_at(self.store.records(), self.policy)
+        at = lifecycle.wake_at(self._records(), self.policy)
         if at is None:
             return idle
         return max(0.05, min(idle, (at - self.clock.now()).total_seconds()))
 
     def tick(self) -> None:
         """One look at the records: completions first (the drain is over), then heartbeats."""
-        records = self.store.records()
+        records = self._records()
         completions = lifecycle.completion_due(records)
         paused = self._beat_paused_until
         beats = [
@@ -152,9 +158,9 @@ class LifecycleHook:
             return
         try:
             for notice_id in completions:
-                self._complete(self.store.get(notice_id))
+                self._complete(records[notice_id])
             for notice_id in beats:
-                self._heartbeat(self.store.get(notice_id))
+                self._heartbeat(records[notice_id])
         except _Stopping:
             log.info("stopping before the lifecycle action was completed; the next start completes it")
 
@@ -163,7 +169,7 @@ class LifecycleHook:
     def _complete(self, record: NoticeRecord) -> None:
         if self.dry_run():
             # Settled without a call: CONTINUE would release an instance whose pods are all on it.
-            self.store.lifecycle(record.id, lifecycle_outcome="dry run: not completed")
+            self._tell(record, lifecycle_outcome="dry run: not completed")
             log.warning(
                 "notice %s: dry run: would send CompleteLifecycleAction (LifecycleActionResult=CONTINUE) "
                 "for %s in group %s, hook %s; nothing sent",
@@ -183,8 +189,8 @@ class LifecycleHook:
             raise
         except Exception as error:
             if isinstance(error, AutoScalingError) and error.gone:
-                done = self.store.lifecycle(
-                    record.id, lifecycle_completed_at=iso(self.clock.now()), lifecycle_outcome="not waiting"
+                done = self._tell(
+                    record, lifecycle_completed_at=iso(self.clock.now()), lifecycle_outcome="not waiting"
                 )
                 log.warning(
                     "notice %s: lifecycle hook %s was no longer waiting (completed elsewhere, or its "
@@ -199,7 +205,7 @@ class LifecycleHook:
                     f"lifecycle hook {self.hook_name} was no longer waiting: {error}",
                 )
                 return
-            failed = self.store.lifecycle(record.id, lifecycle_outcome=f"failed: {error}")
+            failed = self._tell(record, lifecycle_outcome=f"failed: {error}")
             log.error(
                 "notice %s: could not complete lifecycle hook %s: %s; the instance is released when "
                 "the hook's heartbeat timeout runs out",
@@ -214,9 +220,7 @@ class LifecycleHook:
                 f"{error}; the instance is released at the hook's timeout",
             )
             return
-        done = self.store.lifecycle(
-            record.id, lifecycle_completed_at=iso(self.clock.now()), lifecycle_outcome="completed"
-        )
+        done = self._tell(record, lifecycle_completed_at=iso(self.clock.now()), lifecycle_outcome="completed")
         held = lifecycle.held_seconds(done)
         text = (
             f"completed lifecycle hook {self.hook_name} (CONTINUE) for {self.instance_id} in group "
@@ -251,7 +255,7 @@ class LifecycleHook:
             raise
         except Exception as error:
             if isinstance(error, AutoScalingError) and error.gone:
-                self.store.lifecycle(record.id, lifecycle_outcome="not waiting")
+                self._tell(record, lifecycle_outcome="not waiting")
                 log.warning(
                     "notice %s: lifecycle hook %s is no longer waiting (%s); the drain carries on "
                     "while the instance lasts",
@@ -274,8 +278,8 @@ class LifecycleHook:
             )
             return
         now = self.clock.now()
-        beat = self.store.lifecycle(
-            record.id, lifecycle_heartbeats=record.lifecycle_heartbeats + 1, lifecycle_heartbeat_at=iso(now)
+        beat = self._tell(
+            record, lifecycle_heartbeats=record.lifecycle_heartbeats + 1, lifecycle_heartbeat_at=iso(now)
         )
         later = lifecycle.next_heartbeat(beat, self.policy)
         text = (
@@ -355,6 +359,20 @@ class LifecycleHook:
         if self._imds is None:  # a connection of its own: a credentials fetch never delays a poll
             self._imds = self.imds_factory()
         return self._imds
+
+    def _records(self) -> Mapping[str, NoticeRecord]:
+        """The store's records with what this thread reported over them (the loop may not have
+        written it yet: a completion must not be sent twice)."""
+        records = self.store.records()
+        for gone in set(self._told) - set(records):  # forgotten by the store: nothing more to say
+            del self._told[gone]
+        return {key: replace(record, **self._told.get(key, {})) for key, record in records.items()}  # type: ignore[arg-type]
+
+    def _tell(self, record: NoticeRecord, **fields: object) -> NoticeRecord:
+        """An accepted call: reported to the loop, which records it."""
+        self._told.setdefault(record.id, {}).update(fields)
+        self.report(LifecycleTold(record.id, dict(fields)))
+        return replace(record, **fields)  # type: ignore[arg-type]
 
     def _report(self, record: NoticeRecord, reason: str, message: str) -> None:
         for reporter in self.reporters():

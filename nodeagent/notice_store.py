@@ -2,14 +2,20 @@
 
 Named operations move a record between phases (accept, start, mark done, supersede, cancel,
 expire, stop on shutdown) or record what a response did so far (progress). Readers get copies,
-so the decision core can never change a record by accident, and the worker's working copy only
-becomes the truth through `progress`. The poll loop and the worker both call in: one lock.
+so the decision core can never change a record by accident.
+
+One writer: the poll loop calls every verb that decides something about a record, applying what
+the decision core (decide.py) made of a poll or of a report from the worker or the lifecycle hook.
+The one exception is `checkpoint`: the worker saves how far a running response got before its
+next Kubernetes write (a kill then resumes from there), and it writes counts, never a phase or
+an outcome. Other threads read, hence the lock.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 from nodeagent.state import (
@@ -38,6 +44,10 @@ PROGRESS_FIELDS = (
     "total",
     "outcome",
 )
+
+
+# What a running response saves as it goes: its progress without an outcome (the loop writes that).
+CHECKPOINT_FIELDS = tuple(name for name in PROGRESS_FIELDS if name != "outcome")
 
 
 class UnknownNotice(KeyError):
@@ -105,6 +115,14 @@ class NoticeStore:
                 setattr(record, name, copy.deepcopy(getattr(working, name)))
             self._save()
 
+    def checkpoint(self, working: NoticeRecord) -> None:
+        """A running response's progress so far (the worker's thread, before its next write)."""
+        with self._lock:
+            record = self._record(working.id)
+            for name in CHECKPOINT_FIELDS:
+                setattr(record, name, copy.deepcopy(getattr(working, name)))
+            self._save()
+
     def mark_done(self, notice_id: str, outcome: str, handled_at: float) -> NoticeRecord:
         with self._lock:
             record = self._record(notice_id)
@@ -150,9 +168,8 @@ class NoticeStore:
         """A cancelled or superseded response has stopped: say truthfully how far it got."""
         with self._lock:
             record = self._record(notice_id)
-            for name in PROGRESS_FIELDS:
-                if name != "outcome":
-                    setattr(record, name, copy.deepcopy(getattr(working, name)))
+            for name in CHECKPOINT_FIELDS:
+                setattr(record, name, copy.deepcopy(getattr(working, name)))
             gone = working.evicted + working.forced
             what = f"{gone} of {working.total} pods had gone" if working.total else "no pod had been evicted"
             record.outcome = f"{record.outcome}; stopped after {what}"
@@ -169,6 +186,17 @@ class NoticeStore:
     def interrupted(self, working: NoticeRecord) -> None:
         """The agent is stopping mid-response: progress kept, phase stays acting for the next start."""
         self.progress(working)
+
+    def forget(self, notice_ids: Sequence[str]) -> None:
+        """Drop closed records that nothing needs any more (decide.forgettable): one save."""
+        with self._lock:
+            for notice_id in notice_ids:
+                record = self._state.notices.get(notice_id)
+                if record is not None and record.phase in OPEN_PHASES:
+                    raise ValueError(f"notice {notice_id} is open: not forgotten")
+            for notice_id in notice_ids:
+                self._state.notices.pop(notice_id, None)
+            self._save()
 
     # ------------------------------------------------------------ the lifecycle hook
 

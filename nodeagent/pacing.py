@@ -35,11 +35,10 @@ DEFAULT_SLACK_S = 0.005
 
 @dataclass(frozen=True)
 class PollPlan:
-    """`due`: the paths to poll now, in the order the intervals mapping lists them.
-    `next_due_at`: when the earliest path falls due, assuming the due ones are polled at `now`."""
+    """`due`: the paths to poll now, in the order the intervals mapping lists them (when to wake
+    next is next_poll_at's answer, once the poll is over)."""
 
     due: tuple[str, ...]
-    next_due_at: float
 
 
 def path_intervals(
@@ -76,7 +75,7 @@ def plan_polls(
     fast_s: float,
     slack_s: float = DEFAULT_SLACK_S,
 ) -> PollPlan:
-    """Which paths of `intervals` are due at `now`, and when the next one falls due.
+    """Which paths of `intervals` are due at `now`.
 
     A path never polled (absent from `last_polled`, or None) is due at once. A `last_polled`
     time in the future (a clock that went backwards, in a test) counts as just polled. Paths in
@@ -87,16 +86,12 @@ def plan_polls(
     if not fast_s > 0:
         raise ValueError(f"fast_s must be positive, got {fast_s!r}")
     due = []
-    next_due_at = float("inf")
     for path in intervals:
         every = effective_interval(path, intervals, hot, fast_s)
         last = last_polled.get(path)
         if last is None or now + slack_s >= min(last, now) + every:
             due.append(path)
-            next_due_at = min(next_due_at, now + every)
-        else:
-            next_due_at = min(next_due_at, min(last, now) + every)
-    return PollPlan(tuple(due), next_due_at)
+    return PollPlan(tuple(due))
 
 
 def next_poll_at(

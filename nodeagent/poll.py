@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from nodeagent.decide import PollResult
-from nodeagent.imds import ImdsClient, ImdsError, ImdsUnavailable
+from nodeagent.imds import ImdsClient, ImdsError, ImdsUnreachable
 from nodeagent.notices import SOURCES_BY_KIND, Notice, NoticeParseError
 
 
@@ -22,9 +22,10 @@ def poll_once(imds: ImdsClient, kinds: Sequence[str], now: datetime) -> PollResu
             body = imds.get(source.path)
         except ImdsError as error:
             errors[kind] = str(error)
-            # One unreachable IMDS means the rest will be too; don't stall the loop. A bad body
-            # on one path (too large, not UTF-8) says nothing about the others: poll them.
-            if isinstance(error, ImdsUnavailable):
+            # No connection or no answer in time: the rest will fare no better, so don't stall the
+            # loop. An answer about one path (a 5xx, a 429, a bad body) says nothing about the
+            # others: poll them, or a steady error on the spot path would hide every other notice.
+            if isinstance(error, ImdsUnreachable):
                 break
             continue
         if body is None:

@@ -2,9 +2,13 @@
 
 It brings the Kubernetes side up (off the poll loop, so a hung credential plugin never delays
 READY or stops the polling), then runs jobs: a response to a notice (cordon, drain) or an
-uncordon. Each running response carries a cancellation token that the drain checks before every
+uncordon. Each response carries a cancellation token that the drain checks before every
 eviction, delete, retry and label write. All Kubernetes writes happen on this one thread, so an
 uncordon can never race a response that is still labelling the node.
+
+The worker decides nothing about a record: it reports what happened (a response started, ended
+and why, an uncordon done) and the poll loop applies what the decision core makes of it. It only
+saves a running response's progress (notice_store.checkpoint) before its next write.
 """
 
 from __future__ import annotations
@@ -13,17 +17,28 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable
 
 from nodeagent.clock import Clock, iso
-from nodeagent.decide import Plan, expired_before_start, held_by_other
+from nodeagent.decide import (
+    Ending,
+    Job,
+    KubernetesReady,
+    Plan,
+    Report,
+    ResponseEnded,
+    ResponseStarted,
+    UncordonDone,
+    UncordonJob,
+    expired_before_start,
+    next_job,
+)
 from nodeagent.errors import ExpectedFailure
 from nodeagent.imds import InstanceIdentity
 from nodeagent.notice_store import NoticeStore, working_copy
 from nodeagent.ports import Reporter, Responder, quietly
-from nodeagent.state import CANCELLED, SUPERSEDED, NoticeRecord
+from nodeagent.state import NoticeRecord
 
 if TYPE_CHECKING:  # imported at run time only when a hook is configured (agent.py)
     from nodeagent.lifecycle_hook import LifecycleHook
@@ -35,7 +50,7 @@ IDLE_WAIT_S = 30.0  # first and longest wait between Kubernetes startup attempts
 
 
 class CancelToken:
-    """Set once, by the poll loop; read by the drain's threads."""
+    """One per response handed to the worker. Set once, by the poll loop; read by the drain's threads."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -50,17 +65,7 @@ class CancelToken:
         return self._event.is_set()
 
 
-@dataclass(frozen=True)
-class UncordonJob:
-    notice_id: str
-    reason: str
-    keep: bool
-
-
-Job = Union[Plan, UncordonJob]
-
-
-class Worker:
+class ResponseWorker:
     def __init__(
         self,
         store: NoticeStore,
@@ -70,7 +75,7 @@ class Worker:
         reporters: Callable[[], Sequence[Reporter]],
         stop: threading.Event,
         on_status: Callable[[str], None],
-        on_ready: Callable[[], None] = lambda: None,
+        report: Callable[[Report], None],
         lifecycle: LifecycleHook | None = None,
     ):
         self.store = store
@@ -79,20 +84,19 @@ class Worker:
         self.reporters = reporters
         self.stop = stop
         self.on_status = on_status
-        self.on_ready = on_ready  # wakes the poll loop, which then reads the node (lost state) at once
-        self.lifecycle = lifecycle  # ASG_LIFECYCLE_HOOK: told when a response ends (it completes the hook)
+        self.report = report  # to the poll loop, which applies it (and is woken by it)
+        # ASG_LIFECYCLE_HOOK: poked when a response begins (the loop pokes it once the end is recorded)
+        self.lifecycle = lifecycle
         self.identity: InstanceIdentity | None = None
         self.ready = False
         self.startup_status = "starting"
         self.startup_failures = 0
         self.drain_text: str | None = None
-        self._jobs: list[Job] = []
+        self._jobs: list[tuple[Job, CancelToken]] = []
         self._held = False
         self._cond = threading.Condition()
         self._running: str | None = None
-        self._picking = False  # a job taken off the list and not yet finished
-        self._token: CancelToken | None = None
-        self._finish_lock = threading.Lock()  # a cancel and the end of a response never interleave
+        self._current: tuple[Job, CancelToken] | None = None  # taken off the list, not finished yet
         self._thread = threading.Thread(target=self._run, name="responder", daemon=True)
 
     # ------------------------------------------------------------ the poll loop's side
@@ -119,26 +123,24 @@ class Worker:
     def idle(self) -> bool:
         """No job waiting or running (the fast tests wait for this between steps)."""
         with self._cond:
-            return not self._jobs and self._running is None and not self._picking
+            return not self._jobs and self._current is None
 
     def submit(self, job: Job) -> None:
         with self._cond:
-            self._jobs.append(job)
+            self._jobs.append((job, CancelToken()))
             self._cond.notify_all()
 
-    def cancel(self, notice_id: str, reason: str, *, superseded_by: str | None = None) -> bool:
-        """Record the cancel (or supersede) and stop the response if it is running. True when
-        it was running: it then reports the outcome itself once it has stopped."""
-        with self._finish_lock:
-            if superseded_by is not None:
-                if not self.store.supersede(notice_id, superseded_by):
-                    return False
-            else:
-                self.store.cancel(notice_id, reason)
-            if self._running == notice_id and self._token is not None:
-                self._token.cancel(reason)
-                return True
-            return False
+    def cancel(self, notice_id: str, reason: str) -> None:
+        """Stop the notice's response: a waiting one is dropped, a running one told to stop.
+        Each reports its end."""
+        with self._cond:
+            dropped = [entry for entry in self._jobs if _response_to(entry[0], notice_id)]
+            for entry in dropped:
+                self._jobs.remove(entry)
+            if self._current is not None and _response_to(self._current[0], notice_id):
+                self._current[1].cancel(reason)
+        for _ in dropped:
+            self.report(ResponseEnded(notice_id, Ending.DROPPED, None, time.time()))
 
     def join(self, timeout_s: float) -> None:
         with self._cond:
@@ -158,21 +160,20 @@ class Worker:
             self.clock.wait(self.stop, wait)
             wait = min(STARTUP_RETRY_S[1], wait * 2)
         while not self.stop.is_set():
-            job = self._next_job()
-            if job is None:
+            taken = self._next_job()
+            if taken is None:
                 continue
+            job, token = taken
             try:
                 if isinstance(job, Plan):
                     if self.lifecycle is not None:  # a hold to heartbeat may begin
                         self.lifecycle.poke()
-                    self._respond(job)
+                    self._respond(job, token)
                 else:
                     self._uncordon(job)
             finally:
                 with self._cond:
-                    self._picking = False
-                if self.lifecycle is not None:  # the node may be empty now: release the instance
-                    self.lifecycle.poke()
+                    self._current = None
 
     def _startup(self) -> bool:
         try:
@@ -188,10 +189,10 @@ class Worker:
         # The startup wrote "watching"; a response resumed after a restart says otherwise.
         quietly(self.responder.agent_state_changed, self.store.agent_state)
         log.info("ready to respond (%s)", self.responder.describe())
-        self.on_ready()
+        self.report(KubernetesReady(spot_label=self.responder.spot_label()))
         return True
 
-    def _next_job(self) -> Job | None:
+    def _next_job(self) -> tuple[Job, CancelToken] | None:
         with self._cond:
             if not self._jobs or self._held:
                 # Woken by submit, release and join; the timeout is only a backstop (an idle
@@ -199,34 +200,19 @@ class Worker:
                 self._cond.wait(timeout=IDLE_WAIT_S)
             if not self._jobs or self._held or self.stop.is_set():
                 return None
-            # Uncordons first (each re-checks that no other notice holds the node), then the most
-            # urgent response.
-            undo = next((job for job in self._jobs if isinstance(job, UncordonJob)), None)
-            job: Job = (
-                undo
-                if undo is not None
-                else min((job for job in self._jobs if isinstance(job, Plan)), key=lambda p: p.deadline)
-            )
-            self._jobs.remove(job)
-            self._picking = True
-            return job
+            taken = self._jobs.pop(next_job([job for job, _ in self._jobs]))
+            self._current = taken
+            return taken
 
-    def _respond(self, plan: Plan) -> None:
-        with self._finish_lock:
-            record = self.store.get(plan.notice_id)
-            if record.phase not in ("seen", "acting"):
-                return
-            if expired_before_start(plan, self.clock.now()):
-                self.store.expire(plan.notice_id, "deadline passed before the response could start")
-                log.error(
-                    "notice %s: its deadline %s passed before Kubernetes was ready; not acting",
-                    plan.notice_id,
-                    iso(plan.deadline),
-                )
-                return
-            self.store.start(plan.notice_id)
-            token = CancelToken()
-            self._running, self._token = plan.notice_id, token
+    def _respond(self, plan: Plan, token: CancelToken) -> None:
+        if token.cancelled:  # cancelled between the pick and now
+            self.report(ResponseEnded(plan.notice_id, Ending.DROPPED, None, time.time()))
+            return
+        if expired_before_start(plan, self.clock.now()):
+            self.report(ResponseEnded(plan.notice_id, Ending.LATE, None, time.time()))
+            return
+        self.report(ResponseStarted(plan.notice_id))
+        self._running = plan.notice_id
         if plan.resume:
             log.info(
                 "resuming %s for %s (deadline in %.0fs)",
@@ -250,52 +236,34 @@ class Worker:
                     exc_info=not isinstance(error, ExpectedFailure),
                 )
                 working.outcome = f"failed: {error}"
-        finished_state = "drained" if plan.response == "drain" else "cordoned"
-        ended_on_its_own = not hooks.should_stop()  # finished, failed, or at its deadline
-        if ended_on_its_own:
-            # Said before the phase flips, so whoever watches the state sees the line first. The
+        if token.cancelled:
+            ending = Ending.STOPPED
+        elif self.stop.is_set():
+            ending = Ending.INTERRUPTED
+        else:  # finished, failed, or at its deadline
+            ending = Ending.FINISHED
+            # Said before the record closes, so whoever watches the state sees the line first. The
             # node's label is written before the record is closed: a kill in between leaves the
             # notice open, and the next start finds nothing left to do instead of a stale label.
             log.info("notice %s: %s", plan.notice_id, working.outcome or "done")
+            finished_state = "drained" if plan.response == "drain" else "cordoned"
             if self.clock.now() < plan.deadline:
                 self._set_agent_state(finished_state)
             else:  # a drain that ran to its deadline: record it, but write nothing more to the node
                 self.store.set_agent_state(finished_state)
-        with self._finish_lock:
-            self._running, self._token = None, None
-            self.drain_text = None
-            stored = self.store.get(plan.notice_id)
-            if token.cancelled or stored.phase in (CANCELLED, SUPERSEDED):
-                final = self.store.stopped_early(plan.notice_id, working)
-                log.warning("notice %s: response stopped (%s)", plan.notice_id, final.outcome)
-                if final.phase == CANCELLED:
-                    for reporter in self.reporters():
-                        quietly(reporter.cancelled, final)
-                return
-            if not ended_on_its_own and not _finished(working):
-                self.store.interrupted(working)  # stays acting: the next start resumes it
-                return
-            self.store.progress(working)
-            final = self.store.mark_done(plan.notice_id, working.outcome, time.time())
-        for reporter in self.reporters():
-            quietly(reporter.finished, final)
+        self._running = None
+        self.drain_text = None
+        self.report(ResponseEnded(plan.notice_id, ending, working_copy(working), time.time()))
 
     def _uncordon(self, job: UncordonJob) -> None:
         record = self.store.get(job.notice_id)
-        other = held_by_other(self.store.records(), job.notice_id)
-        if job.keep or other is not None:
-            log.info("notice %s: keeping the node cordoned for %s", job.notice_id, other or "another notice")
-            self.store.uncordoned(job.notice_id, job.reason, done=False)
-            return
         try:
             self.responder.undo(record, job.reason)
         except Exception as error:
             log.error("notice %s: could not undo (%s); the node may stay cordoned", record.id, error)
             return  # stays pending: the next start tries again
-        self.store.uncordoned(job.notice_id, job.reason, done=True)
         self._set_agent_state("watching")
-        for reporter in self.reporters():
-            quietly(reporter.step, record, "Uncordoned", f"uncordoned: {job.reason}")
+        self.report(UncordonDone(job.notice_id, job.reason))
 
     def _set_agent_state(self, agent_state: str) -> None:
         if self.store.set_agent_state(agent_state) and self.ready:
@@ -313,14 +281,14 @@ class Worker:
 class _Hooks:
     """What a response may ask of the agent while it runs."""
 
-    def __init__(self, worker: Worker, plan: Plan, working: NoticeRecord, token: CancelToken):
+    def __init__(self, worker: ResponseWorker, plan: Plan, working: NoticeRecord, token: CancelToken):
         self.worker = worker
         self.plan = plan
         self.working = working
         self.token = token
 
     def checkpoint(self) -> None:
-        self.worker.store.progress(self.working)
+        self.worker.store.checkpoint(self.working)
 
     def progress(self, gone: int, total: int, deadline: datetime) -> None:
         self.worker.progress(self.plan, gone, total, deadline)
@@ -335,5 +303,5 @@ class _Hooks:
             quietly(reporter.step, record, reason, message)
 
 
-def _finished(record: NoticeRecord) -> bool:
-    return (record.response == "cordon" and record.cordoned) or record.drain_finished is not None
+def _response_to(job: Job, notice_id: str) -> bool:
+    return isinstance(job, Plan) and job.notice_id == notice_id

@@ -7,6 +7,7 @@ cannot be written leaves the agent running from memory, and `writable` says so.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from nodeagent.atomic_file import replace_file
 from nodeagent.jsontypes import JsonObject
+from nodeagent.notices import NoticeKind
 from nodeagent.untrusted_file import UnsafeFileError, read_untrusted_file
 
 log = logging.getLogger("nodeagent.state")
@@ -28,10 +30,25 @@ UNIT_STATE_DIR = "/var/lib/nodeagent"
 MAX_STATE_BYTES = 16 * 1024 * 1024
 SCHEMA = 1
 
-# Phases of one notice. "acting" means the response has started and must be finished on restart.
-# Only the notice store (notice_store.py) moves a record from one phase to another.
-SEEN, ACTING, DONE, CANCELLED, SKIPPED, EXPIRED = "seen", "acting", "done", "cancelled", "skipped", "expired"
-SUPERSEDED = "superseded"  # another notice's response took over the node
+
+class Phase(str, enum.Enum):
+    """Where one notice's record stands. Only the notice store (notice_store.py) moves a record
+    from one phase to another. The values are what the state file holds."""
+
+    SEEN = "seen"
+    ACTING = "acting"  # the response has started and must be finished on restart
+    DONE = "done"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"  # another notice's response took over the node
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SEEN, ACTING, DONE, CANCELLED = Phase.SEEN, Phase.ACTING, Phase.DONE, Phase.CANCELLED
+SKIPPED, EXPIRED, SUPERSEDED = Phase.SKIPPED, Phase.EXPIRED, Phase.SUPERSEDED
 OPEN_PHASES = (SEEN, ACTING)
 TERMINAL_PHASES = (DONE, CANCELLED, SKIPPED, EXPIRED, SUPERSEDED)
 
@@ -39,12 +56,12 @@ TERMINAL_PHASES = (DONE, CANCELLED, SKIPPED, EXPIRED, SUPERSEDED)
 @dataclass
 class NoticeRecord:
     id: str
-    kind: str
+    kind: NoticeKind
     action: str
     deadline: str  # ISO 8601 UTC, fixed at first sight
     first_seen: str
     response: str  # drain | cordon | ignore | gated
-    phase: str = SEEN
+    phase: Phase = SEEN
     cordoned: bool = False
     labelled: bool = False
     drain_started: str | None = None
@@ -65,6 +82,11 @@ class NoticeRecord:
     lifecycle_heartbeat_at: str | None = None  # the last accepted heartbeat
     lifecycle_completed_at: str | None = None  # CompleteLifecycleAction accepted (or no longer needed)
     lifecycle_outcome: str = ""  # completed | not waiting | failed: <why>; empty while pending
+
+    def __post_init__(self) -> None:
+        # The state file holds the values as strings; a bad one makes the file corrupt (ValueError).
+        self.kind = NoticeKind(self.kind)
+        self.phase = Phase(self.phase)
 
 
 @dataclass

@@ -31,9 +31,9 @@ from nodeagent.jsontypes import JsonObject
 from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
 from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
 from nodeagent.logs import one_line
-from nodeagent.notices import parse_rfc3339_utc
 from nodeagent.other_handlers import find_other_handlers
 from nodeagent.state import StateRead, read_daemon_state
+from nodeagent.timefmt import parse_rfc3339_utc
 
 SCHEMA_VERSION = 1
 API_PROBE_TIMEOUT_S = 15.0

@@ -562,7 +562,7 @@ def _ctl_rebalance(sim: ImdsSim, doc: Dict[str, Any]) -> None:
     if doc.get("clear"):
         sim.set_rebalance(None)
     elif "time" in doc:
-        from nodeagent.notices import parse_rfc3339_utc
+        from nodeagent.timefmt import parse_rfc3339_utc
 
         sim.set_rebalance(parse_rfc3339_utc(doc["time"]))
     else:

@@ -23,7 +23,7 @@ from typing import Callable
 
 from nodeagent.clock import utcnow
 from nodeagent.imds import ImdsClient, ImdsError
-from nodeagent.notices import parse_rfc3339_utc
+from nodeagent.timefmt import parse_rfc3339_utc
 
 CREDENTIALS_PATH = "iam/security-credentials/"
 REFRESH_MARGIN_S = 300.0  # the SDKs refresh IMDS credentials 5 to 15 minutes before expiry

@@ -290,7 +290,7 @@ class KubeResponder:
             node_keys.LABEL_KIND: plan.kind,
             node_keys.LABEL_NOTICE: plan.notice_id,
         }
-        if plan.exclude_from_lb and plan.response == "drain":
+        if plan.exclude_from_lb:
             labels[node_keys.EXCLUDE_LB] = "true"
         annotations: dict[str, str | None] = {
             node_keys.ANNOTATION_DEADLINE: iso_seconds(plan.deadline),

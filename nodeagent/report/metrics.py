@@ -22,7 +22,7 @@ from nodeagent import __version__
 from nodeagent.atomic_file import replace_file
 from nodeagent.lifecycle import held_seconds
 from nodeagent.log_once import LogOnce
-from nodeagent.notices import parse_rfc3339_utc
+from nodeagent.timefmt import parse_rfc3339_utc
 
 log = logging.getLogger("nodeagent.report.metrics")
 

@@ -40,11 +40,12 @@ from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
 from nodeagent.http_deadline import DEADLINES, deadline_session, too_slow
 from nodeagent.lifecycle import held_seconds
-from nodeagent.notices import parse_optional_rfc3339
+from nodeagent.notices import NoticeKind
 from nodeagent.ports import Responder
 from nodeagent.report.worker import Worker, WorkerReporter
 from nodeagent.retry import Backoff, Failure, retry
 from nodeagent.state import NoticeRecord
+from nodeagent.timefmt import parse_optional_rfc3339
 
 log = logging.getLogger("nodeagent.report.webhook")
 
@@ -256,7 +257,7 @@ def load_template(fmt: str, path: str) -> tuple[str, str | None]:
 
     sample = NoticeRecord(
         id="spot-itn-sample",
-        kind="spot-itn",
+        kind=NoticeKind.SPOT_ITN,
         action="terminate",
         deadline="2025-01-01T00:02:00Z",
         first_seen="2025-01-01T00:00:00Z",

@@ -68,7 +68,9 @@ def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot(tmp_path, cluster)
             {"NotBefore": gmt(now() + timedelta(hours=4)), "Code": "host-retirement", "State": "active",
              "EventId": "instance-event-0odd"},
         ])
-        daemon.wait_line(r"missing key 'State' in event #0; entry skipped", timeout_s=10)
+        daemon.wait_line(r"notice scheduled-instance-event-0bad: scheduled event has no State; handled as active",
+                         timeout_s=10)
+        daemon.wait_line(r"notice scheduled-instance-event-0bad \(scheduled: system-reboot\).*response: drain")
         daemon.wait_line(r"notice scheduled-instance-event-0good \(scheduled: system-reboot\).*response: drain")
         daemon.wait_line(r"'host-retirement' is not one of the documented codes; handled as maintenance")
         assert wait_for(lambda: cluster.kube.pod("default", "web-0") is None, 15), daemon.output()
@@ -130,5 +132,50 @@ def test_a_blocked_pod_far_from_its_deadline_is_not_retried_every_second(tmp_pat
         refused = cluster.kube.count(path_regex=r"guarded-0/eviction$", status=429)
         # A tenth of two days is far past the one-minute cap: one try, the next a minute later.
         assert refused == 1, f"{refused} refusals in 6 s\n{daemon.output()}"
+    finally:
+        daemon.stop()
+
+
+def test_a_steady_5xx_on_the_spot_path_does_not_hide_a_scheduled_event(tmp_path, cluster):
+    """The spot path is polled first; a 500 there is an answer about that path only."""
+    daemon = start_agent(tmp_path, cluster)
+    try:
+        cluster.imds.inject(100000, status=500, path_prefix="spot/")
+        cluster.imds.set_scheduled([{"NotBefore": gmt(now() + timedelta(days=2)), "Code": "system-maintenance",
+                                     "EventId": "instance-event-0fffffffffffffff5", "State": "active"}])
+        daemon.wait_line(r"notice scheduled-instance-event-0fffffffffffffff5 .*response: drain", timeout_s=15)
+        assert wait_for(lambda: cordoned(cluster), 10), daemon.output()
+        assert daemon.find(r"IMDS poll \(spot-itn\): IMDS answered HTTP 500"), daemon.output()
+    finally:
+        daemon.stop()
+
+
+def test_a_superseded_event_gone_from_imds_is_not_resumed_when_its_successor_is_cancelled(tmp_path, cluster):
+    """E1 drains; IMDS replaces it with the more urgent E2 (E1 no longer listed), which takes the
+    node over; E2 is then cancelled. E1 stays over: no resumed drain, no eviction for it."""
+    cluster.kube.add_pod("guarded-0", node=NODE, owner_kind="ReplicaSet", owner_name="g", labels={"app": "g"})
+    cluster.kube.add_pdb("g", "default", selector={"app": "g"}, min_available=1)  # both drains stay blocked
+    first, second = "instance-event-0e1e1e1e1e1e1e1e1", "instance-event-0e2e2e2e2e2e2e2e2"
+
+    def event(event_id, hours, state="active"):
+        return {"NotBefore": gmt(now() + timedelta(hours=hours)), "Code": "system-maintenance", "EventId": event_id,
+                "State": state}
+
+    daemon = start_agent(tmp_path, cluster)
+    try:
+        cluster.imds.set_scheduled([event(first, 48)])
+        assert wait_for(lambda: cluster.kube.pod("default", "web-0") is None, 15), daemon.output()
+        assert wait_for(lambda: cluster.evictions("guarded-0"), 10), daemon.output()  # E1's drain is blocked
+        cluster.imds.set_scheduled([event(second, 1)])
+        daemon.wait_line(rf"notice scheduled-{first}: superseded by scheduled-{second}", timeout_s=10)
+        cluster.imds.set_scheduled([event(second, 1, state="canceled")])
+        daemon.wait_line(rf"notice scheduled-{second} cancelled: scheduled event is now canceled", timeout_s=10)
+        daemon.wait_line(rf"notice scheduled-{first}: .*no longer in IMDS either; not resumed", timeout_s=10)
+        assert wait_for(lambda: not cordoned(cluster), 10), daemon.output()
+        settled = len(cluster.evictions("guarded-0"))
+        time.sleep(2)
+        assert len(cluster.evictions("guarded-0")) == settled, daemon.output()
+        assert not daemon.find(rf"notice scheduled-{first}: the notice that superseded it was cancelled")
+        assert not cordoned(cluster)
     finally:
         daemon.stop()

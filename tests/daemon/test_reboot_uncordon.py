@@ -13,7 +13,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
-from nodeagent.notices import parse_rfc3339_utc
+from nodeagent.timefmt import parse_rfc3339_utc
 from tests.helpers import Daemon, wait_for
 from tests.report_helpers import NODE
 

@@ -41,7 +41,8 @@ from typing import Callable, Dict, List, Optional
 import pytest
 
 from nodeagent.clock import utcnow
-from nodeagent.notices import parse_rfc3339_utc, parse_spot_action
+from nodeagent.notices import parse_spot_action
+from nodeagent.timefmt import parse_rfc3339_utc
 from nodeagent_sim.imds import ImdsSim
 from nodeagent_sim.kube import KubeSim
 from tests.helpers import Daemon, daemon_env, wait_for

@@ -141,13 +141,26 @@ def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot():
     good = scheduled("instance-event-0bbbbbbbbbbbbbbbb", not_before=T0 + timedelta(hours=5), code="system-reboot")
     no_state = {k: v for k, v in scheduled("instance-event-0ccc", not_before=T0).items() if k != "State"}
     odd_code = scheduled("instance-event-0ddd", not_before=T0 + timedelta(hours=6), code="system-explode")
-    d = decide.decide_poll({}, poll(T0, events=[no_state, good, odd_code]), {}, settings(), ctx())
+    broken = {**scheduled("instance-event-0eee", not_before=T0), "NotBefore": "yesterday"}
+    d = decide.decide_poll({}, poll(T0, events=[no_state, good, odd_code, broken]), {}, settings(), ctx())
     accepted = {a.record.id: a for a in of(d.actions, Accept)}
-    assert set(accepted) == {"scheduled-instance-event-0bbbbbbbbbbbbbbbb", "scheduled-instance-event-0ddd"}
+    assert set(accepted) == {"scheduled-instance-event-0bbbbbbbbbbbbbbbb", "scheduled-instance-event-0ddd",
+                             "scheduled-instance-event-0ccc"}
     assert all(a.plan is not None and a.plan.response == "drain" for a in accepted.values())  # ON_SCHEDULED_EVENT
     says = [s.text for s in of(d.actions, Say)]
-    assert any("missing key 'State'" in text and "entry skipped" in text for text in says)
+    assert any("'NotBefore'" in text and "entry skipped" in text for text in says)
     assert any("'system-explode'" in text for text in says)
+
+
+def test_a_scheduled_event_without_a_state_is_acted_on_with_one_warning():
+    no_state = {k: v for k, v in scheduled("instance-event-0ccc", not_before=T0 + timedelta(hours=1)).items()
+                if k != "State"}
+    d = decide.decide_poll({}, poll(T0, events=[no_state]), {}, settings(), ctx())
+    [accept] = of(d.actions, Accept)
+    assert accept.plan is not None and accept.record.phase == SEEN
+    [say] = of(d.actions, Say)
+    assert say.level == logging.WARNING and say.key == "note-scheduled-instance-event-0ccc"
+    assert "no State; handled as active" in say.text
 
 
 def test_unknown_spot_action_is_drained_as_terminate_and_said():
@@ -312,6 +325,25 @@ def test_cancelling_the_superseding_notice_reopens_the_superseded_one():
     assert reopen.plan.notice_id == "scheduled-a" and reopen.plan.resume
 
 
+def test_a_superseded_notice_gone_from_imds_is_not_resumed_when_its_successor_is_cancelled():
+    """E1 was replaced by E2 (E1 no longer listed), then E2 was cancelled: E1 must not come back."""
+    records = {
+        "scheduled-a": record("scheduled-a", "scheduled", deadline=T0 + timedelta(days=2), phase=SUPERSEDED,
+                              superseded_by="scheduled-b", cordoned=True),
+        "scheduled-b": record("scheduled-b", "scheduled", deadline=T0 + timedelta(hours=1), phase=ACTING, cordoned=True),
+    }
+    events = [scheduled("b", not_before=T0 + timedelta(hours=1), state="canceled")]
+    d = decide.decide_poll(records, poll(T0, events=events), {}, settings(), ctx(running="scheduled-b"))
+    assert not of(d.actions, Reopen)
+    assert of(d.actions, Cancel) == [Cancel("scheduled-b", "scheduled event is now canceled", undo=True)]
+    assert any("no longer in IMDS either; not resumed" in say.text for say in of(d.actions, Say))
+    # Listed but no longer active: gone too. A path that did not answer says nothing: resumed.
+    ended = [scheduled("a", not_before=T0 + timedelta(days=2), state="completed"), *events]
+    assert not of(decide.decide_poll(records, poll(T0, events=ended), {}, settings(), ctx()).actions, Reopen)
+    spot_only = poll(T0, answered=("spot-itn",))
+    assert decide.still_listed(records["scheduled-a"], spot_only)
+
+
 # --- gate --------------------------------------------------------------------------------------
 
 
@@ -424,3 +456,164 @@ def test_retries_stay_about_once_a_second_within_ten_minutes_of_the_last_safe_mo
     assert retry_delay(1.0, T0, T0 - timedelta(seconds=1), rng) == 0.0
     # A 2-minute spot notice: retried about once a second all the way (a late PDB is honoured).
     assert count_retries(90) > 90
+
+
+# --- per-kind policy ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, response", [("spot-itn", "drain"), ("rebalance", "cordon"), ("scheduled", "drain"),
+                                            ("asg", "drain")])
+def test_each_kind_has_its_configured_response(kind, response):
+    assert decide.response_for(settings(), kind) == response
+    assert decide.response_for(settings(ON_REBALANCE="ignore"), "rebalance") == "ignore"
+
+
+def test_force_at_deadline_auto_spares_a_rebalance_only():
+    assert [decide.force_at_deadline(settings(), k) for k in ("spot-itn", "rebalance", "scheduled", "asg")] == [
+        True, False, True, True]
+    assert decide.force_at_deadline(settings(FORCE_AT_DEADLINE="true"), "rebalance")
+    assert not decide.force_at_deadline(settings(FORCE_AT_DEADLINE="false"), "spot-itn")
+
+
+def test_the_load_balancer_label_is_for_drains_only():
+    assert decide.exclude_from_lb(settings(), "spot-itn", "drain")
+    assert not decide.exclude_from_lb(settings(), "scheduled", "drain")  # auto: spot interruptions
+    assert decide.exclude_from_lb(settings(EXCLUDE_FROM_LB="true"), "scheduled", "drain")
+    assert not decide.exclude_from_lb(settings(EXCLUDE_FROM_LB="true"), "rebalance", "cordon")
+    assert not decide.exclude_from_lb(settings(ON_SPOT_INTERRUPTION="cordon"), "spot-itn", "cordon")
+    cordon = record("r", "spot-itn", deadline=T0, response="cordon")
+    assert not decide.plan_for(cordon, settings(EXCLUDE_FROM_LB="true")).exclude_from_lb
+
+
+# --- the worker's order --------------------------------------------------------------------------
+
+
+def plan(notice_id: str, deadline: datetime) -> decide.Plan:
+    return decide.plan_for(record(notice_id, "scheduled", deadline=deadline), settings())
+
+
+def test_uncordons_go_first_then_the_most_urgent_deadline():
+    later, sooner = plan("later", T0 + timedelta(hours=2)), plan("sooner", T0 + timedelta(hours=1))
+    undo = decide.UncordonJob("old", "withdrawn")
+    assert decide.next_job([later, sooner]) == 1
+    assert decide.next_job([later, sooner, undo]) == 2
+    assert decide.next_job([later]) == 0
+    with pytest.raises(ValueError):
+        decide.next_job([])
+
+
+# --- holding notices for a lost state file, and the fast pace ----------------------------------
+
+
+def test_notices_are_held_for_a_corrupt_file_until_the_node_is_read_and_for_a_missing_one_only_at_first():
+    assert decide.holding_notices(decide.StateLoss.CORRUPT, startup_failures=3)
+    assert decide.holding_notices(decide.StateLoss.MISSING, startup_failures=0)
+    assert not decide.holding_notices(decide.StateLoss.MISSING, startup_failures=1)
+    assert not decide.holding_notices(decide.StateLoss.NONE, startup_failures=0)
+
+
+def test_hot_kinds_are_those_being_responded_to_or_all_while_the_node_is_unread():
+    records = {"a": record("a", "scheduled", deadline=T0, phase=ACTING),
+               "b": record("b", "rebalance", deadline=T0, phase=DONE)}
+    assert decide.hot_kinds(records, decide.StateLoss.NONE) == {"scheduled"}
+    assert decide.hot_kinds({}, decide.StateLoss.MISSING) == {"spot-itn", "rebalance", "scheduled", "asg"}
+
+
+# --- the end of a response -----------------------------------------------------------------------
+
+
+def ended(ending, progress=None, at=5.0, notice_id="n"):
+    return decide.ResponseEnded(notice_id, ending, progress, at)
+
+
+def test_a_finished_response_closes_its_record_with_its_progress():
+    open_record = record("n", "scheduled", deadline=T0, phase=ACTING)
+    progress = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, drain_finished="x",
+                      outcome="drained: 3 evicted")
+    assert decide.response_ended(open_record, ended(decide.Ending.FINISHED, progress)) == (
+        decide.Close("n", progress, 5.0),)
+
+
+def test_a_stopped_response_or_one_whose_record_was_closed_says_how_far_it_got():
+    progress = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, evicted=1)
+    for phase, ending in [(CANCELLED, decide.Ending.FINISHED), (SUPERSEDED, decide.Ending.FINISHED),
+                          (CANCELLED, decide.Ending.STOPPED), (CANCELLED, decide.Ending.INTERRUPTED)]:
+        closed = record("n", "scheduled", deadline=T0, phase=phase)
+        assert decide.response_ended(closed, ended(ending, progress)) == (decide.StopEarly("n", progress),)
+
+
+def test_an_interrupted_response_stays_open_unless_it_had_finished():
+    acting = record("n", "scheduled", deadline=T0, phase=ACTING)
+    halfway = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, evicted=1)
+    assert decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, halfway)) == (decide.KeepOpen(halfway),)
+    done = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, drain_finished="x")
+    assert decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, done)) == (decide.Close("n", done, 5.0),)
+    cordon = record("n", "rebalance", deadline=T0, phase=ACTING, response="cordon", cordoned=True)
+    assert of(decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, cordon)), decide.Close)
+
+
+def test_a_response_too_late_to_start_expires_its_record_once():
+    seen = record("n", "spot-itn", deadline=T0, phase=SEEN)
+    [expire] = decide.response_ended(seen, ended(decide.Ending.LATE))
+    assert expire == Expire("n", "deadline passed before the response could start")
+    assert "passed before Kubernetes was ready; not acting" in expire.message
+    cancelled = record("n", "spot-itn", deadline=T0, phase=CANCELLED)
+    assert decide.response_ended(cancelled, ended(decide.Ending.LATE)) == ()
+
+
+def test_a_response_dropped_before_it_began_changes_nothing():
+    cancelled = record("n", "spot-itn", deadline=T0, phase=CANCELLED)
+    assert decide.response_ended(cancelled, ended(decide.Ending.DROPPED)) == ()
+
+
+def test_an_uncordon_decided_before_a_restart_keeps_the_cordon_if_another_notice_now_holds_it():
+    records = {
+        "old": record("old", "rebalance", deadline=T0, phase=CANCELLED, response="cordon", cordoned=True,
+                      uncordon_pending=True),
+        "spot": record("spot", "spot-itn", deadline=T0 + timedelta(seconds=90), phase=ACTING, cordoned=True),
+    }
+    [uncordon] = of(decide.decide_start(records, settings(), ctx()), Uncordon)
+    assert uncordon.keep and uncordon.held_by == "spot"
+    del records["spot"]
+    [uncordon] = of(decide.decide_start(records, settings(), ctx()), Uncordon)
+    assert not uncordon.keep
+
+
+# --- forgetting closed records -------------------------------------------------------------------
+
+
+def closed_rebalances(count: int) -> Dict[str, NoticeRecord]:
+    made = {}
+    for i in range(count):
+        seen = T0 + timedelta(minutes=i)
+        made[f"rebalance-{i:03d}"] = NoticeRecord(
+            id=f"rebalance-{i:03d}", kind="rebalance", action="rebalance", deadline=iso(seen), first_seen=iso(seen),
+            response="cordon", phase=CANCELLED, outcome="notice withdrawn from IMDS; node uncordoned")
+    return made
+
+
+def test_closed_records_beyond_the_newest_few_are_forgotten_once_imds_no_longer_lists_them():
+    records = closed_rebalances(25)
+    forget = decide.forgettable(records, poll(T0), settings(), keep=20)
+    assert forget == tuple(f"rebalance-{i:03d}" for i in range(5))  # the oldest five
+    [action] = of(decide.decide_poll(records, poll(T0), {}, settings(), ctx()).actions, decide.Forget)
+    assert action.notice_ids == forget  # every answered poll decides it (KEEP_CLOSED)
+    assert decide.forgettable(closed_rebalances(20), poll(T0), settings(), keep=20) == ()
+
+
+def test_what_is_open_holds_the_node_or_is_still_listed_is_never_forgotten():
+    records = closed_rebalances(3)
+    records["open"] = record("open", "scheduled", deadline=T0 + timedelta(days=1), phase=ACTING)
+    records["holding"] = record("holding", "scheduled", deadline=T0, phase=DONE, cordoned=True)
+    records["undo"] = record("undo", "rebalance", deadline=T0, phase=CANCELLED, response="cordon",
+                             uncordon_pending=True)
+    records["rebalance-20261201T110000Z"] = record("rebalance-20261201T110000Z", "rebalance", deadline=T0,
+                                                    phase="skipped", response="ignore")
+    records["asg-terminated"] = record("asg-terminated", "asg", deadline=T0, phase=DONE, action="Terminated")
+    listed = poll(T0, rebalance={"noticeTime": "2026-12-01T11:00:00Z"})  # the skipped one is still in IMDS
+    forget = decide.forgettable(records, listed, settings(ASG_LIFECYCLE_HOOK="hook"), keep=0)
+    assert set(forget) == {"rebalance-000", "rebalance-001", "rebalance-002"}
+    # A path that did not answer this poll says nothing about its notices: kept until it does.
+    assert decide.forgettable(records, poll(T0, answered=("spot-itn",)), settings(), keep=0) == ()
+    # Without a hook configured, an ASG record has nothing left to complete.
+    assert "asg-terminated" in decide.forgettable(records, listed, settings(), keep=0)

@@ -25,6 +25,29 @@ def gmt(moment) -> str:
     return moment.strftime("%d %b %Y %H:%M:%S GMT")
 
 
+class RecordingReporter:
+    """Keeps the records it is told were cancelled."""
+
+    def __init__(self) -> None:
+        self.cancels: list = []
+
+    def notice_received(self, notice, record, plan) -> None: ...
+
+    def step(self, record, reason, message) -> None: ...
+
+    def finished(self, record) -> None: ...
+
+    def cancelled(self, record) -> None:
+        self.cancels.append(record)
+
+    def polled(self, ok, errors) -> None: ...
+
+    def flush(self, timeout_s) -> bool:
+        return True
+
+    def close(self) -> None: ...
+
+
 class Engine:
     def __init__(self, responder: Optional[FakeResponder] = None, state: Optional[AgentState] = None,
                  boot_time: float = 0.0, **keys: str):
@@ -35,8 +58,10 @@ class Engine:
         # Every path polled on every 1 s tick unless a test says otherwise (the pacing tests do).
         paced = {"POLL_INTERVAL_REBALANCE": "1s", "POLL_INTERVAL_SCHEDULED": "1s"}
         self.settings = config.load_settings([], {}, {"DRAIN_MARGIN": "5s", **paced, **keys})
-        self.agent = Agent(self.settings, self.responder, imds=self.imds, store=self.files,  # type: ignore[arg-type]
-                           notifier=NullNotifier(), clock=self.clock, boot_time=boot_time)
+        self.reporter = RecordingReporter()
+        self.agent = Agent(self.settings, self.responder, imds=self.imds, state_file=self.files,  # type: ignore[arg-type]
+                           notifier=NullNotifier(), clock=self.clock, boot_time=boot_time,
+                           reporters=[self.reporter])  # type: ignore[list-item]
 
     def __enter__(self) -> "Engine":
         assert self.agent.start()
@@ -57,7 +82,12 @@ class Engine:
         self.clock.advance(advance_s)
         self.agent.tick()
         if settle:
-            self.wait(lambda: self.agent.worker.idle)
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait for the worker, then let the loop apply what it reported (as its next wake-up would)."""
+        self.wait(lambda: self.agent.worker.idle)
+        self.agent.apply_reports()
 
     def scheduled(self, state: str = "active", not_before=None, not_after=None, code="instance-retirement") -> None:
         event = {"NotBefore": gmt(not_before), "Code": code, "EventId": "instance-event-0aaaaaaaaaaaaaaaa",
@@ -83,7 +113,7 @@ def test_cancel_mid_drain_stops_the_drain_and_uncordons():
         engine.scheduled(state="canceled", not_before=engine.clock.now() + timedelta(days=2))
         engine.tick(settle=False)
         responder.released.set()
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         writes = responder.writes_for(EVENT_ID)
         assert writes == ["cordon", "label", "evict", "uncordon"]
         record = engine.record(EVENT_ID)
@@ -92,6 +122,30 @@ def test_cancel_mid_drain_stops_the_drain_and_uncordons():
                                   "node uncordoned")
         assert ("agent-state", "drained") not in responder.calls
         assert responder.calls[-1] == ("agent-state", "watching")
+        # Reported once, when the drain had stopped, with how far it got.
+        assert [r.outcome for r in engine.reporter.cancels] == [
+            "scheduled event is now canceled; stopped after 1 of 3 pods had gone"]
+
+
+def test_a_cancel_of_a_response_still_waiting_for_kubernetes_is_reported_at_once():
+    class NeverReady(FakeResponder):
+        def startup(self, identity):
+            return "waiting for /var/lib/kubelet/kubeconfig"
+
+    engine = Engine(NeverReady(), ON_SCHEDULED_EVENT="drain")
+    assert engine.agent.start()
+    try:
+        engine.wait(lambda: engine.agent.worker.startup_failures > 0)  # no longer holding notices
+        engine.scheduled(not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick(settle=False)
+        assert engine.record(EVENT_ID).phase == "seen"
+        engine.scheduled(state="canceled", not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick(settle=False)
+        assert [r.id for r in engine.reporter.cancels] == [EVENT_ID]
+        assert engine.record(EVENT_ID).phase == "cancelled"
+        assert not engine.responder.calls
+    finally:
+        engine.agent.shutdown()
 
 
 def test_a_two_day_scheduled_event_in_fake_time():
@@ -122,7 +176,7 @@ def test_a_spot_notice_supersedes_a_running_scheduled_drain():
         engine.imds.bodies[SPOT] = json.dumps({"action": "terminate", "time": iso(spot_time)})
         engine.tick(settle=False)
         responder.released.set()
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         spot_id = next(k for k in engine.agent.store.records() if k.startswith("spot-itn-"))
         scheduled = engine.record(EVENT_ID)
         assert scheduled.phase == "superseded" and scheduled.superseded_by == spot_id
@@ -160,7 +214,7 @@ def test_restart_resumes_an_open_response_and_never_repeats_a_finished_one():
                                cordoned=True)
     state = AgentState(notices={"spot-itn-open": open_record, "spot-itn-done": done_record})
     with Engine(state=state) as engine:
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         assert engine.responder.writes_for("spot-itn-open") == ["evict", "evict"]  # the two left
         assert engine.responder.writes_for("spot-itn-done") == []
         assert engine.record("spot-itn-open").phase == "done"
@@ -183,7 +237,7 @@ def test_a_plan_held_until_kubernetes_is_ready_expires_rather_than_act_late():
         engine.agent.tick()  # accepted while Kubernetes is not ready: held
         engine.wait(lambda: engine.agent.worker.ready)  # the worker's waits jump the fake clock 1+2+4 s
         engine.clock.advance(10)
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         spot_id = next(iter(engine.agent.store.records()))
         record = engine.record(spot_id)
         assert record.phase == "expired" and responder.writes_for(spot_id) == []
@@ -199,7 +253,7 @@ def test_a_spot_stop_is_uncordoned_on_the_next_boot(action):
                           cordoned=True, handled_at=(clock.now() - timedelta(hours=1)).timestamp())
     with Engine(state=AgentState(notices={"spot-itn-x": record}),
                 boot_time=(clock.now() - timedelta(minutes=5)).timestamp()) as engine:
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         assert engine.responder.writes_for("spot-itn-x") == ["uncordon"]
         assert not engine.record("spot-itn-x").cordoned
 
@@ -242,6 +296,6 @@ def test_a_path_whose_notice_is_being_answered_is_polled_fast_until_the_response
         engine.tick(settle=False)
         assert engine.record(EVENT_ID).phase == "cancelled", "the cancel is seen within one fast interval"
         responder.released.set()
-        engine.wait(lambda: engine.agent.worker.idle)
+        engine.settle()
         counts = gets_per_path(engine, 60)
         assert counts[SCHEDULED] == 2, "back to its own pace once the response has ended"

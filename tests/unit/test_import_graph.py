@@ -145,7 +145,7 @@ def test_a_node_with_a_lifecycle_hook_gets_one():
 
     settings = config.load_settings([], {}, {"ASG_LIFECYCLE_HOOK": "drain-hook"})
     store = NoticeStore(MemoryFiles(None))
-    hook = agent._lifecycle_hook(settings, store, SystemClock(), threading.Event(), lambda: [])
+    hook = agent._lifecycle_hook(settings, store, SystemClock(), threading.Event(), lambda: [], lambda told: None)
     assert isinstance(hook, LifecycleHook)
     off = config.load_settings([], {}, {})
-    assert agent._lifecycle_hook(off, store, SystemClock(), threading.Event(), lambda: []) is None
+    assert agent._lifecycle_hook(off, store, SystemClock(), threading.Event(), lambda: [], lambda told: None) is None

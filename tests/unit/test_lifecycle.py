@@ -191,6 +191,7 @@ def make_hook(records, **keys: str):
                                              "ASG_HEARTBEAT_MAX": "10m", **keys})
     stop = threading.Event()
     hook = LifecycleHook(settings, store, clock=clock, stop=stop, reporters=lambda: [reporter],  # type: ignore
+                         report=lambda told: store.lifecycle(told.notice_id, **told.fields),
                          imds_factory=FakeImds, client_factory=lambda s, region, imds: client)
     hook.instance_id, hook.region = "i-0123456789abcdef0", "us-east-1"
     return hook, clock, store, client, reporter, stop

@@ -241,6 +241,14 @@ def test_scheduled_unknown_code_is_still_maintenance():
     assert "'system-explode'" in notice.note and "handled as maintenance" in notice.note
 
 
+def test_an_event_without_a_state_is_handled_as_active_with_a_note():
+    """AWS always sends State; one without it is acted on (the safe side), and said."""
+    result = parse_scheduled(json.dumps([scheduled_event(State=None, Code="system-explode")]), NOW)
+    [notice] = result.notices
+    assert notice.state == "active" and not result.problems
+    assert "no State; handled as active" in notice.note and "'system-explode'" in notice.note
+
+
 @pytest.mark.parametrize("body, fragment", [('{"a": 1}', "JSON list"), ("", "empty"), ("[", "not valid JSON")])
 def test_scheduled_rejects_a_body_that_is_not_a_list(body, fragment):
     with pytest.raises(NoticeParseError) as info:
@@ -259,7 +267,7 @@ def test_scheduled_rejects_a_body_that_is_not_a_list(body, fragment):
         (scheduled_event(EventId="  "), "empty 'EventId'"),
         (scheduled_event(EventId=7), "must be a string"),
         (scheduled_event(State="pending"), "unknown State"),
-        (scheduled_event(State=None), "missing key 'State'"),
+        (scheduled_event(State=5), "'State' in event #0 must be a string"),
         (scheduled_event(NotBefore=None), "missing key 'NotBefore'"),
         (scheduled_event(NotBefore="2019-01-21T09:00:43Z"), "NotBefore"),
         (scheduled_event(NotBefore="21 Foo 2019 09:00:43 GMT"), "unknown month"),

@@ -25,13 +25,13 @@ def test_defaults_map_each_path_to_its_pace():
 
 def test_never_polled_paths_are_all_due_at_once():
     result = plan(100.0, {})
-    assert result == PollPlan(due=(SPOT, ASG, REBALANCE, SCHEDULED), next_due_at=101.0)
+    assert result == PollPlan(due=(SPOT, ASG, REBALANCE, SCHEDULED))
 
 
 def test_after_one_second_only_the_fast_paths_are_due():
     last = {SPOT: 100.0, ASG: 100.0, REBALANCE: 100.0, SCHEDULED: 100.0}
-    assert plan(101.0, last) == PollPlan(due=(SPOT, ASG), next_due_at=102.0)
-    assert plan(100.5, last) == PollPlan(due=(), next_due_at=101.0)
+    assert plan(101.0, last) == PollPlan(due=(SPOT, ASG))
+    assert plan(100.5, last) == PollPlan(due=())
 
 
 def test_simulated_minute_polls_each_path_at_its_own_pace():
@@ -45,7 +45,7 @@ def test_simulated_minute_polls_each_path_at_its_own_pace():
             counts[path] += 1
             last[path] = now
         wakeups += 1
-        now = result.next_due_at
+        now = next_poll_at(now, last, INTERVALS, NONE_HOT, 1.0)
     assert counts == {SPOT: 60, ASG: 60, REBALANCE: 12, SCHEDULED: 2}
     assert wakeups == 60  # slow paths ride along with the fast ones, no extra wake-ups
     assert sum(counts.values()) == 134  # IMDS GETs a minute, against 240 when all go every second
@@ -108,9 +108,9 @@ def test_next_poll_at_counts_from_the_last_poll_of_each_path():
 def test_a_hot_path_is_polled_at_the_fast_pace_until_it_cools():
     last = {SPOT: 10.0, ASG: 10.0, REBALANCE: 10.0, SCHEDULED: 10.0}
     hot = frozenset({SCHEDULED})
-    assert plan(11.0, last, hot) == PollPlan(due=(SPOT, ASG, SCHEDULED), next_due_at=12.0)
+    assert plan(11.0, last, hot) == PollPlan(due=(SPOT, ASG, SCHEDULED))
     assert effective_interval(SCHEDULED, INTERVALS, hot, 1.0) == 1.0
-    assert plan(11.0, last) == PollPlan(due=(SPOT, ASG), next_due_at=12.0)  # cooled: 30 s again
+    assert plan(11.0, last) == PollPlan(due=(SPOT, ASG))  # cooled: 30 s again
     assert plan(40.0, last).due == (SPOT, ASG, REBALANCE, SCHEDULED)
 
 
@@ -122,10 +122,11 @@ def test_hot_never_slows_a_path_down():
 def test_next_due_is_the_earliest_path_not_the_fast_pace():
     # Only the slow paths are listed: the next wake-up is the rebalance one, 5 s on.
     slow = {REBALANCE: 5.0, SCHEDULED: 30.0}
-    assert plan(20.0, {REBALANCE: 20.0, SCHEDULED: 20.0}, intervals=slow) == PollPlan((), 25.0)
-    # Rebalance is due and next due at 31; scheduled, polled at 0, falls due first, at 30.
-    assert plan(26.0, {REBALANCE: 21.0, SCHEDULED: 0.0}, intervals=slow) == PollPlan(
-        due=(REBALANCE,), next_due_at=30.0)
+    assert plan(20.0, {REBALANCE: 20.0, SCHEDULED: 20.0}, intervals=slow) == PollPlan(())
+    assert next_poll_at(20.0, {REBALANCE: 20.0, SCHEDULED: 20.0}, slow, NONE_HOT, 1.0) == 25.0
+    # Rebalance is due (polled at 26: next due at 31); scheduled, polled at 0, falls due first, at 30.
+    assert plan(26.0, {REBALANCE: 21.0, SCHEDULED: 0.0}, intervals=slow) == PollPlan(due=(REBALANCE,))
+    assert next_poll_at(26.0, {REBALANCE: 26.0, SCHEDULED: 0.0}, slow, NONE_HOT, 1.0) == 30.0
 
 
 def test_paths_due_a_few_milliseconds_apart_are_polled_together():
@@ -135,7 +136,7 @@ def test_paths_due_a_few_milliseconds_apart_are_polled_together():
 
 
 def test_a_last_poll_in_the_future_counts_as_just_polled():
-    assert plan(5.0, {SPOT: 50.0, ASG: 5.0, REBALANCE: 5.0, SCHEDULED: 5.0}) == PollPlan((), 6.0)
+    assert plan(5.0, {SPOT: 50.0, ASG: 5.0, REBALANCE: 5.0, SCHEDULED: 5.0}) == PollPlan(())
 
 
 def test_unknown_paths_are_ignored_and_bad_input_refused():

@@ -80,3 +80,29 @@ def test_unwritable_path_carries_on_from_memory(tmp_path):
     store = StateStore(str(blocker / "state"))  # a directory under a regular file cannot exist
     assert store.save(AgentState()) is False
     assert not store.writable and "carrying on from memory" in store.last_error
+
+
+def test_a_state_file_written_with_plain_strings_loads_into_enums_and_saves_the_same_text(tmp_path):
+    from nodeagent.notices import NoticeKind
+    from nodeagent.state import Phase
+
+    written = {"schema": 1, "busy": False, "last_notice": "scheduled-e", "status": "watching", "agent_state": "drained",
+               "drain_progress": None, "updated_at": 1.0, "pid": 7,
+               "notices": {"scheduled-e": {**record("scheduled-e").__dict__, "kind": "scheduled", "phase": "done"}}}
+    (tmp_path / "state.json").write_text(json.dumps(written))
+    store = StateStore(str(tmp_path))
+    loaded = store.load()
+    assert loaded.error is None
+    got = loaded.state.notices["scheduled-e"]
+    assert got.kind is NoticeKind.SCHEDULED and got.phase is Phase.DONE
+    assert f"{got.kind} {got.phase}" == "scheduled done"
+    store.save(loaded.state)
+    again = json.loads((tmp_path / "state.json").read_text())
+    assert again["notices"] == written["notices"]
+
+
+def test_an_unknown_phase_or_kind_makes_the_file_corrupt_not_the_daemon_die(tmp_path):
+    bad = {"schema": 1, "notices": {"a": {**record("a").__dict__, "kind": "spot-itn", "phase": "exploded"}}}
+    (tmp_path / "state.json").write_text(json.dumps(bad))
+    loaded = StateStore(str(tmp_path)).load()
+    assert loaded.error and "exploded" in loaded.error and loaded.quarantined
