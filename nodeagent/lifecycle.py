@@ -21,6 +21,7 @@ from nodeagent.state import OPEN_PHASES, NoticeRecord
 # Auto Scaling's own limit on one hold: 100 heartbeat timeouts or 48 hours, whichever is less.
 AWS_MAX_HOLD_S = 48 * 3600.0
 AWS_MAX_TIMEOUTS = 100
+HEARTBEAT_JITTER_SHARE = 0.1  # a heartbeat comes up to this share of its gap early, at random
 
 
 @dataclass(frozen=True)
@@ -53,28 +54,37 @@ def held_since(record: NoticeRecord) -> datetime | None:
     return parse_optional_iso(record.first_seen)
 
 
-def next_heartbeat(record: NoticeRecord, policy: HookPolicy) -> datetime | None:
+def next_heartbeat(record: NoticeRecord, policy: HookPolicy, early_s: float = 0.0) -> datetime | None:
     """When the next heartbeat is due; None when the cap forbids another one.
 
     A heartbeat at moment t keeps the instance until t + timeout, so one is allowed only while
-    t + timeout stays within the cap counted from the start of the hold."""
+    t + timeout stays within the cap counted from the start of the hold. `early_s` moves it that
+    much earlier (never later: a late heartbeat lets the hold run out); the hook gives each notice
+    its own random share (HEARTBEAT_JITTER_SHARE), so instances terminated together do not call
+    Auto Scaling together."""
     start = held_since(record)
     if start is None:
         return None
     last = parse_optional_iso(record.lifecycle_heartbeat_at) or start
-    due = last + timedelta(seconds=policy.share * policy.heartbeat_timeout_s)
+    gap_s = policy.share * policy.heartbeat_timeout_s
+    due = last + timedelta(seconds=gap_s - min(max(0.0, early_s), gap_s * HEARTBEAT_JITTER_SHARE))
     if (due - start).total_seconds() + policy.heartbeat_timeout_s > policy.cap_s:
         return None
     return due
 
 
-def heartbeat_due(records: Mapping[str, NoticeRecord], policy: HookPolicy, now: datetime) -> list[str]:
+def heartbeat_due(
+    records: Mapping[str, NoticeRecord],
+    policy: HookPolicy,
+    now: datetime,
+    early_s: Mapping[str, float] | None = None,
+) -> list[str]:
     """Hooked notices whose response is still open and whose heartbeat time has come."""
     due = []
     for record in records.values():
         if not hooked(record) or settled(record) or record.phase not in OPEN_PHASES:
             continue
-        at = next_heartbeat(record, policy)
+        at = next_heartbeat(record, policy, (early_s or {}).get(record.id, 0.0))
         if at is not None and at <= now:
             due.append(record.id)
     return due
@@ -89,10 +99,12 @@ def completion_due(records: Mapping[str, NoticeRecord]) -> list[str]:
     return [record.id for record in records.values() if hooked(record) and not settled(record)]
 
 
-def wake_at(records: Mapping[str, NoticeRecord], policy: HookPolicy) -> datetime | None:
+def wake_at(
+    records: Mapping[str, NoticeRecord], policy: HookPolicy, early_s: Mapping[str, float] | None = None
+) -> datetime | None:
     """The earliest heartbeat still to come (None: nothing scheduled), so the caller sleeps until then."""
     times = [
-        next_heartbeat(record, policy)
+        next_heartbeat(record, policy, (early_s or {}).get(record.id, 0.0))
         for record in records.values()
         if hooked(record) and not settled(record) and record.phase in OPEN_PHASES
     ]

@@ -18,6 +18,7 @@ Only built when ASG_LIFECYCLE_HOOK is set; requests-aws4auth is imported with it
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -93,6 +94,8 @@ class LifecycleHook:
         self.problem = ""  # why calls cannot be made yet (said once)
         self._imds: ImdsClient | None = None
         self._beat_paused_until: dict[str, float] = {}  # monotonic; after a heartbeat that failed
+        self._rng = random.Random()
+        self._early: dict[str, float] = {}  # each notice's own random head start (lifecycle.next_heartbeat)
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lifecycle-hook", daemon=True)
 
@@ -137,10 +140,18 @@ class LifecycleHook:
         # The worker pokes at the start and the end of every response; looking on our own is
         # only a backstop (a notice that waits for Kubernetes still gets its heartbeats).
         idle = min(IDLE_LOOK_S, 0.1 * self.policy.heartbeat_timeout_s)
-        at = lifecycle.wake_at(self._records(), self.policy)
+        records = self._records()
+        at = lifecycle.wake_at(records, self.policy, self._early_s(records))
         if at is None:
             return idle
         return max(0.05, min(idle, (at - self.clock.now()).total_seconds()))
+
+    def _early_s(self, records: Mapping[str, NoticeRecord]) -> dict[str, float]:
+        gap_s = self.policy.share * self.policy.heartbeat_timeout_s
+        for notice_id in records:
+            if notice_id not in self._early:
+                self._early[notice_id] = self._rng.uniform(0.0, gap_s * lifecycle.HEARTBEAT_JITTER_SHARE)
+        return self._early
 
     def tick(self) -> None:
         """One look at the records: completions first (the drain is over), then heartbeats."""
@@ -149,7 +160,9 @@ class LifecycleHook:
         paused = self._beat_paused_until
         beats = [
             notice_id
-            for notice_id in lifecycle.heartbeat_due(records, self.policy, self.clock.now())
+            for notice_id in lifecycle.heartbeat_due(
+                records, self.policy, self.clock.now(), self._early_s(records)
+            )
             if paused.get(notice_id, 0.0) <= self.clock.monotonic()
         ]
         if not completions and not beats:

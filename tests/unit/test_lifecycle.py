@@ -43,6 +43,17 @@ def test_first_heartbeat_after_the_share_of_the_timeout_then_from_each_heartbeat
     assert lifecycle.next_heartbeat(record, POLICY) == T0 + timedelta(seconds=61)
 
 
+def test_a_heartbeat_comes_early_by_its_own_jitter_never_late_and_at_most_a_tenth_of_the_gap():
+    record = asg()  # the gap is 30 s
+    assert lifecycle.next_heartbeat(record, POLICY, early_s=2.0) == T0 + timedelta(seconds=28)
+    assert lifecycle.next_heartbeat(record, POLICY, early_s=60.0) == T0 + timedelta(seconds=27), "capped"
+    assert lifecycle.next_heartbeat(record, POLICY, early_s=-5.0) == T0 + timedelta(seconds=30), "never late"
+    now = T0 + timedelta(seconds=28.5)
+    assert lifecycle.heartbeat_due({record.id: record}, POLICY, now, {record.id: 2.0}) == [record.id]
+    assert lifecycle.heartbeat_due({record.id: record}, POLICY, now) == []
+    assert lifecycle.wake_at({record.id: record}, POLICY, {record.id: 1.0}) == T0 + timedelta(seconds=29)
+
+
 def test_no_heartbeat_may_hold_the_instance_past_the_cap():
     record = asg()
     # beats at 30, 60, ... each holds to t + 60: the last allowed is at 540 (holds to 600)
