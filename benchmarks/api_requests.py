@@ -1,4 +1,4 @@
-"""Benchmark 3: API requests per drain of N pods, counted at the Kubernetes API simulator.
+"""API requests per drain of N pods, counted at the Kubernetes API simulator.
 
 Every request the agent's own identity (system:node:<node>) sends from the notice to the end of
 the drain, Events included, by kind. Same scenario as benchmark 2 (N evictable pods, 3 DaemonSet

@@ -1,4 +1,4 @@
-"""Benchmark 7: last pod gone -> instance released, with an ASG termination lifecycle hook.
+"""Last pod gone -> instance released, with an ASG termination lifecycle hook.
 
 An Auto Scaling group terminates the instance (IMDS target-lifecycle-state turns Terminated) and
 its termination hook holds it in Terminating:Wait. nodeagent drains the node, then completes the

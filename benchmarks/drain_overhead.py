@@ -1,4 +1,4 @@
-"""Benchmark 2: drain overhead, nodeagent vs `kubectl drain`, in the same run.
+"""Drain overhead, nodeagent vs `kubectl drain`, in the same run.
 
 For N = 10, 100 and 500 evictable pods (plus 3 DaemonSet pods and a mirror pod) on the Kubernetes
 API simulator, whose time-scale makes every pod's grace exactly GRACE_S x TIME_SCALE seconds:

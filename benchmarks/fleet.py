@@ -1,4 +1,4 @@
-"""Benchmark 8: a capacity pool reclaimed at once. N real agents drain against ONE API server.
+"""A capacity pool reclaimed at once. N real agents drain against ONE API server.
 
 N real daemons (`python -m nodeagent run`, each with its own NOTIFY_SOCKET, state directory,
 IMDS simulator whose instance id matches its Node's providerID, and kubeconfig with its own

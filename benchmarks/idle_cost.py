@@ -1,4 +1,4 @@
-"""Benchmark 4: what the idle daemon costs, per node, while nothing happens.
+"""What the idle daemon costs, per node, while nothing happens.
 
 The real daemon at POLL_INTERVAL 1 s (or --poll) and the default per-path pacing against both simulators, with the node's own (static)
 credentials, for 10 minutes after a short warm-up:

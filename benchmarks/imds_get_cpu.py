@@ -1,4 +1,4 @@
-"""Benchmark 4b: CPU per IMDS GET, by HTTP transport, measured in one run (the idle-CPU breakdown).
+"""CPU per IMDS GET, by HTTP transport, measured in one run (the idle-CPU breakdown).
 
 The idle daemon's CPU is almost all its four IMDS GETs a second, so this compares, against the
 IMDS simulator on loopback (in another process), the process CPU time (time.process_time) that

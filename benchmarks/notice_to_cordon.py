@@ -1,4 +1,4 @@
-"""Benchmark 1: notice -> cordon latency.
+"""Notice -> cordon latency.
 
 From the moment a spot interruption notice appears in IMDS to the moment `spec.unschedulable=true`
 is stored at the API (the simulator's PATCH hook), over many notices, at POLL_INTERVAL 1 s and

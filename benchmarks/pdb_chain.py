@@ -1,4 +1,4 @@
-"""Benchmark 9: a drain behind PodDisruptionBudgets, nodeagent vs `kubectl drain`, in the same run.
+"""A drain behind PodDisruptionBudgets, nodeagent vs `kubectl drain`, in the same run.
 
 100 pods in 10 Deployments of 10 (plus the DaemonSet and mirror pods of benchmark 2), each
 Deployment guarded by a PDB with maxUnavailable 1. An evicted pod's replacement starts on another

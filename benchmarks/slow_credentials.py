@@ -1,4 +1,4 @@
-"""Benchmark 6: slow credentials must not slow the cordon.
+"""Slow credentials must not slow the cordon.
 
 EKS nodes authenticate with an exec credential plugin (`aws eks get-token`, about a second). The
 kubernetes client would run it lazily on the request path, so the first call after a notice

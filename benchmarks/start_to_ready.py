@@ -1,4 +1,4 @@
-"""Benchmark 5: start -> READY=1.
+"""Start -> READY=1.
 
 From spawning `python -m nodeagent run` to the READY=1 datagram on a real NOTIFY_SOCKET (what
 systemd waits for with Type=notify). READY is sent once IMDS answered and the kubeconfig is
