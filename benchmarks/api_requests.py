@@ -1,7 +1,7 @@
 """API requests per drain of N pods, counted at the Kubernetes API simulator.
 
 Every request the agent's own identity (system:node:<node>) sends from the notice to the end of
-the drain, Events included, by kind. Same scenario as benchmark 2 (N evictable pods, 3 DaemonSet
+the drain, Events included, by kind. Same scenario as the drain overhead benchmark (benchmarks.drain_overhead) (N evictable pods, 3 DaemonSet
 pods, a mirror pod). `kubectl drain` is counted the same way for comparison: it polls every pod
 with a GET once a second until the pod is gone.
 

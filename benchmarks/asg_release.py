@@ -72,7 +72,7 @@ def one_run(args, pods: int) -> Dict[str, float]:
 def main() -> int:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     runs, pods = (2, 3) if args.smoke else (10, 20)
-    common.banner(f"benchmark 7: last pod gone -> instance released ({runs} terminations, {pods} pods each)", args)
+    common.banner(f"ASG release: last pod gone -> instance released ({runs} terminations, {pods} pods each)", args)
     results: List[Dict[str, float]] = [one_run(args, pods) for _ in range(runs)]
     released = [r["gone_to_released_s"] for r in results]
     held = [r["held_s"] for r in results]

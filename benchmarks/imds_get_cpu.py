@@ -1,6 +1,7 @@
 """CPU per IMDS GET, by HTTP transport, measured in one run (the idle-CPU breakdown).
 
-The idle daemon's CPU is almost all its four IMDS GETs a second, so this compares, against the
+Most of the idle daemon's CPU goes to its IMDS GETs (each path polled at its own pace), so this
+compares, against the
 IMDS simulator on loopback (in another process), the process CPU time (time.process_time) that
 one GET costs with:
 

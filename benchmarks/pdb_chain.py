@@ -1,6 +1,6 @@
 """A drain behind PodDisruptionBudgets, nodeagent vs `kubectl drain`, in the same run.
 
-100 pods in 10 Deployments of 10 (plus the DaemonSet and mirror pods of benchmark 2), each
+100 pods in 10 Deployments of 10 (plus the DaemonSet and mirror pods of the drain overhead benchmark (benchmarks.drain_overhead)), each
 Deployment guarded by a PDB with maxUnavailable 1. An evicted pod's replacement starts on another
 node at once and is Ready REPLACEMENT_READY_S later; only then does the budget allow the next
 eviction. So each Deployment drains in a chain of 10 steps, and the chain is the floor no drain can
@@ -8,7 +8,7 @@ beat: the first pod of each goes at once, each of the other 9 waits for the repl
 one before it, and the last one then takes its grace: 9 x (replacement ready) + one grace period.
 
 nodeagent retries a refused eviction about once a second near its deadline (jittered);
-`kubectl drain` retries every 5 s. Reported: drain time (as in benchmark 2), its ratio to the
+`kubectl drain` retries every 5 s. Reported: drain time (as in the drain overhead benchmark (benchmarks.drain_overhead)), its ratio to the
 critical path, and kubectl's. Targets: nodeagent within 1.2x the critical path and at most 0.35x
 kubectl's time.
 

@@ -3,7 +3,7 @@
 EKS nodes authenticate with an exec credential plugin (`aws eks get-token`, about a second). The
 kubernetes client would run it lazily on the request path, so the first call after a notice
 could wait for it. nodeagent keeps a token ready ahead of expiry instead. This benchmark runs
-benchmark 1's notice -> cordon measurement at POLL_INTERVAL 1 s three times in the same run:
+the notice to cordon benchmark (benchmarks.notice_to_cordon)'s notice -> cordon measurement at POLL_INTERVAL 1 s three times in the same run:
 
 - baseline: a static token;
 - an exec plugin that takes 1 s, tokens valid 15 min (as EKS issues them);
@@ -13,7 +13,7 @@ benchmark 1's notice -> cordon measurement at POLL_INTERVAL 1 s three times in t
 Target: no growth. The poll phase makes the end-to-end figures vary from run to run, so growth is
 judged on the agent's own part (from the IMDS GET that returned the notice to the cordon): its p99
 and max may not exceed the baseline's by more than NOISE_MS, and the end-to-end p99 must still
-meet benchmark 1's target (poll + 100 ms).
+meet the notice to cordon benchmark (benchmarks.notice_to_cordon)'s target (poll + 100 ms).
 
     python -m benchmarks.slow_credentials [--smoke] [--python PATH]
 """
