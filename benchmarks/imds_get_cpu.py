@@ -1,9 +1,8 @@
 """CPU per IMDS GET, by HTTP transport, measured in one run (the idle-CPU breakdown).
 
 Most of the idle daemon's CPU goes to its IMDS GETs (each path polled at its own pace), so this
-compares, against the
-IMDS simulator on loopback (in another process), the process CPU time (time.process_time) that
-one GET costs with:
+compares, against the IMDS simulator on loopback (in another process), the process CPU time
+(time.process_time) that one GET costs with:
 
 - nodeagent's ImdsClient as it is: the whole contract (token, deadline, retries, body cap);
 - the candidate transports for that client's poll GET, each bare (token header, keep-alive, body
