@@ -2,7 +2,7 @@
 
     defaults < nodeagent.conf < conf.d/*.conf < NODEAGENT_<KEY> < CLI flags
 
-The package's modules, each with one job (none imports this __init__; callers import from it):
+The package's modules, each with one job (none reads a name from this __init__; callers do):
 
     keys.py          the key table: one KeySpec per key, with its flags
     parsers.py       value parsers, pure

@@ -6,7 +6,7 @@ EX_CONFIG = 78  # sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus= kee
 
 
 class ConfigError(Exception):
-    """A bad key, value or file. `key` names it; the message says what was wrong."""
+    """A bad key, value or file. `key` names it; the message says what is wrong."""
 
     def __init__(self, key: str, message: str):
         super().__init__(f"config: {key}: {message}")
