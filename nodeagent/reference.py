@@ -26,7 +26,6 @@ from nodeagent.config import (
     EX_CONFIG,
     KEYS,
     KEYS_BY_NAME,
-    RESTART_ONLY_KEYS,
     KeySpec,
 )
 
@@ -62,7 +61,7 @@ def _md_rows(specs: Iterable[KeySpec]) -> list[str]:
 def config_table() -> str:
     """Every key: the table in docs/configuration.md."""
     lines = _md_rows(KEYS)
-    restart = ", ".join(f"`{name}`" for name in RESTART_ONLY_KEYS)
+    restart = ", ".join(f"`{spec.name}`" for spec in KEYS if spec.restart_only)
     lines += ["", f"Read once at start (a reload says so; they apply on the next restart): {restart}."]
     return "\n".join(lines) + "\n"
 
@@ -168,7 +167,7 @@ def manpage(date: str | None = None) -> str:
         default = f"default \\fB{_roff(spec.default)}\\fR" if spec.default else "default empty"
         secret = " A secret: never logged or shown." if spec.secret else ""
         out += [".TP", f"\\fB{spec.name}\\fR ({default})", _roff(spec.help) + "." + secret]
-    restart = ", ".join(RESTART_ONLY_KEYS)
+    restart = ", ".join(spec.name for spec in KEYS if spec.restart_only)
     out += [
         ".PP",
         f"SIGHUP (\\fBsystemctl reload nodeagent\\fR) reloads the configuration; {_roff(restart)} "

@@ -1,4 +1,4 @@
-"""Secrets outside the config lines (issue 13): WEBHOOK_URL_FILE / WEBHOOK_HEADERS_FILE, and the
+"""Secrets outside the config lines: WEBHOOK_URL_FILE / WEBHOOK_HEADERS_FILE, and the
 systemd credentials webhook-url, webhook-headers and kubeconfig picked up by name. Fast: files in
 tmp_path, no sockets; the daemon end to end is in test_webhook.py."""
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_set_twice_is_an_error(tmp_path):
 
 
 def test_missing_directory_fifo_and_huge_files_are_clear_errors(tmp_path):
-    for path, expected in ((tmp_path / "missing", "No such file"), (tmp_path, "not a regular file")):
+    for path, expected in ((tmp_path / "missing", "No such file"), (tmp_path, "is a directory")):
         with pytest.raises(config.ConfigError, match=expected):
             load(tmp_path, f"WEBHOOK_URL_FILE={path}\n")
     fifo = tmp_path / "fifo"
@@ -111,7 +111,7 @@ def test_a_file_owned_by_another_user_is_refused(tmp_path):
         pytest.skip("chown needs root")
     url = secret(tmp_path / "url", URL)
     os.chown(url, 65533, -1)
-    with pytest.raises(config.ConfigError, match="belongs to uid 65533"):
+    with pytest.raises(config.ConfigError, match="owned by uid 65533, not root or the agent's own user"):
         load(tmp_path, f"WEBHOOK_URL_FILE={url}\n")
 
 

@@ -126,7 +126,7 @@ def test_bad_config_files_exit_78(tmp_path, kind):
 # The config reference (docs/configuration.md) is generated from KEYS: tests/unit/test_reference.py.
 
 
-# ---------------------------------------------------------------------- hostile config files (issue 13 row 12)
+# ---------------------------------------------------------------------- hostile config files
 
 
 @pytest.mark.parametrize("separator", ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"])
@@ -175,15 +175,26 @@ def _etc(tmp_path, text="DRY_RUN=true\n"):
 def test_trust_problem_rules():
     import os as _os
 
+    from nodeagent.config.secret_files import secret_file_rules
+
     def st(uid, mode, gid=0):
         return _os.stat_result((mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
 
-    assert config.trust_problem(st(0, 0o100644), 0) is None
-    assert config.trust_problem(st(1000, 0o100644), 1000) is None  # the user running the command
-    assert config.trust_problem(st(1000, 0o100644), 0) == "owned by uid 1000, not root"
-    assert config.trust_problem(st(0, 0o100666), 0) == "writable by everyone"
-    assert config.trust_problem(st(0, 0o100664, gid=27), 0) == "writable by group 27"
-    assert config.trust_problem(st(0, 0o040777), 0) == "writable by everyone"
+    as_root, as_user = config.config_file_rules(0), config.config_file_rules(1000)
+    assert config.trust_problem(st(0, 0o100644), as_root) is None
+    assert config.trust_problem(st(1000, 0o100644), as_user) is None  # the user running the command
+    assert config.trust_problem(st(1000, 0o100644), as_root) == "owned by uid 1000, not root"
+    assert config.trust_problem(st(0, 0o100666), as_root) == "writable by everyone"
+    assert config.trust_problem(st(0, 0o100664, gid=27), as_root) == "writable by group 27"
+    assert config.trust_problem(st(0, 0o040777), as_root) == "writable by everyone"
+    # Secrets: owner-only, and the service user may own them too.
+    secrets = secret_file_rules(0, 990)
+    assert config.trust_problem(st(990, 0o100600), secrets) is None
+    assert config.trust_problem(st(0, 0o100400), secrets) is None
+    assert config.trust_problem(st(0, 0o100640), secrets) == "open to group or others (mode 0640)"
+    assert config.trust_problem(st(0, 0o100604), secrets) == "open to group or others (mode 0604)"
+    assert config.trust_problem(st(1000, 0o100600), secrets).startswith("owned by uid 1000, not root or")
+    assert config.trust_problem(st(990, 0o100600), secret_file_rules(0, None)) is not None
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -237,8 +248,8 @@ def _without_file_read_privileges():
 
 @pytest.mark.parametrize("command", [["check-config"], ["status", "--json", "--no-probe"]])
 def test_an_unreadable_conf_d_is_reported_not_skipped(tmp_path, command):
-    """As a user who cannot read conf.d, check-config and status used to show the defaults as if
-    the drop-ins did not exist; now they say which directory could not be read, and exit 78."""
+    """As a user who cannot read conf.d, check-config and status say which directory could not be
+    read, and exit 78: the defaults are never shown as if the drop-ins did not exist."""
     etc, conf = _etc(tmp_path)
     (etc / "conf.d").chmod(0)
     try:
@@ -250,6 +261,26 @@ def test_an_unreadable_conf_d_is_reported_not_skipped(tmp_path, command):
     assert result.returncode == 78, result
     assert f"cannot read directory {etc / 'conf.d'}: permission denied" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_settings_has_one_field_per_key():
+    """Settings spells its fields out (so mypy checks their uses): the same names as the table,
+    each typed as its key's parser returns for the default value."""
+    import dataclasses
+
+    fields = {f.name: f.type for f in dataclasses.fields(config.Settings) if f.name != "sources"}
+    assert sorted(fields) == sorted(spec.field for spec in config.KEYS)
+    for spec in config.KEYS:
+        parsed = spec.parse(spec.default)
+        name = "None" if parsed is None else type(parsed).__name__
+        assert name in fields[spec.field], (spec.name, parsed, fields[spec.field])
+
+
+def test_restart_only_changes_names_the_flagged_keys_that_differ():
+    old = load_settings([], {})
+    new = load_settings([], {}, {"API_QPS": "7", "DRY_RUN": "true", "STATE_DIR": "/srv/state"})
+    assert config.restart_only_changes(old, new) == ["STATE_DIR", "API_QPS"]  # DRY_RUN applies at once
+    assert config.restart_only_changes(old, old) == []
 
 
 def test_describe_shows_an_empty_optional_duration_as_empty_not_none():

@@ -13,8 +13,8 @@ picked up by name, with nothing to configure:
   kubeconfig       -> KUBECONFIG       (when KUBECONFIG is left at its default)
 
 A secret file must be a regular file of at most 64 KiB, owned by root or by the agent's user
-(nodeagent, or whoever runs the command), and open to nobody else (no group or other bits).
-Errors name the file, never its content.
+(nodeagent, or whoever runs the command), and open to nobody else (no group or other bits): the
+rules of nodeagent.config.trusted_file. Errors name the file, never its content.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ import contextlib
 import dataclasses
 import os
 import pwd
-import stat
 from collections.abc import Mapping
 from typing import Any
 
-from nodeagent.config import KEYS_BY_NAME, ConfigError, Settings
+from nodeagent.config.errors import ConfigError
+from nodeagent.config.keys import KEYS_BY_NAME
+from nodeagent.config.layers import hide_secret
+from nodeagent.config.settings import Settings
+from nodeagent.config.trusted_file import TrustRules, read_trusted_file
 
-MAX_BYTES = 64 * 1024
+MAX_SECRET_BYTES = 64 * 1024
 SERVICE_USER = "nodeagent"  # User= of nodeagent.service, created by the package
 # key -> (the key naming its file, the credential name)
 SECRET_FILES: tuple[tuple[str, str, str], ...] = (
@@ -39,47 +42,32 @@ SECRET_FILES: tuple[tuple[str, str, str], ...] = (
 KUBECONFIG_CREDENTIAL = "kubeconfig"
 
 
-def _trusted_owners() -> set[int]:
+def secret_file_rules(euid: int, service_uid: int | None) -> TrustRules:
     """Root, whoever runs this (the agent), and the service user (check-config run by root)."""
-    owners = {0, os.geteuid()}
+    owners = {0, euid} | ({service_uid} if service_uid is not None else set())
+    return TrustRules(
+        what="secret",
+        owners=frozenset(owners),
+        owner_names=f"root or the agent's own user ({SERVICE_USER})",
+        owner_only=True,
+        max_bytes=MAX_SECRET_BYTES,
+        fix=f"make it owned by root or {SERVICE_USER}, and owner-only: chmod 0600",
+        content="a file holding the secret",
+        permission_hint=" (pass a root-only file as a credential: LoadCredential=)",
+        missing_ok=False,
+    )
+
+
+def _service_uid() -> int | None:
     with contextlib.suppress(KeyError):
-        owners.add(pwd.getpwnam(SERVICE_USER).pw_uid)
-    return owners
+        return pwd.getpwnam(SERVICE_USER).pw_uid
+    return None
 
 
 def read_secret_file(path: str, key: str) -> str:
-    """The file's text without surrounding blanks (a trailing newline is not part of a URL).
-    Checks are made on the opened file (fstat), so a swap between check and read cannot win."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as error:
-        hint = " (pass a root-only file as a credential: LoadCredential=)" if error.errno == 13 else ""
-        raise ConfigError(key, f"cannot read {path}: {error.strerror}{hint}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(key, f"{path} is not a regular file")
-        if info.st_uid not in _trusted_owners():
-            raise ConfigError(
-                key,
-                f"{path} belongs to uid {info.st_uid}: only root or the agent's own "
-                f"user ({SERVICE_USER}) may own a secret file",
-            )
-        if info.st_mode & 0o077:
-            raise ConfigError(
-                key,
-                f"{path} is open to group or others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); make it owner-only: chmod 0600",
-            )
-        data = os.read(fd, MAX_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_BYTES:
-        raise ConfigError(key, f"{path} is larger than {MAX_BYTES // 1024} KiB")
-    try:
-        return data.decode("utf-8").lstrip("\ufeff").strip()
-    except UnicodeDecodeError as error:
-        raise ConfigError(key, f"{path} is not UTF-8 (byte {error.start})") from None
+    """The file's text without surrounding blanks (a trailing newline is not part of a URL)."""
+    text = read_trusted_file(path, secret_file_rules(os.geteuid(), _service_uid()), key)
+    return (text or "").strip()
 
 
 def _credential(environ: Mapping[str, str], name: str) -> str:
@@ -96,26 +84,24 @@ def resolve(settings: Settings, environ: Mapping[str, str]) -> Settings:
     changes: dict[str, Any] = {}  # Settings field -> its parsed value
     sources = dict(settings.sources)
     for key, file_key, credential in SECRET_FILES:
-        path = getattr(settings, file_key.lower())
+        spec, file_spec = KEYS_BY_NAME[key], KEYS_BY_NAME[file_key]
+        path = str(settings.value(file_spec))
         origin = sources.get(file_key, "default")
         if not path:
             path = _credential(environ, credential)
             origin = f"credential {credential}"
         if not path:
             continue
-        if getattr(settings, key.lower()):
+        if settings.value(spec):
             raise ConfigError(
                 key,
                 f"set both directly ({sources.get(key)}) and in a file ({file_key}, from {origin}); keep one",
             )
         text = read_secret_file(path, file_key)
         try:
-            changes[key.lower()] = KEYS_BY_NAME[key].parse(text)
-        except ValueError as error:
-            message = str(error)
-            if text:  # the parsers quote what they reject: never a secret
-                message = message.replace(repr(text), "<hidden>").replace(text, "<hidden>")
-            raise ConfigError(key, f"{message} (from {path})") from None
+            changes[spec.field] = spec.parse(text)
+        except ValueError as error:  # the parsers quote what they reject: never a secret
+            raise ConfigError(key, f"{hide_secret(str(error), text)} (from {path})") from None
         sources[key] = f"{origin}: {path}" if origin.startswith("credential") else f"file {path}"
     kubeconfig = _credential(environ, KUBECONFIG_CREDENTIAL)
     if kubeconfig and sources.get("KUBECONFIG", "default") == "default":
