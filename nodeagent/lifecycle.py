@@ -58,16 +58,19 @@ def next_heartbeat(record: NoticeRecord, policy: HookPolicy, early_s: float = 0.
     """When the next heartbeat is due; None when the cap forbids another one.
 
     A heartbeat at moment t keeps the instance until t + timeout, so one is allowed only while
-    t + timeout stays within the cap counted from the start of the hold. `early_s` moves it that
-    much earlier (never later: a late heartbeat lets the hold run out); the hook gives each notice
-    its own random share (HEARTBEAT_JITTER_SHARE), so instances terminated together do not call
-    Auto Scaling together."""
+    t + timeout stays within the cap counted from the start of the hold. `early_s` moves the
+    first one that much earlier (never later: a late heartbeat lets the hold run out), and with it
+    the phase of every later one; the hook gives each notice its own random share
+    (HEARTBEAT_JITTER_SHARE), so instances terminated together do not call Auto Scaling together."""
     start = held_since(record)
     if start is None:
         return None
-    last = parse_optional_iso(record.lifecycle_heartbeat_at) or start
     gap_s = policy.share * policy.heartbeat_timeout_s
-    due = last + timedelta(seconds=gap_s - min(max(0.0, early_s), gap_s * HEARTBEAT_JITTER_SHARE))
+    last = parse_optional_iso(record.lifecycle_heartbeat_at)
+    if last is None:
+        due = start + timedelta(seconds=gap_s - min(max(0.0, early_s), gap_s * HEARTBEAT_JITTER_SHARE))
+    else:
+        due = last + timedelta(seconds=gap_s)
     if (due - start).total_seconds() + policy.heartbeat_timeout_s > policy.cap_s:
         return None
     return due
