@@ -1,4 +1,4 @@
-"""Benchmark 8: a long run under churn: does the daemon stay bounded?
+"""A long run under churn: does the daemon stay bounded?
 
 The real daemon against both simulators for --minutes (default 30), with a notice every 22.5 s
 (160 an hour: rebalance recommendations that are withdrawn, scheduled events that are drained and
