@@ -187,7 +187,7 @@ class Drainer:
                 sleep=self.clock.sleep,
                 before_sleep=failed,
             )
-        except _Ended:
+        except (_Ended, RequestAbandoned):  # the deadline passed, or a stop came while it waited
             return None, ""
 
     # ------------------------------------------------------------------ evictions

@@ -12,7 +12,7 @@ import threading
 from typing import Callable
 
 from nodeagent.jsontypes import JsonObject
-from nodeagent.kube.client import ApiError, KubeApi, KubeError
+from nodeagent.kube.client import ApiError, KubeApi, KubeError, RequestAbandoned
 from nodeagent.kube.pod_rules import FINISHED_PHASES
 from nodeagent.retry import Backoff, Failure, retry
 
@@ -91,9 +91,12 @@ class PodWatch:
         attempts = itertools.count()
 
         def watch() -> None:
-            if next(attempts):  # after a break: catch up on what the broken stream missed
-                self._relist()
-            self._watch_once()
+            try:
+                if next(attempts):  # after a break: catch up on what the broken stream missed
+                    self._relist()
+                self._watch_once()
+            except RequestAbandoned:
+                return  # the drain is over (close() came while the request waited at the gate)
 
         return watch
 
@@ -142,6 +145,8 @@ class PodWatch:
             items, resource_version = self.api.list_all(
                 "/api/v1/pods", [("fieldSelector", f"spec.nodeName={self.node}")], give_up=self._stop.is_set
             )
+        except RequestAbandoned:
+            return
         except KubeError as error:
             log.log(
                 logging.DEBUG if self._failing else logging.WARNING,
