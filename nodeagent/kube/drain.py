@@ -94,8 +94,12 @@ class Drainer:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         on_listed: Callable[[list[JsonObject]], None] = lambda pods: None,
+        pool: concurrent.futures.Executor | None = None,
     ):
         self.api = api
+        # The threads that send evictions: the responder's, kept from drain to drain (new threads
+        # for every drain leave memory behind in the allocator); a pool of its own otherwise.
+        self.pool = pool
         self.on_listed = on_listed  # sees the node's pods as listed (the responder looks for NTH)
         self.node = node
         self.options = options
@@ -199,7 +203,8 @@ class Drainer:
         by_tier = {tier: [p for p in pods if p.tier == tier] for tier in tiers}
         queue = EvictionQueue()
         opened: set[int] = set()
-        pool = concurrent.futures.ThreadPoolExecutor(
+        own_pool = self.pool is None
+        pool = self.pool or concurrent.futures.ThreadPoolExecutor(
             max_workers=self.options.parallelism, thread_name_prefix="evict"
         )
         inflight: dict[concurrent.futures.Future, tuple[PodInfo, float]] = {}
@@ -242,7 +247,10 @@ class Drainer:
                 self._sleep_until_something(seen, next_due, tier_opens_in, now_mono)
             result.budget_waits = queue.parked_total
         finally:
-            pool.shutdown(wait=True)
+            if own_pool:
+                pool.shutdown(wait=True)
+            else:  # the shared pool stays; this drain's own attempts end first
+                concurrent.futures.wait(list(inflight))
 
     def _sleep_until_something(
         self, seen: int, next_due: float | None, tier_opens_in: float | None, now_mono: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from datetime import datetime
 from typing import Callable, TypeVar
@@ -68,6 +69,7 @@ class KubeResponder:
         self._once = LogOnce(log)
         self.found_labels: dict[str, str] = {}  # the node's labels as startup found them
         self.agent_label: AgentLabel | None = None  # created once the node is known
+        self.eviction_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.other_handler: str | None = None  # the warning about an NTH pod here, once said
 
     # ------------------------------------------------------------ startup
@@ -341,6 +343,7 @@ class KubeResponder:
             should_stop=hooks.should_stop,
             clock=self.clock,
             on_listed=self.pods_listed,
+            pool=self._eviction_pool(),
         )
         started = self.clock.monotonic()
         result = drainer.run()
@@ -426,7 +429,17 @@ class KubeResponder:
         if taint:
             self.actions.remove_taint(taint[0])
 
+    def _eviction_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """One pool of eviction threads for the agent's life (its size is fixed till restart)."""
+        if self.eviction_pool is None:
+            self.eviction_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.parallelism, thread_name_prefix="evict"
+            )
+        return self.eviction_pool
+
     def close(self) -> None:
+        if self.eviction_pool is not None:
+            self.eviction_pool.shutdown(wait=False)
         if self.agent_label is not None:
             self.agent_label.close()
         if self.api is not None:

@@ -69,6 +69,7 @@ WARNING_REASONS = frozenset(NOTICE_REASONS.values()) | {"DrainFailed", "Lifecycl
 ALL_REASONS = tuple(NOTICE_REASONS.values()) + tuple(STEP_REASONS.values()) + (CANCELLED_REASON,)
 MAX_MESSAGE = 1024
 MIN_RETRY_WINDOW_S = 30.0
+EVENT_TTL_S = 3600.0  # the API server's default --event-ttl
 
 
 def event_name(node: str, notice_id: str, reason: str) -> str:
@@ -188,6 +189,7 @@ class EventsReporter(WorkerReporter):
             key = (record.id, reason)
             aggregate = self._aggregates.get(key)
             if aggregate is None:
+                self._forget_expired(time.monotonic())
                 aggregate = self._aggregates[key] = _Aggregate(name="", count=0, first=now)
             aggregate.count += 1
             aggregate.message, aggregate.last = message, now
@@ -197,6 +199,16 @@ class EventsReporter(WorkerReporter):
                 return
             aggregate.queued = True
         self.worker.submit(lambda: self._send(aggregate, record.id, reason))
+
+    def _forget_expired(self, now_mono: float) -> None:
+        """Drop what is kept of Events the API server has dropped too (it keeps them for an hour):
+        a repeat after that creates a new Event anyway. Called with the lock held."""
+        for key in [
+            key
+            for key, aggregate in self._aggregates.items()
+            if not aggregate.queued and aggregate.give_up_at + EVENT_TTL_S < now_mono
+        ]:
+            del self._aggregates[key]
 
     def _send(self, aggregate: _Aggregate, notice_id: str, reason: str) -> None:
         def attempt() -> bool:
