@@ -240,12 +240,13 @@ class KubeResponder:
         return self.node.labels.get(key) == value
 
     def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None:
-        """Ask for the node's nodeagent.io/agent label to say `agent_state`. Without a timeout it
-        is kept (AgentLabel: retried until it holds); with one (the stop) it is one bounded try."""
+        """Have the node's nodeagent.io/agent label say `agent_state`. Without a timeout it is
+        written now and, if that fails, kept (AgentLabel: retried until it holds); with one (the
+        stop) it is one bounded try."""
         if self.actions is None or self.api is None or self.node is None:
             return
         if timeout_s is None:
-            self._agent_label().want(agent_state)
+            self._agent_label().set(agent_state)
             return
         if self._agent_label().written == agent_state:
             return
@@ -265,7 +266,7 @@ class KubeResponder:
             assert self.actions is not None and self.node is not None
             actions = self.actions
             self.agent_label = AgentLabel(
-                lambda state: actions.label({node_keys.LABEL_AGENT: state}),
+                lambda state, give_up: actions.label({node_keys.LABEL_AGENT: state}, give_up=give_up),
                 written=self.node.labels.get(node_keys.LABEL_AGENT),
             )
         return self.agent_label

@@ -142,8 +142,9 @@ def test_pdb_deadlock(tmp_path, cluster, force):
         cluster.imds.schedule_spot(16)
         notice_deadline = datetime.now(timezone.utc) + timedelta(seconds=16)
         daemon.wait_line(r"drained: |drain incomplete: ", timeout_s=30)
-        refused = cluster.kube.count(path_regex=r"guarded-0/eviction$", status=429)
-        assert refused >= 3, "PDB refusals were retried"
+        refused = [cluster.kube.count(path_regex=rf"guarded-{i}/eviction$", status=429) for i in range(3)]
+        # One pod probes the budget and is retried; the others wait for it (one probe per budget).
+        assert max(refused) >= 3 and min(refused) >= 1, f"PDB refusals were retried: {refused}"
         deletes = [r for r in cluster.writes(r"/pods/guarded-\d$") if r.method == "DELETE"]
         if force:
             assert len(deletes) == 3
