@@ -48,7 +48,9 @@ from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as keys
-from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+from nodeagent.kube.client import KubeApi, KubeOptions
+from nodeagent.kube.errors import KubeError
+from nodeagent.kube.identity import find_node
 from nodeagent.kube.node import NodeActions, parse_taint
 from nodeagent.kube.pod_rules import DrainOptions, select_pods
 from nodeagent.kube.responder import KubeResponder

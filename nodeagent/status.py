@@ -28,7 +28,9 @@ from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import describe, load_with_set_flags
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
 from nodeagent.jsontypes import JsonObject
-from nodeagent.kube.client import KubeApi, KubeError, KubeOptions, find_node
+from nodeagent.kube.client import KubeApi, KubeOptions
+from nodeagent.kube.errors import KubeError
+from nodeagent.kube.identity import find_node
 from nodeagent.kube.node import LABEL_AGENT, LABEL_VERSION
 from nodeagent.logs import one_line
 from nodeagent.other_handlers import find_other_handlers

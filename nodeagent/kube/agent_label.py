@@ -14,7 +14,7 @@ import random
 import threading
 from typing import Callable
 
-from nodeagent.kube.client import KubeError
+from nodeagent.kube.errors import KubeError
 from nodeagent.retry import Backoff, Failure
 
 log = logging.getLogger("nodeagent.kube")

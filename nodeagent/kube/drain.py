@@ -21,7 +21,8 @@ from typing import Callable
 
 from nodeagent.clock import Clock, SystemClock
 from nodeagent.jsontypes import JsonObject
-from nodeagent.kube.client import ApiError, KubeApi, KubeError, RequestAbandoned
+from nodeagent.kube.client import KubeApi
+from nodeagent.kube.errors import ApiError, KubeError, RequestAbandoned
 from nodeagent.kube.eviction_queue import EvictionQueue, Mode, Role
 from nodeagent.kube.gate import Priority
 from nodeagent.kube.pod_rules import (

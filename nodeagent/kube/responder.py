@@ -14,18 +14,12 @@ from nodeagent.imds import InstanceIdentity
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as node_keys
 from nodeagent.kube.agent_label import AgentLabel
-from nodeagent.kube.client import (
-    ApiError,
-    KubeApi,
-    KubeconfigMissing,
-    KubeError,
-    KubeOptions,
-    NodeIdentity,
-    find_node,
-    import_client_modules,
-)
+from nodeagent.kube.client import KubeApi, KubeOptions
 from nodeagent.kube.drain import Drainer
+from nodeagent.kube.errors import ApiError, KubeconfigMissing, KubeError
 from nodeagent.kube.gate import GateLimits, Priority
+from nodeagent.kube.identity import NodeIdentity, find_node
+from nodeagent.kube.kubeconfig import import_client_modules
 from nodeagent.kube.node import NodeActions, parse_taint
 from nodeagent.kube.pod_rules import DrainOptions
 from nodeagent.log_once import LogOnce

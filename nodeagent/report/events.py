@@ -33,7 +33,8 @@ from datetime import datetime
 
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
-from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
+from nodeagent.kube.client import MERGE_PATCH
+from nodeagent.kube.errors import ApiError, KubeError
 from nodeagent.kube.gate import Priority
 from nodeagent.kube.responder import KubeResponder
 from nodeagent.log_once import LogOnce

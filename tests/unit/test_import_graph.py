@@ -18,8 +18,11 @@ LOCAL_IMPORTS_ALLOWED = {
     # without the daemon, and `demo`/`imds-sim` report a missing nodeagent_sim plainly.
     "nodeagent.cli": None,
     # kubernetes is imported only after light_import.prepare() (skips ~30 MB of API models), and
-    # import_client_modules() exists to import the client's modules on the main thread.
-    "nodeagent.kube.client": {"kubernetes", "yaml", "urllib3"},
+    # import_client_modules() exists to import the client's modules on the main thread. The
+    # token keeper and the API client use the library only once the kubeconfig has loaded it.
+    "nodeagent.kube.kubeconfig": {"kubernetes", "yaml", "urllib3"},
+    "nodeagent.kube.tokens": {"kubernetes"},
+    "nodeagent.kube.client": {"kubernetes"},
     # secret_files builds on config (it resolves the *_FILE keys config.load has parsed).
     "nodeagent.config": {"nodeagent"},
     # The AWS client behind ASG_LIFECYCLE_HOOK loads only on nodes that configure a hook.
