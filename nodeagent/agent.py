@@ -56,7 +56,8 @@ from nodeagent.decide import (
     UncordonDone,
     UncordonJob,
 )
-from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.log_once import LogOnce
 from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES, SOURCES_BY_KIND

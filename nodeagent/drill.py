@@ -45,7 +45,8 @@ from nodeagent import config, decide, terminal
 from nodeagent.agent import Agent
 from nodeagent.clock import utcnow
 from nodeagent.drill_imds import DrillIdentity, DrillImds, DrillNotice
-from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as keys
 from nodeagent.kube.client import KubeApi, KubeOptions

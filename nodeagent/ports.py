@@ -9,7 +9,7 @@ from typing import Callable, Protocol
 from nodeagent.clock import iso
 from nodeagent.config import Settings
 from nodeagent.decide import NodeNotice, Plan
-from nodeagent.imds import InstanceIdentity
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.notices import Notice
 from nodeagent.state import NoticeRecord
 

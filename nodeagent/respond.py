@@ -35,7 +35,7 @@ from nodeagent.decide import (
     next_job,
 )
 from nodeagent.errors import ExpectedFailure
-from nodeagent.imds import InstanceIdentity
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.notice_store import NoticeStore, working_copy
 from nodeagent.ports import Reporter, Responder, quietly
 from nodeagent.state import NoticeRecord

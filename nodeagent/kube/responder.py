@@ -10,7 +10,7 @@ from nodeagent import __version__, other_handlers
 from nodeagent.clock import Clock, SystemClock, iso_seconds, seconds
 from nodeagent.config import Settings
 from nodeagent.decide import NodeNotice, Plan
-from nodeagent.imds import InstanceIdentity
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as node_keys
 from nodeagent.kube.agent_label import AgentLabel
