@@ -59,7 +59,7 @@ from nodeagent.ports import Reporter, quietly
 from nodeagent.report import build_reporters, flush_reporters
 from nodeagent.report.events import EventsReporter
 from nodeagent.state import UNIT_STATE_DIR, StateRead, read_daemon_state
-from nodeagent.status import process_is_nodeagent
+from nodeagent.status_state import process_is_nodeagent
 from nodeagent.timeline import NullNotifier, Timeline, TimelineHandler, wait_until
 
 EX_USAGE = 2
