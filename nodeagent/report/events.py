@@ -39,7 +39,7 @@ from nodeagent.kube.gate import Priority
 from nodeagent.kube.responder import KubeResponder
 from nodeagent.log_once import LogOnce
 from nodeagent.notices import parse_optional_rfc3339
-from nodeagent.report.webhook import KIND_TEXT
+from nodeagent.report.webhook_message import KIND_TEXT
 from nodeagent.report.worker import WorkerReporter
 from nodeagent.retry import Backoff, Failure, retry
 
