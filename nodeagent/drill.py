@@ -442,7 +442,7 @@ def _run(
         root.setLevel(logging.INFO)
         root.propagate = False
         responder = KubeResponder(settings)
-        reporters = build_reporters(settings, responder, drill=True)
+        reporters = build_reporters(settings, responder, kube=responder, drill=True)
         agent = Agent(settings, responder, notifier=NullNotifier(timeline), reporters=reporters)
         runner = threading.Thread(target=agent.run, name="agent", daemon=True)
         runner.start()

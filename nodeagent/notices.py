@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Union
 
-# Re-exported until kube/client.py and report/events.py import the parsers from nodeagent.timefmt.
-from nodeagent.timefmt import parse_optional_rfc3339 as parse_optional_rfc3339
 from nodeagent.timefmt import parse_rfc3339_utc, parse_scheduled_time
 
 

@@ -218,6 +218,11 @@ class KubeResponder:
     def node_name(self) -> str | None:
         return self.node.name if self.node else None
 
+    def api_and_node(self) -> tuple[KubeApi, str] | None:
+        if self.api is None or self.node is None:
+            return None
+        return self.api, self.node.name
+
     def listen_api_failures(self, listener: Callable[[], None]) -> None:
         """Call `listener` on each failed API request (the metrics reporter counts them)."""
         self._on_api_failure = listener

@@ -112,6 +112,14 @@ def test_no_import_circle_in_nodeagent():
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
+def test_reporters_reach_kubernetes_only_through_the_declared_link():
+    """Events and the metrics get the responder's API client through ports.KubeLink, passed in by
+    the caller, not by importing (and probing for) the Kubernetes responder."""
+    graph = _graph()
+    for name in ("nodeagent.report", "nodeagent.report.events"):
+        assert "nodeagent.kube.responder" not in graph[name], name
+
+
 def test_imports_are_at_module_top_unless_a_reason_is_stated():
     misplaced = []
     for name, path in MODULES.items():
