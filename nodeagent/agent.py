@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Callable
 from nodeagent import decide, pacing
 from nodeagent.clock import Clock, SystemClock, iso_seconds
 from nodeagent.config import Settings, restart_only_changes
-from nodeagent.decide import (
+from nodeagent.decide import StateLoss
+from nodeagent.decide_terms import (
     Absence,
     Accept,
     Action,
@@ -49,7 +50,6 @@ from nodeagent.decide import (
     ResponseStarted,
     Resume,
     Say,
-    StateLoss,
     StopEarly,
     Supersede,
     Uncordon,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from nodeagent.clock import iso
 from nodeagent.config import Settings
-from nodeagent.decide import NodeNotice, Plan
+from nodeagent.decide_terms import NodeNotice, Plan
 from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.notices import Notice
 from nodeagent.state import NoticeRecord

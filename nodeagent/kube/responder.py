@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 from nodeagent import __version__, other_handlers
 from nodeagent.clock import Clock, SystemClock, iso_seconds, seconds
 from nodeagent.config import Settings
-from nodeagent.decide import NodeNotice, Plan
+from nodeagent.decide_terms import NodeNotice, Plan
 from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as node_keys
