@@ -8,6 +8,11 @@ and applies each action: record changes go to the notice store, Kubernetes chang
 worker thread, log lines and reports out. The worker and the lifecycle hook report what they did
 through a queue that the loop drains, so the loop is the one writer of records. Time comes from
 one injectable clock.
+
+Why one module of this size: it has one job, the loop, and what makes it long is that every
+kind of action and report has its own short method to apply it; the rules are decide.py's, the
+records notice_store.py's, the Kubernetes work respond.py's, the polling pace pacing.py's, and
+what is left here is the order in which they are called, which reads best in one place.
 """
 
 from __future__ import annotations

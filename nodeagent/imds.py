@@ -30,6 +30,10 @@ Errors: everything raised by get/get_bytes/identity is an ImdsError subclass.
 
 Thread safety: one lock serialises requests (one HTTP connection carries one request at a time);
 the agent polls from a single loop anyway. `stats` never waits for that lock.
+
+Why one module of this size: the token protocol, its v1 fallback and the retries decide together
+what one answer means (a 401 refreshes the token, a PUT that times out is the hop limit), so they
+stay in one class; the HTTP under them is imds_transport.py.
 """
 
 from __future__ import annotations

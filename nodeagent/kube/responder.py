@@ -1,4 +1,12 @@
-"""Carries out the agent's plans on this node through the Kubernetes API."""
+"""Carries out the agent's plans on this node through the Kubernetes API.
+
+Why one module of this size: it has one job, being the agent's Responder on Kubernetes (startup:
+finding the Node and writing our labels; execute: cordon, label, taint attempt, drain; undo), and
+each step is a few calls into kube/ (node.py for the writes, drain.py for the drain, identity.py
+for the Node). It imports the decision core's Plan and NodeNotice and the store's NoticeRecord
+because the Responder contract (ports.py) is written in them: the responder fills in the working
+record's progress fields, which the reporters then read as a NoticeRecord.
+"""
 
 from __future__ import annotations
 
