@@ -1,5 +1,5 @@
-"""The NTH chart values -> nodeagent drop-in table (nodeagent/nth_chart.py, nodeagent/nth_migrate.py). Pure: the chart's
-default values file is a fixture (tests/fixtures/nth-chart-values.yaml); no processes."""
+"""The NTH chart values -> nodeagent drop-in table (nodeagent/nth_chart.py) and conversion
+(nodeagent/nth_migrate.py). Pure: the chart's default values file is a fixture (tests/fixtures/nth-chart-values.yaml); no processes."""
 
 from pathlib import Path
 
