@@ -8,6 +8,11 @@ and applies each action: record changes go to the notice store, Kubernetes chang
 worker thread, log lines and reports out. The worker and the lifecycle hook report what they did
 through a queue that the loop drains, so the loop is the one writer of records. Time comes from
 one injectable clock.
+
+Why one module of this size: it has one job, the loop, and what makes it long is that every
+kind of action and report has its own short method to apply it; the rules are decide.py's, the
+records notice_store.py's, the Kubernetes work respond.py's, the polling pace pacing.py's, and
+what is left here is the order in which they are called, which reads best in one place.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from typing import TYPE_CHECKING, Callable
 from nodeagent import decide, pacing
 from nodeagent.clock import Clock, SystemClock, iso_seconds
 from nodeagent.config import Settings, restart_only_changes
-from nodeagent.decide import (
+from nodeagent.decide import StateLoss
+from nodeagent.decide_terms import (
     Absence,
     Accept,
     Action,
@@ -49,14 +55,14 @@ from nodeagent.decide import (
     ResponseStarted,
     Resume,
     Say,
-    StateLoss,
     StopEarly,
     Supersede,
     Uncordon,
     UncordonDone,
     UncordonJob,
 )
-from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions, InstanceIdentity
+from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.log_once import LogOnce
 from nodeagent.notice_store import NoticeStore
 from nodeagent.notices import SOURCES, SOURCES_BY_KIND

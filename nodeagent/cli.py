@@ -36,13 +36,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nodeagent.ports import LoggingResponder, Responder
     from nodeagent.report import build_reporters
 
-    responder: Responder = LoggingResponder() if args.log_only else KubeResponder(settings)
+    kube = None if args.log_only else KubeResponder(settings)
+    responder: Responder = kube if kube is not None else LoggingResponder()
     agent = Agent(
         settings,
         responder,
-        reporters=build_reporters(settings, responder),
+        reporters=build_reporters(settings, responder, kube=kube),
         reload_settings=lambda: _load_settings(args),
-        rebuild_reporters=lambda new, running: build_reporters(new, responder, running=running),
+        rebuild_reporters=lambda new, running: build_reporters(new, responder, kube=kube, running=running),
         label_stopped=True,
     )
     agent.install_signal_handlers()

@@ -1,29 +1,21 @@
-"""IMDS client: IMDSv2 token lifecycle, short timeouts, bounded retries. It fetches; it never decides.
+"""IMDS client: the IMDSv2 token protocol, bounded retries, clear errors. It fetches; it never decides.
 
     client = ImdsClient(ImdsOptions())
     body = client.get("spot/instance-action")     # str, or None on 404 ("nothing pending")
 
 Behaviour:
-- One kept-alive http.client connection, so polls reuse one TCP connection (a connection the
-  server closed while idle is noticed before reuse and reopened). http.client, not requests: the
-  poll is four GETs a second forever, and benchmark 4b measured requests' layers at about two to
-  three times the CPU of http.client for the same GET; the rest of the project uses requests.
-  http.client never reads proxy environment variables: IMDS must never be reached through a
-  proxy, and a proxied token PUT would carry X-Forwarded-For and be refused. Plain HTTP only:
-  IMDS has no TLS endpoint.
+- The HTTP is imds_transport.py's: one kept-alive http.client connection (never through a proxy),
+  short timeouts (0.5 s connect / 1 s read, for the token PUT as well as GETs: a PUT that is never
+  answered, a container behind hop limit 1, fails within about a second instead of wedging).
 - IMDSv2: PUT /latest/api/token (TTL header), then the token on every GET. The token is
   refreshed when <= 15 s of it remain; the remaining TTL is re-read from the
   X-aws-ec2-metadata-token-ttl-seconds header of each GET response. A 401 on a GET refreshes the
   token once and retries once.
-- Timeouts are short for the PUT as well as GETs (0.5 s connect / 1 s read): a PUT that is never
-  answered (a container behind hop limit 1) fails within about a second instead of wedging.
 - Each get/get_bytes call (token PUT, GETs, the 401 retry, retries and their waits) has one
-  wall-clock deadline (`deadline_s`, 4 s): the read timeout applies per socket read, so without
-  it a server trickling a byte a second could hold the poll loop for as long as it liked. Every
-  socket read and write waits at most min(timeout, time left); past the deadline -> ImdsUnavailable,
-  not retried.
+  wall-clock deadline (`deadline_s`, 4 s) that every socket read and write honours; past it ->
+  ImdsUnreachable, not retried.
 - 5xx, 429, connection errors and timeouts are retried with short exponential backoff
-  (tenacity, `retry_attempts` attempts, waits capped at `retry_max_wait_s`), then ImdsUnavailable.
+  (`retry_attempts` attempts, waits capped at `retry_max_wait_s`), then ImdsUnavailable.
   A token PUT that times out on reading is not retried: that is the hop-limit signature, and
   waiting longer never helps.
 - 404 -> None. Bodies are read with a cap (`max_body_bytes`; over it -> ImdsBodyTooLarge).
@@ -38,23 +30,32 @@ Errors: everything raised by get/get_bytes/identity is an ImdsError subclass.
 
 Thread safety: one lock serialises requests (one HTTP connection carries one request at a time);
 the agent polls from a single loop anyway. `stats` never waits for that lock.
+
+Why one module of this size: the token protocol, its v1 fallback and the retries decide together
+what one answer means (a 401 refreshes the token, a PUT that times out is the hop limit), so they
+stay in one class; the HTTP under them is imds_transport.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import logging
 import random
-import select
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from nodeagent import notices
+from nodeagent.imds_transport import (
+    BodyTooLarge,
+    DeadlineExceeded,
+    ReadTimeout,
+    Reply,
+    Transport,
+    TransportError,
+)
+from nodeagent.instance_identity import InstanceIdentity, read_identity
 from nodeagent.retry import Failure, retry
 
 log = logging.getLogger(__name__)
@@ -139,135 +140,20 @@ class ImdsStats:
     mode: str = "unknown"  # "v2", "v1" or "unknown" (no token negotiated yet)
 
 
-@dataclass(frozen=True)
-class InstanceIdentity:
-    instance_id: str | None
-    availability_zone: str | None
-    region: str | None
-    instance_type: str | None
-    life_cycle: str | None
-    local_hostname: str | None
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class _TransportError(Exception):
-    """No usable reply arrived. str() is the operator-facing phrase ("refused the connection")."""
-
-
-class _ConnectTimeout(_TransportError):
-    pass
-
-
-class _ReadTimeout(_TransportError):
-    pass
-
-
-class _DeadlineExceeded(_TransportError):
-    """The call's wall-clock deadline passed: never retried, there is no time left for it."""
-
-
-class _DeadlineSocket(socket.socket):
-    """A socket whose every read and write waits at most min(io_timeout, time to the deadline).
-
-    http.client reads through sock.makefile(), which calls recv_into on this object, so the
-    deadline reaches header parsing and body reads alike.
-    """
-
-    io_timeout: float = 1.0
-    deadline: float = float("inf")
-
-    def _budget(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise _DeadlineExceeded()
-        budget = min(self.io_timeout, left)
-        if self.gettimeout() != budget:  # settimeout is a system call (ioctl) even when unchanged
-            self.settimeout(budget)
-        return budget
-
-    def recv_into(self, buffer, nbytes=0, flags=0):
-        budget = self._budget()
-        try:
-            return super().recv_into(buffer, nbytes, flags)
-        except socket.timeout:
-            if budget < self.io_timeout:
-                raise _DeadlineExceeded() from None
-            raise _ReadTimeout(f"did not answer within {self.io_timeout:g}s") from None
-
-    def sendall(self, data, flags=0):
-        budget = self._budget()
-        try:
-            return super().sendall(data, flags)
-        except socket.timeout:
-            if budget < self.io_timeout:
-                raise _DeadlineExceeded() from None
-            raise _ReadTimeout(f"did not answer within {self.io_timeout:g}s") from None
-
-
-class _StaleConnection(_TransportError):
-    """The connection was closed before any of the answer arrived (internal to one attempt)."""
-
-
-class _Connection(http.client.HTTPConnection):
-    """http.client's connection with connect and I/O bounded by a per-call deadline."""
-
-    def __init__(self, host: str, port: int | None, connect_timeout: float, io_timeout: float):
-        super().__init__(host, port, timeout=io_timeout)
-        self.connect_timeout = connect_timeout
-        self.io_timeout = io_timeout
-        self.deadline = float("inf")
-
-    def connect(self) -> None:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise _DeadlineExceeded()
-        timeout = min(self.connect_timeout, left)
-        try:
-            raw = socket.create_connection((self.host, self.port), timeout)
-        except socket.timeout:
-            if timeout < self.connect_timeout:
-                raise _DeadlineExceeded() from None
-            raise _ConnectTimeout(f"did not accept a connection within {self.connect_timeout:g}s") from None
-        sock = _DeadlineSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
-        sock.io_timeout = self.io_timeout
-        sock.deadline = self.deadline
-        sock.settimeout(self.io_timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
-        self.sock = sock
-
-    def arm(self, deadline: float) -> None:
-        """Set the deadline for what follows; drop a kept-alive socket the server has closed."""
-        self.deadline = deadline
-        sock = self.sock
-        if not isinstance(sock, _DeadlineSocket):  # none yet (connect() makes one)
-            return
-        # Readable while idle means EOF (or junk): the server is done with this connection.
-        if select.select([sock], [], [], 0)[0]:
-            self.close()
-            return
-        sock.deadline = deadline
-
-
-def _is_retry_status(reply: _Reply) -> bool:
+def _is_retry_status(reply: Reply) -> bool:
     return reply.status in _RETRY_STATUSES or reply.status >= 500
 
 
 def _retry_transport(error: BaseException) -> bool:
     """Connection errors and timeouts; never the deadline (nothing is left to retry with)."""
-    return isinstance(error, _TransportError) and not isinstance(error, _DeadlineExceeded)
+    return isinstance(error, TransportError) and not isinstance(error, DeadlineExceeded)
 
 
 def _retry_transport_not_read_timeout(error: BaseException) -> bool:
-    return _retry_transport(error) and not isinstance(error, _ReadTimeout)
+    return _retry_transport(error) and not isinstance(error, ReadTimeout)
 
 
 class ImdsClient:
@@ -281,8 +167,12 @@ class ImdsClient:
         real monotonic clock, because it bounds real waiting on real sockets."""
         self.options = options
         parts = urlsplit(options.base_url)
-        self._connection = _Connection(
-            parts.hostname or "", parts.port, options.connect_timeout_s, options.read_timeout_s
+        self._transport = Transport(
+            parts.hostname or "",
+            parts.port,
+            options.connect_timeout_s,
+            options.read_timeout_s,
+            options.max_body_bytes,
         )
         self._deadline = float("inf")
         self._clock = clock
@@ -308,11 +198,14 @@ class ImdsClient:
     def stats(self) -> ImdsStats:
         """A snapshot copy of the counters. Lock-free on purpose: a metrics reader must not wait
         behind a request that is sitting out its timeouts."""
-        return dataclasses.replace(self._stats)
+        transport = self._transport
+        return dataclasses.replace(
+            self._stats, requests=transport.requests, last_status=transport.last_status
+        )
 
     def close(self) -> None:
         with self._lock:
-            self._connection.close()
+            self._transport.close()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -345,19 +238,7 @@ class ImdsClient:
     def identity(self) -> InstanceIdentity:
         """The instance facts the agent needs; a path IMDS does not have (404) gives None."""
 
-        def field(path: str) -> str | None:
-            value = self.get(path)
-            value = value.strip() if value is not None else None
-            return value or None
-
-        return InstanceIdentity(
-            instance_id=field(notices.INSTANCE_ID_PATH),
-            availability_zone=field(notices.AVAILABILITY_ZONE_PATH),
-            region=field(notices.REGION_PATH),
-            instance_type=field(notices.INSTANCE_TYPE_PATH),
-            life_cycle=field(notices.INSTANCE_LIFE_CYCLE_PATH),
-            local_hostname=field(notices.LOCAL_HOSTNAME_PATH),
-        )
+        return read_identity(self.get)
 
     # --- internals (called with self._lock held) ------------------------------------------------
 
@@ -388,7 +269,7 @@ class ImdsClient:
         self._note_ttl(reply)
         return reply.body
 
-    def _require_ok(self, reply: _Reply, what: str) -> None:
+    def _require_ok(self, reply: Reply, what: str) -> None:
         """Anything but 200 here is an error; retryable statuses mean the retries ran out."""
         if reply.status in _RETRY_STATUSES or reply.status >= 500:
             raise ImdsUnavailable(
@@ -404,7 +285,7 @@ class ImdsClient:
         self._token = None
         self._token_expires_at = 0.0
 
-    def _note_ttl(self, reply: _Reply) -> None:
+    def _note_ttl(self, reply: Reply) -> None:
         """Trust the remaining TTL that IMDS reports on GET responses."""
         if not self._token:
             return
@@ -432,7 +313,7 @@ class ImdsClient:
                 retry_read_timeouts=False,
             )
         except ImdsUnavailable as exc:
-            if not isinstance(exc.__cause__, _ReadTimeout):
+            if not isinstance(exc.__cause__, ReadTimeout):
                 raise
             if opts.allow_v1:
                 self._enter_v1_mode("the IMDSv2 token request went unanswered")
@@ -477,7 +358,7 @@ class ImdsClient:
         headers: dict[str, str],
         what: str,
         retry_read_timeouts: bool = True,
-    ) -> _Reply:
+    ) -> Reply:
         """One request with bounded retries; returns the final reply (possibly a 5xx/429).
 
         Raises ImdsUnavailable (cause chained) when no reply arrived at all, and
@@ -486,7 +367,7 @@ class ImdsClient:
         opts = self.options
         try:
             return retry(
-                lambda: self._send_once(method, url, headers),
+                lambda: self._transport.send(method, url, headers, self._deadline),
                 schedule=self._backoff,
                 transient=_retry_transport if retry_read_timeouts else _retry_transport_not_read_timeout,
                 retry_result=_is_retry_status,
@@ -494,83 +375,30 @@ class ImdsClient:
                 sleep=self._sleep,
                 before_sleep=self._count_retry,
             )
-        except _DeadlineExceeded as exc:
+        except BodyTooLarge:
+            raise ImdsBodyTooLarge(
+                f"IMDS response to {method} {url[len(self._prefix) :]} exceeds "
+                f"{opts.max_body_bytes} bytes; refusing to read more"
+            ) from None
+        except DeadlineExceeded as exc:
             raise ImdsUnreachable(
                 f"IMDS at {self._base} did not finish answering within the {opts.deadline_s:g}s "
                 f"deadline ({what})"
             ) from exc
-        except _TransportError as exc:
+        except TransportError as exc:
             raise ImdsUnreachable(
                 f"IMDS at {self._base} {exc} ({what}, {opts.retry_attempts} attempt(s))"
             ) from exc
 
-    def _backoff(self, failure: Failure[_Reply]) -> float:
+    def _backoff(self, failure: Failure[Reply]) -> float:
         """Short exponential backoff with a little jitter, never sleeping past the deadline (the
         next attempt then fails at once, unretried)."""
         cap = self.options.retry_max_wait_s
         wait = min(cap, 0.05 * 2 ** (failure.attempts - 1)) + random.uniform(0, min(0.05, cap))
         return max(0.0, min(wait, self._deadline - time.monotonic()))
 
-    def _count_retry(self, failure: Failure[_Reply]) -> None:
+    def _count_retry(self, failure: Failure[Reply]) -> None:
         self._stats.retries += 1
-
-    def _send_once(self, method: str, url: str, headers: dict[str, str]) -> _Reply:
-        connection = self._connection
-        connection.arm(self._deadline)
-        if connection.sock is not None:
-            try:
-                return self._send_on_connection(method, url, headers)
-            except _StaleConnection:
-                # The server closed the kept-alive connection as we reused it (its idle timeout
-                # raced our poll): that is not IMDS failing, so resend once on a new connection.
-                connection.arm(self._deadline)
-        try:
-            return self._send_on_connection(method, url, headers)
-        except _StaleConnection as exc:
-            raise _TransportError("dropped the connection") from exc.__cause__
-
-    def _send_on_connection(self, method: str, url: str, headers: dict[str, str]) -> _Reply:
-        opts = self.options
-        self._stats.requests += 1
-        self._stats.last_status = None
-        connection = self._connection
-        try:
-            if connection.sock is None:
-                connection.connect()
-            connection.putrequest(method, url)  # adds Host and Accept-Encoding: identity
-            for name, value in headers.items():
-                connection.putheader(name, value)
-            if method == "PUT":
-                connection.putheader("Content-Length", "0")
-            try:
-                connection.endheaders()
-                response = connection.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                raise _StaleConnection() from exc  # closed before a single byte of the answer
-            self._stats.last_status = response.status
-            cap = opts.max_body_bytes
-            body = response.read(cap + 1)
-            while len(body) <= cap and not response.isclosed():
-                more = response.read(cap + 1 - len(body))
-                if not more:
-                    break
-                body += more
-            if len(body) > cap:
-                connection.close()  # the rest is never read, so the connection is unusable
-                raise ImdsBodyTooLarge(
-                    f"IMDS response to {method} {url[len(self._prefix) :]} exceeds "
-                    f"{cap} bytes; refusing to read more"
-                )
-            return _Reply(response.status, response.msg, body)
-        except _TransportError:
-            connection.close()
-            raise
-        except (OSError, http.client.HTTPException) as exc:
-            connection.close()
-            raise _TransportError(_describe_failure(exc)) from exc
-        except BaseException:
-            connection.close()  # a half-read response must not be mistaken for the next one
-            raise
 
 
 def _parse_ttl(value: str | None) -> int | None:
@@ -581,19 +409,3 @@ def _parse_ttl(value: str | None) -> int | None:
     except ValueError:
         return None
     return ttl if 0 <= ttl <= MAX_TOKEN_TTL_S else None
-
-
-def _describe_failure(exc: BaseException) -> str:
-    """A short, operator-facing phrase instead of a nested repr."""
-    text = str(exc)
-    if isinstance(exc, ConnectionRefusedError) or "refused" in text.lower():
-        return "refused the connection"
-    if isinstance(exc, http.client.IncompleteRead):
-        return "broke off the response"
-    if isinstance(
-        exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, http.client.RemoteDisconnected)
-    ):
-        return "dropped the connection"
-    if isinstance(exc, http.client.HTTPException):
-        return f"sent a malformed response ({type(exc).__name__})"
-    return f"is unreachable ({type(exc).__name__}: {text[:160]})"

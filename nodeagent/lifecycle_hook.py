@@ -39,8 +39,9 @@ from nodeagent.aws.autoscaling import AutoScalingClient, AutoScalingError
 from nodeagent.aws.credentials import InstanceRoleCredentials
 from nodeagent.aws.endpoints import autoscaling_endpoint
 from nodeagent.clock import Clock, iso
-from nodeagent.decide import LifecycleTold
-from nodeagent.imds import ImdsClient, ImdsError, InstanceIdentity
+from nodeagent.decide_terms import LifecycleTold
+from nodeagent.imds import ImdsClient, ImdsError
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.lifecycle import HookPolicy
 from nodeagent.notice_store import NoticeStore
 from nodeagent.ports import Reporter, quietly

@@ -10,6 +10,10 @@ from `now`), so the same notice gets the same id across polls and restarts, and 
 valid Kubernetes label value (the agent stores it in a node label/annotation).
 
 Paths are relative to /latest/meta-data/ (the form ImdsClient.get takes).
+
+Why one module of this size: it has one job, parsing, and its parts share the contract above and
+the helpers that keep it (text and JSON decoding, required fields, times, ids as label values); a
+parser per file would copy those or import them back from here.
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Union
 
-# Re-exported until kube/client.py and report/events.py import the parsers from nodeagent.timefmt.
-from nodeagent.timefmt import parse_optional_rfc3339 as parse_optional_rfc3339
 from nodeagent.timefmt import parse_rfc3339_utc, parse_scheduled_time
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from nodeagent.decide import PollResult
+from nodeagent.decide_terms import PollResult
 from nodeagent.imds import ImdsClient, ImdsError, ImdsUnreachable
 from nodeagent.notices import SOURCES_BY_KIND, Notice, NoticeParseError
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from nodeagent.clock import iso
 from nodeagent.config import Settings
-from nodeagent.decide import NodeNotice, Plan
-from nodeagent.imds import InstanceIdentity
+from nodeagent.decide_terms import NodeNotice, Plan
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.notices import Notice
 from nodeagent.state import NoticeRecord
+
+if TYPE_CHECKING:
+    from nodeagent.kube.client import KubeApi
 
 log = logging.getLogger("nodeagent.agent")
 
@@ -72,6 +75,18 @@ class Responder(Protocol):
     def agent_state_changed(self, agent_state: str, timeout_s: float | None = None) -> None: ...
 
     def close(self) -> None: ...
+
+
+class KubeLink(Protocol):
+    """A responder's link to the Kubernetes API, for the reporters that use it: Events are written
+    through its client on its node, and the metrics count its failed requests. The log-only
+    responder has none."""
+
+    def api_and_node(self) -> tuple[KubeApi, str] | None:
+        """(the API client, this node's name) once startup has found both; None before."""
+
+    def listen_api_failures(self, listener: Callable[[], None]) -> None:
+        """Call `listener` once per failed API request (a later call replaces it)."""
 
 
 class Reporter(Protocol):

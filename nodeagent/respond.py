@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from nodeagent.clock import Clock, iso
-from nodeagent.decide import (
+from nodeagent.decide import expired_before_start, next_job
+from nodeagent.decide_terms import (
     Ending,
     Job,
     KubernetesReady,
@@ -31,11 +32,9 @@ from nodeagent.decide import (
     ResponseStarted,
     UncordonDone,
     UncordonJob,
-    expired_before_start,
-    next_job,
 )
 from nodeagent.errors import ExpectedFailure
-from nodeagent.imds import InstanceIdentity
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.notice_store import NoticeStore, working_copy
 from nodeagent.ports import Reporter, Responder, quietly
 from nodeagent.state import NoticeRecord

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from nodeagent.kube.client import KubeError
+from nodeagent.kube.errors import KubeError
 from nodeagent.retry import Backoff, Failure
 
 log = logging.getLogger("nodeagent.kube")

@@ -6,6 +6,10 @@ one probe per disruption budget (eviction_queue.py). Drainer does the I/O. Every
 through the API client's gate (gate.py) at drain priority, carrying its pod's last safe moment,
 so a throttled server holds the drain back until then and no longer. While nothing is due, the
 drain sleeps until the next retry, answer, watch event or stop check.
+
+Why one module of this size: the rules are already apart, and what is left is one job, the
+drain's I/O loop (list, evict by tiers, settle each answer, wait for the pods to go), whose steps
+share the Drainer's clock, gate priority and stop check.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Callable
 
 from nodeagent.clock import Clock, SystemClock
 from nodeagent.jsontypes import JsonObject
-from nodeagent.kube.client import ApiError, KubeApi, KubeError, RequestAbandoned
+from nodeagent.kube.client import KubeApi
+from nodeagent.kube.errors import ApiError, KubeError, RequestAbandoned
 from nodeagent.kube.eviction_queue import EvictionQueue, Mode, Role
 from nodeagent.kube.gate import Priority
 from nodeagent.kube.pod_rules import (

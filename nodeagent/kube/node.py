@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from nodeagent.jsontypes import JsonObject
-from nodeagent.kube.client import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, ApiError, KubeApi
+from nodeagent.kube.client import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, KubeApi
+from nodeagent.kube.errors import ApiError
 
 log = logging.getLogger("nodeagent.kube.node")
 

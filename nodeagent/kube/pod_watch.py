@@ -12,7 +12,8 @@ import threading
 from typing import Callable
 
 from nodeagent.jsontypes import JsonObject
-from nodeagent.kube.client import ApiError, KubeApi, KubeError, RequestAbandoned
+from nodeagent.kube.client import KubeApi
+from nodeagent.kube.errors import ApiError, KubeError, RequestAbandoned
 from nodeagent.kube.pod_rules import FINISHED_PHASES
 from nodeagent.retry import Backoff, Failure, retry
 

@@ -1,4 +1,12 @@
-"""Carries out the agent's plans on this node through the Kubernetes API."""
+"""Carries out the agent's plans on this node through the Kubernetes API.
+
+Why one module of this size: it has one job, being the agent's Responder on Kubernetes (startup:
+finding the Node and writing our labels; execute: cordon, label, taint attempt, drain; undo), and
+each step is a few calls into kube/ (node.py for the writes, drain.py for the drain, identity.py
+for the Node). It imports the decision core's Plan and NodeNotice and the store's NoticeRecord
+because the Responder contract (ports.py) is written in them: the responder fills in the working
+record's progress fields, which the reporters then read as a NoticeRecord.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +18,17 @@ from typing import Callable, TypeVar
 from nodeagent import __version__, other_handlers
 from nodeagent.clock import Clock, SystemClock, iso_seconds, seconds
 from nodeagent.config import Settings
-from nodeagent.decide import NodeNotice, Plan
-from nodeagent.imds import InstanceIdentity
+from nodeagent.decide_terms import NodeNotice, Plan
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import node as node_keys
 from nodeagent.kube.agent_label import AgentLabel
-from nodeagent.kube.client import (
-    ApiError,
-    KubeApi,
-    KubeconfigMissing,
-    KubeError,
-    KubeOptions,
-    NodeIdentity,
-    find_node,
-    import_client_modules,
-)
+from nodeagent.kube.client import KubeApi, KubeOptions
 from nodeagent.kube.drain import Drainer
+from nodeagent.kube.errors import ApiError, KubeconfigMissing, KubeError
 from nodeagent.kube.gate import GateLimits, Priority
+from nodeagent.kube.identity import NodeIdentity, find_node
+from nodeagent.kube.kubeconfig import import_client_modules
 from nodeagent.kube.node import NodeActions, parse_taint
 from nodeagent.kube.pod_rules import DrainOptions
 from nodeagent.log_once import LogOnce
@@ -225,6 +227,11 @@ class KubeResponder:
 
     def node_name(self) -> str | None:
         return self.node.name if self.node else None
+
+    def api_and_node(self) -> tuple[KubeApi, str] | None:
+        if self.api is None or self.node is None:
+            return None
+        return self.api, self.node.name
 
     def listen_api_failures(self, listener: Callable[[], None]) -> None:
         """Call `listener` on each failed API request (the metrics reporter counts them)."""

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from nodeagent.config import Settings
-from nodeagent.kube.responder import KubeResponder
-from nodeagent.ports import Reporter, Responder
+from nodeagent.ports import KubeLink, Reporter, Responder
 from nodeagent.report.events import EventsReporter
 from nodeagent.report.metrics import MetricsReporter
 from nodeagent.report.webhook import WebhookReporter, default_node_name, webhook_config
@@ -20,9 +19,16 @@ R = TypeVar("R")
 
 
 def build_reporters(
-    settings: Settings, responder: Responder, *, drill: bool = False, running: Sequence[Reporter] = ()
+    settings: Settings,
+    responder: Responder,
+    *,
+    kube: KubeLink | None = None,
+    drill: bool = False,
+    running: Sequence[Reporter] = (),
 ) -> list[Reporter]:
-    """The reporters the config asks for. `drill` marks messages as a rehearsal.
+    """The reporters the config asks for. `kube`: the responder's link to the Kubernetes API, when
+    it has one (Events need it; the metrics count its failed requests). `drill` marks messages as a
+    rehearsal.
 
     `running` (a SIGHUP reload): the reporters in use. Each is kept when what it was built from is
     unchanged, so metrics counters, Events aggregates and webhook messages still being retried
@@ -38,9 +44,6 @@ def build_reporters(
         else:
             metrics = MetricsReporter(settings.metrics_textfile)
         reporters.append(metrics)
-    # Only the Kubernetes responder talks to an API: Events need its client and node, and the
-    # metrics count its failed requests. The log-only responder has neither.
-    kube = responder if isinstance(responder, KubeResponder) else None
     if kube is not None:
         kube.listen_api_failures(metrics.api_error if metrics is not None else _nothing)
     if settings.events and kube is not None:

@@ -33,14 +33,15 @@ from datetime import datetime
 
 from nodeagent.clock import iso_seconds, utcnow
 from nodeagent.config import Settings
-from nodeagent.kube.client import MERGE_PATCH, ApiError, KubeError
+from nodeagent.kube.client import MERGE_PATCH
+from nodeagent.kube.errors import ApiError, KubeError
 from nodeagent.kube.gate import Priority
-from nodeagent.kube.responder import KubeResponder
 from nodeagent.log_once import LogOnce
-from nodeagent.notices import parse_optional_rfc3339
-from nodeagent.report.webhook import KIND_TEXT
+from nodeagent.ports import KubeLink
+from nodeagent.report.webhook_message import KIND_TEXT
 from nodeagent.report.worker import WorkerReporter
 from nodeagent.retry import Backoff, Failure, retry
+from nodeagent.timefmt import parse_optional_rfc3339
 
 log = logging.getLogger("nodeagent.report.events")
 
@@ -139,14 +140,14 @@ class EventsReporter(WorkerReporter):
     def __init__(
         self,
         settings: Settings,
-        responder: KubeResponder,
+        kube: KubeLink,
         *,
         drill: bool = False,
         close_timeout_s: float = 3.0,
     ):
         super().__init__("events", close_timeout_s)
         self.settings = settings
-        self.responder = responder
+        self.kube = kube
         self.drill = drill
         self._lock = threading.Lock()
         self._aggregates: dict[tuple[str, str], _Aggregate] = {}
@@ -212,13 +213,14 @@ class EventsReporter(WorkerReporter):
 
     def _send(self, aggregate: _Aggregate, notice_id: str, reason: str) -> None:
         def attempt() -> bool:
-            api, node = self.responder.api, self.responder.node
-            if api is None or node is None:
+            target = self.kube.api_and_node()
+            if target is None:
                 raise _NotReady("Kubernetes is not ready yet")
+            api, node = target
             with self._lock:  # the newest message and count; an emit from now on queues anew
                 aggregate.queued = False
                 message, count, when = aggregate.message, aggregate.count, aggregate.last or aggregate.first
-            self._write(api, node.name, aggregate, notice_id, reason, message, count, when)
+            self._write(api, node, aggregate, notice_id, reason, message, count, when)
             return True
 
         def gave_up(failure: Failure[bool]) -> bool:

@@ -10,7 +10,7 @@ from collections import namedtuple
 import pytest
 
 from nodeagent.aws.autoscaling import AutoScalingClient, AutoScalingError
-from nodeagent.report.webhook import DeliveryPolicy, WebhookSender
+from nodeagent.report.webhook_delivery import DeliveryPolicy, WebhookSender
 from nodeagent.report.worker import Worker
 from tests.daemon.test_kube_deadline import TrickleServer
 

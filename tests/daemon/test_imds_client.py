@@ -21,8 +21,8 @@ from nodeagent.imds import (
     ImdsOptions,
     ImdsUnavailable,
     ImdsV1Only,
-    InstanceIdentity,
 )
+from nodeagent.instance_identity import InstanceIdentity
 from nodeagent_sim.imds import ImdsSim
 
 MD = "/latest/meta-data/"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.kube.client import MAX_BODY_BYTES, MAX_WATCH_LINE_BYTES, ApiError, KubeApi, KubeOptions
+from nodeagent.kube.client import MAX_BODY_BYTES, MAX_WATCH_LINE_BYTES, KubeApi, KubeOptions
+from nodeagent.kube.errors import ApiError
 from nodeagent_sim.kube_auth import write_kubeconfig
 from nodeagent_sim.kube_tls import make_server_cert
 

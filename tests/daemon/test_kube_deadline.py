@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.kube.client import ApiUnavailable, KubeApi, KubeOptions
+from nodeagent.kube.client import KubeApi, KubeOptions
+from nodeagent.kube.errors import ApiUnavailable
 from nodeagent_sim.kube_auth import write_kubeconfig
 from nodeagent_sim.kube_tls import make_server_cert
 

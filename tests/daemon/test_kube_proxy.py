@@ -13,7 +13,8 @@ from typing import List
 
 import pytest
 
-from nodeagent.kube.client import KubeApi, KubeOptions, find_node
+from nodeagent.kube.client import KubeApi, KubeOptions
+from nodeagent.kube.identity import find_node
 from nodeagent_sim.kube import KubeSim
 from tests.faults.conftest import NODE, PROVIDER, Cluster
 

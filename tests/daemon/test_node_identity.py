@@ -1,8 +1,8 @@
-"""The agent acts only on the Node that names this instance (issue 13 row 11).
+"""The agent acts only on the Node that names this instance.
 
-Pure rules (provider_id_problem), then the real daemon against ImdsSim and KubeSim: a Node
-whose providerID cannot be matched to the instance IMDS describes is refused, the agent stays
-up and waiting, and acts once the Node can be matched. docs/hostile-input.md has the rules."""
+The real daemon against ImdsSim and KubeSim: a Node whose providerID cannot be matched to the
+instance IMDS describes is refused, the agent stays up and waiting, and acts once the Node can be
+matched. docs/hostile-input.md has the rules; tests/unit/test_kube_identity.py tests them alone."""
 from __future__ import annotations
 
 import time
@@ -13,31 +13,7 @@ import pytest
 from nodeagent_sim.imds import ImdsSim
 from tests.faults.conftest import NODE, PROVIDER, Cluster
 
-ME = "i-0123456789abcdef0"
 OTHER_INSTANCE = "aws:///us-east-1a/i-0fffffffffffffff0"
-
-
-@pytest.mark.parametrize("provider_id, instance_id, zone, explicit, refused", [
-    (PROVIDER, ME, "us-east-1a", False, None),
-    (PROVIDER, ME, None, False, None),                      # no zone: the instance id still decides
-    (OTHER_INSTANCE, ME, None, False, "IMDS says this instance is 'aws:///<zone>/" + ME),
-    (OTHER_INSTANCE, ME, "us-east-1a", True, "has providerID"),  # NODE_NAME cannot override a mismatch
-    ("aws:///us-east-1b/" + ME, ME, "us-east-1a", False, "has providerID"),
-    ("kind://docker/x/" + ME, ME, "us-east-1a", False, "has providerID"),
-    (PROVIDER + "0", ME, "us-east-1a", False, "has providerID"),
-    ("", ME, "us-east-1a", False, "has no providerID yet"),
-    ("", ME, "us-east-1a", True, None),                     # the operator named the node
-    (PROVIDER, None, "us-east-1a", False, "this instance's id is unknown"),
-    (PROVIDER, None, None, True, None),
-])
-def test_provider_id_rules(provider_id, instance_id, zone, explicit, refused):
-    from nodeagent.kube.client import provider_id_problem
-
-    problem = provider_id_problem(provider_id, instance_id, zone, explicit_name=explicit)
-    if refused is None:
-        assert problem is None
-    else:
-        assert problem is not None and refused in problem, problem
 
 
 def _node_writes(cluster: Cluster) -> list:

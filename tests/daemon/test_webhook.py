@@ -10,19 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from nodeagent.report.webhook import (
-    DEFAULT_TEMPLATES,
-    DeliveryPolicy,
-    Redactor,
-    TemplateError,
-    WebhookSender,
-    load_template,
-    message_fields,
-    parse_headers,
-    render,
-)
+from nodeagent.report.webhook_delivery import DeliveryPolicy, WebhookSender
 from nodeagent.report.worker import Worker
-from nodeagent.state import NoticeRecord
 from tests.helpers import Daemon, wait_for
 from tests.report_helpers import HEADER_SECRET, NODE, SECRET_TOKEN, Receiver, run_cli
 
@@ -38,13 +27,6 @@ def receiver():
     receiver = Receiver().start()
     yield receiver
     receiver.stop()
-
-
-def record(**changes) -> NoticeRecord:
-    base = dict(id="spot-itn-20300101T000200Z", kind="spot-itn", action="terminate",
-                deadline="2030-01-01T00:02:00Z", first_seen="2030-01-01T00:00:00Z", response="drain")
-    base.update(changes)
-    return NoticeRecord(**base)
 
 
 def test_json_messages_with_retries_and_nothing_secret_in_logs_or_status(sims, receiver, tmp_path):
@@ -211,46 +193,6 @@ def test_the_standard_proxy_variables_are_honoured(monkeypatch, receiver):
     result = sender("http://webhook.example.invalid/services/abc").send(b'{"a": 1}', time.monotonic() + 5, "t")
     assert result.delivered
     assert receiver.received[-1].path == "http://webhook.example.invalid/services/abc"
-
-
-def test_render_escapes_strings_and_checks_json():
-    fields = message_fields("finished", record(outcome='drained: "quoted"\nline', left=["a/b"], evicted=3,
-                                               drain_started="2030-01-01T00:00:01Z",
-                                               drain_finished="2030-01-01T00:00:11Z", phase="done"),
-                            NODE, drill=False, dry_run=False)
-    body = json.loads(render(DEFAULT_TEMPLATES["json"], fields))
-    assert body["outcome"] == 'drained: "quoted"\nline' and body["left"] == 1 and body["evicted"] == 3
-    assert body["drain_seconds"] == 10.0
-    with pytest.raises(TemplateError, match="unknown field"):
-        render('{"x": "${nope}"}', fields)
-    with pytest.raises(TemplateError, match="JSON"):
-        render("not json ${node}", fields)
-    slack = json.loads(render(DEFAULT_TEMPLATES["slack"], fields))
-    assert slack["text"].startswith(":x: *Drain incomplete*")  # a pod was left
-
-
-def test_a_bad_template_file_falls_back_to_the_built_in_one(tmp_path):
-    bad = tmp_path / "bad.tmpl"
-    bad.write_text('{"text": ${node}}')  # a string field outside quotes: not JSON
-    text, problem = load_template("slack", str(bad))
-    assert text == DEFAULT_TEMPLATES["slack"] and "does not render to JSON" in problem
-    text, problem = load_template("json", str(tmp_path / "missing.tmpl"))
-    assert text == DEFAULT_TEMPLATES["json"] and "cannot read" in problem
-
-
-def test_headers_parse_without_quoting_values():
-    headers, problems = parse_headers(f"Authorization: {HEADER_SECRET}; broken-entry; X-A: 1")
-    assert headers == {"Authorization": HEADER_SECRET, "X-A": "1"}
-    assert problems == ["WEBHOOK_HEADERS entry 2 ignored: expected 'Name: value'"]
-    assert HEADER_SECRET not in " ".join(problems)
-
-
-def test_redactor_removes_url_parts_and_header_values():
-    url = f"https://hooks.example.com/services/{SECRET_TOKEN}?k=querysecret"
-    redact = Redactor(url, [HEADER_SECRET])
-    text = redact(f"POST {url} failed; host hooks.example.com path /services/{SECRET_TOKEN} {HEADER_SECRET}")
-    for secret in (SECRET_TOKEN, "hooks.example.com", "querysecret", HEADER_SECRET):
-        assert secret not in text
 
 
 def test_secrets_and_kubeconfig_from_systemd_credentials(sims, receiver, tmp_path):

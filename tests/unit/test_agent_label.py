@@ -5,7 +5,7 @@ import threading
 import time
 
 from nodeagent.kube.agent_label import AgentLabel
-from nodeagent.kube.client import ApiError
+from nodeagent.kube.errors import ApiError
 from nodeagent.retry import Backoff
 
 QUICK = Backoff(0.01, 0.05)

@@ -10,21 +10,9 @@ from typing import Dict, Optional
 
 import pytest
 
-from nodeagent import config, decide
+from nodeagent import config, decide, decide_terms
 from nodeagent.clock import iso
-from nodeagent.decide import (
-    Absence,
-    Accept,
-    Cancel,
-    Context,
-    Expire,
-    PollResult,
-    Reopen,
-    Resume,
-    Say,
-    Supersede,
-    Uncordon,
-)
+from nodeagent.decide_terms import Absence, Accept, Cancel, Context, Expire, PollResult, Reopen, Resume, Say, Supersede, Uncordon
 from nodeagent.kube.pod_rules import NEAR_S, retry_delay
 from nodeagent.notices import SOURCES_BY_KIND, Notice
 from nodeagent.state import ACTING, CANCELLED, DONE, SEEN, SUPERSEDED, NoticeRecord
@@ -391,25 +379,25 @@ def test_a_spot_terminate_never_uncordons_after_a_boot():
 
 
 def test_adopting_a_drain_in_progress_from_the_node_resumes_it():
-    found = decide.NodeNotice(id="spot-itn-1", kind="spot-itn", deadline=iso(T0 + timedelta(seconds=60)),
+    found = decide_terms.NodeNotice(id="spot-itn-1", kind="spot-itn", deadline=iso(T0 + timedelta(seconds=60)),
                               action="terminate", agent="draining", cordoned=True)
     actions = decide.decide_adopt(found, {}, settings(), ctx())
     [accept] = of(actions, Accept)
     assert accept.record.phase == ACTING
     assert [r.plan.notice_id for r in of(actions, Resume)] == ["spot-itn-1"]
-    finished = decide.NodeNotice(**{**found.__dict__, "agent": "drained"})
+    finished = decide_terms.NodeNotice(**{**found.__dict__, "agent": "drained"})
     assert not of(decide.decide_adopt(finished, {}, settings(), ctx()), Resume)
 
 
 def test_adopting_a_notice_already_seen_this_run_before_the_api_was_up():
     """A wiped state dir: IMDS served the notice again before the node could be read."""
-    found = decide.NodeNotice(id="spot-itn-1", kind="spot-itn", deadline=iso(T0 + timedelta(seconds=60)),
+    found = decide_terms.NodeNotice(id="spot-itn-1", kind="spot-itn", deadline=iso(T0 + timedelta(seconds=60)),
                               action="terminate", agent="draining", cordoned=True)
     seen = {"spot-itn-1": record("spot-itn-1", "spot-itn", deadline=T0 + timedelta(seconds=60), phase=SEEN)}
     actions = decide.decide_adopt(found, seen, settings(), ctx())
     assert not of(actions, Accept) and not of(actions, Resume), "its queued response resumes the drain"
     assert "in progress: resuming it" in of(actions, Say)[0].text
-    finished = decide.NodeNotice(**{**found.__dict__, "agent": "drained"})
+    finished = decide_terms.NodeNotice(**{**found.__dict__, "agent": "drained"})
     [accept] = of(decide.decide_adopt(finished, seen, settings(), ctx()), Accept)
     assert accept.record.phase == DONE and accept.plan is None, "a finished drain is not repeated"
     acting = {"spot-itn-1": record("spot-itn-1", "spot-itn", deadline=T0 + timedelta(seconds=60), phase=ACTING,
@@ -488,13 +476,13 @@ def test_the_load_balancer_label_is_for_drains_only():
 # --- the worker's order --------------------------------------------------------------------------
 
 
-def plan(notice_id: str, deadline: datetime) -> decide.Plan:
+def plan(notice_id: str, deadline: datetime) -> decide_terms.Plan:
     return decide.plan_for(record(notice_id, "scheduled", deadline=deadline), settings())
 
 
 def test_uncordons_go_first_then_the_most_urgent_deadline():
     later, sooner = plan("later", T0 + timedelta(hours=2)), plan("sooner", T0 + timedelta(hours=1))
-    undo = decide.UncordonJob("old", "withdrawn")
+    undo = decide_terms.UncordonJob("old", "withdrawn")
     assert decide.next_job([later, sooner]) == 1
     assert decide.next_job([later, sooner, undo]) == 2
     assert decide.next_job([later]) == 0
@@ -523,47 +511,47 @@ def test_hot_kinds_are_those_being_responded_to_or_all_while_the_node_is_unread(
 
 
 def ended(ending, progress=None, at=5.0, notice_id="n"):
-    return decide.ResponseEnded(notice_id, ending, progress, at)
+    return decide_terms.ResponseEnded(notice_id, ending, progress, at)
 
 
 def test_a_finished_response_closes_its_record_with_its_progress():
     open_record = record("n", "scheduled", deadline=T0, phase=ACTING)
     progress = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, drain_finished="x",
                       outcome="drained: 3 evicted")
-    assert decide.response_ended(open_record, ended(decide.Ending.FINISHED, progress)) == (
-        decide.Close("n", progress, 5.0),)
+    assert decide.response_ended(open_record, ended(decide_terms.Ending.FINISHED, progress)) == (
+        decide_terms.Close("n", progress, 5.0),)
 
 
 def test_a_stopped_response_or_one_whose_record_was_closed_says_how_far_it_got():
     progress = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, evicted=1)
-    for phase, ending in [(CANCELLED, decide.Ending.FINISHED), (SUPERSEDED, decide.Ending.FINISHED),
-                          (CANCELLED, decide.Ending.STOPPED), (CANCELLED, decide.Ending.INTERRUPTED)]:
+    for phase, ending in [(CANCELLED, decide_terms.Ending.FINISHED), (SUPERSEDED, decide_terms.Ending.FINISHED),
+                          (CANCELLED, decide_terms.Ending.STOPPED), (CANCELLED, decide_terms.Ending.INTERRUPTED)]:
         closed = record("n", "scheduled", deadline=T0, phase=phase)
-        assert decide.response_ended(closed, ended(ending, progress)) == (decide.StopEarly("n", progress),)
+        assert decide.response_ended(closed, ended(ending, progress)) == (decide_terms.StopEarly("n", progress),)
 
 
 def test_an_interrupted_response_stays_open_unless_it_had_finished():
     acting = record("n", "scheduled", deadline=T0, phase=ACTING)
     halfway = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, evicted=1)
-    assert decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, halfway)) == (decide.KeepOpen(halfway),)
+    assert decide.response_ended(acting, ended(decide_terms.Ending.INTERRUPTED, halfway)) == (decide_terms.KeepOpen(halfway),)
     done = record("n", "scheduled", deadline=T0, phase=ACTING, cordoned=True, drain_finished="x")
-    assert decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, done)) == (decide.Close("n", done, 5.0),)
+    assert decide.response_ended(acting, ended(decide_terms.Ending.INTERRUPTED, done)) == (decide_terms.Close("n", done, 5.0),)
     cordon = record("n", "rebalance", deadline=T0, phase=ACTING, response="cordon", cordoned=True)
-    assert of(decide.response_ended(acting, ended(decide.Ending.INTERRUPTED, cordon)), decide.Close)
+    assert of(decide.response_ended(acting, ended(decide_terms.Ending.INTERRUPTED, cordon)), decide_terms.Close)
 
 
 def test_a_response_too_late_to_start_expires_its_record_once():
     seen = record("n", "spot-itn", deadline=T0, phase=SEEN)
-    [expire] = decide.response_ended(seen, ended(decide.Ending.LATE))
+    [expire] = decide.response_ended(seen, ended(decide_terms.Ending.LATE))
     assert expire == Expire("n", "deadline passed before the response could start")
     assert "passed before Kubernetes was ready; not acting" in expire.message
     cancelled = record("n", "spot-itn", deadline=T0, phase=CANCELLED)
-    assert decide.response_ended(cancelled, ended(decide.Ending.LATE)) == ()
+    assert decide.response_ended(cancelled, ended(decide_terms.Ending.LATE)) == ()
 
 
 def test_a_response_dropped_before_it_began_changes_nothing():
     cancelled = record("n", "spot-itn", deadline=T0, phase=CANCELLED)
-    assert decide.response_ended(cancelled, ended(decide.Ending.DROPPED)) == ()
+    assert decide.response_ended(cancelled, ended(decide_terms.Ending.DROPPED)) == ()
 
 
 def test_an_uncordon_decided_before_a_restart_keeps_the_cordon_if_another_notice_now_holds_it():
@@ -596,7 +584,7 @@ def test_closed_records_beyond_the_newest_few_are_forgotten_once_imds_no_longer_
     records = closed_rebalances(25)
     forget = decide.forgettable(records, poll(T0), settings(), keep=20)
     assert forget == tuple(f"rebalance-{i:03d}" for i in range(5))  # the oldest five
-    [action] = of(decide.decide_poll(records, poll(T0), {}, settings(), ctx()).actions, decide.Forget)
+    [action] = of(decide.decide_poll(records, poll(T0), {}, settings(), ctx()).actions, decide_terms.Forget)
     assert action.notice_ids == forget  # every answered poll decides it (KEEP_CLOSED)
     assert decide.forgettable(closed_rebalances(20), poll(T0), settings(), keep=20) == ()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from nodeagent.kube.client import RequestAbandoned
+from nodeagent.kube.errors import RequestAbandoned
 from nodeagent.kube.drain import Drainer
 from nodeagent.kube.pod_rules import DrainOptions
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodeagent.drill import DaemonAtStart, daemon_state_dirs, real_notice_holding_node
+from nodeagent.drill_checks import DaemonAtStart, daemon_state_dirs, real_notice_holding_node
 from nodeagent.state import UNIT_STATE_DIR, StateRead
 
 UNIT_FILE = f"{UNIT_STATE_DIR}/state.json"

@@ -31,8 +31,11 @@ LOCAL_IMPORTS_ALLOWED = {
     # without the daemon, and `demo`/`imds-sim` report a missing nodeagent_sim plainly.
     "nodeagent.cli": None,
     # kubernetes is imported only after light_import.prepare() (skips ~30 MB of API models), and
-    # import_client_modules() exists to import the client's modules on the main thread.
-    "nodeagent.kube.client": {"kubernetes", "yaml", "urllib3"},
+    # import_client_modules() exists to import the client's modules on the main thread. The
+    # token keeper and the API client use the library only once the kubeconfig has loaded it.
+    "nodeagent.kube.kubeconfig": {"kubernetes", "yaml", "urllib3"},
+    "nodeagent.kube.tokens": {"kubernetes"},
+    "nodeagent.kube.client": {"kubernetes"},
 }
 PRAGMAS = ("noqa", "type:", "pragma")  # a comment that silences a tool is not a reason
 
@@ -193,6 +196,14 @@ def test_an_import_circle_hidden_in_a_function_is_found():
         _all_imports(hidden)[0], "nodeagent.config.layers")
     cycle = _cycle(graph)
     assert cycle is not None and "nodeagent.status" in cycle and "nodeagent.config.layers" in cycle
+
+
+def test_reporters_reach_kubernetes_only_through_the_declared_link():
+    """Events and the metrics get the responder's API client through ports.KubeLink, passed in by
+    the caller, not by importing (and probing for) the Kubernetes responder."""
+    graph = _graph()
+    for name in ("nodeagent.report", "nodeagent.report.events"):
+        assert "nodeagent.kube.responder" not in graph[name], name
 
 
 def test_imports_are_at_module_top_unless_a_reason_is_stated():

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PREAMBLE = """
 import json, sys
-from nodeagent.kube import client as nodeagent_client
-nodeagent_client.import_client_modules()
+from nodeagent.kube import kubeconfig
+kubeconfig.import_client_modules()
 def loaded(prefix):
     return sorted(m for m in sys.modules if m == prefix or m.startswith(prefix + "."))
 """

@@ -1,12 +1,12 @@
-"""The NTH chart values -> nodeagent drop-in table (nodeagent/nth_migrate.py). Pure: the chart's
-default values file is a fixture (tests/fixtures/nth-chart-values.yaml); no processes."""
+"""The NTH chart values -> nodeagent drop-in table (nodeagent/nth_chart.py) and conversion
+(nodeagent/nth_migrate.py). Pure: the chart's default values file is a fixture (tests/fixtures/nth-chart-values.yaml); no processes."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nodeagent import config, nth_migrate
+from nodeagent import config, nth_chart, nth_migrate
 from nodeagent.config import ConfigSource
 from nodeagent.helm_values import dotted, effective_values, flatten
 
@@ -42,11 +42,11 @@ def test_every_default_value_is_mapped_or_listed_with_a_reason(values):
     assert not missing
     assert all(listed.reason for listed in conversion.listed)
     for key in conversion.mapped:
-        assert nth_migrate.ROWS_BY_KEY[key].nodeagent, f"{key} became a line but its row names no key"
+        assert nth_chart.ROWS_BY_KEY[key].nodeagent, f"{key} became a line but its row names no key"
 
 
 def test_the_converters_chart_defaults_are_the_charts():
-    for key, value in nth_migrate.CHART_DEFAULTS.items():
+    for key, value in nth_chart.CHART_DEFAULTS.items():
         if key in CHART_DEFAULTS:
             assert CHART_DEFAULTS[key] == value, key
 
@@ -187,7 +187,7 @@ def test_queue_mode_is_said_first():
 
 def test_an_unknown_value_is_listed_as_the_users():
     conversion = nth_migrate.convert(effective_values([], ["someFutureKey.deep=1"]))
-    unknown = next(listed for listed in conversion.listed if listed.reason == nth_migrate.UNKNOWN)
+    unknown = next(listed for listed in conversion.listed if listed.reason == nth_chart.UNKNOWN)
     assert unknown.keys == ("someFutureKey.deep",) and unknown.set_by_user == ("someFutureKey.deep",)
 
 
@@ -200,7 +200,7 @@ def test_behaviour_differences_of_mapped_values_are_listed():
 
 
 def test_every_row_names_real_nodeagent_keys():
-    for row in nth_migrate.ROWS:
+    for row in nth_chart.ROWS:
         for key in row.nodeagent:
             assert key in config.KEYS_BY_NAME, (row.key, key)
         assert row.nodeagent or row.note, row.key

@@ -10,9 +10,9 @@ from typing import List
 
 import pytest
 
-from nodeagent import config, decide
+from nodeagent import config, decide, decide_terms
 from nodeagent.clock import iso
-from nodeagent.decide import Ending, KubernetesReady, ResponseEnded, ResponseStarted, UncordonDone, UncordonJob
+from nodeagent.decide_terms import Ending, KubernetesReady, ResponseEnded, ResponseStarted, UncordonDone, UncordonJob
 from nodeagent.notice_store import NoticeStore
 from nodeagent.respond import ResponseWorker
 from nodeagent.state import SEEN, AgentState, NoticeRecord
@@ -56,7 +56,7 @@ def notice(notice_id: str, deadline_in_s: float = 3600, response: str = "drain")
                         deadline=iso(T0 + timedelta(seconds=deadline_in_s)), first_seen=iso(T0), response=response)
 
 
-def plan(record: NoticeRecord) -> decide.Plan:
+def plan(record: NoticeRecord) -> decide_terms.Plan:
     return decide.plan_for(record, SETTINGS)
 
 

@@ -7,7 +7,7 @@ import io
 import json
 
 from nodeagent import cli, terminal
-from nodeagent.report.webhook import SLACK_TEMPLATE, render, slack_escape, slack_fields
+from nodeagent.report.webhook_message import SLACK_TEMPLATE, render, slack_escape, slack_fields
 from nodeagent.timeline import Timeline
 
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m\x00\r"

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from nodeagent.state import MAX_STATE_BYTES, StateStore, read_daemon_state
-from nodeagent.status import state_sections
+from nodeagent.status_state import state_sections
 from nodeagent.untrusted_file import UnsafeFileError, read_untrusted_file
 
 NESTED = "[" * 100_000 + "]" * 100_000
