@@ -1,4 +1,4 @@
-"""Secrets outside the config lines (issue 13): WEBHOOK_URL_FILE / WEBHOOK_HEADERS_FILE, and the
+"""Secrets outside the config lines: WEBHOOK_URL_FILE / WEBHOOK_HEADERS_FILE, and the
 systemd credentials webhook-url, webhook-headers and kubeconfig picked up by name. Fast: files in
 tmp_path, no sockets; the daemon end to end is in test_webhook.py."""
 from __future__ import annotations
