@@ -26,7 +26,7 @@ from nodeagent.clock import utcnow
 from nodeagent.notices import parse_spot_action
 from nodeagent.timefmt import parse_rfc3339_utc
 from nodeagent_sim.imds import ImdsSim
-from nodeagent_sim.kube import KubeSim
+from nodeagent_sim.kube import Fault, KubeSim
 from tests.helpers import Daemon, daemon_env, wait_for
 
 NODE = "ip-10-0-1-2.ec2.internal"
@@ -283,7 +283,7 @@ class Cluster:
             accepted_at[request.path] = min(accepted_at.get(request.path, done), done)
         return sorted(repeated)
 
-    def wait_answered(self, fault, since_mono: float, timeout_s: float = 20.0) -> None:
+    def wait_answered(self, fault: Fault, since_mono: float, timeout_s: float = 20.0) -> None:
         """Wait until the server has answered every request that `fault` (a KubeSim.inject result,
         injected at since_mono) held: it carries out a held request even when the client is gone."""
         def answered() -> bool:
