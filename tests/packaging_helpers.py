@@ -147,6 +147,13 @@ def unit_like_sandbox(writable: Path) -> List[str]:
 
 # --- end to end against the simulators ---------------------------------------------------------------
 
+# The simulated node's identity (tests/cluster.py has the same), for the tiers that run the agent
+# where the simulators may not be importable (the packaged agent, the real-systemd container).
+NODE = "ip-10-0-1-2.ec2.internal"
+INSTANCE_ID = "i-0123456789abcdef0"
+ZONE = "us-east-1a"
+
+
 def simulators_missing() -> Optional[str]:
     try:
         import nodeagent_sim.imds  # noqa: F401
@@ -159,7 +166,7 @@ def simulators_missing() -> Optional[str]:
 def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
     """Run the installed agent (`launcher run`) against both simulators; a spot notice must leave
     no evictable pod on the node, and the DaemonSet pod where it was."""
-    from tests.cluster import NODE, Cluster  # imports the simulators: only once they are known to be there
+    from tests.cluster import Cluster  # imports the simulators: only once they are known to be there
 
     notify = NotifySocket(workdir)
     process: Optional[subprocess.Popen] = None
