@@ -1,10 +1,11 @@
-"""Fixtures shared by the operator-feature tests."""
+"""Fixtures shared by the end-to-end tiers: the daemons a test started, and simulated nodes."""
 from __future__ import annotations
+
+from typing import List
 
 import pytest
 
 from tests import helpers
-from tests.report_helpers import start_sims
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +27,32 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def sims(tmp_path):
-    """Both simulators with a small spot node (tests.report_helpers.start_sims), stopped after."""
-    sims = start_sims(tmp_path)
-    yield sims
-    sims.stop()
+def make_cluster(tmp_path):
+    """make(**options) -> tests.cluster.Cluster in tmp_path; every cluster made is finished at teardown."""
+    from tests.cluster import Cluster
+
+    made: List[Cluster] = []
+
+    def make(**options: object) -> Cluster:
+        cluster = Cluster(tmp_path, **options)  # type: ignore[arg-type]
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.finish()
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    """A node with no pods yet (tests.cluster.Cluster), finished after the test."""
+    return make_cluster()
+
+
+@pytest.fixture
+def cluster_with_pods(make_cluster):
+    """A spot node with 5 evictable pods (4 ReplicaSet pods and a critical one) and 3 a drain
+    leaves (DaemonSet, mirror, finished Job); evicted pods come back on another node."""
+    cluster = make_cluster(replace_evicted=True)
+    cluster.add_workload(count=4)
+    return cluster

@@ -1,4 +1,6 @@
-"""Shared test machinery: the real daemon as a subprocess, and a real NOTIFY_SOCKET."""
+"""Shared test machinery: `wait_for`, the real daemon as a subprocess (`Daemon`, `daemon_env`,
+`run_cli`), and a real NOTIFY_SOCKET. The simulated node around the daemon is tests/cluster.py;
+other loopback servers are tests/servers.py."""
 from __future__ import annotations
 
 import os
@@ -23,7 +25,7 @@ def wait_for(condition: Callable[[], T], timeout_s: float = 10.0, interval_s: fl
              message: Union[str, Callable[[], str]] = "") -> T:
     """Wait until condition() is truthy and return that value; raise AssertionError at the timeout.
 
-    The only wait helper in the tests: it cannot be ignored by mistake (a timeout fails the test).
+    The wait helper of every test: it cannot be ignored by mistake (a timeout fails the test).
     `message` (text, or a function giving it, e.g. a daemon's output) goes into the error. Every
     daemon started in a test has its output attached to the failure report anyway (conftest).
     """
@@ -101,6 +103,13 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def run_cli(args: Sequence[str], env: Dict[str, str], timeout_s: float = 90,
+            python: str = sys.executable) -> subprocess.CompletedProcess:
+    """`python -m nodeagent <args>` to completion, its output captured."""
+    return subprocess.run([python, "-m", "nodeagent", *args], env=env, cwd=str(REPO), capture_output=True,
+                          text=True, timeout=timeout_s)
 
 
 def daemon_env(tmp_path: Path, **keys: str) -> Dict[str, str]:

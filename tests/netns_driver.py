@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 from nodeagent_sim.imds import ImdsSim
+from tests.helpers import Daemon
 
 
 def main() -> int:
@@ -15,18 +14,18 @@ def main() -> int:
     state = tempfile.mkdtemp()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODEAGENT_")}
     env.update(NODEAGENT_CONFIG_DIR=state, NODEAGENT_STATE_DIR=state, PYTHONUNBUFFERED="1")
-    agent = subprocess.Popen([sys.executable, "-m", "nodeagent", "run", "--log-only"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    agent = Daemon(env, args=("run", "--log-only")).start()
     try:
-        time.sleep(2.5)
+        agent.wait_line(r"ready: watching IMDS", timeout_s=20)
         sim.schedule_spot(120, "terminate")
-        time.sleep(2.5)
+        agent.wait_line(r"notice spot-itn", timeout_s=20)
+    except AssertionError as error:
+        print(error)
     finally:
-        agent.terminate()
-        output, _ = agent.communicate(timeout=20)
+        code = agent.stop()
         sim.stop()
-    print(output)
-    return 0 if "notice spot-itn" in output and agent.returncode == 0 else 1
+    print(agent.output())
+    return 0 if agent.find(r"notice spot-itn") and code == 0 else 1
 
 
 if __name__ == "__main__":

@@ -147,6 +147,8 @@ def unit_like_sandbox(writable: Path) -> List[str]:
 
 # --- end to end against the simulators ---------------------------------------------------------------
 
+# The simulated node's identity (tests/cluster.py has the same), for the tiers that run the agent
+# where the simulators may not be importable (the packaged agent, the real-systemd container).
 NODE = "ip-10-0-1-2.ec2.internal"
 INSTANCE_ID = "i-0123456789abcdef0"
 ZONE = "us-east-1a"
@@ -164,33 +166,24 @@ def simulators_missing() -> Optional[str]:
 def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
     """Run the installed agent (`launcher run`) against both simulators; a spot notice must leave
     no evictable pod on the node, and the DaemonSet pod where it was."""
-    from nodeagent_sim.imds import ImdsSim
-    from nodeagent_sim.kube import KubeSim
+    from tests.cluster import Cluster  # imports the simulators: only once they are known to be there
 
-    imds = ImdsSim(instance_id=INSTANCE_ID, availability_zone=ZONE, local_hostname=NODE,
-                   life_cycle="spot").start()
-    kube = KubeSim(time_scale=0.05).start()
     notify = NotifySocket(workdir)
     process: Optional[subprocess.Popen] = None
     log = workdir / "agent.log"
+    cluster = Cluster(workdir, time_scale=0.05)
     try:
-        kube.add_node(NODE, provider_id=f"aws:///{ZONE}/{INSTANCE_ID}", labels={"lifecycle": "Ec2Spot"})
-        evictable = [f"web-{i}" for i in range(3)]
-        for name in evictable:
-            kube.add_pod(name, "default", node=NODE, owner_kind="ReplicaSet", owner_name="web",
-                         labels={"app": "web"})
-        kube.add_pod("node-exporter-x1", "kube-system", node=NODE, owner_kind="DaemonSet",
-                     owner_name="node-exporter")
-        kubeconfig = kube.write_kubeconfig(str(workdir / "kubeconfig"), kube.add_node_token(NODE))
+        cluster.add_workload(count=3)
         config_dir = workdir / "etc"
         (config_dir / "conf.d").mkdir(parents=True)
+        # The installed agent's own environment: no PYTHONPATH, nothing of this checkout's.
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "NOTIFY_SOCKET": notify.path,
             "NODEAGENT_CONFIG_DIR": str(config_dir),
-            "NODEAGENT_IMDS_URL": imds.url,
-            "NODEAGENT_KUBECONFIG": str(kubeconfig),
-            "NODEAGENT_STATE_DIR": str(workdir / "state"),
+            "NODEAGENT_IMDS_URL": cluster.imds.url,
+            "NODEAGENT_KUBECONFIG": str(cluster.kubeconfig),
+            "NODEAGENT_STATE_DIR": str(cluster.state_dir),
             "NODEAGENT_NODE_NAME": NODE,
             "NODEAGENT_POLL_INTERVAL": "0.2s",
             "NODEAGENT_POLL_INTERVAL_REBALANCE": "0.2s", "NODEAGENT_POLL_INTERVAL_SCHEDULED": "0.2s",
@@ -202,17 +195,13 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
         wait_for(lambda: "READY=1" in notify.texts() or process.poll() is not None, 60, message=lambda: "no READY=1 within 60s")
         assert process.poll() is None, f"agent exited {process.returncode}:\n{log.read_text()}"
 
-        imds.schedule_spot(30)
-
-        def evictable_left() -> List[str]:
-            names = {pod["metadata"]["name"] for pod in kube.pods(node=NODE)}
-            return sorted(names & set(evictable))
-
-        wait_for(lambda: not evictable_left(), 60, message=lambda: f"still on the node: {evictable_left()}\n{log.read_text()}")
-        remaining = {pod["metadata"]["name"] for pod in kube.pods(node=NODE)}
-        assert "node-exporter-x1" in remaining, "the DaemonSet pod must stay"
+        cluster.imds.schedule_spot(30)
+        wait_for(lambda: not cluster.evictable_left(), 60,
+                 message=lambda: f"still on the node: {cluster.evictable_left()}\n{log.read_text()}")
+        remaining = {pod["metadata"]["name"] for pod in cluster.kube.pods(node=NODE)}
+        assert "cni-agent" in remaining, "the DaemonSet pod must stay"
         assert "WATCHDOG=1" in notify.texts(), "the unit's WatchdogSec= needs WATCHDOG=1 pings"
-        assert (workdir / "state" / "state.json").is_file(), f"no state written:\n{log.read_text()}"
+        assert (cluster.state_dir / "state.json").is_file(), f"no state written:\n{log.read_text()}"
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
@@ -222,5 +211,4 @@ def spot_notice_drains_node(launcher: Sequence[str], workdir: Path) -> None:
             process.kill()
             process.wait()
         notify.close()
-        kube.stop()
-        imds.stop()
+        cluster.finish()

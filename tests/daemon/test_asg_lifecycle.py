@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from nodeagent_sim.autoscaling import AutoScalingSim
+from tests.cluster import NODE
 from tests.helpers import wait_for
-from tests.report_helpers import Receiver
-from tests.daemon.test_kube_response import NODE, make_cluster, start_agent
+from tests.servers import Receiver
 
 INSTANCE = "i-0123456789abcdef0"
 GROUP, HOOK = "nodes", "drain-hook"
@@ -34,7 +34,7 @@ def hook_settings(asg: AutoScalingSim, **keys: str) -> dict:
 
 
 def gone_watch(cluster):
-    """Records (monotonic) when the last evictable pod left the node."""
+    """Records (monotonic) when the last evictable pod left the node, sampled every 10 ms."""
     seen = {}
 
     def watch() -> None:
@@ -42,7 +42,7 @@ def gone_watch(cluster):
             if not cluster.evictable_left():
                 seen["t"] = time.monotonic()
                 return
-            time.sleep(0.01)
+            time.sleep(0.01)  # the sampling pace: the moment is known to 10 ms
 
     threading.Thread(target=watch, daemon=True).start()
     return seen
@@ -52,14 +52,14 @@ def state(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "state" / "state.json").read_text())["notices"]["asg-terminated"]
 
 
-def test_terminated_with_a_hook_drains_then_completes_once_within_a_second(tmp_path, asg):
-    cluster = make_cluster(tmp_path)
+def test_terminated_with_a_hook_drains_then_completes_once_within_a_second(tmp_path, asg, make_cluster):
+    cluster = make_cluster()
     cluster.imds.set_instance_tags({"aws:autoscaling:groupName": GROUP})  # the group name from IMDS
     for i in range(4):
         cluster.kube.add_pod(f"web-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="web", grace_s=30)
     asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=3600)
     receiver = Receiver().start()
-    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, METRICS_TEXTFILE=str(tmp_path / "m.prom"),
+    daemon = cluster.start_agent(**hook_settings(asg, METRICS_TEXTFILE=str(tmp_path / "m.prom"),
                                                             WEBHOOK_URL=receiver.url()))
     try:
         gone = gone_watch(cluster)
@@ -72,7 +72,7 @@ def test_terminated_with_a_hook_drains_then_completes_once_within_a_second(tmp_p
         assert (complete.params["AutoScalingGroupName"], complete.params["InstanceId"]) == (GROUP, INSTANCE)
         action = asg.action(INSTANCE)
         assert action.released_by == "complete" and not action.heartbeats
-        time.sleep(2.5)
+        cluster.wait_polls(5)
         assert [c.action for c in asg.calls] == ["CompleteLifecycleAction"], asg.calls  # exactly one call
         daemon.wait_line(r"completed lifecycle hook drain-hook \(CONTINUE\) for i-0123456789abcdef0 in group nodes")
         record = state(tmp_path)
@@ -91,16 +91,14 @@ def test_terminated_with_a_hook_drains_then_completes_once_within_a_second(tmp_p
         assert "completed lifecycle hook drain-hook" in message["summary"]
     finally:
         receiver.stop()
-        daemon.stop()
-        cluster.kube.stop()
-        cluster.imds.stop()
+        cluster.finish()
 
 
-def test_a_slow_drain_sends_heartbeats_that_keep_the_instance(tmp_path, asg):
-    cluster = make_cluster(tmp_path, time_scale=1.0)
+def test_a_slow_drain_sends_heartbeats_that_keep_the_instance(tmp_path, asg, make_cluster):
+    cluster = make_cluster(time_scale=1.0)
     cluster.kube.add_pod("slow-0", node=NODE, owner_kind="ReplicaSet", owner_name="slow", grace_s=30, shutdown_s=8)
     asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=5)  # without a heartbeat it would let go at 5 s
-    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, ASG_NAME=GROUP))
+    daemon = cluster.start_agent(**hook_settings(asg, ASG_NAME=GROUP))
     try:
         gone = gone_watch(cluster)
         asg.begin_termination(INSTANCE, GROUP, HOOK, imds=cluster.imds)
@@ -113,45 +111,40 @@ def test_a_slow_drain_sends_heartbeats_that_keep_the_instance(tmp_path, asg):
         assert state(tmp_path)["lifecycle_heartbeats"] == len(action.heartbeats)
         assert wait_for(lambda: any(e.get("reason") == "LifecycleActionHeartbeat" for e in cluster.kube.events()), 10)
     finally:
-        daemon.stop()
-        cluster.kube.stop()
-        cluster.imds.stop()
+        cluster.finish()
 
 
-def test_a_restart_mid_drain_still_completes_exactly_once(tmp_path, asg):
-    cluster = make_cluster(tmp_path, time_scale=1.0)
+def test_a_restart_mid_drain_still_completes_exactly_once(tmp_path, asg, make_cluster):
+    cluster = make_cluster(time_scale=1.0)
     cluster.kube.add_pod("slow-0", node=NODE, owner_kind="ReplicaSet", owner_name="slow", grace_s=30, shutdown_s=6)
     asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=3600)
     keys = hook_settings(asg, ASG_NAME=GROUP)
-    daemon = start_agent(tmp_path, cluster, **keys)
+    daemon = cluster.start_agent(**keys)
     try:
         asg.begin_termination(INSTANCE, GROUP, HOOK, imds=cluster.imds)
         assert wait_for(lambda: cluster.evictions("slow-0"), 15), daemon.output()
-        time.sleep(0.5)
         daemon.kill()  # SIGKILL mid-drain: no completion yet
         assert not asg.calls
-        daemon = start_agent(tmp_path, cluster, **keys)
+        daemon = cluster.start_agent(**keys)
         daemon.wait_line(r"resuming drain for asg-terminated", timeout_s=15)
         assert wait_for(lambda: asg.accepted("CompleteLifecycleAction"), 20), daemon.output()
-        time.sleep(2.5)
+        cluster.wait_polls(5)
         daemon.stop()
         # and a third start finds nothing left to say
-        daemon = start_agent(tmp_path, cluster, **keys)
-        time.sleep(2.5)
+        daemon = cluster.start_agent(**keys)
+        cluster.wait_polls(5)
         assert [c.action for c in asg.calls if c.action == "CompleteLifecycleAction"] == ["CompleteLifecycleAction"]
         assert asg.action(INSTANCE).released_by == "complete"
     finally:
-        daemon.stop()
-        cluster.kube.stop()
-        cluster.imds.stop()
+        cluster.finish()
 
 
-def test_wrong_credentials_are_reported_never_block_the_drain_and_fresh_ones_complete(tmp_path, asg):
-    cluster = make_cluster(tmp_path)
+def test_wrong_credentials_are_reported_never_block_the_drain_and_fresh_ones_complete(tmp_path, asg, make_cluster):
+    cluster = make_cluster()
     cluster.kube.add_pod("web-0", node=NODE, owner_kind="ReplicaSet", owner_name="web")
     cluster.imds.set_credentials("ASIAWRONGKEY", "wrong/secret", "wrong-token")
     asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=3600)
-    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, ASG_NAME=GROUP))
+    daemon = cluster.start_agent(**hook_settings(asg, ASG_NAME=GROUP))
     try:
         asg.begin_termination(INSTANCE, GROUP, HOOK, imds=cluster.imds)
         daemon.wait_line(r"drained: 1 evicted", timeout_s=15)  # the drain did not wait for AWS
@@ -164,18 +157,16 @@ def test_wrong_credentials_are_reported_never_block_the_drain_and_fresh_ones_com
         assert refused and all(c.t < asg.accepted("CompleteLifecycleAction")[0].t for c in refused)
         assert len(asg.accepted("CompleteLifecycleAction")) == 1
     finally:
-        daemon.stop()
-        cluster.kube.stop()
-        cluster.imds.stop()
+        cluster.finish()
 
 
-def test_a_refused_call_is_reported_and_the_hook_times_out_as_without_nodeagent(tmp_path, asg):
-    cluster = make_cluster(tmp_path)
+def test_a_refused_call_is_reported_and_the_hook_times_out_as_without_nodeagent(tmp_path, asg, make_cluster):
+    cluster = make_cluster()
     cluster.kube.add_pod("web-0", node=NODE, owner_kind="ReplicaSet", owner_name="web")
     asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=3600)
     asg.refuse(403, "AccessDenied")
     metrics = tmp_path / "m.prom"
-    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, ASG_NAME=GROUP, METRICS_TEXTFILE=str(metrics)))
+    daemon = cluster.start_agent(**hook_settings(asg, ASG_NAME=GROUP, METRICS_TEXTFILE=str(metrics)))
     try:
         asg.begin_termination(INSTANCE, GROUP, HOOK, imds=cluster.imds)
         daemon.wait_line(r"drained: 1 evicted", timeout_s=15)
@@ -188,30 +179,26 @@ def test_a_refused_call_is_reported_and_the_hook_times_out_as_without_nodeagent(
         asg.time_out(INSTANCE)
         assert asg.action(INSTANCE).released_by == "timeout"
     finally:
-        daemon.stop()
-        cluster.kube.stop()
-        cluster.imds.stop()
+        cluster.finish()
 
 
-def test_dry_run_leaves_the_lifecycle_action_waiting_and_says_what_it_would_send(tmp_path, asg):
+def test_dry_run_leaves_the_lifecycle_action_waiting_and_says_what_it_would_send(tmp_path, asg, make_cluster):
     """DRY_RUN drains nothing, so the instance still carries its pods: CompleteLifecycleAction
     CONTINUE would let Auto Scaling terminate it under them. Nothing is sent; the log says what."""
-    cluster = make_cluster(tmp_path)
+    cluster = make_cluster()
     for i in range(3):
         cluster.kube.add_pod(f"web-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="web")
     asg.add_hook(GROUP, HOOK, heartbeat_timeout_s=3600)
-    daemon = start_agent(tmp_path, cluster, **hook_settings(asg, ASG_NAME=GROUP, DRY_RUN="true"))
+    daemon = cluster.start_agent(**hook_settings(asg, ASG_NAME=GROUP, DRY_RUN="true"))
     try:
         asg.begin_termination(INSTANCE, GROUP, HOOK, imds=cluster.imds)
         daemon.wait_line(r"notice asg-terminated: dry run: would send CompleteLifecycleAction "
                          r"\(LifecycleActionResult=CONTINUE\) for i-0123456789abcdef0 in group nodes, "
                          r"hook drain-hook; nothing sent", timeout_s=20)
-        time.sleep(1.5)  # a few more looks of the hook thread
+        cluster.wait_polls(3)  # a few more looks of the hook thread
         assert asg.calls == [], asg.calls
         assert asg.action(INSTANCE).state == "Terminating:Wait" and asg.action(INSTANCE).released_by is None
         assert len(cluster.evictable_left()) == 3  # the pods are all still there
         assert state(tmp_path)["lifecycle_outcome"] == "dry run: not completed"
     finally:
-        daemon.stop()
-        cluster.kube.stop()
-        cluster.imds.stop()
+        cluster.finish()

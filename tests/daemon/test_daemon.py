@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
 from nodeagent_sim.imds import ImdsSim
+from tests.cluster import wait_polls
 from tests.helpers import Daemon, NotifySocket, daemon_env, wait_for
 
 POLL = 0.5
@@ -33,15 +35,12 @@ def spot_notice_lines(daemon: Daemon):
 def test_spot_notice_detected_within_a_poll_and_handled_once(tmp_path, imds):
     daemon = start_daemon(tmp_path, imds)
     try:
-        import time
-
-        time.sleep(2.0)
+        wait_polls(imds, 4)  # polling at its steady pace
         appeared = time.monotonic()
         imds.schedule_spot(120, "terminate")
         line = daemon.wait_line(r"notice spot-itn-\S+ \(spot-itn: terminate\)", timeout_s=5)
         assert line.t - appeared <= POLL + 0.5, f"seen {line.t - appeared:.2f}s after it appeared"
-        polls_before = len([e for e in imds.request_log if "instance-action" in e[2]])
-        wait_for(lambda: len([e for e in imds.request_log if "instance-action" in e[2]]) >= polls_before + 20, 20)
+        wait_polls(imds, 20)
         assert len(spot_notice_lines(daemon)) == 1, daemon.output()
         assert daemon.alive()
     finally:
@@ -55,9 +54,7 @@ def test_same_notice_is_not_handled_again_after_restart(tmp_path, imds):
     assert first.stop() == 0
     second = start_daemon(tmp_path, imds)
     try:
-        import time
-
-        time.sleep(POLL * 6)
+        wait_polls(imds, 6)
         assert not spot_notice_lines(second), second.output()
     finally:
         second.stop()
@@ -130,9 +127,8 @@ def test_daemon_survives_faults_and_acts_on_next_good_response(tmp_path, imds, f
         else:
             imds.inject(3, body=b'{"action": "terminate", "time": ', path_prefix="/latest/meta-data/spot")
             imds.schedule_spot(120)
-        import time
-
-        time.sleep(4 * POLL)
+        wait_for(lambda: imds.counters()["faults_pending"] == 0, 15)  # every fault was served
+        wait_polls(imds, 1)
         imds.schedule_spot(120)
         daemon.wait_line("notice spot-itn", timeout_s=10)
         assert daemon.alive()

@@ -1,5 +1,5 @@
 """The drill's IMDS responder (nodeagent.drill_imds): it serves the identity and the one notice the
-drill chose, and nothing outside the drill process can change that (issue 13, row 2)."""
+drill chose, and nothing outside the drill process can change that."""
 from __future__ import annotations
 
 import json

@@ -6,12 +6,12 @@ import signal
 from collections import Counter
 
 from nodeagent.report.events import event_body, event_name
+from tests.cluster import NODE
 from tests.helpers import Daemon, wait_for
-from tests.report_helpers import NODE, start_sims
 
 
-def start_daemon(sims, **keys) -> Daemon:
-    daemon = Daemon(sims.env(**keys)).start()
+def start_daemon(cluster_with_pods, **keys) -> Daemon:
+    daemon = Daemon(cluster_with_pods.env(**keys)).start()
     daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
     return daemon
 
@@ -20,14 +20,14 @@ def by_reason(kube):
     return {event["reason"]: event for event in kube.events()}
 
 
-def test_a_drain_writes_one_event_per_step_on_the_node(sims):
-    daemon = start_daemon(sims)
+def test_a_drain_writes_one_event_per_step_on_the_node(cluster_with_pods):
+    daemon = start_daemon(cluster_with_pods)
     try:
-        sims.imds.schedule_spot(30)
-        assert wait_for(lambda: "DrainFinished" in by_reason(sims.kube), 20), daemon.output()
+        cluster_with_pods.imds.schedule_spot(30)
+        assert wait_for(lambda: "DrainFinished" in by_reason(cluster_with_pods.kube), 20), daemon.output()
     finally:
         assert daemon.stop() == 0
-    events = sims.kube.events()
+    events = cluster_with_pods.kube.events()
     reasons = [event["reason"] for event in events]
     assert reasons == ["SpotInterruptionNotice", "NodeCordoned", "DrainStarted", "DrainFinished"]
     for event in events:
@@ -39,63 +39,64 @@ def test_a_drain_writes_one_event_per_step_on_the_node(sims):
     types = {event["reason"]: event["type"] for event in events}
     assert types == {"SpotInterruptionNotice": "Warning", "NodeCordoned": "Normal",
                      "DrainStarted": "Normal", "DrainFinished": "Normal"}
-    finished = by_reason(sims.kube)["DrainFinished"]["message"]
+    finished = by_reason(cluster_with_pods.kube)["DrainFinished"]["message"]
     assert finished.startswith("5 evicted, 0 forced, 0 left, 0 failed of 5")
-    assert "response: drain" in by_reason(sims.kube)["SpotInterruptionNotice"]["message"]
+    assert "response: drain" in by_reason(cluster_with_pods.kube)["SpotInterruptionNotice"]["message"]
     # Written with the node's credentials, and never listed (the node may not).
-    event_requests = [r for r in sims.kube.requests if r.resource == "events"]
+    event_requests = [r for r in cluster_with_pods.kube.requests if r.resource == "events"]
     assert {r.user for r in event_requests} == {f"system:node:{NODE}"}
     assert {r.verb for r in event_requests} == {"create"}
     assert all(r.status == 201 for r in event_requests)
 
 
-def test_a_resumed_drain_aggregates_onto_the_same_event(tmp_path):
-    sims = start_sims(tmp_path, time_scale=0.1)  # pods take ~3 s to stop: time to restart mid-drain
+def test_a_resumed_drain_aggregates_onto_the_same_event(make_cluster):
+    cluster_with_pods = make_cluster(time_scale=0.1, replace_evicted=True)  # pods take ~3 s to stop: time to restart mid-drain
+    cluster_with_pods.add_workload(count=4)
     try:
-        first = start_daemon(sims)
-        sims.imds.schedule_spot(40)
-        assert wait_for(lambda: "DrainStarted" in by_reason(sims.kube), 20), first.output()
+        first = start_daemon(cluster_with_pods)
+        cluster_with_pods.imds.schedule_spot(40)
+        assert wait_for(lambda: "DrainStarted" in by_reason(cluster_with_pods.kube), 20), first.output()
         assert first.stop(signal.SIGTERM) == 0
-        assert "DrainFinished" not in by_reason(sims.kube)
-        second = start_daemon(sims)
+        assert "DrainFinished" not in by_reason(cluster_with_pods.kube)
+        second = start_daemon(cluster_with_pods)
         try:
-            assert wait_for(lambda: "DrainFinished" in by_reason(sims.kube), 30), second.output()
+            assert wait_for(lambda: "DrainFinished" in by_reason(cluster_with_pods.kube), 30), second.output()
         finally:
             assert second.stop() == 0
-        counts = Counter(event["reason"] for event in sims.kube.events())
+        counts = Counter(event["reason"] for event in cluster_with_pods.kube.events())
         assert set(counts.values()) == {1}, counts  # one Event object per reason
-        events = by_reason(sims.kube)
+        events = by_reason(cluster_with_pods.kube)
         assert events["DrainStarted"]["count"] == 2
         assert events["SpotInterruptionNotice"]["count"] == 1
         assert events["DrainFinished"]["count"] == 1
-        patches = [r for r in sims.kube.requests if r.resource == "events" and r.method == "PATCH"]
+        patches = [r for r in cluster_with_pods.kube.requests if r.resource == "events" and r.method == "PATCH"]
         assert len(patches) == 1 and patches[0].name == events["DrainStarted"]["metadata"]["name"]
     finally:
-        sims.stop()
+        cluster_with_pods.finish()
 
 
-def test_a_withdrawn_rebalance_is_cordoned_then_uncordoned(sims):
-    daemon = start_daemon(sims)
+def test_a_withdrawn_rebalance_is_cordoned_then_uncordoned(cluster_with_pods):
+    daemon = start_daemon(cluster_with_pods)
     try:
-        sims.imds.set_rebalance()
-        assert wait_for(lambda: "NodeCordoned" in by_reason(sims.kube), 10), daemon.output()
-        sims.imds.set_rebalance(None)
-        assert wait_for(lambda: "NodeUncordoned" in by_reason(sims.kube), 15), daemon.output()
+        cluster_with_pods.imds.set_rebalance()
+        assert wait_for(lambda: "NodeCordoned" in by_reason(cluster_with_pods.kube), 10), daemon.output()
+        cluster_with_pods.imds.set_rebalance(None)
+        assert wait_for(lambda: "NodeUncordoned" in by_reason(cluster_with_pods.kube), 15), daemon.output()
     finally:
         assert daemon.stop() == 0
-    reasons = [event["reason"] for event in sims.kube.events()]
+    reasons = [event["reason"] for event in cluster_with_pods.kube.events()]
     assert reasons == ["RebalanceRecommendation", "NodeCordoned", "NoticeCancelled", "NodeUncordoned"]
-    assert "withdrawn" in by_reason(sims.kube)["NoticeCancelled"]["message"]
+    assert "withdrawn" in by_reason(cluster_with_pods.kube)["NoticeCancelled"]["message"]
 
 
-def test_events_off_writes_none(sims):
-    daemon = start_daemon(sims, EVENTS="false")
+def test_events_off_writes_none(cluster_with_pods):
+    daemon = start_daemon(cluster_with_pods, EVENTS="false")
     try:
-        sims.imds.schedule_spot(30)
+        cluster_with_pods.imds.schedule_spot(30)
         daemon.wait_line(r"drained: 5 evicted", timeout_s=20)
     finally:
         assert daemon.stop() == 0
-    assert sims.kube.events() == []
+    assert cluster_with_pods.kube.events() == []
 
 
 def test_event_names_are_stable_valid_and_distinct():

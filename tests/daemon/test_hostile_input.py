@@ -1,14 +1,16 @@
-"""Hostile input (issue 13): answers, messages and files crafted to hurt the agent.
+"""Hostile input: answers, messages and files crafted to hurt the agent.
 
 End to end: the real daemon (`python -m nodeagent run`) against the IMDS and Kubernetes API
 simulators over loopback HTTPS. docs/hostile-input.md lists each case.
 """
 from __future__ import annotations
 
-import time
+import json
 from pathlib import Path
 
-from tests.faults.conftest import Cluster
+from tests.cluster import NODE, Cluster
+from tests.helpers import NotifySocket, run_cli, wait_for
+from tests.servers import Receiver
 
 DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on this
 
@@ -74,12 +76,6 @@ def test_a_kubeconfig_yaml_error_never_quotes_the_file(tmp_path: Path):
     """The kubeconfig has an inline token on a line that is not valid YAML (a stray ': ').
     PyYAML's message quotes that line; the journal and `status --json` must say only which file,
     where, and what kind of error."""
-    import json
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO, daemon_env
-
     cluster = Cluster(tmp_path)
     try:
         good = Path(cluster.kubeconfig).read_text()
@@ -87,9 +83,7 @@ def test_a_kubeconfig_yaml_error_never_quotes_the_file(tmp_path: Path):
             "apiVersion: v1\nkind: Config\nusers:\n- name: node\n  user:\n"
             f"    token: {SECRET_TOKEN}: oops\n    client-key-data: LS0tSECRETKEY\n")
         cluster.start_agent(ready=r"is not valid YAML")
-        env = daemon_env(tmp_path, **cluster.settings())
-        status = subprocess.run([sys.executable, "-m", "nodeagent", "status", "--json"], env=env,
-                                cwd=str(REPO), capture_output=True, text=True, timeout=60)
+        status = run_cli(["status", "--json"], cluster.env(), timeout_s=60)
         Path(cluster.kubeconfig).write_text(good)
         cluster.daemon.wait_line(r"acting on node", timeout_s=20)
         cluster.finish()
@@ -107,8 +101,6 @@ def test_one_malformed_pod_is_left_and_reported_and_the_others_are_drained(tmp_p
     """The drain's pod list holds a pod whose ownerReferences is ["x"] and one whose grace period is
     text: each is set aside with a warning that names it and says what is wrong, every other pod
     is evicted, and the drain reports the two as left on the node."""
-    from tests.faults.conftest import NODE
-
     cluster = Cluster(tmp_path)
     try:
         cluster.add_workload(count=4)
@@ -139,8 +131,6 @@ def test_an_api_message_cannot_add_an_assignment_to_sd_notify(tmp_path: Path):
     (and other assignments after CR, NUL and ESC). The daemon's STATUS quotes the error: every
     datagram on its NOTIFY_SOCKET (a real one, read here) holds only the agent's own assignments,
     the STATUS one line with the message escaped, and the daemon stays up."""
-    from tests.helpers import Daemon, NotifySocket, daemon_env, wait_for
-
     hostile = "nodes is forbidden\nWATCHDOG=trigger\r\nSTOPPING=1\x00READY=1\x1bMAINPID=1"
     body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
             "message": hostile}
@@ -148,13 +138,14 @@ def test_an_api_message_cannot_add_an_assignment_to_sd_notify(tmp_path: Path):
     notify = NotifySocket(tmp_path)
     try:
         cluster.kube.inject(count=100_000, status=403, method="GET", path_regex=r"/api/v1/nodes/", body=body)
-        env = daemon_env(tmp_path, **cluster.settings())
+        env = cluster.env()
         env["NOTIFY_SOCKET"] = notify.path
-        daemon = Daemon(env).start()
-        cluster.daemons.append(daemon)
+        daemon = cluster.start_agent(ready=None, env=env)
         wait_for(lambda: [t for t in notify.texts() if "nodes is forbidden" in t], 30,
                  message=lambda: f"{notify.texts()}\n{daemon.output()}")
-        time.sleep(1.0)  # a few more polls and watchdog pings
+        cluster.wait_polls(2)  # a few more polls
+        pings = notify.texts().count("WATCHDOG=1")
+        wait_for(lambda: notify.texts().count("WATCHDOG=1") > pings, 10)  # and another watchdog ping
         texts = notify.texts()
         names = {text.split("=", 1)[0] for text in texts}
         assert names <= {"READY", "STATUS", "WATCHDOG", "STOPPING", "RELOADING"}, texts
@@ -174,15 +165,10 @@ def test_a_hostile_scheduled_code_reaches_no_annotation_terminal_or_slack_messag
     and Slack markup (a channel mention, a disguised link). The event is still handled (drained);
     the node annotation, `nodeagent status` and the Slack message show the placeholder, and the
     log says why without quoting it."""
-    import subprocess
-    import sys
     from datetime import timedelta
 
     from nodeagent.clock import utcnow
     from nodeagent.kube.node import ANNOTATION_ACTION
-    from tests.faults.conftest import NODE
-    from tests.helpers import REPO, daemon_env, wait_for
-    from tests.report_helpers import Receiver
 
     hostile = "\x1b]0;pwned\x07\x1b[2Jinstance-reboot <!channel> <https://evil.example/|click here> &"
     not_before = (utcnow() + timedelta(hours=2)).strftime("%-d %b %Y %H:%M:%S GMT")
@@ -202,9 +188,7 @@ def test_a_hostile_scheduled_code_reaches_no_annotation_terminal_or_slack_messag
         node = cluster.kube.node(NODE)
         assert node["metadata"]["annotations"][ANNOTATION_ACTION] == "unrecognised-code"
 
-        env = daemon_env(tmp_path, **cluster.settings(**keys))
-        status = subprocess.run([sys.executable, "-m", "nodeagent", "status"], env=env, cwd=str(REPO),
-                                capture_output=True, text=True, timeout=60)
+        status = run_cli(["status"], cluster.env(**keys), timeout_s=60)
         assert "(scheduled: unrecognised-code)" in status.stdout, status.stdout
         for text in (status.stdout, status.stderr):
             assert "\x1b" not in text and "\x07" not in text and "pwned" not in text, text
@@ -227,12 +211,6 @@ def test_terminal_escapes_in_an_api_message_never_reach_nodeagent_status(tmp_pat
     """The API server refuses the Node read with a message that retitles and clears a terminal.
     `nodeagent status` quotes it three times (the daemon's status from the state file, its own probe
     of the API, and the problem that makes): each row is printable text, one line."""
-    import json
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO, daemon_env, wait_for
-
     hostile = "forbidden\x1b]0;pwned\x07\x1b[2J\nforged: row\x9b31m"
     body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
             "message": hostile}
@@ -243,9 +221,7 @@ def test_terminal_escapes_in_an_api_message_never_reach_nodeagent_status(tmp_pat
         state_file = cluster.state_dir / "state.json"
         wait_for(lambda: "forbidden" in json.loads(state_file.read_text()).get("status", ""), 15,
                  message=cluster.daemon.output)
-        env = daemon_env(tmp_path, **cluster.settings())
-        status = subprocess.run([sys.executable, "-m", "nodeagent", "status"], env=env, cwd=str(REPO),
-                                capture_output=True, text=True, timeout=60)
+        status = run_cli(["status"], cluster.env(), timeout_s=60)
         out = status.stdout
         for text in (out, status.stderr):
             assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, text

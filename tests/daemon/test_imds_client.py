@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from typing import List, Optional
 
 import pytest
 
@@ -24,6 +21,8 @@ from nodeagent.imds import (
 )
 from nodeagent.instance_identity import InstanceIdentity
 from nodeagent_sim.imds import ImdsSim
+from tests.helpers import wait_for
+from tests.servers import RawImdsServer
 
 MD = "/latest/meta-data/"
 TOKEN = "/latest/api/token"
@@ -365,100 +364,10 @@ def test_other_statuses_are_errors_without_retry(sim, make_client):
     assert client.stats.retries == 0
 
 
-class RawServer:
-    """A loopback HTTP/1.1 server written on bare sockets, for behaviour the simulator cannot
-    produce: answers trickled a byte at a time, and keep-alive connections closed while idle.
-
-    `trickle` names the requests ("PUT" or "GET") answered one byte every `byte_every_s` seconds
-    (for at most `trickle_for_s`, then the connection is closed). `close_after_each` closes every
-    connection after one answer while still advertising keep-alive, as a server whose idle
-    timeout fires between two polls does.
-    """
-
-    def __init__(self, trickle: tuple = (), byte_every_s: float = 0.2, trickle_for_s: float = 30,
-                 close_after_each: bool = False):
-        self.trickle = trickle
-        self.byte_every_s = byte_every_s
-        self.trickle_for_s = trickle_for_s
-        self.close_after_each = close_after_each
-        self.connections = 0
-        self.requests: List[str] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)  # close() does not wake accept(); the loop polls _stop
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-
-    def __enter__(self) -> "RawServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            reader = conn.makefile("rb")
-            while not self._stop.is_set():
-                head = self._read_head(reader)
-                if head is None:
-                    return
-                method, path = head.split()[:2]
-                self.requests.append(f"{method} {path}")
-                if method == "PUT":
-                    body, extra = b"RAWTOKEN", "X-aws-ec2-metadata-token-ttl-seconds: 21600\r\n"
-                else:
-                    body, extra = b"i-0123456789abcdef0", "X-aws-ec2-metadata-token-ttl-seconds: 21000\r\n"
-                answer = (f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{extra}"
-                          f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-                if method in self.trickle:
-                    ends = time.monotonic() + self.trickle_for_s
-                    for index in range(len(answer)):
-                        if time.monotonic() > ends or self._stop.is_set():
-                            return
-                        try:
-                            conn.sendall(answer[index:index + 1])
-                        except OSError:
-                            return
-                        time.sleep(self.byte_every_s)
-                else:
-                    conn.sendall(answer)
-                if self.close_after_each:
-                    return
-
-    @staticmethod
-    def _read_head(reader) -> Optional[str]:
-        lines = []
-        while True:
-            line = reader.readline()
-            if not line:
-                return None
-            if line in (b"\r\n", b"\n"):
-                return lines[0].decode() if lines else None
-            lines.append(line)
-
-
 @pytest.mark.parametrize("trickled", ["GET", "PUT"])
 def test_a_trickling_answer_is_cut_at_the_deadline(trickled):
     # A byte every 0.2 s never trips the 1 s read timeout: only the wall-clock deadline ends it.
-    with RawServer(trickle=(trickled,)) as server:
+    with RawImdsServer(trickle=(trickled,)) as server:
         with ImdsClient(ImdsOptions(base_url=server.url, deadline_s=2.0)) as client:
             started = time.monotonic()
             with pytest.raises(ImdsUnavailable) as info:
@@ -484,11 +393,11 @@ def test_the_deadline_is_per_call_and_the_client_recovers(sim, make_client):
 
 
 def test_keep_alive_reuse_survives_a_server_closing_idle_connections():
-    with RawServer(close_after_each=True) as server:
+    with RawImdsServer(close_after_each=True) as server:
         with ImdsClient(ImdsOptions(base_url=server.url)) as client:
-            for _ in range(5):
+            for answered in range(1, 6):
                 assert client.get("instance-id") == "i-0123456789abcdef0"
-                time.sleep(0.05)  # the server's close usually arrives before the next poll
+                wait_for(lambda: server.closed >= answered + 1)  # the token PUT's and this GET's connections are closed
             stats = client.stats
     # Each stale connection is noticed before use (or, if the close races the request, resent
     # once on a new one) and replaced: no retries, no errors.
@@ -498,7 +407,7 @@ def test_keep_alive_reuse_survives_a_server_closing_idle_connections():
 
 
 def test_keep_alive_reuse_on_a_server_that_keeps_connections():
-    with RawServer() as server:
+    with RawImdsServer() as server:
         with ImdsClient(ImdsOptions(base_url=server.url)) as client:
             for _ in range(10):
                 assert client.get("instance-id") == "i-0123456789abcdef0"

@@ -3,8 +3,7 @@ MAX_WATCH_LINE_BYTES fail that one request with a clear error, before the rest i
 client goes on working. A real HTTPS server on loopback sends the oversized answers."""
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ from nodeagent.kube.client import MAX_BODY_BYTES, MAX_WATCH_LINE_BYTES, KubeApi,
 from nodeagent.kube.errors import ApiError
 from nodeagent_sim.kube_auth import write_kubeconfig
 from nodeagent_sim.kube_tls import make_server_cert
+from tests.cluster import NODE
+from tests.servers import HttpServer
 
 SMALL = b'{"kind": "Node", "metadata": {"name": "n"}}'
 HUGE = MAX_BODY_BYTES * 3  # 48 MiB of JSON whitespace before SMALL: valid JSON, far too large
@@ -78,15 +79,11 @@ class Oversized(BaseHTTPRequestHandler):
 @pytest.fixture
 def api(tmp_path: Path):
     cert = make_server_cert(str(tmp_path / "tls"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Oversized)
-    server.socket = cert.server_context().wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{server.server_address[1]}"
-    kubeconfig = write_kubeconfig(str(tmp_path / "kubeconfig"), url, cert.ca_file, {"token": "t"})
-    client = KubeApi(KubeOptions(kubeconfig=kubeconfig, connect_timeout_s=2.0, read_timeout_s=20.0))
-    yield client
-    client.close()
-    server.shutdown()
+    with HttpServer(Oversized, tls=cert.server_context()) as server:
+        kubeconfig = write_kubeconfig(str(tmp_path / "kubeconfig"), server.url, cert.ca_file, {"token": "t"})
+        client = KubeApi(KubeOptions(kubeconfig=kubeconfig, connect_timeout_s=2.0, read_timeout_s=20.0))
+        yield client
+        client.close()
 
 
 @pytest.mark.parametrize("path, status", [("/declared", 200), ("/chunked", 200), ("/error", 500)])
@@ -111,7 +108,7 @@ def test_the_pod_list_is_read_in_pages(tmp_path: Path):
     from nodeagent.kube.client import LIST_PAGE
     from nodeagent_sim.kube import KubeSim
 
-    node = "ip-10-0-1-2.ec2.internal"
+    node = NODE
     with KubeSim() as kube:
         kube.add_node(node, provider_id="aws:///us-east-1a/i-0123456789abcdef0")
         for i in range(LIST_PAGE * 2 + 7):

@@ -2,81 +2,24 @@
 against the Kubernetes API simulator's Node authorizer and NodeRestriction rules."""
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from nodeagent_sim.imds import ImdsSim
 from nodeagent_sim.kube import KubeSim
-from tests.helpers import Daemon, daemon_env, wait_for
+from tests.cluster import NODE, OTHER, Cluster
+from tests.helpers import wait_for
 
-NODE = "ip-10-0-1-2.ec2.internal"
-OTHER = "ip-10-0-9-9.ec2.internal"
-PROVIDER = "aws:///us-east-1a/i-0123456789abcdef0"
-CRITICAL = ("system-cluster-critical", "system-node-critical")
+STARTED = r"acting on node|refusing|not a spot node|Kubernetes not ready"
 
 
-@dataclass
-class Cluster:
-    imds: ImdsSim
-    kube: KubeSim
-    kubeconfig: str
-
-    def evictable_left(self):
-        return [p for p in self.kube.pods(node=NODE)
-                if not _ds_or_mirror(p) and p["status"].get("phase") not in ("Succeeded", "Failed")]
-
-    def writes(self, path_regex: str = ""):
-        rx = re.compile(path_regex)
-        return [r for r in list(self.kube.requests)
-                if r.method in ("PATCH", "POST", "DELETE", "PUT") and rx.search(r.path)
-                and "selfsubjectreviews" not in r.path]
-
-    def evictions(self, name: str = ""):
-        return [r for r in self.writes(r"/eviction$") if name in r.path]
-
-
-def _ds_or_mirror(pod) -> bool:
-    meta = pod["metadata"]
-    return "kubernetes.io/config.mirror" in (meta.get("annotations") or {}) or any(
-        o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or [])
-
-
-def make_cluster(tmp_path, *, time_scale=0.02, life_cycle="spot", labels=None, exec_delay=None, replace=False):
-    imds = ImdsSim(life_cycle=life_cycle).start()
-    kube = KubeSim(time_scale=time_scale, replace_evicted=replace).start()
-    kube.add_node(NODE, provider_id=PROVIDER, labels={"lifecycle": "Ec2Spot"} if labels is None else labels)
-    kube.add_node(OTHER, provider_id="aws:///us-east-1a/i-0fffffffffffffff0")
-    kube.add_pod("other-node-web", node=OTHER, owner_kind="ReplicaSet", owner_name="w")
-    if exec_delay is None:
-        kubeconfig = kube.write_kubeconfig(str(tmp_path / "kubeconfig"), kube.add_node_token(NODE))
-    else:
-        kubeconfig = kube.write_exec_kubeconfig(str(tmp_path / "kubeconfig"), NODE, delay_s=exec_delay)
-    return Cluster(imds, kube, kubeconfig)
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    made = make_cluster(tmp_path)
-    yield made
-    made.kube.stop()
-    made.imds.stop()
-
-
-def start_agent(tmp_path, cluster: Cluster, **keys) -> Daemon:
-    settings = dict(IMDS_URL=cluster.imds.url, KUBECONFIG=cluster.kubeconfig, POLL_INTERVAL="0.5s",
-                    POLL_INTERVAL_REBALANCE="0.5s", POLL_INTERVAL_SCHEDULED="0.5s",
-                    DRAIN_MARGIN="2s", LOG_LEVEL="debug")
-    settings.update(keys)
-    daemon = Daemon(daemon_env(tmp_path, **settings)).start()
-    daemon.wait_line(r"acting on node|refusing|not a spot node|Kubernetes not ready", timeout_s=20)
-    return daemon
+def start_agent(cluster: Cluster, **keys: str):
+    """The daemon against `cluster`, once its Kubernetes startup has come to a conclusion."""
+    return cluster.start_agent(ready=STARTED, ready_timeout_s=20, **{"DRAIN_MARGIN": "2s", **keys})
 
 
 def standard_pods(kube: KubeSim) -> None:
@@ -93,9 +36,9 @@ def standard_pods(kube: KubeSim) -> None:
     kube.add_pod("job-done", node=NODE, owner_kind="Job", owner_name="j", phase="Succeeded")
 
 
-def test_basic_drain(tmp_path, cluster):
+def test_basic_drain(cluster):
     standard_pods(cluster.kube)
-    daemon = start_agent(tmp_path, cluster)
+    daemon = start_agent(cluster)
     try:
         cluster.imds.schedule_spot(30)
         deadline = time.monotonic() + 30
@@ -131,13 +74,13 @@ def test_basic_drain(tmp_path, cluster):
 
 
 @pytest.mark.parametrize("force", [True, False])
-def test_pdb_deadlock(tmp_path, cluster, force):
+def test_pdb_deadlock(cluster, force):
     for i in range(3):
         cluster.kube.add_pod(f"guarded-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="guarded",
                              labels={"app": "guarded"}, grace_s=4)
     cluster.kube.add_pdb("guarded", "default", selector={"app": "guarded"}, min_available=3)
     cluster.kube.add_pod("free", node=NODE, owner_kind="ReplicaSet", owner_name="free")
-    daemon = start_agent(tmp_path, cluster, FORCE_AT_DEADLINE="true" if force else "false")
+    daemon = start_agent(cluster, FORCE_AT_DEADLINE="true" if force else "false")
     try:
         cluster.imds.schedule_spot(16)
         notice_deadline = datetime.now(timezone.utc) + timedelta(seconds=16)
@@ -164,35 +107,28 @@ def test_pdb_deadlock(tmp_path, cluster, force):
         daemon.stop()
 
 
-def test_grace_is_clamped_to_the_deadline(tmp_path):
-    cluster = make_cluster(tmp_path, time_scale=0.05)
-    try:
-        cluster.kube.add_pod("slow", node=NODE, owner_kind="ReplicaSet", owner_name="slow", grace_s=600)
-        daemon = start_agent(tmp_path, cluster, DRAIN_MARGIN="15s")
-        try:
-            cluster.imds.schedule_spot(120)
-            seen = {}
+def test_grace_is_clamped_to_the_deadline(make_cluster):
+    cluster = make_cluster(time_scale=0.05)
+    cluster.kube.add_pod("slow", node=NODE, owner_kind="ReplicaSet", owner_name="slow", grace_s=600)
+    start_agent(cluster, DRAIN_MARGIN="15s")
+    cluster.imds.schedule_spot(120)
+    seen = {}
 
-            def terminating():
-                pod = cluster.kube.pod("default", "slow")
-                if pod and pod["metadata"].get("deletionTimestamp"):
-                    seen["grace"] = pod["metadata"]["deletionGracePeriodSeconds"]
-                return "grace" in seen
+    def terminating():
+        pod = cluster.kube.pod("default", "slow")
+        if pod and pod["metadata"].get("deletionTimestamp"):
+            seen["grace"] = pod["metadata"]["deletionGracePeriodSeconds"]
+        return "grace" in seen
 
-            assert wait_for(terminating, 10)
-            assert 100 <= seen["grace"] <= 120 - 15
-        finally:
-            daemon.stop()
-    finally:
-        cluster.kube.stop()
-        cluster.imds.stop()
+    assert wait_for(terminating, 10)
+    assert 100 <= seen["grace"] <= 120 - 15
 
 
-def test_cancelled_scheduled_event_uncordons_and_removes_labels(tmp_path, cluster):
+def test_cancelled_scheduled_event_uncordons_and_removes_labels(cluster):
     event = {"NotBefore": (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%d %b %Y %H:%M:%S GMT"),
              "Code": "instance-retirement", "Description": "retiring", "EventId": "instance-event-0d59937288b749b32",
              "NotAfter": "", "State": "active"}
-    daemon = start_agent(tmp_path, cluster, ON_SCHEDULED_EVENT="cordon")
+    daemon = start_agent(cluster, ON_SCHEDULED_EVENT="cordon")
     try:
         cluster.imds.set_scheduled([event])
         assert wait_for(lambda: cluster.kube.node(NODE)["spec"].get("unschedulable") is True, 10)
@@ -210,42 +146,35 @@ def test_cancelled_scheduled_event_uncordons_and_removes_labels(tmp_path, cluste
         daemon.stop()
 
 
-def test_restart_mid_drain_finishes_without_repeating(tmp_path):
-    cluster = make_cluster(tmp_path, time_scale=0.1)
-    try:
-        for i in range(12):
-            cluster.kube.add_pod(f"app-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="app",
-                                 grace_s=60 if i < 6 else 5)
-        first = start_agent(tmp_path, cluster, DRAIN_PARALLELISM="2")
-        cluster.imds.schedule_spot(40)
-        assert wait_for(lambda: len(cluster.evictions()) >= 4, 20)
-        first.kill()  # kill -9 mid-drain
-        second = start_agent(tmp_path, cluster)
-        try:
-            second.wait_line(r"drained: ", timeout_s=40)
-            assert not second.find(r"notice spot-itn\S* \(spot-itn"), "handled twice"
-            assert second.find(r"resuming drain for spot-itn")
-            # Counted by answer, not by arrival: the kill can cut a POST between its headers and body,
-            # which the server answers 400 and which evicted nothing.
-            accepted = Counter(r.path for r in cluster.evictions() if 200 <= r.status < 300)
-            assert len(accepted) == 12 and max(accepted.values()) == 1, f"evicted again after the restart: {accepted}"
-            assert cluster.evictable_left() == []
-        finally:
-            second.stop()
-        state = json.loads((tmp_path / "state" / "state.json").read_text())
-        spot = [r for r in state["notices"].values() if r["kind"] == "spot-itn"]
-        assert len(spot) == 1 and spot[0]["phase"] == "done"
-    finally:
-        cluster.kube.stop()
-        cluster.imds.stop()
+def test_restart_mid_drain_finishes_without_repeating(make_cluster):
+    cluster = make_cluster(time_scale=0.1)
+    for i in range(12):
+        cluster.kube.add_pod(f"app-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="app",
+                             grace_s=60 if i < 6 else 5)
+    first = start_agent(cluster, DRAIN_PARALLELISM="2")
+    cluster.imds.schedule_spot(40)
+    assert wait_for(lambda: len(cluster.evictions()) >= 4, 20)
+    first.kill()  # kill -9 mid-drain
+    second = start_agent(cluster)
+    second.wait_line(r"drained: ", timeout_s=40)
+    assert not second.find(r"notice spot-itn\S* \(spot-itn"), "handled twice"
+    assert second.find(r"resuming drain for spot-itn")
+    # Counted by answer, not by arrival: the kill can cut a POST between its headers and body,
+    # which the server answers 400 and which evicted nothing.
+    accepted = Counter(r.path for r in cluster.evictions() if 200 <= r.status < 300)
+    assert len(accepted) == 12 and max(accepted.values()) == 1, f"evicted again after the restart: {accepted}"
+    assert cluster.evictable_left() == []
+    second.stop()
+    spot = [r for r in cluster.state()["notices"].values() if r["kind"] == "spot-itn"]
+    assert len(spot) == 1 and spot[0]["phase"] == "done"
 
 
-def notice_to_cordon(tmp_path, cluster) -> float:
+def notice_to_cordon(cluster) -> float:
     cordoned = []
     cluster.kube.on_patch_node(lambda name, t, node: cordoned.append(t) if node["spec"].get("unschedulable") else None)
-    daemon = start_agent(tmp_path, cluster)
+    daemon = start_agent(cluster)
     try:
-        time.sleep(1.0)
+        daemon.wait_line(r"ready to respond")  # the startup's own writes are over
         appeared = time.monotonic()
         cluster.imds.schedule_spot(60)
         assert wait_for(lambda: cordoned, 10)
@@ -254,74 +183,46 @@ def notice_to_cordon(tmp_path, cluster) -> float:
         daemon.stop()
 
 
-def test_slow_credentials_do_not_slow_the_cordon(tmp_path):
-    slow = make_cluster(tmp_path, exec_delay=1.0)
-    try:
-        kubeconfig_dir = tmp_path
-        latency = notice_to_cordon(tmp_path, slow)
-        invocations = KubeSim.exec_invocations(slow.kubeconfig)
-        # The plugin ran at start only (token pre-warmed), never on the notice path...
-        assert invocations == 1, invocations
-        # ...so the cordon came within one poll (0.5s) plus a generous allowance for a busy machine.
-        assert latency < 0.5 + 0.9, latency
-        assert kubeconfig_dir
-    finally:
-        slow.kube.stop()
-        slow.imds.stop()
+def test_slow_credentials_do_not_slow_the_cordon(make_cluster):
+    slow = make_cluster(exec_plugin=True, delay_s=1.0)
+    latency = notice_to_cordon(slow)
+    invocations = KubeSim.exec_invocations(slow.kubeconfig)
+    # The plugin ran at start only (token pre-warmed), never on the notice path...
+    assert invocations == 1, invocations
+    # ...so the cordon came within one poll (0.5s) plus a generous allowance for a busy machine.
+    assert latency < 0.5 + 0.9, latency
 
 
-def test_never_the_wrong_node_on_provider_id_mismatch(tmp_path):
-    cluster = make_cluster(tmp_path)
-    try:
-        cluster.kube.mutate_node(NODE, lambda n: n["spec"].update(providerID="aws:///us-east-1b/i-0aaaaaaaaaaaaaaa0"))
-        daemon = start_agent(tmp_path, cluster)
-        try:
-            daemon.wait_line(r"refusing to act on another node")
-            cluster.imds.schedule_spot(30)
-            time.sleep(2)
-            assert not cluster.writes(r"/nodes/"), "patched a node it could not prove was its own"
-            assert daemon.alive()
-        finally:
-            daemon.stop()
-    finally:
-        cluster.kube.stop()
-        cluster.imds.stop()
+def test_never_the_wrong_node_on_provider_id_mismatch(cluster):
+    cluster.kube.mutate_node(NODE, lambda n: n["spec"].update(providerID="aws:///us-east-1b/i-0aaaaaaaaaaaaaaa0"))
+    daemon = start_agent(cluster)
+    daemon.wait_line(r"refusing to act on another node")
+    cluster.imds.schedule_spot(30)
+    cluster.wait_polls(4)  # the notice is polled, and nothing is written
+    assert not cluster.writes(r"/nodes/"), "patched a node it could not prove was its own"
+    assert daemon.alive()
 
 
-def test_on_demand_node_is_left_alone_when_the_gate_says_no(tmp_path):
-    cluster = make_cluster(tmp_path, life_cycle="on-demand", labels={})
-    try:
-        daemon = start_agent(tmp_path, cluster, SPOT_GATE="label-or-imds")
-        try:
-            cluster.imds.schedule_spot(30)
-            daemon.wait_line(r"SPOT_GATE=label-or-imds says this is not a spot node")
-            time.sleep(1.5)
-            assert not cluster.kube.node(NODE)["spec"].get("unschedulable")
-            assert not cluster.evictions()
-        finally:
-            daemon.stop()
-    finally:
-        cluster.kube.stop()
-        cluster.imds.stop()
+def test_on_demand_node_is_left_alone_when_the_gate_says_no(make_cluster):
+    cluster = make_cluster(life_cycle="on-demand", labels={})
+    daemon = start_agent(cluster, SPOT_GATE="label-or-imds")
+    cluster.imds.schedule_spot(30)
+    daemon.wait_line(r"SPOT_GATE=label-or-imds says this is not a spot node")
+    cluster.wait_polls(3)  # the notice is polled, and nothing is done
+    assert not cluster.kube.node(NODE)["spec"].get("unschedulable")
+    assert not cluster.evictions()
 
 
-def test_spot_label_fallback_sets_lifecycle_label(tmp_path):
-    cluster = make_cluster(tmp_path, labels={})
-    try:
-        daemon = start_agent(tmp_path, cluster)
-        try:
-            assert wait_for(lambda: cluster.kube.node(NODE)["metadata"]["labels"].get("lifecycle") == "Ec2Spot", 10)
-        finally:
-            daemon.stop()
-    finally:
-        cluster.kube.stop()
-        cluster.imds.stop()
+def test_spot_label_fallback_sets_lifecycle_label(make_cluster):
+    cluster = make_cluster(labels={})
+    start_agent(cluster)
+    assert wait_for(lambda: cluster.labels().get("lifecycle") == "Ec2Spot", 10)
 
 
-def test_dry_run_changes_nothing(tmp_path, cluster):
+def test_dry_run_changes_nothing(cluster):
     standard_pods(cluster.kube)
     before = {p["metadata"]["name"] for p in cluster.kube.pods(node=NODE)}
-    daemon = start_agent(tmp_path, cluster, DRY_RUN="true")
+    daemon = start_agent(cluster, DRY_RUN="true")
     try:
         cluster.imds.schedule_spot(30)
         daemon.wait_line(r"drained: .*\(dry run\)", timeout_s=20)
@@ -339,44 +240,32 @@ def test_kubeconfig_appearing_later_is_waited_for(tmp_path, cluster):
 
     real = cluster.kubeconfig
     missing = str(tmp_path / "later" / "kubeconfig")
-    daemon = Daemon(daemon_env(tmp_path, IMDS_URL=cluster.imds.url, KUBECONFIG=missing, POLL_INTERVAL="0.5s")).start()
-    try:
-        daemon.wait_line(rf"waiting for {re.escape(missing)}")
-        daemon.wait_line(r"ready: watching IMDS")
-        os.makedirs(os.path.dirname(missing))
-        shutil.copy(real, missing)
-        daemon.wait_line(r"acting on node", timeout_s=10)
-        assert daemon.alive()
-    finally:
-        daemon.stop()
-    assert daemon.process.returncode == 0
+    daemon = cluster.start_agent(ready=rf"waiting for {re.escape(missing)}", KUBECONFIG=missing)
+    daemon.wait_line(r"ready: watching IMDS")
+    os.makedirs(os.path.dirname(missing))
+    shutil.copy(real, missing)
+    daemon.wait_line(r"acting on node", timeout_s=10)
+    assert daemon.alive()
+    assert daemon.stop() == 0
 
 
-def test_sigterm_mid_drain_exits_and_restart_resumes(tmp_path):
-    cluster = make_cluster(tmp_path, time_scale=0.2)
-    try:
-        for i in range(4):
-            cluster.kube.add_pod(f"app-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="app", grace_s=30)
-        first = start_agent(tmp_path, cluster)
-        cluster.imds.schedule_spot(40)
-        first.wait_line(r"draining 4 pods")
-        assert first.stop(signal.SIGTERM, timeout_s=15) == 0
-        assert first.find(r"drain interrupted, it resumes on the next start")
-        state = json.loads((tmp_path / "state" / "state.json").read_text())
-        assert state["busy"] is True
-        second = start_agent(tmp_path, cluster)
-        try:
-            second.wait_line(r"drained: ", timeout_s=40)
-        finally:
-            second.stop()
-    finally:
-        cluster.kube.stop()
-        cluster.imds.stop()
+def test_sigterm_mid_drain_exits_and_restart_resumes(make_cluster):
+    cluster = make_cluster(time_scale=0.2)
+    for i in range(4):
+        cluster.kube.add_pod(f"app-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="app", grace_s=30)
+    first = start_agent(cluster)
+    cluster.imds.schedule_spot(40)
+    first.wait_line(r"draining 4 pods")
+    assert first.stop(signal.SIGTERM, timeout_s=15) == 0
+    assert first.find(r"drain interrupted, it resumes on the next start")
+    assert cluster.state()["busy"] is True
+    second = start_agent(cluster)
+    second.wait_line(r"drained: ", timeout_s=40)
 
 
-def test_scheduled_event_cancelled_mid_drain_stops_the_drain(tmp_path, cluster):
-    """Issue: the drain went on after a cancel (evictions, the drained label, a later forced
-    delete). Now nothing more is written for the notice: no eviction, delete or notice label."""
+def test_scheduled_event_cancelled_mid_drain_stops_the_drain(cluster):
+    """A scheduled event cancelled while its drain waits on a PDB: nothing more is written for the
+    notice (no eviction, no delete, no notice label), even when the PDB frees up right after."""
     cluster.kube.add_pod("free", node=NODE, owner_kind="ReplicaSet", owner_name="free", grace_s=1)
     for i in range(2):
         cluster.kube.add_pod(f"guarded-{i}", node=NODE, owner_kind="ReplicaSet", owner_name="guarded",
@@ -386,7 +275,7 @@ def test_scheduled_event_cancelled_mid_drain_stops_the_drain(tmp_path, cluster):
     cluster.kube.on_patch_node(lambda name, t, node: node_states.append((t, dict(node["metadata"]["labels"]))))
     event = {"NotBefore": (datetime.now(timezone.utc) + timedelta(seconds=40)).strftime("%d %b %Y %H:%M:%S GMT"),
              "Code": "instance-retirement", "EventId": "instance-event-0aaaaaaaaaaaaaaaa", "State": "active"}
-    daemon = start_agent(tmp_path, cluster, ON_SCHEDULED_EVENT="drain", FORCE_AT_DEADLINE="true")
+    daemon = start_agent(cluster, ON_SCHEDULED_EVENT="drain", FORCE_AT_DEADLINE="true")
     try:
         cluster.imds.set_scheduled([event])
         assert wait_for(lambda: cluster.kube.count(path_regex=r"guarded-0/eviction$", status=429) >= 1, 15), \
@@ -400,7 +289,7 @@ def test_scheduled_event_cancelled_mid_drain_stops_the_drain(tmp_path, cluster):
         assert wait_for(lambda: not cluster.kube.node(NODE)["spec"].get("unschedulable"), 10), daemon.output()
         daemon.wait_line(r"notice scheduled-\S+: response stopped \(.*stopped after 1 of 3 pods had gone\)",
                          timeout_s=10)
-        time.sleep(4)  # room for the retries a drain that went on would make
+        cluster.wait_polls(8)  # room for the retries a drain that went on would make
         in_flight_s = 0.5  # a request already sent when the cancel came may still land
         late = [r for r in cluster.writes(r"/pods/") if r.t_monotonic > cancelled_at + in_flight_s]
         assert late == [], f"writes to pods after the cancel: {late}\n{daemon.output()}"
@@ -410,8 +299,7 @@ def test_scheduled_event_cancelled_mid_drain_stops_the_drain(tmp_path, cluster):
         assert cluster.kube.pod("default", "guarded-0") is not None and cluster.kube.pod("default", "guarded-1")
         labels = cluster.kube.node(NODE)["metadata"]["labels"]
         assert labels.get("nodeagent.io/agent") == "watching" and "nodeagent.io/notice-id" not in labels
-        state = json.loads((tmp_path / "state" / "state.json").read_text())
-        record = state["notices"]["scheduled-instance-event-0aaaaaaaaaaaaaaaa"]
+        record = cluster.state()["notices"]["scheduled-instance-event-0aaaaaaaaaaaaaaaa"]
         assert record["phase"] == "cancelled", record
         assert "stopped after 1 of 3 pods had gone" in record["outcome"], record
     finally:

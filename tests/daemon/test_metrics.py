@@ -13,8 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nodeagent import __version__
 from nodeagent.report.metrics import MetricsReporter, MetricsState, render_textfile
 from nodeagent.state import NoticeRecord
-from tests.helpers import Daemon, wait_for
-from tests.report_helpers import run_cli
+from tests.helpers import Daemon, run_cli, wait_for
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
@@ -33,13 +32,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-def test_metrics_after_a_drill(sims, tmp_path):
+def test_metrics_after_a_drill(cluster_with_pods, tmp_path):
     path = tmp_path / "textfile" / "nodeagent.prom"
     path.parent.mkdir()
     # Two transient API failures on evictions: retried by the drain, counted as API errors.
-    sims.kube.inject(count=2, status=500, method="POST", path_regex=r"/eviction$")
+    cluster_with_pods.kube.inject(count=2, status=500, method="POST", path_regex=r"/eviction$")
     before = time.time()
-    result = run_cli(["drill", "--yes", "--in", "30s", "--set", f"METRICS_TEXTFILE={path}"], sims.env())
+    result = run_cli(["drill", "--yes", "--in", "30s", "--set", f"METRICS_TEXTFILE={path}"], cluster_with_pods.env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"metrics: {path}" in result.stdout
     samples, types = parse(path.read_text())
@@ -64,9 +63,9 @@ def test_metrics_after_a_drill(sims, tmp_path):
     assert os.listdir(path.parent) == ["nodeagent.prom"]
 
 
-def test_a_drill_leaves_the_daemons_textfile_alone(sims, tmp_path):
+def test_a_drill_leaves_the_daemons_textfile_alone(cluster_with_pods, tmp_path):
     daemon_file = tmp_path / "daemon.prom"
-    result = run_cli(["drill", "--dry-run", "--in", "20s"], sims.env(METRICS_TEXTFILE=str(daemon_file)))
+    result = run_cli(["drill", "--dry-run", "--in", "20s"], cluster_with_pods.env(METRICS_TEXTFILE=str(daemon_file)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert not daemon_file.exists()
     drill_file = re.search(r"metrics: (\S+)", result.stdout).group(1)
@@ -74,13 +73,13 @@ def test_a_drill_leaves_the_daemons_textfile_alone(sims, tmp_path):
     assert value(samples, "nodeagent_notices_total", kind="spot-itn") == 1
 
 
-def test_the_daemon_counts_imds_errors_and_stamps_its_polls(sims, tmp_path):
+def test_the_daemon_counts_imds_errors_and_stamps_its_polls(cluster_with_pods, tmp_path):
     path = tmp_path / "nodeagent.prom"
-    daemon = Daemon(sims.env(METRICS_TEXTFILE=str(path))).start()
+    daemon = Daemon(cluster_with_pods.env(METRICS_TEXTFILE=str(path))).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
         assert wait_for(path.exists, 5)
-        sims.imds.inject(6, status=500)  # the client tries 3 times per path: two failed polls
+        cluster_with_pods.imds.inject(6, status=500)  # the client tries 3 times per path: two failed polls
         assert wait_for(lambda: parse(path.read_text())[0].get(("nodeagent_imds_errors_total", ())) == 2, 15)
         assert wait_for(lambda: parse(path.read_text())[0].get(("nodeagent_last_poll_ok", ())) == 1, 10)
         stamp = parse(path.read_text())[0][("nodeagent_last_poll_timestamp_seconds", ())]

@@ -5,13 +5,12 @@ instance IMDS describes is refused, the agent stays up and waiting, and acts onc
 matched. docs/hostile-input.md has the rules; tests/unit/test_kube_identity.py tests them alone."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from nodeagent_sim.imds import ImdsSim
-from tests.faults.conftest import NODE, PROVIDER, Cluster
+from tests.cluster import NODE, PROVIDER, Cluster
 
 OTHER_INSTANCE = "aws:///us-east-1a/i-0fffffffffffffff0"
 
@@ -28,8 +27,8 @@ def _node_writes(cluster: Cluster) -> list:
                               r"yourself\); refusing"),
 ])
 def test_unverifiable_or_foreign_node_is_never_acted_on(tmp_path: Path, imds_gap, provider_id, log):
-    """IMDS gives no zone (and the Node names another instance), or no instance id: the check
-    used to be skipped and the agent drained whatever Node its credential named."""
+    """IMDS gives no zone (and the Node names another instance), or no instance id: the Node
+    cannot be matched to this instance, so the agent refuses it whatever its credential names."""
     imds = ImdsSim(**({"availability_zone": ""} if imds_gap == "zone" else {"instance_id": ""})).start()
     cluster = Cluster(tmp_path, imds=imds)
     try:
@@ -38,7 +37,7 @@ def test_unverifiable_or_foreign_node_is_never_acted_on(tmp_path: Path, imds_gap
         cluster.start_agent(ready=r"refusing")
         cluster.spot(30)
         cluster.daemon.wait_line(r"Kubernetes not ready yet .*acting as soon as it is", timeout_s=10)
-        time.sleep(2)
+        cluster.wait_polls(4)  # the notice is polled, and nothing is written
         assert not _node_writes(cluster), "acted on a node it could not prove was its own"
         cluster.finish()
         assert cluster.find(log), cluster.daemon.output()
@@ -57,7 +56,7 @@ def test_empty_provider_id_waits_until_the_node_names_this_instance(tmp_path: Pa
         cluster.start_agent(ready=r"has no providerID yet")
         notice = cluster.spot(40)
         cluster.daemon.wait_line(r"Kubernetes not ready yet .*acting as soon as it is", timeout_s=10)
-        time.sleep(2)
+        cluster.wait_polls(4)  # the notice is polled, and nothing is written
         assert not _node_writes(cluster), "acted on a Node with no providerID"
         cluster.kube.mutate_node(NODE, lambda n: n["spec"].update(providerID=PROVIDER))
         cluster.daemon.wait_line(r"drained: ", timeout_s=30)

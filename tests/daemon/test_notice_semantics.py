@@ -2,13 +2,12 @@
 serves them (docs/notices.md). The same rules are covered fast, with fake ports, in tests/unit."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.cluster import NODE, REBALANCE
 from tests.helpers import wait_for
-from tests.daemon.test_kube_response import NODE, make_cluster, start_agent
 
 
 def gmt(moment: datetime) -> str:
@@ -20,22 +19,24 @@ def now() -> datetime:
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    made = make_cluster(tmp_path)
+def cluster(make_cluster):
+    made = make_cluster()
     made.kube.add_pod("web-0", node=NODE, owner_kind="ReplicaSet", owner_name="web", grace_s=20)
-    yield made
-    made.kube.stop()
-    made.imds.stop()
+    return made
+
+
+def start_agent(cluster):
+    return cluster.start_agent(DRAIN_MARGIN="2s")
 
 
 def cordoned(cluster) -> bool:
     return bool(cluster.kube.node(NODE)["spec"].get("unschedulable"))
 
 
-def test_open_maintenance_window_drains_with_each_pods_grace_and_keeps_pdbs(tmp_path, cluster):
+def test_open_maintenance_window_drains_with_each_pods_grace_and_keeps_pdbs(cluster):
     cluster.kube.add_pod("guarded-0", node=NODE, owner_kind="ReplicaSet", owner_name="g", labels={"app": "g"})
     cluster.kube.add_pdb("g", "default", selector={"app": "g"}, min_available=1)
-    daemon = start_agent(tmp_path, cluster)
+    daemon = start_agent(cluster)
     try:
         cluster.imds.set_scheduled([{"NotBefore": gmt(now() - timedelta(hours=1)), "Code": "system-maintenance",
                                      "EventId": "instance-event-0eeeeeeeeeeeeeeee", "State": "active",
@@ -51,15 +52,15 @@ def test_open_maintenance_window_drains_with_each_pods_grace_and_keeps_pdbs(tmp_
 
         assert wait_for(terminating, 10), daemon.output()
         assert seen.get("grace") == 20, f"{seen}\n{daemon.output()}"
-        time.sleep(2)
+        cluster.wait_polls(4)  # the drain goes on, and the PDB still holds guarded-0
         assert cluster.kube.pod("default", "guarded-0") is not None, daemon.output()  # PDB kept
         assert not cluster.writes(r"/pods/guarded-0$"), daemon.output()  # no delete
     finally:
         daemon.stop()
 
 
-def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot(tmp_path, cluster):
-    daemon = start_agent(tmp_path, cluster)
+def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot(cluster):
+    daemon = start_agent(cluster)
     try:
         cluster.imds.set_scheduled([
             {"NotBefore": gmt(now() + timedelta(hours=3)), "Code": "system-reboot", "EventId": "instance-event-0bad"},
@@ -79,8 +80,8 @@ def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot(tmp_path, cluster)
         daemon.stop()
 
 
-def test_a_spot_notice_with_an_unknown_action_is_drained(tmp_path, cluster):
-    daemon = start_agent(tmp_path, cluster)
+def test_a_spot_notice_with_an_unknown_action_is_drained(cluster):
+    daemon = start_agent(cluster)
     try:
         cluster.imds.set_spot({"action": "reboot", "time": (now() + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")})
         daemon.wait_line(r"unknown spot action 'reboot'; handled as terminate", timeout_s=10)
@@ -90,17 +91,17 @@ def test_a_spot_notice_with_an_unknown_action_is_drained(tmp_path, cluster):
         daemon.stop()
 
 
-def test_one_empty_answer_does_not_undo_a_cordon(tmp_path, cluster):
-    daemon = start_agent(tmp_path, cluster)  # POLL_INTERVAL 0.5s
+def test_one_empty_answer_does_not_undo_a_cordon(cluster):
+    daemon = start_agent(cluster)  # POLL_INTERVAL 0.5s
     try:
         notice_time = now()
         cluster.imds.set_rebalance(notice_time)
         assert wait_for(lambda: cordoned(cluster), 10), daemon.output()
-        for _ in range(2):  # gone for about one poll, then back
+        for _ in range(2):  # gone for one poll, then back
             cluster.imds.set_rebalance(None)
-            time.sleep(0.6)
+            cluster.wait_polls(1, path=REBALANCE)
             cluster.imds.set_rebalance(notice_time)
-            time.sleep(1.0)
+            cluster.wait_polls(2, path=REBALANCE)
         assert cordoned(cluster) and not daemon.find(r"cancelled"), daemon.output()
         cluster.imds.set_rebalance(None)  # withdrawn for real: 3 answered polls over 5 s
         daemon.wait_line(r"notice rebalance-\S+ cancelled: notice withdrawn from IMDS", timeout_s=15)
@@ -110,8 +111,8 @@ def test_one_empty_answer_does_not_undo_a_cordon(tmp_path, cluster):
 
 
 @pytest.mark.parametrize("state", ["Warmed:Stopped", "Warmed:Terminated"])
-def test_warm_pool_states_drain_with_on_asg_termination(tmp_path, cluster, state):
-    daemon = start_agent(tmp_path, cluster)
+def test_warm_pool_states_drain_with_on_asg_termination(cluster, state):
+    daemon = start_agent(cluster)
     try:
         cluster.imds.set_asg_state(state)
         daemon.wait_line(rf"\(asg: {state}\).*response: drain", timeout_s=10)
@@ -120,25 +121,25 @@ def test_warm_pool_states_drain_with_on_asg_termination(tmp_path, cluster, state
         daemon.stop()
 
 
-def test_a_blocked_pod_far_from_its_deadline_is_not_retried_every_second(tmp_path, cluster):
+def test_a_blocked_pod_far_from_its_deadline_is_not_retried_every_second(cluster):
     cluster.kube.add_pod("guarded-0", node=NODE, owner_kind="ReplicaSet", owner_name="g", labels={"app": "g"})
     cluster.kube.add_pdb("g", "default", selector={"app": "g"}, min_available=1)
-    daemon = start_agent(tmp_path, cluster)
+    daemon = start_agent(cluster)
     try:
         cluster.imds.set_scheduled([{"NotBefore": gmt(now() + timedelta(days=2)), "Code": "instance-retirement",
                                      "EventId": "instance-event-0fff", "State": "active"}])
         assert wait_for(lambda: cluster.kube.count(path_regex=r"guarded-0/eviction$", status=429) >= 1, 15)
-        time.sleep(6)
+        cluster.wait_polls(12)  # six seconds of polls
         refused = cluster.kube.count(path_regex=r"guarded-0/eviction$", status=429)
         # A tenth of two days is far past the one-minute cap: one try, the next a minute later.
-        assert refused == 1, f"{refused} refusals in 6 s\n{daemon.output()}"
+        assert refused == 1, f"{refused} refusals in 12 polls\n{daemon.output()}"
     finally:
         daemon.stop()
 
 
-def test_a_steady_5xx_on_the_spot_path_does_not_hide_a_scheduled_event(tmp_path, cluster):
+def test_a_steady_5xx_on_the_spot_path_does_not_hide_a_scheduled_event(cluster):
     """The spot path is polled first; a 500 there is an answer about that path only."""
-    daemon = start_agent(tmp_path, cluster)
+    daemon = start_agent(cluster)
     try:
         cluster.imds.inject(100000, status=500, path_prefix="spot/")
         cluster.imds.set_scheduled([{"NotBefore": gmt(now() + timedelta(days=2)), "Code": "system-maintenance",
@@ -150,7 +151,7 @@ def test_a_steady_5xx_on_the_spot_path_does_not_hide_a_scheduled_event(tmp_path,
         daemon.stop()
 
 
-def test_a_superseded_event_gone_from_imds_is_not_resumed_when_its_successor_is_cancelled(tmp_path, cluster):
+def test_a_superseded_event_gone_from_imds_is_not_resumed_when_its_successor_is_cancelled(cluster):
     """E1 drains; IMDS replaces it with the more urgent E2 (E1 no longer listed), which takes the
     node over; E2 is then cancelled. E1 stays over: no resumed drain, no eviction for it."""
     cluster.kube.add_pod("guarded-0", node=NODE, owner_kind="ReplicaSet", owner_name="g", labels={"app": "g"})
@@ -161,7 +162,7 @@ def test_a_superseded_event_gone_from_imds_is_not_resumed_when_its_successor_is_
         return {"NotBefore": gmt(now() + timedelta(hours=hours)), "Code": "system-maintenance", "EventId": event_id,
                 "State": state}
 
-    daemon = start_agent(tmp_path, cluster)
+    daemon = start_agent(cluster)
     try:
         cluster.imds.set_scheduled([event(first, 48)])
         assert wait_for(lambda: cluster.kube.pod("default", "web-0") is None, 15), daemon.output()
@@ -173,7 +174,7 @@ def test_a_superseded_event_gone_from_imds_is_not_resumed_when_its_successor_is_
         daemon.wait_line(rf"notice scheduled-{first}: .*no longer in IMDS either; not resumed", timeout_s=10)
         assert wait_for(lambda: not cordoned(cluster), 10), daemon.output()
         settled = len(cluster.evictions("guarded-0"))
-        time.sleep(2)
+        cluster.wait_polls(4)
         assert len(cluster.evictions("guarded-0")) == settled, daemon.output()
         assert not daemon.find(rf"notice scheduled-{first}: the notice that superseded it was cancelled")
         assert not cordoned(cluster)

@@ -13,8 +13,8 @@ import pytest
 from nodeagent import __version__
 from nodeagent.state import ACTING, AgentState, NoticeRecord, StateStore
 from nodeagent.status import STATUS_SCHEMA
-from tests.helpers import REPO, Daemon, wait_for
-from tests.report_helpers import INSTANCE_ID, NODE, run_cli
+from tests.cluster import INSTANCE_ID, NODE
+from tests.helpers import REPO, Daemon, run_cli, wait_for
 
 TYPES = {
     "string": str, "integer": int, "number": (int, float), "boolean": bool, "null": type(None),
@@ -54,15 +54,15 @@ def status_json(env, *extra):
     return result.returncode, json.loads(result.stdout)
 
 
-def test_json_schema_and_fields_against_a_running_daemon(sims):
-    env = sims.env(WEBHOOK_URL="https://hooks.example.com/services/SECRET")
+def test_json_schema_and_fields_against_a_running_daemon(cluster_with_pods):
+    env = cluster_with_pods.env(WEBHOOK_URL="https://hooks.example.com/services/SECRET")
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
         # READY=1 does not wait for Kubernetes (a hung credential plugin must not hold it)
         assert wait_for(lambda: status_json(env, "--no-probe")[1]["daemon"]["status"].startswith("watching IMDS"), 10)
         code, idle = status_json(env)
-        sims.imds.schedule_spot(30)
+        cluster_with_pods.imds.schedule_spot(30)
         daemon.wait_line(r"drained: 5 evicted", timeout_s=20)
         assert wait_for(lambda: status_json(env, "--no-probe")[1]["daemon"]["agent_state"] == "drained", 10)
         code_after, after = status_json(env)
@@ -79,11 +79,11 @@ def test_json_schema_and_fields_against_a_running_daemon(sims):
     assert daemon_part["state_file"].endswith("/state/state.json") and daemon_part["notices_recorded"] == 0
     assert idle["last_notice"] is None and idle["drain_progress"] is None
     imds = idle["imds"]
-    assert imds["checked"] is True and imds["reachable"] is True and imds["url"] == sims.imds.url
+    assert imds["checked"] is True and imds["reachable"] is True and imds["url"] == cluster_with_pods.imds.url
     assert imds["instance_id"] == INSTANCE_ID and imds["availability_zone"] == "us-east-1a"
     assert imds["life_cycle"] == "spot" and imds["instance_type"] == "m5.large" and imds["error"] is None
     api = idle["api"]
-    assert api["reachable"] is True and api["server"] == sims.kube.url and api["node"] == NODE
+    assert api["reachable"] is True and api["server"] == cluster_with_pods.kube.url and api["node"] == NODE
     assert api["node_from"] == "SelfSubjectReview" and api["unschedulable"] is False
     assert api["agent_label"] == "watching" and api["version_label"] == __version__
     assert api["latency_ms"] >= 0 and imds["latency_ms"] >= 0
@@ -134,8 +134,8 @@ def test_busy_state_shows_drain_progress_and_a_dead_daemon(tmp_path):
     assert "IMDS:        not probed (--no-probe)" in text
 
 
-def test_text_output(sims):
-    env = sims.env()
+def test_text_output(cluster_with_pods):
+    env = cluster_with_pods.env()
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
@@ -148,8 +148,8 @@ def test_text_output(sims):
     text = result.stdout
     assert f"daemon:      running (pid {daemon.process.pid}); node watching" in text
     assert "last notice: none" in text
-    assert f"IMDS:        reachable at {sims.imds.url}" in text and f"{INSTANCE_ID} m5.large in us-east-1a, spot" in text
-    assert f"API:         reachable at {sims.kube.url}" in text
+    assert f"IMDS:        reachable at {cluster_with_pods.imds.url}" in text and f"{INSTANCE_ID} m5.large in us-east-1a, spot" in text
+    assert f"API:         reachable at {cluster_with_pods.kube.url}" in text
     assert f"node {NODE} (from SelfSubjectReview), schedulable, nodeagent.io/agent=watching" in text
     assert "config:      responses: spot-itn=drain rebalance=cordon scheduled=drain asg=drain" in text
     assert "problems:    none" in text

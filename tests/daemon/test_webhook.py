@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from nodeagent.report.webhook_delivery import DeliveryPolicy, WebhookSender
 from nodeagent.report.worker import Worker
-from tests.helpers import Daemon, wait_for
-from tests.report_helpers import HEADER_SECRET, NODE, SECRET_TOKEN, Receiver, run_cli
+from tests.cluster import NODE
+from tests.helpers import Daemon, run_cli, wait_for
+from tests.servers import HEADER_SECRET, SECRET_TOKEN, HttpServer, Receiver, answer_with, silent_port
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +28,13 @@ def receiver():
     receiver.stop()
 
 
-def test_json_messages_with_retries_and_nothing_secret_in_logs_or_status(sims, receiver, tmp_path):
-    env = sims.env(WEBHOOK_URL=receiver.url(), WEBHOOK_HEADERS=f"Authorization: {HEADER_SECRET}; X-Team: spot")
+def test_json_messages_with_retries_and_nothing_secret_in_logs_or_status(cluster_with_pods, receiver, tmp_path):
+    env = cluster_with_pods.env(WEBHOOK_URL=receiver.url(), WEBHOOK_HEADERS=f"Authorization: {HEADER_SECRET}; X-Team: spot")
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
         receiver.fail_next(2)
-        sims.imds.schedule_spot(30)
+        cluster_with_pods.imds.schedule_spot(30)
         assert wait_for(lambda: len(receiver.bodies()) >= 2, 25), daemon.output()
         status_text = run_cli(["status"], env)
         status_json = run_cli(["status", "--json"], env)
@@ -69,12 +68,12 @@ def test_json_messages_with_retries_and_nothing_secret_in_logs_or_status(sims, r
     assert "WEBHOOK_URL=<set, hidden>" in status_text.stdout
 
 
-def test_slack_format_from_the_daemon(sims, receiver):
-    env = sims.env(WEBHOOK_URL=receiver.url("/hook"), WEBHOOK_FORMAT="slack")
+def test_slack_format_from_the_daemon(cluster_with_pods, receiver):
+    env = cluster_with_pods.env(WEBHOOK_URL=receiver.url("/hook"), WEBHOOK_FORMAT="slack")
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
-        sims.imds.schedule_spot(30)
+        cluster_with_pods.imds.schedule_spot(30)
         assert wait_for(lambda: len(receiver.bodies()) >= 2, 20), daemon.output()
     finally:
         assert daemon.stop() == 0
@@ -86,16 +85,16 @@ def test_slack_format_from_the_daemon(sims, receiver):
     assert "5 evicted" in finished["text"]
 
 
-def test_sighup_switches_the_webhook_and_keeps_the_metrics_counters(sims, tmp_path):
+def test_sighup_switches_the_webhook_and_keeps_the_metrics_counters(cluster_with_pods, tmp_path):
     first, second = Receiver().start(), Receiver().start()
     metrics = tmp_path / "nodeagent.prom"
-    env = sims.env(METRICS_TEXTFILE=str(metrics))
-    conf = sims.tmp / "etc" / "nodeagent.conf"
+    env = cluster_with_pods.env(METRICS_TEXTFILE=str(metrics))
+    conf = cluster_with_pods.tmp / "etc" / "nodeagent.conf"
     conf.write_text(f"WEBHOOK_URL={first.url('/one')}\n")
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
-        sims.imds.set_rebalance()
+        cluster_with_pods.imds.set_rebalance()
         assert wait_for(lambda: len(first.bodies()) >= 2, 20), daemon.output()  # notice + finished
         conf.write_text(f"WEBHOOK_URL={first.url('/one')}\nLOG_LEVEL=debug\n")  # webhook unchanged: kept
         daemon.process.send_signal(signal.SIGHUP)
@@ -105,7 +104,7 @@ def test_sighup_switches_the_webhook_and_keeps_the_metrics_counters(sims, tmp_pa
         daemon.process.send_signal(signal.SIGHUP)
         assert wait_for(lambda: len(daemon.find(r"config reloaded")) == 2, 10), daemon.output()
         assert daemon.find(r"^<6>webhook: slack format")
-        sims.imds.schedule_spot(30)
+        cluster_with_pods.imds.schedule_spot(30)
         assert wait_for(lambda: len(second.bodies()) >= 2, 25), daemon.output()
         assert wait_for(lambda: 'nodeagent_notices_total{kind="spot-itn"} 1' in metrics.read_text(), 10)
         text = metrics.read_text()
@@ -121,10 +120,10 @@ def test_sighup_switches_the_webhook_and_keeps_the_metrics_counters(sims, tmp_pa
     assert second.url() not in daemon.output() and first.url() not in daemon.output()
 
 
-def test_drill_messages_say_so(sims, receiver, tmp_path):
+def test_drill_messages_say_so(cluster_with_pods, receiver, tmp_path):
     template = tmp_path / "slack.tmpl"
     template.write_text('{"text": "${drill_prefix}${headline} ${node} ${evicted}", "channel": "#spot"}\n')
-    env = sims.env(WEBHOOK_URL=receiver.url("/hook"), WEBHOOK_FORMAT="slack", WEBHOOK_TEMPLATE=str(template))
+    env = cluster_with_pods.env(WEBHOOK_URL=receiver.url("/hook"), WEBHOOK_FORMAT="slack", WEBHOOK_TEMPLATE=str(template))
     result = run_cli(["drill", "--dry-run", "--in", "20s"], env)
     assert result.returncode == 0, result.stdout + result.stderr
     bodies = [body for _, body in receiver.bodies()]
@@ -148,46 +147,25 @@ def test_retries_stop_at_the_give_up_time_and_a_4xx_is_not_retried(receiver):
     assert not result.delivered and result.attempts >= 3
     assert result.problem == "HTTP 500 from <redacted>"
 
-    class Reject(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.send_response(403)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Reject)
-    import threading
-
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        result = sender(f"http://127.0.0.1:{server.server_address[1]}/x").send(b"{}", time.monotonic() + 5, "t")
+    with HttpServer(answer_with(403)) as server:
+        result = sender(f"{server.url}/x").send(b"{}", time.monotonic() + 5, "t")
         assert not result.delivered and result.attempts == 1 and "HTTP 403" in result.problem
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_receiver_that_never_answers_times_out_and_is_retried():
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)  # accepts connections (backlog) but never answers
-    try:
+    with silent_port() as port:
         policy = DeliveryPolicy(connect_timeout_s=0.5, read_timeout_s=0.3, first_backoff_s=0.05)
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}/services/{SECRET_TOKEN}"
+        url = f"http://127.0.0.1:{port}/services/{SECRET_TOKEN}"
         started = time.monotonic()
         result = sender(url, policy).send(b"{}", time.monotonic() + 1.5, "t")
         assert not result.delivered and result.attempts >= 2
         assert result.problem == "timed out (<redacted>)"
         assert time.monotonic() - started < 10  # bounded by the timeouts, not hung
-    finally:
-        silent.close()
 
 
 def test_the_standard_proxy_variables_are_honoured(monkeypatch, receiver):
     # The receiver plays the proxy: a proxied plain-HTTP request carries the absolute URL.
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{receiver.server.server_address[1]}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{receiver.port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     result = sender("http://webhook.example.invalid/services/abc").send(b'{"a": 1}', time.monotonic() + 5, "t")
@@ -195,7 +173,7 @@ def test_the_standard_proxy_variables_are_honoured(monkeypatch, receiver):
     assert receiver.received[-1].path == "http://webhook.example.invalid/services/abc"
 
 
-def test_secrets_and_kubeconfig_from_systemd_credentials(sims, receiver, tmp_path):
+def test_secrets_and_kubeconfig_from_systemd_credentials(cluster_with_pods, receiver, tmp_path):
     """LoadCredential=webhook-url:..., webhook-headers:..., kubeconfig:... in a unit drop-in: systemd
     puts owner-only copies in $CREDENTIALS_DIRECTORY and the agent picks them up by name, with
     nothing in the config (nor in user-data) and nothing of them in the logs or status."""
@@ -203,16 +181,16 @@ def test_secrets_and_kubeconfig_from_systemd_credentials(sims, receiver, tmp_pat
     credentials.mkdir()
     for name, text in (("webhook-url", receiver.url() + "\n"),
                        ("webhook-headers", f"Authorization: {HEADER_SECRET}\n"),
-                       ("kubeconfig", open(sims.kubeconfig).read())):
+                       ("kubeconfig", open(cluster_with_pods.kubeconfig).read())):
         (credentials / name).write_text(text)
         (credentials / name).chmod(0o400)
-    env = sims.env()
+    env = cluster_with_pods.env()
     del env["NODEAGENT_KUBECONFIG"]  # left at its default: the credential takes its place
     env["CREDENTIALS_DIRECTORY"] = str(credentials)
     daemon = Daemon(env).start()
     try:
         daemon.wait_line(r"ready: watching IMDS", timeout_s=20)
-        sims.imds.schedule_spot(30)
+        cluster_with_pods.imds.schedule_spot(30)
         assert wait_for(lambda: len(receiver.bodies()) >= 2, 25), daemon.output()
         status_text = run_cli(["status"], env)
     finally:
@@ -225,11 +203,11 @@ def test_secrets_and_kubeconfig_from_systemd_credentials(sims, receiver, tmp_pat
             assert leaked not in text
 
 
-def test_a_group_readable_secret_file_stops_the_agent_without_showing_it(sims, receiver, tmp_path):
+def test_a_group_readable_secret_file_stops_the_agent_without_showing_it(cluster_with_pods, receiver, tmp_path):
     url_file = tmp_path / "webhook-url"
     url_file.write_text(receiver.url())
     url_file.chmod(0o640)
-    env = sims.env(WEBHOOK_URL_FILE=str(url_file))
+    env = cluster_with_pods.env(WEBHOOK_URL_FILE=str(url_file))
     daemon = Daemon(env).start()
     assert daemon.process.wait(timeout=20) == 78
     output = daemon.output()

@@ -2,11 +2,12 @@
 vanish mid-eviction, a missing Node object, bad kubeconfigs, a failing or hung exec plugin.
 
 Every case: the real daemon against ImdsSim and KubeSim (HTTPS, the node's own credentials); the
-five checks of conftest.Cluster.check.
+five checks of tests.cluster.Cluster.check.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from nodeagent_sim.kube import KubeSim
-from tests.faults.conftest import NODE, PROVIDER, Cluster, run_background, wait_for
+from tests.cluster import NODE, PROVIDER, Cluster
+from tests.faults.conftest import run_background
+from tests.helpers import wait_for
 
 DRAINED = r"drained: "
 NOT_READY = r"Kubernetes not ready yet \(.*\); acting as soon as it is"
@@ -58,7 +61,7 @@ def api_down_past_deadline(tmp: Path) -> Cluster:
     cluster.kube.down_for(25)
     cluster.daemon.wait_line(r"cordon did not succeed before the deadline", timeout_s=30)
     wait_for(lambda: not cluster.kube.is_down(), 30)
-    time.sleep(3)  # the API is back after the deadline: nothing may be written now
+    cluster.wait_polls(4)  # the API is back after the deadline: nothing may be written now
     cluster.notice = notice  # type: ignore[attr-defined]
     return cluster.finish()
 
@@ -86,7 +89,7 @@ ERRORS = {
 
 
 @pytest.mark.parametrize("fault", list(ERRORS))
-def test_error_answers(cluster_in, fault):
+def test_error_answers(make_cluster, fault):
     """5xx and 429 answers on the node patch, on evictions and on the pod list.
 
     Case: the node PATCH (cordon, labels) answers 503, or 429 "Too many requests", 5 times
@@ -97,7 +100,7 @@ def test_error_answers(cluster_in, fault):
     Outcome: "listing this node's pods failed (...); retrying until the deadline" once; drained
     """
     inject, log_line = ERRORS[fault]
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     cluster.start_agent()
     count = 8 if "eviction" in fault else 5 if "patch" in fault else 3
@@ -118,36 +121,34 @@ WATCH_LOGS = {
 
 
 @pytest.mark.parametrize("how", list(WATCH_LOGS))
-def test_watch_stream_cut(cluster_in, how):
+def test_watch_stream_cut(make_cluster, how):
     """Case: the pod watch is reset mid-stream, twice, while the drain waits for pods to go
     Outcome: "pod watch broke (watch ... ended: ...); re-listing": the list shows which pods went meanwhile, the watch resumes, and the drain finishes as the pods go
     Case: the watch stream ends cleanly (as at the server's timeout), twice
     Outcome: "pod watch ended by the server; resuming from resourceVersion N": no event is lost, the drain finishes
     """
-    cluster = cluster_in(time_scale=0.1)  # a 30 s grace lasts 3 s: the drain waits on the watch
+    cluster = make_cluster(time_scale=0.1)  # a 30 s grace lasts 3 s: the drain waits on the watch
     cluster.add_workload()
     cluster.start_agent()
     notice = cluster.spot(30)
     cluster.daemon.wait_line(r"draining \d+ pods", timeout_s=10)
     for _ in range(2):
         assert wait_for(lambda: cluster.kube.open_watches() > 0, 5)
-        cluster.kube.cut_watches(abrupt=how == "abrupt")
-        time.sleep(0.6)
+        cluster.kube.cut_watches(abrupt=how == "abrupt")  # the next round waits for the new watch
     cluster.daemon.wait_line(DRAINED, timeout_s=30)
     cluster.finish().check(notice, fault_log=WATCH_LOGS[how])
 
 
-def test_pod_vanishes_while_being_evicted(cluster_in):
+def test_pod_vanishes_while_being_evicted(make_cluster):
     """Case: a pod is deleted by its controller while its eviction request is in flight (the eviction then gets 404)
     Outcome: "<pod> was already gone (HTTP 404 to its eviction); counted as evicted": no retry, no failure; drained
     """
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     cluster.start_agent()
-    cluster.kube.inject(count=1, status=None, delay_s=1.5, method="POST", path_regex=r"/web-0/eviction$")
+    held = cluster.kube.inject(count=1, status=None, delay_s=1.5, method="POST", path_regex=r"/web-0/eviction$")
     notice = cluster.spot(30)
-    cluster.daemon.wait_line(r"draining \d+ pods", timeout_s=10)
-    time.sleep(0.3)  # the eviction of web-0 is being held by the server now
+    wait_for(lambda: held.hits == 1, 10)  # the eviction of web-0 is being held by the server now
     cluster.kube.delete_pod("default", "web-0", grace=0)
     cluster.daemon.wait_line(DRAINED, timeout_s=30)
     cluster.finish().check(notice, fault_log=r"default/web-0 was already gone \(HTTP 404 to its eviction\)")
@@ -162,11 +163,11 @@ def _threads(cluster: Cluster) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
 
 
-def test_node_object_missing_at_start(cluster_in):
+def test_node_object_missing_at_start(make_cluster):
     """Case: this node's Node object does not exist when the agent starts (exec-plugin credentials); a notice comes; the kubelet registers the node 4 s later
     Outcome: "Kubernetes not ready: node '<name>' (from SelfSubjectReview) could not be read: ... 404" once, retried every poll without piling up threads; the notice waits ("acting as soon as it is") and the node is cordoned and drained once it exists
     """
-    cluster = cluster_in(exec_plugin=True)
+    cluster = make_cluster(exec_plugin=True)
     cluster.add_workload()
     node = cluster.kube.node(NODE)
     cluster.kube.delete_node(NODE)
@@ -174,7 +175,12 @@ def test_node_object_missing_at_start(cluster_in):
     notice = cluster.spot(30)
     cluster.daemon.wait_line(NOT_READY, timeout_s=10)
     threads_before = _threads(cluster)
-    time.sleep(2.5)  # 5 startup retries
+
+    def node_reads() -> int:
+        return cluster.kube.count(method="GET", status=404, path_regex=rf"/nodes/{re.escape(NODE)}$")
+
+    reads_before = node_reads()
+    wait_for(lambda: node_reads() >= reads_before + 5, 20)  # 5 startup retries
     assert _threads(cluster) <= threads_before + 2, "a thread per startup retry"
     cluster.kube.add_node(NODE, provider_id=PROVIDER, labels=node["metadata"]["labels"])
     cluster.daemon.wait_line(DRAINED, timeout_s=30)
@@ -182,11 +188,11 @@ def test_node_object_missing_at_start(cluster_in):
     assert len(cluster.find(r"^<\d>Kubernetes not ready: .*could not be read")) == 1, "logged on every retry"
 
 
-def test_node_object_deleted_before_the_notice(cluster_in):
+def test_node_object_deleted_before_the_notice(make_cluster):
     """Case: the Node object is deleted after the agent started, just before the notice
     Outcome: the cordon and labels get 404: "cannot cordon node <name>: the Node object is missing (...); evicting its pods anyway"; the pods still bound to it are evicted; drained
     """
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     cluster.start_agent()
     cluster.kube.delete_node(NODE)
@@ -206,7 +212,7 @@ def node_back_after_deadline(tmp: Path) -> Cluster:
     wait_for(lambda: time.monotonic() > notice.deadline_mono + 1, 30)
     cluster.kube.add_node(NODE, provider_id=PROVIDER, labels=node["metadata"]["labels"])
     cluster.daemon.wait_line(r"passed before Kubernetes was ready; not acting", timeout_s=10)
-    time.sleep(2)
+    cluster.wait_polls(4)  # nothing may be written after the deadline, now that the API can be reached
     cluster.notice = notice  # type: ignore[attr-defined]
     return cluster.finish()
 
@@ -260,11 +266,11 @@ KUBECONFIG_LOGS = {
 }
 
 
-def test_kubeconfig_missing_unreadable_or_malformed(cluster_in):
+def test_kubeconfig_missing_unreadable_or_malformed(make_cluster):
     """Case: with a notice pending, the kubeconfig is missing, then unreadable (a directory), then not UTF-8, then not YAML, then YAML that is not a kubeconfig, and finally good
     Outcome: one clear line for each state, naming the file and the problem ("waiting for <path>", "cannot read kubeconfig ...: Is a directory", "... codec can't decode ...", "... is not valid YAML", "kubeconfig has no context named ..."); the agent keeps watching IMDS, keeps the notice ("acting as soon as it is"), re-reads the file every poll and drains once it is good
     """
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     path = Path(cluster.kubeconfig)
     good = path.read_bytes()
@@ -275,7 +281,7 @@ def test_kubeconfig_missing_unreadable_or_malformed(cluster_in):
     for how, pattern in KUBECONFIG_LOGS.items():
         _break_kubeconfig(path, how, good)
         cluster.daemon.wait_line(r"^<\d>" + pattern, timeout_s=10)
-        time.sleep(0.6)  # another poll: retried, but not logged again
+        cluster.wait_polls(2)  # retried on the next polls, but not logged again
     _break_kubeconfig(path, "good", good)
     cluster.daemon.wait_line(DRAINED, timeout_s=30)
     cluster.finish().check(notice, fault_log=KUBECONFIG_LOGS["missing"])
@@ -300,18 +306,20 @@ def _plugin_processes(kubeconfig: str) -> int:
 
 
 @pytest.mark.parametrize("how", ["fails", "hangs"])
-def test_exec_plugin_fails_or_hangs(cluster_in, how):
+def test_exec_plugin_fails_or_hangs(make_cluster, how):
     """Case: the kubeconfig's exec credential plugin exits 1 with an error, from start until 4 s after the notice
     Outcome: "Kubernetes not ready: credential plugin '<cmd>' failed: exit status 1: <its stderr>"; retried every poll; the notice waits and the node is drained once the plugin works
     Case: the exec plugin hangs (never answers), EXEC_PLUGIN_TIMEOUT=2s
     Outcome: "credential plugin '<cmd>' did not answer within 2s; killed it": the hung process is killed at the timeout (none left behind), the next poll runs it again, and once it answers the node is drained
     """
-    cluster = cluster_in(exec_plugin=True, fail=how == "fails", hang=how == "hangs")
+    cluster = make_cluster(exec_plugin=True, fail=how == "fails", hang=how == "hangs")
     cluster.add_workload()
     cluster.start_agent(ready=r"Kubernetes not ready: credential plugin")
     notice = cluster.spot(40)
     cluster.daemon.wait_line(NOT_READY, timeout_s=10)
-    time.sleep(2.5 if how == "hangs" else 1)  # hangs: at least one plugin run killed at its timeout
+    runs = KubeSim.exec_invocations(cluster.kubeconfig)
+    # Two more runs of the plugin: a hung one was killed at its timeout, a failing one failed again.
+    wait_for(lambda: KubeSim.exec_invocations(cluster.kubeconfig) >= runs + 2, 20)
     if how == "hangs":
         assert _plugin_processes(cluster.kubeconfig) <= 1, "hung plugins piling up"
     KubeSim.configure_exec(cluster.kubeconfig, fail=False, hang=False)

@@ -4,21 +4,19 @@ UTF-8 or CRLF, and a bad value on reload.
 A bad config stops the daemon on purpose: exit 78 (EX_CONFIG), which the unit's
 RestartPreventExitStatus=78 keeps systemd from restarting; nothing is contacted or done, and the
 message names the key. Cases that run (CRLF, bad reload) get the five checks of
-conftest.Cluster.check.
+tests.cluster.Cluster.check.
 """
 from __future__ import annotations
 
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from nodeagent import config
 from nodeagent_sim.imds import ImdsSim
-from tests.helpers import REPO, Daemon, daemon_env
+from tests.helpers import daemon_env, run_cli
 
 EX_CONFIG = 78
 
@@ -80,8 +78,7 @@ def run_daemon(tmp_path: Path, imds: ImdsSim, **keys: str) -> subprocess.Complet
     settings = dict(IMDS_URL=imds.url, KUBECONFIG=str(tmp_path / "kubeconfig"))
     settings.update(keys)
     env = daemon_env(tmp_path, **settings)
-    return subprocess.run([sys.executable, "-m", "nodeagent", "run"], env=env, cwd=str(REPO),
-                          capture_output=True, text=True, timeout=60)
+    return run_cli(["run"], env, timeout_s=60)
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +144,11 @@ def test_config_file_that_is_a_directory_or_not_utf8(tmp_path, imds, fault):
     assert len(imds.request_log) == before
 
 
-def test_crlf_config_file(cluster_in, tmp_path):
+def test_crlf_config_file(make_cluster, tmp_path):
     """Case: nodeagent.conf and a drop-in written on Windows: CRLF line endings, a UTF-8 BOM, quoted values
     Outcome: read as intended (no stray \\r in any value: `check-config` shows them clean); the daemon runs with them and drains on a notice
     """
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     etc = tmp_path / "etc"
     (etc / "conf.d").mkdir(parents=True)
@@ -162,33 +159,29 @@ def test_crlf_config_file(cluster_in, tmp_path):
     env = daemon_env(tmp_path, IMDS_URL=cluster.imds.url, KUBECONFIG=cluster.kubeconfig, STATE_DIR=str(cluster.state_dir))
     for key in ("POLL_INTERVAL", "DRAIN_MARGIN", "LOG_LEVEL"):
         env.pop(f"NODEAGENT_{key}", None)  # from the files, not the environment
-    shown = subprocess.run([sys.executable, "-m", "nodeagent", "check-config"], env=env, cwd=str(REPO),
-                           capture_output=True, text=True, timeout=60)
+    shown = run_cli(["check-config"], env, timeout_s=60)
     assert shown.returncode == 0, shown
     assert "\r" not in shown.stdout
     lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line.strip()}
     assert " 3s " in lines["DRAIN_MARGIN"] and "nodeagent.conf:3" in lines["DRAIN_MARGIN"]
     assert " debug " in lines["LOG_LEVEL"] and "20-log.conf:1" in lines["LOG_LEVEL"]
-    daemon = Daemon(env)
-    cluster.daemons.append(daemon)
-    daemon.start()
-    daemon.wait_line(r"acting on node", timeout_s=30)
+    daemon = cluster.start_agent(env=env)
     notice = cluster.spot(30)
     daemon.wait_line(r"drained: ", timeout_s=30)
     cluster.finish().check(notice, fault_log=r"ready: watching IMDS at \S+ \(spot-itn every 0\.5s")
 
 
-def test_bad_value_on_reload(cluster_in, tmp_path):
+def test_bad_value_on_reload(make_cluster, tmp_path):
     """Case: SIGHUP after a bad value was written into nodeagent.conf
     Outcome: "reload failed, keeping the running config: config: ON_REBALANCE: ..."; the daemon keeps running with the old config (no exit 78 mid-flight) and drains on the next notice
     """
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     daemon = cluster.start_agent()
     (tmp_path / "etc" / "nodeagent.conf").write_text("ON_REBALANCE=explode\n")
     daemon.process.send_signal(signal.SIGHUP)
     daemon.wait_line(r"reload failed, keeping the running config: config: ON_REBALANCE: ", timeout_s=10)
-    time.sleep(0.5)
+    cluster.wait_polls(2)  # still polling, with the running config
     notice = cluster.spot(30)
     daemon.wait_line(r"drained: ", timeout_s=30)
     cluster.finish().check(notice, fault_log=r"reload failed, keeping the running config: config: ON_REBALANCE")

@@ -1,7 +1,7 @@
 """Fault matrix, process and disk: kill -9 at each step boundary, SIGTERM mid-drain, an unwritable
 state directory, a corrupt state file.
 
-Every case: the real daemon against ImdsSim and KubeSim; the five checks of conftest.Cluster.check.
+Every case: the real daemon against ImdsSim and KubeSim; the five checks of tests.cluster.Cluster.check.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from typing import Set
 
 import pytest
 
-from tests.faults.conftest import NODE, Cluster, NoticeRef, readonly_python, wait_for
+from tests.cluster import NODE, Cluster, NoticeRef
+from tests.faults.conftest import readonly_python
+from tests.helpers import wait_for
 
 DRAINED = r"drained: "
 
@@ -52,7 +54,7 @@ def _kill_when(cluster: Cluster, boundary: str) -> threading.Event:
 
 
 @pytest.mark.parametrize("boundary", ["after-notice-recorded", "after-cordon", "mid-evictions", "before-final-record"])
-def test_kill9_at_each_step_boundary_then_restart(cluster_in, boundary):
+def test_kill9_at_each_step_boundary_then_restart(make_cluster, boundary):
     """kill -9 at each step boundary, then a restart.
 
     Case: kill -9 right after the notice is recorded (the cordon request held in flight), then a restart
@@ -64,17 +66,18 @@ def test_kill9_at_each_step_boundary_then_restart(cluster_in, boundary):
     Case: kill -9 after the drain finished but before its final record (while the "drained" label is written)
     Outcome: the restart resumes, finds nothing left to evict ("draining 0 pods"), records the notice done; no eviction is repeated
     """
-    cluster = cluster_in(time_scale=0.1)
+    cluster = make_cluster(time_scale=0.1)
     cluster.add_workload(count=8, grace_s=15)  # 1.5 s to terminate: evicted pods may still be terminating
     cluster.start_agent(DRAIN_PARALLELISM="1")
     # The agent's own start-up writes (presence labels, then the taint probe, which logs this)
     # come first, so the faults below hit the notice's requests, not those (a race under load).
     cluster.daemon.wait_line(r"node credentials cannot taint", timeout_s=30)
     killed = _kill_when(cluster, boundary)
+    held, held_from = None, time.monotonic()
     if boundary == "after-notice-recorded":
-        cluster.kube.inject(count=2, status=None, delay_s=1.5, method="PATCH", path_regex=r"/nodes/")
+        held = cluster.kube.inject(count=2, status=None, delay_s=1.5, method="PATCH", path_regex=r"/nodes/")
     if boundary == "mid-evictions":
-        cluster.kube.inject(count=1000, status=None, delay_s=0.3, method="POST", path_regex=r"/eviction$")
+        held = cluster.kube.inject(count=1000, status=None, delay_s=0.3, method="POST", path_regex=r"/eviction$")
     notice = cluster.spot(40)
     if boundary == "after-notice-recorded":
         cluster.daemon.wait_line(rf"notice {notice.id} \(", timeout_s=10)
@@ -98,7 +101,8 @@ def test_kill9_at_each_step_boundary_then_restart(cluster_in, boundary):
     cluster.kube.clear_faults()
     # A request in flight at the kill is still carried out by the server (an eviction held 0.3 s
     # above); systemd restarts after RestartSec=5s, so a real restart never races it.
-    time.sleep(1.0)
+    if held is not None:
+        cluster.wait_answered(held, held_from)
     already = _pods_evicted_or_gone(cluster)
     restarted_at = time.monotonic()
     cluster.start_agent()
@@ -111,7 +115,7 @@ def test_kill9_at_each_step_boundary_then_restart(cluster_in, boundary):
 
 
 @pytest.mark.parametrize("variant", ["waiting-for-pods", "api-down"])
-def test_sigterm_mid_drain_then_restart(cluster_in, variant):
+def test_sigterm_mid_drain_then_restart(make_cluster, variant):
     """SIGTERM in the middle of a drain.
 
     Decision: On SIGTERM the agent stops promptly and does not try to finish the drain. At OS shutdown the drain cannot go on (systemd's TimeoutStopSec, the network going away) and the kubelet's Graceful Node Shutdown is the backstop for the pods; on a plain `systemctl restart` (an upgrade, a config change) the next start resumes it. So a stop sends STOPPING=1, lets the evictions already made stand, never uncordons, leaves the notice "acting" in the state file (`busy: true`) and exits 0 within seconds; the next start resumes the drain within the notice's original deadline, or, if that has passed, records the notice expired and does nothing.
@@ -121,7 +125,7 @@ def test_sigterm_mid_drain_then_restart(cluster_in, variant):
     Case: SIGTERM while the cordon is being retried against an API that is down; restart after the API is back
     Outcome: the retry loop stops at once ("cordon interrupted by the stop"), exit 0 with the notice still open; the restart cordons and drains
     """
-    cluster = cluster_in(time_scale=0.2)
+    cluster = make_cluster(time_scale=0.2)
     cluster.add_workload(count=4, grace_s=10)  # 2 s to terminate
     cluster.start_agent()
     notice = cluster.spot(40)
@@ -140,7 +144,7 @@ def test_sigterm_mid_drain_then_restart(cluster_in, variant):
     assert state["busy"] is True and state["notices"][notice.id]["phase"] == "acting"
     if variant == "waiting-for-pods":
         assert cluster.kube.node(NODE)["spec"].get("unschedulable") is True, "uncordoned on stop"
-        time.sleep(1)
+        time.sleep(1)  # the case: the service restarts 1 s later, while the evicted pods terminate
     else:
         assert first.find(r"cordon interrupted by the stop")
         wait_for(lambda: not cluster.kube.is_down(), 10)
@@ -150,17 +154,17 @@ def test_sigterm_mid_drain_then_restart(cluster_in, variant):
     assert cluster.find(rf"resuming drain for {notice.id}")
 
 
-def test_state_dir_not_writable(cluster_in, tmp_path):
+def test_state_dir_not_writable(make_cluster, tmp_path):
     """Case: the state directory is read-only (EROFS bind mount; a plain file in its place where that is not possible)
     Outcome: "cannot write .../state.json (Read-only file system); carrying on from memory", said once; the notice is still handled once (remembered in memory, not re-handled on every poll) and the node drained
     """
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     python = readonly_python(tmp_path, cluster.state_dir)
     cluster.start_agent(python=python)
     notice = cluster.spot(30)
     cluster.daemon.wait_line(DRAINED, timeout_s=30)
-    time.sleep(1.5)  # more polls with the notice still there
+    cluster.wait_polls(3)  # more polls with the notice still there
     fault_log = r"cannot write \S+state\.json \(.*\); carrying on from memory"
     cluster.finish().check(notice, phase=None, fault_log=fault_log)
     assert len(cluster.find(fault_log)) == 1, "said on every save"
@@ -168,7 +172,7 @@ def test_state_dir_not_writable(cluster_in, tmp_path):
 
 
 @pytest.mark.parametrize("when", ["mid-drain", "after-drain", "idle"])
-def test_corrupt_state_file(cluster_in, when):
+def test_corrupt_state_file(make_cluster, when):
     """Case: the agent is killed mid-drain, its state file is then corrupted, and it restarts while the API is down for 3 s
     Outcome: the file is moved aside ("corrupt state file ...; moved aside to state.json.corrupt-<t>; rebuilding from the node's own labels"); notices are held until the API answers, then the node's labels and annotations (notice id, kind, deadline, action, agent state) give back the notice: "state rebuilt from the node's labels: notice <id> ... in progress: resuming it"; drained within the original deadline, the notice not taken as new
     Case: the state file is corrupted after the drain finished (node label nodeagent.io/agent=drained)
@@ -176,7 +180,7 @@ def test_corrupt_state_file(cluster_in, when):
     Case: the state file is corrupt while no notice is in progress
     Outcome: quarantined; "no notice in progress on it"; the next notice is handled normally
     """
-    cluster = cluster_in(time_scale=0.2)
+    cluster = make_cluster(time_scale=0.2)
     cluster.add_workload(count=4, grace_s=10)  # 2 s to terminate
     cluster.start_agent()
     if when == "idle":
@@ -204,13 +208,13 @@ def test_corrupt_state_file(cluster_in, when):
 
 
 @pytest.mark.parametrize("when", ["mid-drain", "after-drain"])
-def test_state_directory_wiped(cluster_in, when):
+def test_state_directory_wiped(make_cluster, when):
     """Case: the agent is killed mid-drain, its state directory is then deleted, and it restarts
     Outcome: a missing state file is read as a possible wipe, not only a first start: "state: no state file, but the node's labels name notice <id>", and the drain resumes within the original deadline; the notice is not taken as new
     Case: the state directory is deleted after the drain finished
     Outcome: rebuilt as "already finished": no second drain, nothing evicted again
     """
-    cluster = cluster_in(time_scale=0.2)
+    cluster = make_cluster(time_scale=0.2)
     cluster.add_workload(count=4, grace_s=10)  # 2 s to terminate
     cluster.start_agent()
     notice = _spot_then_kill9(cluster, when)
@@ -242,11 +246,10 @@ def _await_rebuilt_outcome(cluster: Cluster, when: str) -> None:
     """After the restart: a finished drain is only recognised (then a few more polls); any other is drained."""
     if when == "after-drain":
         cluster.daemon.wait_line(r"state rebuilt from the node's labels: .*already finished", timeout_s=10)
-        time.sleep(1.5)
+        cluster.wait_polls(3)
     else:
         cluster.daemon.wait_line(DRAINED, timeout_s=30)
 
 
 def _agent_label(cluster: Cluster) -> str:
-    node = cluster.kube.node(NODE) or {}
-    return ((node.get("metadata") or {}).get("labels") or {}).get("nodeagent.io/agent", "")
+    return cluster.labels().get("nodeagent.io/agent", "")

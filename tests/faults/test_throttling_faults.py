@@ -1,7 +1,7 @@
 """Fault matrix, a throttling API server: 429 and 503 with Retry-After on every kind of call.
 
 Every case: the real daemon against ImdsSim and KubeSim (HTTPS, the node's own credentials); the
-five checks of conftest.Cluster.check, and one more: after a throttling answer, nothing at all
+five checks of tests.cluster.Cluster.check, and one more: after a throttling answer, nothing at all
 leaves this node before the wait the server asked for (the gate pauses all of the node's requests).
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import List
 
 import pytest
 
-from tests.faults.conftest import Cluster, wait_for
+from tests.cluster import Cluster
+from tests.helpers import wait_for
 
 DRAINED = r"drained: "
 THROTTLED = r"the API server is throttling this node \(.*\); all of this node's requests wait"
@@ -68,7 +69,7 @@ THROTTLING = {
 
 
 @pytest.mark.parametrize("fault", list(THROTTLING))
-def test_throttling_answers_pause_the_whole_node(cluster_in, fault):
+def test_throttling_answers_pause_the_whole_node(make_cluster, fault):
     """Throttling answers (429/503 that are not PDB refusals) on each kind of call.
 
     Case: evictions, the pod list, the node PATCH or an Event answer 429 or 503 with `Retry-After: 2`, 2-4 times
@@ -77,7 +78,7 @@ def test_throttling_answers_pause_the_whole_node(cluster_in, fault):
     Outcome: each form is read and obeyed the same way; drained
     """
     inject, count = THROTTLING[fault]
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload()
     cluster.start_agent()
     cluster.kube.inject(count=count, **inject)
@@ -90,11 +91,11 @@ def test_throttling_answers_pause_the_whole_node(cluster_in, fault):
     assert sent_too_soon(cluster) == []
 
 
-def test_throttled_watch_and_relist(cluster_in):
+def test_throttled_watch_and_relist(make_cluster):
     """Case: mid-drain the pod watch is cut and its re-list and restart answer 429 `Retry-After: 2`, twice
     Outcome: the watch waits out the pause and resumes; no request within 2 s of either answer; drained
     """
-    cluster = cluster_in(time_scale=0.1)  # a 30 s grace lasts 3 s: the drain waits on the watch
+    cluster = make_cluster(time_scale=0.1)  # a 30 s grace lasts 3 s: the drain waits on the watch
     cluster.add_workload()
     cluster.start_agent()
     notice = cluster.spot(40)
@@ -108,11 +109,11 @@ def test_throttled_watch_and_relist(cluster_in):
     assert sent_too_soon(cluster) == []
 
 
-def test_an_hour_of_retry_after_against_a_two_minute_deadline(cluster_in):
+def test_an_hour_of_retry_after_against_a_two_minute_deadline(make_cluster):
     """Case: the first eviction answers 429 `Retry-After: 3600` (an absurd hour) on a 2-minute spot notice
     Outcome: the node waits as asked until each pod's last safe moment, then sends its evictions anyway, logging "sent at its last safe moment, against the API server's request to wait ...s more"; drained by the deadline
     """
-    cluster = cluster_in()
+    cluster = make_cluster()
     cluster.add_workload(grace_s=10)
     cluster.start_agent()
     cluster.kube.inject(count=1, status=429, retry_after=3600, method="POST", path_regex=r"/eviction$")

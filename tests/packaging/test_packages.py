@@ -219,15 +219,14 @@ def host_package_lock(timeout_s: float = 600):
     one machine would install and purge it under each other)."""
     with open("/run/lock/nodeagent-package-tests.lock" if os.path.isdir("/run/lock")
               else "/tmp/nodeagent-package-tests.lock", "w") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def taken() -> bool:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return True
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail("another test run kept the host package lock for 10 minutes")
-                time.sleep(0.5)
+                return False
+
+        wait_for(taken, timeout_s, interval_s=0.5, message="another test run kept the host package lock")
         try:
             yield
         finally:
@@ -414,23 +413,21 @@ def test_payload_drill_dry_run_against_a_kubernetes_api(rpm_root, tmp_path):
     missing = simulators_missing()
     if missing:
         pytest.skip(missing)
-    from tests.report_helpers import NODE, evictable_left, start_sims
+    from tests.cluster import Cluster
 
-    sims = start_sims(tmp_path)
-    try:
-        before = sims.kube.node(NODE)
-        env = sims.env()  # IMDS_URL: the loopback simulator, never 169.254.169.254
+    with Cluster(tmp_path, replace_evicted=True) as cluster:
+        cluster.add_workload(count=4)
+        before = cluster.node()
+        env = cluster.env()  # IMDS_URL: the loopback simulator, never 169.254.169.254
         result = run(payload(rpm_root) + ["drill", "--dry-run", "--in", "30s"], env=env, check=False, timeout=120)
         out = result.stdout + result.stderr
         assert result.returncode == 0, out
         assert "drill PASSED" in out and "drill IMDS http://127.0.0.1:" in out, out
         assert "Traceback" not in out
-        assert sims.kube.node(NODE)["spec"] == before["spec"]  # dryRun=All: nothing changed
-        assert len(evictable_left(sims.kube, sims.evictable)) == len(sims.evictable)
-        evictions = [r for r in list(sims.kube.requests) if r.subresource == "eviction"]
-        assert len(evictions) == len(sims.evictable), out  # sent, all with dryRun=All
-    finally:
-        sims.stop()
+        assert cluster.node()["spec"] == before["spec"]  # dryRun=All: nothing changed
+        assert sorted(cluster.evictable_left()) == sorted(cluster.workload)
+        evictions = [r for r in list(cluster.kube.requests) if r.subresource == "eviction"]
+        assert len(evictions) == len(cluster.workload), out  # sent, all with dryRun=All
 
 
 def test_launcher_refuses_python38(rpm_root):
@@ -604,7 +601,11 @@ def test_upgrade_restart_waits_for_the_drain_to_end(stub_systemd):
     stub_systemd.active.touch()
     stub_systemd.state.write_text('{"busy": true}')
     waiter = stub_systemd.helper("--wait", wait=False)
-    time.sleep(1.0)
+
+    def looks() -> int:
+        return len([c for c in stub_systemd.calls() if "is-active" in c])
+
+    wait_for(lambda: looks() >= 5, 30)  # the helper has looked at the unit and the state file 5 times
     assert waiter.poll() is None, "gave up or restarted while still busy"
     assert not [c for c in stub_systemd.calls() if "try-restart" in c]
     stub_systemd.state.write_text('{"busy": false}')
@@ -683,7 +684,7 @@ def test_upgrade_restart_stops_waiting_when_the_unit_stops(stub_systemd):
 
 
 def test_upgrade_restart_never_waits_for_ready(stub_systemd):
-    """Issue 13 row 3: the restarted agent waits for IMDS before READY=1 (TimeoutStartSec=infinity);
+    """The restarted agent waits for IMDS before READY=1 (TimeoutStartSec=infinity);
     a plain `systemctl try-restart` waits with it and the deb postinst / rpm %posttrans hang."""
     stub_systemd.active.touch()
     stub_systemd.imds_down.touch()
@@ -702,7 +703,7 @@ def test_upgrade_restart_never_waits_for_ready(stub_systemd):
 
 @pytest.mark.parametrize("how", ["STATE_DIR", "CONFIG_DIR"])
 def test_upgrade_restart_reads_the_state_dir_of_the_unit(stub_systemd, how):
-    """Issue 13 row 9: a drop-in's Environment=NODEAGENT_STATE_DIR= (or a NODEAGENT_CONFIG_DIR= whose
+    """A drop-in's Environment=NODEAGENT_STATE_DIR= (or a NODEAGENT_CONFIG_DIR= whose
     files set STATE_DIR) moves the state; the helper must look there, not at the config files'
     idle state, or it restarts the agent in the middle of a drain."""
     stub_systemd.active.touch()

@@ -222,8 +222,8 @@ def test_config_layering_matches_the_agent(root: Root, sim: ImdsSim, layout: str
     assert root.dropin.exists() == expected, result.stderr
 
 
-# Issue 13 row 14: a file that starts with a UTF-8 byte order mark (Windows editors write one).
-# The agent's loader skips it; the script read "\ufeffENABLED" as an unknown key and labelled.
+# A file that starts with a UTF-8 byte order mark (Windows editors write one): the agent's loader
+# skips it, and so must the script (else "\ufeffENABLED" is an unknown key and the node is labelled).
 BOM_LAYOUTS = {
     "BOM then ENABLED=false": {"conf.d/50-user-data.conf": "\ufeffENABLED=false\n"},
     "BOM then SPOT_LABEL_AT_BOOT=off, CRLF": {"conf.d/50-user-data.conf": "\ufeffSPOT_LABEL_AT_BOOT=off\r\n"},

@@ -192,7 +192,7 @@ def test_writable_home_for_the_exec_plugin(unit):
 
 
 def test_runs_as_its_own_user(unit):
-    """Issue 13 row 1: uid 0 without capabilities is no boundary (PID 1 trusts uid 0, so
+    """uid 0 without capabilities is no boundary (PID 1 trusts uid 0, so
     `systemd-run` from inside the sandbox runs anything outside it). The agent has its own user,
     the one the package's sysusers.d file creates, and never gains privileges."""
     assert one(unit, "Service", "User") == "nodeagent"

@@ -269,7 +269,7 @@ def test_ubuntu_bootstrap_part_adds_the_spot_label(
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=EXAMPLE_IDS)
 def test_no_secret_in_user_data(path: Path) -> None:
-    """Issue 13 row 15: user-data is readable by any local process through IMDS, and by pods
+    """User-data is readable by any local process through IMDS, and by pods
     where the hop limit allows. No example may carry a webhook URL or header values."""
     text = path.read_text()
     for key in ("WEBHOOK_URL", "WEBHOOK_HEADERS"):

@@ -106,7 +106,7 @@ def test_get_carries_remaining_ttl(sim, http):
 def test_tokens_expire_after_ttl(sim, http):
     tok = token(http, sim, "1")
     assert get(http, sim, "instance-id", tok).status_code == 200
-    time.sleep(1.2)
+    time.sleep(1.2)  # wall time: the token's 1 s TTL must run out
     assert get(http, sim, "instance-id", tok).status_code == 401
 
 

@@ -1,27 +1,30 @@
 """A Debian container booted with systemd as PID 1 (systemd-nspawn), for the real-systemd tier.
 
-The root file system is built once with mmdebstrap and cached outside the repository, keyed by
-a hash of what goes into it; every boot runs on a throw-away overlay (--volatile=overlay), so the
-cache is never changed. The container has a private network (loopback only) and sees the test's
-directory at /opt/test, read-only. Commands run inside with nsenter into PID 1's namespaces.
+The root file system is built once with mmdebstrap from this machine's own apt sources (so the
+build uses whatever mirror or proxy the machine is set up with) and cached outside the
+repository, keyed by a hash of what goes into it (suite, packages, sources). Every boot runs on
+a throw-away overlay (--volatile=overlay), so the cache is never changed. The container has a
+private network (loopback only) and sees the test's directory at /opt/test, read-only. Commands
+run inside with nsenter into PID 1's namespaces.
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 
 SUITE = "bookworm"  # systemd 252, as on AL2023
-MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = Path("/etc/apt")  # the host's sources.list and sources.list.d/: the packages come from there
 # systemd, the D-Bus system bus (what a non-root systemd-run talks to), python3 (the agent and
 # the simulators: stdlib only), openssl (the API simulator's certificates), iproute2 (ss), procps,
 # curl (the boot oneshot's IMDS client).
@@ -49,18 +52,43 @@ def check_host() -> None:
         _skip(f"cannot create namespaces here (no privileges): {probe.stderr.strip()}")
 
 
-def _mirror_reachable() -> bool:
-    host = MIRROR.split("/")[2]
-    try:
-        with socket.create_connection((host, 80), timeout=10):
-            return True
-    except OSError:
-        return False
+def host_sources(etc_apt: Path = APT_SOURCES) -> List[Path]:
+    """The files apt reads its sources from on this machine (sources.list, then sources.list.d/ in
+    apt's order: *.list and *.sources only, so disabled files stay out)."""
+    files = [etc_apt / "sources.list"]
+    directory = etc_apt / "sources.list.d"
+    if directory.is_dir():
+        files += sorted(p for p in directory.iterdir() if p.suffix in (".list", ".sources"))
+    return [p for p in files if p.is_file() and p.read_text().strip()]
+
+
+def source_endpoints(texts: Sequence[str]) -> List[Tuple[str, int]]:
+    """(host, port) of every http(s) URI the sources name (one-line `deb` entries and deb822 URIs:)."""
+    endpoints = []
+    for scheme, host, port in re.findall(r"\b(https?)://([^/\s:]+)(?::(\d+))?", "\n".join(
+            line for text in texts for line in text.splitlines() if not line.lstrip().startswith("#"))):
+        endpoint = (host, int(port) if port else 443 if scheme == "https" else 80)
+        if endpoint not in endpoints:
+            endpoints.append(endpoint)
+    return endpoints
+
+
+def _reachable(endpoints: Sequence[Tuple[str, int]]) -> bool:
+    for endpoint in endpoints:
+        try:
+            with socket.create_connection(endpoint, timeout=10):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def rootfs() -> Path:
     """The cached root file system, built on first use (under a lock: runs may overlap)."""
-    key = hashlib.sha256(" ".join([SUITE, MIRROR, "minbase", *sorted(PACKAGES)]).encode()).hexdigest()[:16]
+    sources = host_sources()
+    texts = [p.read_text() for p in sources]
+    # The key changes with the suite, the variant, the package list and the sources it came from.
+    key = hashlib.sha256("\0".join([SUITE, "minbase", *sorted(PACKAGES), *texts]).encode()).hexdigest()[:16]
     target = CACHE_ROOT / f"rootfs-{SUITE}-{key}"
     if (target / "usr/lib/systemd/systemd").exists():
         return target
@@ -69,12 +97,17 @@ def rootfs() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "usr/lib/systemd/systemd").exists():
             return target
-        if not _mirror_reachable():
-            _skip(f"no network to the Debian mirror ({MIRROR}) to build the root file system")
+        if not sources:
+            _skip(f"no apt sources in {APT_SOURCES}/sources.list[.d] to build the root file system from")
+        if not any(re.search(rf"\b{SUITE}\b", text) for text in texts):
+            _skip(f"this machine's apt sources do not serve Debian {SUITE}: {', '.join(map(str, sources))}")
+        if not _reachable(source_endpoints(texts)):
+            _skip(f"no network to the package mirrors of this machine's apt sources ({', '.join(map(str, sources))})")
         scratch = CACHE_ROOT / f".building-{os.getpid()}"
         shutil.rmtree(scratch, ignore_errors=True)
         result = subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(scratch), MIRROR],
+            ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(scratch),
+             *map(str, sources)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
         if result.returncode != 0:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""State file and metrics textfile writes are not steered by symlinks in their directory (issue 13 row 8).
+"""State file and metrics textfile writes are not steered by symlinks in their directory .
 
 Whoever owns the directory can swap the temporary file for a symlink right after it is created;
 a chmod by name would then follow the link and make its target world-readable. The swap is done

@@ -9,6 +9,7 @@ import pytest
 from nodeagent import jitter
 from nodeagent.kube.gate import Answer, ApiGate, GateAbandoned, GateClosed, GateLimits, GatePolicy, Priority
 from nodeagent.kube.throttle import is_pdb_refusal, is_throttling, retry_after_s
+from tests.helpers import wait_for
 
 NOW = datetime(2026, 12, 6, 12, 0, 0, tzinfo=timezone.utc)
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
@@ -160,29 +161,20 @@ def enter_in_thread(gate, priority, order, **kwargs):
     return thread
 
 
-def wait_until(predicate, seconds=5.0):
-    deadline = threading.Event()
-    for _ in range(int(seconds / 0.01)):
-        if predicate():
-            return
-        deadline.wait(0.01)
-    raise AssertionError("condition not met")
-
-
 def test_waiting_requests_leave_by_priority_drain_first_then_node_then_events():
     clock = FakeClock()
     gate = ApiGate(GateLimits(max_in_flight=1, initial_in_flight=1), clock, random.Random(1))
     gate.enter(Priority.NODE)  # holds the only place
     order = []
     threads = [enter_in_thread(gate, Priority.EVENT, order)]
-    wait_until(lambda: len(gate._waiting) == 1)
+    wait_for(lambda: len(gate._waiting) == 1)
     threads.append(enter_in_thread(gate, Priority.NODE, order))
-    wait_until(lambda: len(gate._waiting) == 2)
+    wait_for(lambda: len(gate._waiting) == 2)
     threads.append(enter_in_thread(gate, Priority.DRAIN, order))
-    wait_until(lambda: len(gate._waiting) == 3)
+    wait_for(lambda: len(gate._waiting) == 3)
     for expected in range(1, 4):
         gate.leave(Answer.OK)
-        wait_until(lambda: len(order) == expected)
+        wait_for(lambda: len(order) == expected)
     assert order == [Priority.DRAIN, Priority.NODE, Priority.EVENT]
 
 
@@ -202,7 +194,7 @@ def test_a_paused_request_waits_for_its_last_safe_moment_not_for_the_servers_hou
     gate.leave(Answer.THROTTLED, 3600.0)
     order = []
     thread = enter_in_thread(gate, Priority.DRAIN, order, act_by=90.0)
-    wait_until(lambda: len(gate._waiting) == 1)
+    wait_for(lambda: len(gate._waiting) == 1)
     threading.Event().wait(0.05)
     assert order == [], "held by the pause"
     clock.t = 90.0
@@ -221,7 +213,7 @@ def test_close_and_give_up_release_waiters_without_sending():
     stop = threading.Event()
     abandoned = enter_in_thread(gate, Priority.DRAIN, order, give_up=stop.is_set)
     waiting = enter_in_thread(gate, Priority.EVENT, order)
-    wait_until(lambda: len(gate._waiting) == 2)
+    wait_for(lambda: len(gate._waiting) == 2)
     stop.set()
     abandoned.join(5)
     assert order == ["GateAbandoned"]

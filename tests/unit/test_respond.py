@@ -4,7 +4,6 @@ responder (tests.fakes), state in memory; the one real thread is the worker's.""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 from typing import List
 
@@ -17,6 +16,7 @@ from nodeagent.notice_store import NoticeStore
 from nodeagent.respond import ResponseWorker
 from nodeagent.state import SEEN, AgentState, NoticeRecord
 from tests.fakes import T0, FakeClock, FakeResponder, MemoryFiles
+from tests.helpers import wait_for
 
 SETTINGS = config.load_settings([], {}, {})
 
@@ -44,11 +44,8 @@ class Setup:
         return [r for r in self.reports if isinstance(r, ResponseEnded)]
 
 
-def wait(condition, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the worker did not get there"
-        time.sleep(0.001)
+def wait(condition) -> None:
+    wait_for(condition, 5.0, interval_s=0.001, message="the worker did not get there")
 
 
 def notice(notice_id: str, deadline_in_s: float = 3600, response: str = "drain") -> NoticeRecord:
@@ -95,15 +92,16 @@ def test_a_response_reports_its_start_and_its_end_with_what_it_did_and_leaves_th
 
 
 def test_a_queued_response_that_is_cancelled_is_dropped_without_a_write(made):
-    record = notice("a")
-    setup = made(FakeResponder(), record, held=True)
+    record, later = notice("a"), notice("b")
+    setup = made(FakeResponder(), record, later, held=True)
     setup.worker.submit(plan(record))
     setup.worker.cancel("a", "withdrawn")
     assert setup.worker.idle
     [ended] = setup.ended()
     assert (ended.ending, ended.progress) == (Ending.DROPPED, None)
     setup.worker.release()
-    time.sleep(0.05)
+    setup.worker.submit(plan(later))  # jobs run in order: once b has run, a would have
+    wait(lambda: setup.responder.writes_for("b") and setup.worker.idle)
     assert not setup.responder.writes_for("a")
 
 
