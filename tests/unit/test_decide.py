@@ -89,8 +89,9 @@ def test_spot_time_already_past_gets_the_margin_floor_and_zero_grace():
 
 
 def test_open_maintenance_window_runs_to_not_after_not_to_the_margin():
-    """Issue: NotBefore passed (window open) gave deadline now + DRAIN_MARGIN: grace 0 for every
-    pod and PDB-blocked pods deleted at once. NotAfter bounds it now."""
+    """A scheduled event whose NotBefore has passed (its window is open) is drained by its NotAfter,
+    not by now + DRAIN_MARGIN (which would give every pod a grace of 0 and delete PDB-blocked pods
+    at once)."""
     events = [scheduled(not_before=T0 - timedelta(hours=1), not_after=T0 + timedelta(days=2))]
     d = decide.decide_poll({}, poll(T0, events=events), {}, settings(), ctx())
     [accept] = of(d.actions, Accept)
@@ -124,8 +125,8 @@ def test_notices_without_a_time_of_their_own_get_drain_window(kind, body):
 
 
 def test_one_odd_scheduled_entry_does_not_hide_a_valid_reboot():
-    """Issue: an unknown Code or a missing State beside a valid active system-reboot rejected the
-    whole list; the reboot was ignored."""
+    """An entry with an unknown Code or no State beside a valid active system-reboot does not make
+    the whole list invalid: the reboot is acted on."""
     good = scheduled("instance-event-0bbbbbbbbbbbbbbbb", not_before=T0 + timedelta(hours=5), code="system-reboot")
     no_state = {k: v for k, v in scheduled("instance-event-0ccc", not_before=T0).items() if k != "State"}
     odd_code = scheduled("instance-event-0ddd", not_before=T0 + timedelta(hours=6), code="system-explode")
@@ -152,7 +153,8 @@ def test_a_scheduled_event_without_a_state_is_acted_on_with_one_warning():
 
 
 def test_unknown_spot_action_is_drained_as_terminate_and_said():
-    """Issue: an action other than terminate/stop/hibernate was a poll error and no drain."""
+    """A spot action other than terminate/stop/hibernate is still a notice to drain for, not a poll
+    error."""
     d = decide.decide_poll({}, poll(T0, spot={"action": "reboot", "time": iso(T0 + timedelta(seconds=120))}),
                            {}, settings(), ctx())
     [accept] = of(d.actions, Accept)
@@ -185,7 +187,7 @@ def test_unknown_asg_state_is_said_and_no_action():
 
 
 def test_one_empty_answer_does_not_undo_a_cordon():
-    """Issue: a rebalance missing from a single poll was treated as withdrawn and uncordoned."""
+    """A rebalance missing from a single poll is not yet withdrawn: the node stays cordoned."""
     records = {"rebalance-20261201T110000Z": record("rebalance-20261201T110000Z", "rebalance",
                                                     deadline=T0 + timedelta(minutes=2), phase=DONE,
                                                     response="cordon", action="rebalance", cordoned=True)}
