@@ -230,6 +230,10 @@ class Drainer:
                         outcome = Outcome.FAILED
                     self._settle(pod, outcome, backoff, started, watch, queue, result)
                 now_mono = self.clock.monotonic()
+                for pod in queue.waiting():  # left on its own while it waited: nothing to try
+                    if watch.gone(pod.uid):
+                        result.evicted.append(pod.key)
+                        queue.went(pod, now_mono)
                 tier_opens_in = self._open_tiers(tiers, by_tier, opened, watch, queue, now_mono, started)
                 while len(inflight) < self.options.parallelism:
                     due = queue.pop_due(now_mono)

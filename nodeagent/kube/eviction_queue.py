@@ -89,6 +89,10 @@ class EvictionQueue:
         self._drop_stale()
         return bool(self._heap)
 
+    def waiting(self) -> list[PodInfo]:
+        """Every pod with a live entry (due later, or parked behind its budget's probe)."""
+        return [entry.pod for entry in self._heap if self._version.get(entry.pod.key) == entry.version]
+
     def role_after_refusal(self, pod: PodInfo, budget: str | None) -> Role:
         """A disruption budget refused `pod`: is it the budget's probe, parked behind it, or alone?"""
         if budget is None:

@@ -75,3 +75,18 @@ def test_a_probe_given_up_on_hands_over_and_force_mode_is_kept():
     queue.push(a, 0.0, Mode.FORCE, 0.4)
     forced = queue.pop_due(0.0)
     assert forced is not None and forced.mode == Mode.FORCE and forced.backoff == 0.4
+
+
+def test_waiting_lists_the_live_entries_and_a_pod_that_went_leaves_it():
+    queue = EvictionQueue()
+    a, b, c = pod("a"), pod("b"), pod("c")
+    queue.role_after_refusal(a, "web-pdb")
+    queue.push(a, 1.0)
+    queue.role_after_refusal(b, "web-pdb")
+    queue.park(b, until=100.0)
+    queue.push(c, 5.0)
+    queue.push(c, 2.0)  # replaces its first entry
+    assert sorted(p.name for p in queue.waiting()) == ["a", "b", "c"]
+    queue.went(b, now=3.0)  # b left the node on its own while parked
+    assert sorted(p.name for p in queue.waiting()) == ["a", "c"]
+    assert drain_due(queue, 200.0) == ["a", "c"], "b's entry at its last safe moment is gone too"
