@@ -59,7 +59,6 @@ class DrainResult:
     left: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)  # could not be read: left on the node
     skipped: int = 0
-    budget_waits: int = 0  # refused pods that waited for their budget's probe instead of retrying
     requests: int = 0
     interrupted: bool = False
 
@@ -254,7 +253,6 @@ class Drainer:
                     break
                 next_due = queue.next_due() if len(inflight) < self.options.parallelism else None
                 self._sleep_until_something(seen, next_due, tier_opens_in, now_mono)
-            result.budget_waits = queue.parked_total
         finally:
             if own_pool:
                 pool.shutdown(wait=True)

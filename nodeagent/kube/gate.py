@@ -76,7 +76,6 @@ class GatePolicy:
         self._refilled_at = now
         self.paused_until = 0.0
         self._cut_until = 0.0  # the limit is cut once per pause, not once per throttled answer
-        self.throttled = 0  # throttling answers seen
 
     def _refill(self, now: float) -> None:
         if now > self._refilled_at:
@@ -114,7 +113,6 @@ class GatePolicy:
             return 0.0
         if answer is Answer.FAILED:
             return 0.0
-        self.throttled += 1
         wanted = DEFAULT_PAUSE_S if retry_after_s is None else retry_after_s
         pause = jitter.after(wanted, self._rng)
         if now >= self._cut_until:
@@ -203,10 +201,6 @@ class ApiGate:
             pause = self.policy.done(self.clock.monotonic(), answer, retry_after_s)
             self._cond.notify_all()
             return pause
-
-    def paused_for(self) -> float:
-        with self._cond:
-            return max(0.0, self.policy.paused_until - self.clock.monotonic())
 
     def close(self) -> None:
         with self._cond:

@@ -155,7 +155,6 @@ class EventsReporter(WorkerReporter):
         self._once = LogOnce(log)
         self.sent = 0
         self.failed = 0
-        self.coalesced = 0  # emits folded into a write that had not gone out yet
 
     # ---- Reporter
 
@@ -195,8 +194,7 @@ class EventsReporter(WorkerReporter):
             aggregate.count += 1
             aggregate.message, aggregate.last = message, now
             aggregate.give_up_at = max(aggregate.give_up_at, give_up_at)
-            if aggregate.queued:
-                self.coalesced += 1
+            if aggregate.queued:  # folded into the write that has not gone out yet
                 return
             aggregate.queued = True
         self.worker.submit(lambda: self._send(aggregate, record.id, reason))

@@ -6,12 +6,12 @@ leaves this node before the wait the server asked for (the gate pauses all of th
 """
 from __future__ import annotations
 
-import email.utils
-import time
 from typing import List
 
 import pytest
 
+from benchmarks import fleet
+from nodeagent.kube.throttle import DEFAULT_PAUSE_S
 from tests.cluster import Cluster
 from tests.helpers import wait_for
 
@@ -24,14 +24,9 @@ IN_FLIGHT_S = 0.3
 
 
 def asked_wait_s(record) -> float:
-    """The wait a throttling answer asked for: its Retry-After (seconds or HTTP date), else 1 s."""
-    text = record.retry_after.strip()
-    if not text:
-        return 1.0
-    if text.isdigit():
-        return float(text)
-    answered_wall = time.time() - (time.monotonic() - (record.t_monotonic + record.duration_s))
-    return max(0.0, email.utils.parsedate_to_datetime(text).timestamp() - answered_wall)
+    """The wait a throttling answer asked for: its Retry-After (seconds or HTTP date), else the
+    agent's own 1 s pause."""
+    return fleet.retry_after_s(record) if record.retry_after.strip() else DEFAULT_PAUSE_S
 
 
 def sent_too_soon(cluster: Cluster, cap_s: float = 3600.0) -> List[str]:
@@ -40,7 +35,7 @@ def sent_too_soon(cluster: Cluster, cap_s: float = 3600.0) -> List[str]:
     records = sorted(cluster.kube.requests, key=lambda r: r.t_monotonic)
     early = []
     for answer in (r for r in records if r.throttled):
-        answered = answer.t_monotonic + answer.duration_s
+        answered = fleet.answered_at(answer)
         until = answered + min(asked_wait_s(answer), cap_s) - EARLY_TOLERANCE_S
         for other in records:
             if other.user == answer.user and answered + IN_FLIGHT_S < other.t_monotonic < until:
