@@ -20,6 +20,7 @@ from urllib3.util.retry import Retry
 from nodeagent.clock import Clock, SystemClock
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import deadline, kubeconfig
+from nodeagent.kube.cycles import CycleCollector
 from nodeagent.kube.errors import (
     ApiError,
     ApiUnavailable,
@@ -30,6 +31,7 @@ from nodeagent.kube.errors import (
 )
 from nodeagent.kube.gate import Answer, ApiGate, GateAbandoned, GateClosed, GateLimits, Priority
 from nodeagent.kube.throttle import disruption_budget, retry_after_s
+from nodeagent.kube.tls import SharedTls
 from nodeagent.kube.tokens import TokenKeeper
 from nodeagent.log_once import LogOnce
 
@@ -67,8 +69,10 @@ class KubeApi:
         self.tokens: TokenKeeper | None = None
         self.requests = 0
         self.gate = ApiGate(options.gate, self.clock)
+        self.cycles = CycleCollector(self.clock.monotonic)
         self._once = LogOnce(log)
         self._api_client = self._load()
+        self.tls = SharedTls(self._api_client.rest_client.pool_manager)
 
     def _load(self):
         from kubernetes import client
@@ -217,6 +221,7 @@ class KubeApi:
         except Exception as error:
             if isinstance(error, (ValueError, RecursionError)):
                 raise ApiError(200, "BadWatch", f"undecodable watch event: {error}", "GET", path) from None
+            self.cycles.failed()
             raise ApiUnavailable(f"watch {path} ended: {error}") from None
         finally:
             response.release_conn()
@@ -232,6 +237,7 @@ class KubeApi:
         timeout = timeout or (self.options.connect_timeout_s, self.options.read_timeout_s)
         total_s = float(sum(timeout))
         for attempt in (1, 2):
+            self.cycles.before_request()
             self._enter_gate(method, path, turn)
             self.requests += 1
             answer, retry_after = Answer.FAILED, None
@@ -243,6 +249,7 @@ class KubeApi:
             try:
                 with limit as entry:
                     try:
+                        self.tls.refresh()
                         response = self._api_client.call_api(
                             path,
                             method,
@@ -268,6 +275,7 @@ class KubeApi:
                         ) from None
                     except Exception:
                         if entry is not None and entry.expired:
+                            self.cycles.failed()
                             raise ApiUnavailable(
                                 f"{method} {path}: no complete answer within {total_s:g}s "
                                 "(the server is sending too slowly); gave up"
@@ -289,7 +297,8 @@ class KubeApi:
                 raise api_error from None
             except (CredentialError, ApiUnavailable, ApiError):
                 raise
-            except Exception as error:  # urllib3 connection/timeouts/SSL
+            except Exception as error:  # urllib3 connection/timeouts/SSL, unreadable TLS files
+                self.cycles.failed()
                 raise ApiUnavailable(f"{method} {path}: {type(error).__name__}: {_short(error)}") from None
             finally:
                 pause = self.gate.leave(answer, retry_after)
