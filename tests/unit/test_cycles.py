@@ -1,0 +1,58 @@
+"""CycleCollector: a full collection before the first request after a failed connection, spaced
+by at least its interval (fake clock, counted collections)."""
+from nodeagent.kube.cycles import CycleCollector
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(interval_s: float = 1.0):
+    clock, runs = Clock(), []
+    collector = CycleCollector(clock, collect=lambda: runs.append(clock.now) or 0, min_interval_s=interval_s)
+    return collector, clock, runs
+
+
+def test_requests_without_failures_never_collect():
+    collector, clock, runs = make()
+    for _ in range(50):
+        collector.before_request()
+        clock.now += 0.5
+    assert runs == []
+
+
+def test_the_request_after_a_failure_collects_once():
+    collector, clock, runs = make()
+    collector.failed()
+    collector.before_request()
+    collector.before_request()
+    assert runs == [100.0]
+
+
+def test_failures_within_the_interval_wait_for_it_and_are_not_forgotten():
+    collector, clock, runs = make(interval_s=1.0)
+    collector.failed()
+    collector.before_request()  # collects at 100.0
+    clock.now = 100.4
+    collector.failed()
+    collector.before_request()  # too soon
+    clock.now = 100.9
+    collector.before_request()  # still too soon
+    clock.now = 101.0
+    collector.before_request()  # owed, and the interval has passed
+    clock.now = 105.0
+    collector.before_request()  # nothing owed
+    assert runs == [100.0, 101.0]
+
+
+def test_an_outage_collects_at_most_once_per_interval():
+    collector, clock, runs = make(interval_s=1.0)
+    for _ in range(100):  # ten seconds of failing requests, ten a second
+        collector.before_request()
+        collector.failed()
+        clock.now += 0.1
+    assert 9 <= len(runs) <= 11
