@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import ssl
@@ -36,7 +37,8 @@ def _client_pem(directory: Path, ca: ServerCert, common_name: str) -> Path:
     run = lambda *args: subprocess.run(args, check=True, capture_output=True, timeout=60)  # noqa: E731
     run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
         "-keyout", str(key), "-out", str(csr), "-subj", f"/O=system:nodes/CN={common_name}")
-    run("openssl", "x509", "-req", "-in", str(csr), "-CA", ca.ca_file, "-CAkey", str(Path(ca.ca_file).parent / "ca.key"),
+    ca_key = str(Path(ca.ca_file).parent / "ca.key")
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", ca.ca_file, "-CAkey", ca_key,
         "-CAcreateserial", "-out", str(crt), "-days", "1", "-sha256")
     pem = directory / f"kubelet-client-{common_name}.pem"
     pem.write_bytes(crt.read_bytes() + key.read_bytes())
@@ -49,7 +51,7 @@ class WhoAmI(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         subject = dict(pair[0] for pair in self.connection.getpeercert()["subject"])
-        body = ('{"cn": "%s"}' % subject["commonName"]).encode()
+        body = json.dumps({"cn": subject["commonName"]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

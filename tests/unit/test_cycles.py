@@ -26,7 +26,7 @@ def test_requests_without_failures_never_collect():
 
 
 def test_the_request_after_a_failure_collects_once():
-    collector, clock, runs = make()
+    collector, _, runs = make()
     collector.failed()
     collector.before_request()
     collector.before_request()

@@ -31,8 +31,8 @@ def make(manager, stamps):
 def test_the_file_names_leave_the_pool_arguments_and_one_context_takes_their_place():
     manager = pool_manager()
     tls, built = make(manager, {})
-    assert tls.files == TlsFiles("/etc/kubernetes/pki/ca.crt", "/var/lib/kubelet/pki/kubelet-client-current.pem",
-                                 "/var/lib/kubelet/pki/kubelet-client-current.pem", True)
+    current = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+    assert tls.files == TlsFiles("/etc/kubernetes/pki/ca.crt", current, current, True)
     assert not {"ca_certs", "cert_file", "key_file"} & set(manager.connection_pool_kw)
     for _ in range(5):
         tls.refresh()
@@ -54,7 +54,7 @@ def test_a_changed_file_builds_a_new_context_once():
 def test_a_file_that_cannot_be_read_raises_and_keeps_the_last_context():
     manager = pool_manager()
     stamps = {"/etc/kubernetes/pki/ca.crt": (1, 1)}
-    tls, built = make(manager, stamps)
+    tls, _ = make(manager, stamps)
     tls.refresh()
     stamps.update({"/etc/kubernetes/pki/ca.crt": ("missing",), "broken": True})
     with pytest.raises(ssl.SSLError):
