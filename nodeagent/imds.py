@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
+from nodeagent.cycles import CycleCollector
 from nodeagent.imds_transport import (
     BodyTooLarge,
     DeadlineExceeded,
@@ -182,6 +183,7 @@ class ImdsClient:
         self._token_expires_at = 0.0
         self._v1_mode = False
         self._stats = ImdsStats()
+        self.cycles = CycleCollector(time.monotonic)
         self._base = options.base_url.rstrip("/")
         self._prefix = parts.path.rstrip("/")  # request targets are paths on the one connection
 
@@ -228,11 +230,13 @@ class ImdsClient:
         """GET /latest/meta-data/<path> as raw bytes; None on 404."""
         path = path.lstrip("/")
         with self._lock:
+            self.cycles.before_request()
             self._deadline = time.monotonic() + self.options.deadline_s
             try:
                 return self._get_locked(path)
             except ImdsError:
                 self._stats.errors += 1
+                self.cycles.failed()
                 raise
 
     def identity(self) -> InstanceIdentity:
@@ -399,6 +403,7 @@ class ImdsClient:
 
     def _count_retry(self, failure: Failure[Reply]) -> None:
         self._stats.retries += 1
+        self.cycles.failed()
 
 
 def _parse_ttl(value: str | None) -> int | None:

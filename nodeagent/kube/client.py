@@ -18,9 +18,9 @@ from typing import Callable
 from urllib3.util.retry import Retry
 
 from nodeagent.clock import Clock, SystemClock
+from nodeagent.cycles import CycleCollector
 from nodeagent.jsontypes import JsonObject
 from nodeagent.kube import deadline, kubeconfig
-from nodeagent.kube.cycles import CycleCollector
 from nodeagent.kube.errors import (
     ApiError,
     ApiUnavailable,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent.kube.client import KubeApi, KubeOptions
-from nodeagent.kube.cycles import MIN_INTERVAL_S
+from nodeagent.cycles import MIN_INTERVAL_S
 from nodeagent.kube.errors import ApiUnavailable
 from nodeagent_sim.kube import KubeSim
 from nodeagent_sim.kube_auth import write_kubeconfig

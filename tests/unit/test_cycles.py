@@ -1,6 +1,6 @@
 """CycleCollector: a full collection before the first request after a failed connection, spaced
 by at least its interval (fake clock, counted collections)."""
-from nodeagent.kube.cycles import CycleCollector
+from nodeagent.cycles import CycleCollector
 
 
 class Clock:
