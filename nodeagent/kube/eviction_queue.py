@@ -60,7 +60,6 @@ class EvictionQueue:
         self._budget_of: dict[str, str] = {}  # pod key -> the budget that refused it
         self._probe: dict[str, str] = {}  # budget -> the pod key probing it
         self._parked: dict[str, list[PodInfo]] = {}  # budget -> pods waiting for its probe, in order
-        self.parked_total = 0  # pods ever parked (a budget spared their requests)
 
     def push(
         self, pod: PodInfo, due: float, mode: Mode = Mode.EVICT, backoff: float = RETRY_BACKOFF_FIRST_S
@@ -108,7 +107,6 @@ class EvictionQueue:
         """Wait for the budget's probe; tried anyway at `until` (the pod's last safe moment)."""
         budget = self._budget_of[pod.key]
         self._parked.setdefault(budget, []).append(pod)
-        self.parked_total += 1
         self.push(pod, until)
 
     def went(self, pod: PodInfo, now: float) -> PodInfo | None:

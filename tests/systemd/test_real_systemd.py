@@ -153,22 +153,11 @@ class Node:
         self.box.write("/etc/sim-scenario.json", json.dumps(scenario))
         self.systemctl("restart", "imds-sim.service", "kube-api-sim.service", "kubelet.service")
         probe = ["python3", "-I", "-c", "import socket; socket.create_connection(('127.0.0.1', 1338), 1)"]
-        wait(lambda: self.box.run(probe, check=False).returncode == 0, 10, "imds-sim listening")
+        wait_for(lambda: self.box.run(probe, check=False).returncode == 0, 10, 0.2, "imds-sim listening")
         self.systemctl("reset-failed", UNIT, check=False)
         self.systemctl("start", UNIT, timeout=60)
         # READY=1 comes once IMDS answers; the API connection follows on the worker ("starting").
-        wait(lambda: self.status_text().startswith("watching IMDS"), 20, "STATUS= watching IMDS")
-
-
-def wait(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(interval)
+        wait_for(lambda: self.status_text().startswith("watching IMDS"), 20, 0.2, "STATUS= watching IMDS")
 
 
 def bump_version(deb: Path, version: str, out: Path) -> Path:
@@ -230,10 +219,10 @@ def test_ready_only_once_imds_answers_and_status_reads_as_documented(node):
     assert state["StatusText"].startswith("waiting for IMDS at http://127.0.0.1:1338"), state
 
     node.systemctl("start", "imds-sim.service")
-    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active once IMDS answers")
+    wait_for(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, 0.2, "active once IMDS answers")
     node.wait_journal(mark, "ready: watching IMDS at http://127.0.0.1:1338")
-    status = wait(lambda: (lambda s: s if IDLE_STATUS.match(s) else None)(node.status_text()), 10,
-                  "an idle STATUS= naming the node")
+    status = wait_for(lambda: (lambda s: s if IDLE_STATUS.match(s) else None)(node.status_text()), 10, 0.2,
+                      "an idle STATUS= naming the node")
     assert "spot-itn" in status and "rebalance" in status, status
     polled = datetime.strptime(IDLE_STATUS.match(status).group("at"), "%Y-%m-%dT%H:%M:%SZ")
     age = time.time() - polled.replace(tzinfo=timezone.utc).timestamp()
@@ -251,7 +240,7 @@ def test_spot_notice_cordons_and_drains_before_deadline(node):
         statuses.add(node.status_text())
         return not node.left(wanted)
 
-    wait(drained, 40, f"every evictable pod gone ({node.left(wanted)} left)", interval=0.1)
+    wait_for(drained, 40, 0.1, f"every evictable pod gone ({node.left(wanted)} left)")
     assert time.time() < deadline - DRAIN_MARGIN_S + 1, "pods were gone only after the deadline"
     cluster = node.cluster()
     assert cluster["unschedulable"], "node not cordoned"
@@ -282,14 +271,14 @@ def test_reload_applies_a_changed_key_and_keeps_the_old_config_on_a_bad_one(node
     mark = node.mark()
     node.box.write("/etc/nodeagent/conf.d/60-reload.conf", "ON_REBALANCE=ignore\n")
     node.systemctl("reload", UNIT)
-    wait(lambda: "rebalance" not in node.status_text(), 10, "STATUS= without rebalance after the reload")
+    wait_for(lambda: "rebalance" not in node.status_text(), 10, 0.2, "STATUS= without rebalance after the reload")
     assert node.show("ActiveState")["ActiveState"] == "active" and node.main_pid() == pid
     node.wait_journal(mark, "config reloaded")
 
     mark = node.mark()
     node.box.write("/etc/nodeagent/conf.d/61-bad.conf", "POLL_INTERVAL=banana\nON_REBALANCE=drain\n")
     node.systemctl("reload", UNIT)
-    errors = wait(lambda: node.journal(mark, priority="err"), 10, "the bad reload logged")
+    errors = wait_for(lambda: node.journal(mark, priority="err"), 10, 0.2, "the bad reload logged")
     assert "reload failed, keeping the running config" in errors and "POLL_INTERVAL" in errors, errors
     time.sleep(1)
     assert node.show("ActiveState")["ActiveState"] == "active" and node.main_pid() == pid
@@ -303,7 +292,7 @@ def start_slow_drain(node: Node, in_s: float) -> float:
     node.reset(SLOW, SLOW_PDBS)
     deadline = node.spot(in_s)
     wanted = evictable(SLOW)
-    wait(lambda: len(node.left(wanted)) <= len(wanted) - 1, 20, "the first pod evicted")
+    wait_for(lambda: len(node.left(wanted)) <= len(wanted) - 1, 20, 0.2, "the first pod evicted")
     return deadline
 
 
@@ -324,7 +313,7 @@ def test_stop_mid_drain_is_clean_and_the_next_start_resumes_it(node):
 
     mark = node.mark()
     node.systemctl("start", UNIT)
-    wait(lambda: not node.left(wanted), max(1.0, deadline - time.time()), "the resumed drain to finish")
+    wait_for(lambda: not node.left(wanted), max(1.0, deadline - time.time()), 0.2, "the resumed drain to finish")
     assert time.time() < deadline - DRAIN_MARGIN_S + 1
     node.wait_journal(mark, "resuming drain")
 
@@ -337,10 +326,11 @@ def test_watchdog_kills_a_stopped_main_loop_and_the_drain_still_finishes(node):
         before = node.show("MainPID", "NRestarts")
         mark = node.mark()
         node.box.run(["kill", "-STOP", before["MainPID"]])
-        wait(lambda: node.show("NRestarts")["NRestarts"] != before["NRestarts"], 30, "systemd to restart it")
+        wait_for(lambda: node.show("NRestarts")["NRestarts"] != before["NRestarts"], 30, 0.2, "systemd to restart it")
         log = node.journal(mark)
         assert "Watchdog timeout" in log, log
-        wait(lambda: not node.left(wanted), max(1.0, deadline - time.time()), "the drain to finish after the restart")
+        wait_for(lambda: not node.left(wanted), max(1.0, deadline - time.time()), 0.2,
+                 "the drain to finish after the restart")
         assert time.time() < deadline - DRAIN_MARGIN_S + 1
         assert node.main_pid() not in (0, int(before["MainPID"]))
     finally:
@@ -379,7 +369,8 @@ def test_the_sandbox_is_in_force(node):
         node.drop_in("50-probe.conf", "[Service]\n" + probe + "\n")
         try:
             node.systemctl("restart", UNIT)
-            out = wait(lambda: node.box.run(["cat", "/var/lib/nodeagent/probe"], check=False).stdout, 10, "the probe")
+            out = wait_for(lambda: node.box.run(["cat", "/var/lib/nodeagent/probe"], check=False).stdout, 10, 0.2,
+                           "the probe")
         finally:
             node.remove_drop_in("50-probe.conf")
             node.box.run(["rm", "-f", "/var/lib/nodeagent/probe"])
@@ -434,8 +425,8 @@ def probe_writes(node: Node, unit: str, restart: List[str]) -> Dict[str, List[st
     mark = node.mark()
     try:
         node.systemctl(*restart, unit, timeout=90)
-        wait(lambda: "probe:" in node.journal(mark, unit=unit) or
-             node.show("ActiveState", unit=unit)["ActiveState"] in ("active", "failed"), 30, "the probe")
+        wait_for(lambda: "probe:" in node.journal(mark, unit=unit) or
+             node.show("ActiveState", unit=unit)["ActiveState"] in ("active", "failed"), 30, 0.2, "the probe")
         time.sleep(1)  # the probe's last lines through journald
         inside = [line.split("probe: wrote ", 1)[1] for line in node.journal(mark, unit=unit).splitlines()
                   if line.startswith("probe: wrote ")]
@@ -484,7 +475,7 @@ def test_the_agent_can_write_only_its_state_and_cache(node):
     assert seen["outside"] == ["/var/lib/nodeagent", "/var/cache/nodeagent"], str(seen)
     assert set(seen["inside"]) <= {"/var/lib/nodeagent", "/var/cache/nodeagent", "/tmp", "/var/tmp",
                                    "/dev/shm"}, str(seen)
-    wait(lambda: node.status_text().startswith("watching IMDS"), 20, "the agent watching IMDS again")
+    wait_for(lambda: node.status_text().startswith("watching IMDS"), 20, 0.2, "the agent watching IMDS again")
 
 
 # --- the drill and the daemon's real state ---------------------------------------------------------
@@ -537,7 +528,7 @@ def test_upgrade_with_imds_unreachable_returns_promptly(node):
     assert took < 20, f"dpkg -i took {took:.1f}s with IMDS unreachable"
     assert node.box.run(["dpkg-query", "-W", "-f=${Version}", "nodeagent"]).stdout == f"{repo_version()}-2"
     node.systemctl("start", "imds-sim.service")
-    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "the agent active again")
+    wait_for(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, 0.2, "the agent active again")
 
 
 def test_upgrade_during_a_drain_defers_the_restart_until_it_is_over(node):
@@ -557,12 +548,12 @@ def test_upgrade_during_a_drain_defers_the_restart_until_it_is_over(node):
             restarted["left"] = node.left(wanted)
         return not node.left(wanted)
 
-    wait(watch, max(1.0, deadline - time.time()), "the drain to finish", interval=0.3)
+    wait_for(watch, max(1.0, deadline - time.time()), 0.3, "the drain to finish")
     drained_at = time.time()
     assert drained_at < deadline - DRAIN_MARGIN_S + 1
     assert restarted.get("left", []) == [], f"restarted with pods still to drain: {restarted}"
-    wait(lambda: node.main_pid() not in (0, pid), 30, "the deferred restart once idle")
-    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active after the deferred restart")
+    wait_for(lambda: node.main_pid() not in (0, pid), 30, 0.2, "the deferred restart once idle")
+    wait_for(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, 0.2, "active after the deferred restart")
 
 
 STATE_FILE = "/var/lib/nodeagent/state.json"
@@ -615,7 +606,7 @@ def test_a_deeply_nested_state_file_is_a_clear_error(node):
     mark = node.mark()
     node.systemctl("start", UNIT)
     node.wait_journal(mark, "state: corrupt state file: nested too deeply to parse; moved aside to")
-    wait(lambda: node.status_text().startswith("watching IMDS"), 20, "the agent watching IMDS")
+    wait_for(lambda: node.status_text().startswith("watching IMDS"), 20, 0.2, "the agent watching IMDS")
     assert "Traceback" not in node.journal(mark)
     node.box.sh("rm -f /var/lib/nodeagent/state.json.corrupt-*")
 
@@ -633,10 +624,10 @@ def test_an_agent_that_says_busy_forever_is_restarted_after_the_bound(node):
                   "dpkg", "-i", f"{DEBS}/{LATEST_DEB}"], timeout=60)
     assert time.monotonic() - started < 20
     assert node.main_pid() == pid, "restarted at once although the state file says busy"
-    wait(lambda: node.main_pid() not in (0, pid), 40, "the restart after the bound")
+    wait_for(lambda: node.main_pid() not in (0, pid), 40, 0.2, "the restart after the bound")
     waiter = node.journal(mark, unit="nodeagent-upgrade-restart.service")
     assert "still busy after 5s: restarting anyway" in waiter, waiter
-    wait(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, "active after the restart")
+    wait_for(lambda: node.show("ActiveState")["ActiveState"] == "active", 30, 0.2, "active after the restart")
 
 
 def test_remove_does_not_follow_a_symlink_in_the_state_directory(node):
