@@ -52,7 +52,8 @@ def test_when_a_pod_of_the_budget_goes_the_next_parked_one_is_tried_at_once_and_
     assert drain_due(queue, 5.0) == ["b"]
     assert queue.role_after_refusal(b, "web-pdb") == Role.PROBE, "b took over the probe"
     assert queue.role_after_refusal(pod("d"), "web-pdb") == Role.PARKED
-    assert queue.went(b, now=6.0) == c  # d was told it would wait, but was never parked
+    assert queue.went(b, now=6.0) == c
+    assert queue.went(c, now=7.0) is None, "d was told it would wait, but was never parked"
 
 
 def test_a_refusal_naming_no_budget_is_paced_alone_and_budgets_are_independent():
