@@ -14,6 +14,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -161,6 +162,7 @@ class Listener:
         self.tls = tls
         self.connections = 0
         self.closed = 0  # connections this server has closed
+        self.bytes_trickled = 0
         self.stopping = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)  # close() does not wake accept(): the loop looks at `stopping`
@@ -198,6 +200,29 @@ class Listener:
 
     def serve(self, conn: socket.socket) -> None:
         raise NotImplementedError
+
+    def each_request(self, conn: socket.socket) -> Iterator[Tuple[str, str]]:
+        """(method, target) of each request on a kept-alive connection, until the client closes it
+        or the server stops."""
+        rest = b""
+        while not self.stopping.is_set():
+            request = read_head(conn, rest)
+            if request is None:
+                return
+            method, target, rest = request
+            yield method, target
+
+    def trickle(self, conn: socket.socket, data: bytes, gap_s: float, for_s: float = float("inf")) -> bool:
+        """Send `data` one byte every `gap_s` seconds (the server's pace: wall time between bytes),
+        counting them in `bytes_trickled`. False when cut short: the server stopping, or `for_s`
+        passed (the caller then closes the connection)."""
+        ends = time.monotonic() + for_s
+        for index in range(len(data)):
+            if self.stopping.wait(gap_s) or time.monotonic() > ends:
+                return False
+            conn.sendall(data[index:index + 1])
+            self.bytes_trickled += 1
+        return True
 
     def close(self) -> None:
         self.stopping.set()
@@ -241,7 +266,6 @@ class TrickleServer(Listener):
 
         self.cert = make_server_cert(str(directory / "tls"))
         self.gap_s = gap_s
-        self.bytes_trickled = 0
         super().__init__(tls=self.cert.server_context())
 
     @property
@@ -249,12 +273,7 @@ class TrickleServer(Listener):
         return f"https://127.0.0.1:{self.port}"
 
     def serve(self, conn: socket.socket) -> None:
-        rest = b""
-        while not self.stopping.is_set():
-            request = read_head(conn, rest)
-            if request is None:
-                return
-            _, path, rest = request
+        for _, path in self.each_request(conn):
             if path.startswith("/fast"):
                 conn.sendall(plain_answer(self.FAST, "application/json"))
                 continue
@@ -265,11 +284,8 @@ class TrickleServer(Listener):
                 data = body
             else:
                 data = head + body
-            for index in range(len(data)):
-                if self.stopping.wait(self.gap_s):  # the server's pace: wall time between bytes
-                    return
-                conn.sendall(data[index:index + 1])
-                self.bytes_trickled += 1
+            if not self.trickle(conn, data, self.gap_s):
+                return
 
 
 class RawImdsServer(Listener):
@@ -284,7 +300,7 @@ class RawImdsServer(Listener):
 
     def __init__(self, trickle: tuple = (), byte_every_s: float = 0.2, trickle_for_s: float = 30,
                  close_after_each: bool = False):
-        self.trickle = trickle
+        self.trickled = trickle
         self.byte_every_s = byte_every_s
         self.trickle_for_s = trickle_for_s
         self.close_after_each = close_after_each
@@ -296,27 +312,15 @@ class RawImdsServer(Listener):
         return f"http://127.0.0.1:{self.port}"
 
     def serve(self, conn: socket.socket) -> None:
-        import time
-
-        rest = b""
-        while not self.stopping.is_set():
-            request = read_head(conn, rest)
-            if request is None:
-                return
-            method, path, rest = request
+        for method, path in self.each_request(conn):
             self.requests.append(f"{method} {path}")
             if method == "PUT":
                 answer = plain_answer(b"RAWTOKEN", extra="X-aws-ec2-metadata-token-ttl-seconds: 21600\r\n")
             else:
                 answer = plain_answer(b"i-0123456789abcdef0", extra="X-aws-ec2-metadata-token-ttl-seconds: 21000\r\n")
-            if method in self.trickle:
-                ends = time.monotonic() + self.trickle_for_s
-                for index in range(len(answer)):
-                    if time.monotonic() > ends:
-                        return
-                    conn.sendall(answer[index:index + 1])
-                    if self.stopping.wait(self.byte_every_s):  # the server's pace: wall time between bytes
-                        return
+            if method in self.trickled:
+                if not self.trickle(conn, answer, self.byte_every_s, self.trickle_for_s):
+                    return
             else:
                 conn.sendall(answer)
             if self.close_after_each:
