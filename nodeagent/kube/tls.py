@@ -3,11 +3,12 @@
 Given file names, urllib3 builds a new SSLContext for each connection and parses the CA file and
 the client certificate into it: 0.4 ms of CPU per connection for one CA, 26 ms for a full CA
 bundle, and, while the API server is unreachable and every attempt is a new connection, a new
-set of OpenSSL objects per attempt that the daemon's memory does not fully give back. Here the client's pools get one
-context, built from the same files, and the files are looked at (stat) before each request: the
-kubelet renews its client certificate by pointing a link at a new file, and the next request
-after that builds a new context, which gives the pools a new key, so new connections present the
-new certificate and the old pool ages out of the pool manager.
+set of OpenSSL objects per attempt that the daemon's memory does not fully give back.
+
+Here the client's pools get one context, built from the same files, and the files are looked at
+(stat) before each request: the kubelet renews its client certificate by pointing a link at a
+new file, and the next request after that builds a new context, which gives the pools a new key,
+so new connections present the new certificate and the old pool ages out of the pool manager.
 """
 
 from __future__ import annotations
