@@ -6,7 +6,7 @@ exception's traceback holds its frames. With them stay the attempt's socket, its
 and its connection. CPython frees a cycle only when its collector runs over the generation the
 cycle has reached. These live through the young collections that run while the request is
 retried, so they wait for a full collection, which a quiet daemon seldom reaches; meanwhile the
-memory they hold is not reused, and each outage of the API server or IMDS left the daemon's
+memory they hold is not reused, and each outage of the API server or IMDS leaves the daemon's
 C heap larger.
 
 So each client (the Kubernetes API's, IMDS's) reports its failed attempts, and its next request
