@@ -75,7 +75,8 @@ def test_terminated_with_a_hook_drains_then_completes_once_within_a_second(tmp_p
         cluster.wait_polls(5)
         assert [c.action for c in asg.calls] == ["CompleteLifecycleAction"], asg.calls  # exactly one call
         daemon.wait_line(r"completed lifecycle hook drain-hook \(CONTINUE\) for i-0123456789abcdef0 in group nodes")
-        record = state(tmp_path)
+        # The hook thread logs, then reports to the poll loop, which writes the record.
+        record = wait_for(lambda: (lambda r: r if r["lifecycle_outcome"] else None)(state(tmp_path)), 10)
         assert record["lifecycle_outcome"] == "completed" and record["lifecycle_completed_at"]
         assert wait_for(lambda: any(e.get("reason") == "LifecycleActionCompleted" for e in cluster.kube.events()), 10)
         assert wait_for(lambda: 'nodeagent_asg_lifecycle_calls_total{call="complete",result="ok"} 1'
@@ -108,7 +109,7 @@ def test_a_slow_drain_sends_heartbeats_that_keep_the_instance(tmp_path, asg, mak
         assert len(action.heartbeats) >= 2, action  # every 3 s (0.1 of 30 s) during an 8 s drain
         assert asg.accepted("CompleteLifecycleAction")[0].t - gone["t"] < 1.0
         daemon.wait_line(r"heartbeat 2 for lifecycle hook drain-hook")
-        assert state(tmp_path)["lifecycle_heartbeats"] == len(action.heartbeats)
+        assert wait_for(lambda: state(tmp_path)["lifecycle_heartbeats"] == len(action.heartbeats), 10), state(tmp_path)
         assert wait_for(lambda: any(e.get("reason") == "LifecycleActionHeartbeat" for e in cluster.kube.events()), 10)
     finally:
         cluster.finish()
@@ -172,7 +173,7 @@ def test_a_refused_call_is_reported_and_the_hook_times_out_as_without_nodeagent(
         daemon.wait_line(r"drained: 1 evicted", timeout_s=15)
         daemon.wait_line(r"could not complete lifecycle hook drain-hook: .*AccessDenied", timeout_s=15)
         assert len(asg.calls) == 1  # not retried: a refusal does not change by itself
-        assert state(tmp_path)["lifecycle_outcome"].startswith("failed: ")
+        assert wait_for(lambda: state(tmp_path)["lifecycle_outcome"].startswith("failed: "), 10), state(tmp_path)
         assert wait_for(lambda: any(e.get("reason") == "LifecycleActionFailed" for e in cluster.kube.events()), 10)
         assert wait_for(lambda: 'nodeagent_asg_lifecycle_calls_total{call="complete",result="failed"} 1'
                         in metrics.read_text(), 10)
