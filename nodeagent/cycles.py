@@ -37,7 +37,6 @@ class CycleCollector:
         self._lock = threading.Lock()
         self._owed = False
         self._last: float | None = None
-        self.collections = 0
 
     def failed(self) -> None:
         """An attempt failed (or was retried): it left cycles behind."""
@@ -47,10 +46,11 @@ class CycleCollector:
     def before_request(self) -> None:
         """Collect now if a failure is owed and the last collection is old enough."""
         with self._lock:
+            if not self._owed:  # nearly every request: no clock read
+                return
             now = self._monotonic()
-            if not self._owed or (self._last is not None and now - self._last < self._min_interval_s):
+            if self._last is not None and now - self._last < self._min_interval_s:
                 return
             self._owed = False
             self._last = now
-            self.collections += 1
         self._collect()

@@ -3,6 +3,7 @@
 other loopback servers are tests/servers.py."""
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -38,6 +39,17 @@ def wait_for(condition: Callable[[], T], timeout_s: float = 10.0, interval_s: fl
             detail = message() if callable(message) else message
             raise AssertionError(f"condition not met within {timeout_s:g}s" + (f": {detail}" if detail else ""))
         time.sleep(interval_s)
+
+
+def garbage_count(kind: type) -> int:
+    """How many objects of `kind` only the cycle collector could free, now (they are freed)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sum(isinstance(item, kind) for item in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
 
 
 # Daemons started by the running test: their output goes into its failure report (conftest.py).

@@ -24,7 +24,7 @@ from nodeagent.imds import (
 from nodeagent.instance_identity import InstanceIdentity
 from nodeagent.retry import Failure
 from nodeagent_sim.imds import ImdsSim
-from tests.helpers import wait_for
+from tests.helpers import garbage_count, wait_for
 from tests.servers import RawImdsServer
 
 MD = "/latest/meta-data/"
@@ -504,15 +504,6 @@ def test_default_options_against_169_254_169_254_in_a_private_netns():
 def test_the_request_after_failures_frees_what_they_left(sim, make_client):
     """Failed and retried attempts leave reference cycles (the retry loop's state, the socket);
     the client's next request frees them, so they never wait for a full collection."""
-    def left_behind() -> int:
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            return sum(isinstance(item, Failure) for item in gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-
     client = make_client(retry_attempts=3)
     assert client.get("instance-id") is not None
     gc.collect()
@@ -522,12 +513,12 @@ def test_the_request_after_failures_frees_what_they_left(sim, make_client):
         for _ in range(2):
             with pytest.raises(ImdsUnavailable):
                 client.get("instance-id")
-        assert left_behind() > 0  # what would otherwise wait for a full collection
+        assert garbage_count(Failure) > 0  # what would otherwise wait for a full collection
         sim.inject(3, status=500, path_prefix="instance-id")
         with pytest.raises(ImdsUnavailable):
             client.get("instance-id")
         time.sleep(MIN_INTERVAL_S + 0.1)  # collections are spaced by at least this
         assert client.get("instance-id") is not None
-        assert left_behind() == 0
+        assert garbage_count(Failure) == 0
     finally:
         gc.enable()

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.kube.client import KubeApi, KubeOptions
 from nodeagent.cycles import MIN_INTERVAL_S
+from nodeagent.kube.client import KubeApi, KubeOptions
 from nodeagent.kube.errors import ApiUnavailable
 from nodeagent_sim.kube import KubeSim
 from nodeagent_sim.kube_auth import write_kubeconfig
 from nodeagent_sim.kube_tls import ServerCert, make_server_cert
 from tests.cluster import NODE
+from tests.helpers import garbage_count
 from tests.servers import HttpServer
 
 
@@ -119,17 +120,6 @@ def test_a_replaced_certificate_authority_is_read_before_the_next_connection(tmp
             api.close()
 
 
-def _garbage_sockets() -> int:
-    """Sockets only the cycle collector could free, now."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        return sum(isinstance(item, ssl.SSLSocket) for item in gc.garbage)
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-
-
 def test_the_request_after_failed_connections_frees_what_they_left(tmp_path: Path):
     gc.collect()
     gc.disable()  # only the client's own collection may run
@@ -144,7 +134,7 @@ def test_the_request_after_failed_connections_frees_what_they_left(tmp_path: Pat
                 with pytest.raises(ApiUnavailable):
                     api.request("GET", f"/api/v1/nodes/{NODE}")
                 time.sleep(MIN_INTERVAL_S + 0.1)  # collections are spaced by at least this
-                left = _garbage_sockets()
+                left = garbage_count(ssl.SSLSocket)
                 assert left > 0  # what the collector would otherwise wait to free
 
                 with pytest.raises(ApiUnavailable):
@@ -152,7 +142,7 @@ def test_the_request_after_failed_connections_frees_what_they_left(tmp_path: Pat
                 time.sleep(MIN_INTERVAL_S + 0.1)  # collections are spaced by at least this
                 kube.up()
                 assert api.request("GET", f"/api/v1/nodes/{NODE}")["metadata"]["name"] == NODE
-                assert _garbage_sockets() == 0
+                assert garbage_count(ssl.SSLSocket) == 0
             finally:
                 api.close()
     finally:
