@@ -469,6 +469,8 @@ class Agent:
                 for notice_id in action.notice_ids:
                     for key in decide.said_keys(notice_id):
                         self._once.clear(key)
+                for reporter in self.reporters:
+                    quietly(reporter.forgotten, action.notice_ids)
 
     def _accept(self, action: Accept) -> None:
         self.store.accept(action.record)

@@ -378,8 +378,9 @@ class LifecycleHook:
         """The store's records with what this thread reported over them (the loop may not have
         written it yet: a completion must not be sent twice)."""
         records = self.store.records()
-        for gone in set(self._told) - set(records):  # forgotten by the store: nothing more to say
-            del self._told[gone]
+        for kept in (self._told, self._early, self._beat_paused_until):
+            for gone in set(kept) - set(records):  # forgotten by the store: nothing more to say
+                del kept[gone]
         return {key: replace(record, **self._told.get(key, {})) for key, record in records.items()}  # type: ignore[arg-type]
 
     def _tell(self, record: NoticeRecord, **fields: object) -> NoticeRecord:

@@ -102,6 +102,10 @@ class Reporter(Protocol):
 
     def cancelled(self, record: NoticeRecord) -> None: ...
 
+    def forgotten(self, notice_ids: tuple[str, ...]) -> None:
+        """The agent no longer keeps these notices' records: nothing more is reported about them,
+        so whatever the reporter keeps per notice goes too (what it keeps stays bounded)."""
+
     def polled(self, ok: bool, errors: dict[str, str]) -> None: ...
 
     def flush(self, timeout_s: float) -> bool:

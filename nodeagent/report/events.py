@@ -20,6 +20,9 @@ Events never cost an eviction: they pass the API gate at the lowest priority, so
 they wait behind the drain and the node's own writes. While one (notice, reason) is still waiting
 to go out, later ones for it are coalesced into it: the one write that goes carries the newest
 message and the count of all of them.
+
+What is kept to aggregate goes when the agent forgets the notice's record, or an hour after the
+last write for it could go out (the API server keeps Events for an hour), whichever comes first.
 """
 
 from __future__ import annotations
@@ -151,7 +154,6 @@ class EventsReporter(WorkerReporter):
         self.drill = drill
         self._lock = threading.Lock()
         self._aggregates: dict[tuple[str, str], _Aggregate] = {}
-        self._deadlines: dict[str, datetime] = {}
         self._once = LogOnce(log)
         self.sent = 0
         self.failed = 0
@@ -175,6 +177,13 @@ class EventsReporter(WorkerReporter):
             CANCELLED_REASON,
             ("[drill] " if self.drill else "") + f"notice {record.id} cancelled: {record.outcome}",
         )
+
+    def forgotten(self, notice_ids: tuple[str, ...]) -> None:
+        # A write still queued keeps its own aggregate and goes out; only the index lets go.
+        gone = set(notice_ids)
+        with self._lock:
+            for key in [key for key in self._aggregates if key[0] in gone]:
+                del self._aggregates[key]
 
     # ---- sending
 

@@ -284,6 +284,11 @@ class MetricsReporter:
             self.state.notices_cancelled += 1
         self._write()
 
+    def forgotten(self, notice_ids: tuple[str, ...]) -> None:
+        with self._lock:
+            for notice_id in notice_ids:
+                self._counted.pop(notice_id, None)
+
     def polled(self, ok: bool, errors) -> None:
         with self._lock:
             changed = self.state.last_poll_ok != ok or bool(errors)

@@ -17,7 +17,7 @@ from typing import Callable
 from nodeagent.clock import utcnow
 from nodeagent.config import Settings
 from nodeagent.ports import Responder
-from nodeagent.report.webhook_delivery import REDACTED, Delivery, DeliveryPolicy, WebhookSender, parse_headers
+from nodeagent.report.webhook_delivery import REDACTED, DeliveryPolicy, WebhookSender, parse_headers
 from nodeagent.report.webhook_message import (
     DEFAULT_TEMPLATES,
     TemplateError,
@@ -81,7 +81,6 @@ class WebhookReporter(WorkerReporter):
         for text in header_problems:
             log.error("%s", text)
         self.sender = WebhookSender(settings.webhook_url, headers, policy, self.worker)
-        self.deliveries: list[Delivery] = []
         log.info(
             "webhook: %s format%s, %d extra header%s",
             self.format,
@@ -116,9 +115,7 @@ class WebhookReporter(WorkerReporter):
         what = f"{event} {record.id}"
 
         def job() -> None:
-            result = self.sender.send(body, give_up_at, what)
-            self.deliveries.append(result)
-            self.on_result(result.delivered)
+            self.on_result(self.sender.send(body, give_up_at, what).delivered)
 
         self.worker.submit(job)
 

@@ -81,6 +81,9 @@ class WorkerReporter:
     def polled(self, ok: bool, errors) -> None:
         pass
 
+    def forgotten(self, notice_ids: tuple[str, ...]) -> None:
+        pass  # a reporter that keeps something per notice drops it here
+
     def flush(self, timeout_s: float) -> bool:
         return self.worker.wait_idle(timeout_s)
 

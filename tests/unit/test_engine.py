@@ -40,6 +40,8 @@ class RecordingReporter:
     def cancelled(self, record) -> None:
         self.cancels.append(record)
 
+    def forgotten(self, notice_ids) -> None: ...
+
     def polled(self, ok, errors) -> None: ...
 
     def flush(self, timeout_s) -> bool:
@@ -296,3 +298,24 @@ def test_a_path_whose_notice_is_being_answered_is_polled_fast_until_the_response
         engine.settle()
         counts = gets_per_path(engine, 60)
         assert counts[SCHEDULED] == 2, "back to its own pace once the response has ended"
+
+
+def test_records_the_agent_forgets_are_forgotten_by_its_reporters_too():
+    # Reporters keep things per notice (Events to aggregate onto, metrics counted once): they
+    # are told which notices the agent no longer keeps, so what they keep stays bounded too.
+    told: list = []
+    seen = FakeClock().now() - timedelta(hours=1)
+    closed = {
+        f"rebalance-{i:03d}": NoticeRecord(
+            id=f"rebalance-{i:03d}", kind="rebalance", action="rebalance", deadline=iso(seen),
+            first_seen=iso(seen + timedelta(minutes=i)), response="cordon", phase="cancelled",
+            outcome="notice withdrawn from IMDS; node uncordoned")
+        for i in range(23)
+    }
+    with Engine(state=AgentState(notices=closed)) as engine:
+        engine.reporter.forgotten = told.extend  # type: ignore[method-assign]
+        engine.tick()
+        assert told == ["rebalance-000", "rebalance-001", "rebalance-002"]  # the oldest beyond those kept
+        assert set(engine.agent.store.records()) == set(closed) - set(told)
+        engine.tick()
+        assert len(told) == 3  # told once
