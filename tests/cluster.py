@@ -208,6 +208,14 @@ class Cluster:
     def daemon(self) -> Daemon:
         return self.daemons[-1]
 
+    def wait_startup_writes(self, daemon: Optional[Daemon] = None, timeout_s: float = 20.0) -> None:
+        """Until startup's own node writes are over: the presence labels and the taint probe come
+        before "ready to respond", the agent label is retried until it holds. A fault injected
+        on node writes after this meets the response, not startup."""
+        daemon = daemon or self.daemon
+        daemon.wait_line(r"ready to respond", timeout_s=timeout_s)
+        assert wait_for(lambda: self.labels().get("nodeagent.io/agent") == "watching", timeout_s), daemon.output()
+
     def output(self) -> str:
         """Every daemon's output, in the order they ran."""
         return "\n---- next run ----\n".join(d.output() for d in self.daemons)

@@ -71,9 +71,7 @@ def test_a_clean_stop_says_stopped_and_a_hung_api_does_not_hold_the_stop(cluster
     assert cluster_with_pods.labels()["nodeagent.io/agent"] == "stopped"
     daemon = Daemon(env).start()  # the next start guards the node again
     try:
-        assert wait_for(lambda: cluster_with_pods.labels().get("nodeagent.io/agent") == "watching", 20), daemon.output()
-        # Startup's last PATCH (the taint probe) comes after the label: hang only the stop's.
-        daemon.wait_line(r"ready to respond", timeout_s=20)
+        cluster_with_pods.wait_startup_writes(daemon)  # hang only the stop's PATCH
         cluster_with_pods.kube.inject(count=5, status=None, delay_s=20, method="PATCH", path_regex="^/api/v1/nodes/")
         started = time.monotonic()
         assert daemon.stop() == 0

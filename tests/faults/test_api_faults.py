@@ -103,10 +103,7 @@ def test_error_answers(make_cluster, fault):
     cluster = make_cluster()
     cluster.add_workload()
     cluster.start_agent()
-    # The faults are for the response: startup's own node writes (presence labels, the taint
-    # probe, the agent label) are over first, or they would take the injected answers.
-    cluster.daemon.wait_line(r"ready to respond", timeout_s=30)
-    assert wait_for(lambda: cluster.labels().get("nodeagent.io/agent") == "watching", 10), cluster.output()
+    cluster.wait_startup_writes(timeout_s=30)  # else startup's node writes take the injected answers
     count = 8 if "eviction" in fault else 5 if "patch" in fault else 3
     cluster.kube.inject(count=count, **inject)
     notice = cluster.spot(30)
