@@ -26,10 +26,11 @@ def gmt(moment) -> str:
 
 
 class RecordingReporter:
-    """Keeps the records it is told were cancelled."""
+    """Keeps the records it is told were cancelled and the notices it is told were forgotten."""
 
     def __init__(self) -> None:
         self.cancels: list = []
+        self.forgotten_ids: list = []
 
     def notice_received(self, notice, record, plan) -> None: ...
 
@@ -40,7 +41,8 @@ class RecordingReporter:
     def cancelled(self, record) -> None:
         self.cancels.append(record)
 
-    def forgotten(self, notice_ids) -> None: ...
+    def forgotten(self, notice_ids) -> None:
+        self.forgotten_ids.extend(notice_ids)
 
     def polled(self, ok, errors) -> None: ...
 
@@ -303,7 +305,6 @@ def test_a_path_whose_notice_is_being_answered_is_polled_fast_until_the_response
 def test_records_the_agent_forgets_are_forgotten_by_its_reporters_too():
     # Reporters keep things per notice (Events to aggregate onto, metrics counted once): they
     # are told which notices the agent no longer keeps, so what they keep stays bounded too.
-    told: list = []
     seen = FakeClock().now() - timedelta(hours=1)
     closed = {
         f"rebalance-{i:03d}": NoticeRecord(
@@ -313,8 +314,8 @@ def test_records_the_agent_forgets_are_forgotten_by_its_reporters_too():
         for i in range(23)
     }
     with Engine(state=AgentState(notices=closed)) as engine:
-        engine.reporter.forgotten = told.extend  # type: ignore[method-assign]
         engine.tick()
+        told = engine.reporter.forgotten_ids
         assert told == ["rebalance-000", "rebalance-001", "rebalance-002"]  # the oldest beyond those kept
         assert set(engine.agent.store.records()) == set(closed) - set(told)
         engine.tick()
