@@ -167,7 +167,9 @@ class StateStore:
 
     def save(self, state: AgentState) -> bool:
         state.updated_at = time.time()
-        payload = json.dumps(state.to_json(), indent=1, sort_keys=True).encode("utf-8")
+        # No indent: with one, json encodes in pure Python, slower, and every write leaves
+        # reference cycles (its nested encoder functions) for the collector.
+        payload = json.dumps(state.to_json(), sort_keys=True).encode("utf-8")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             replace_file(str(self.path), payload, 0o644, prefix=".state.")

@@ -1,6 +1,7 @@
 """The state file: atomic writes, quarantine of corrupt files, and a read-only directory."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -29,6 +30,24 @@ def test_round_trip_and_busy_flag(tmp_path):
     assert loaded.error is None
     assert loaded.state.notices["spot-itn-1"].phase == ACTING
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_saving_leaves_no_reference_cycles(tmp_path):
+    """The daemon writes the file at every step of every notice: what a write allocates must be
+    freed by reference counting, not left for the cyclic collector's rare full passes."""
+    store = StateStore(str(tmp_path))
+    state = AgentState()
+    state.notices["spot-itn-1"] = record()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert store.save(state)
+        gc.collect()
+        left = [type(thing).__name__ for thing in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b'{"schema": 99}', b'{"schema": 1, "notices": {"a": {"x": 1}}}'])
