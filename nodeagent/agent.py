@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Callable
 from nodeagent import decide, pacing
 from nodeagent.clock import Clock, SystemClock, iso_seconds
 from nodeagent.config import Settings, restart_only_changes
+from nodeagent.cycles import PeriodicCollection
 from nodeagent.decide import StateLoss
 from nodeagent.decide_terms import (
     Absence,
@@ -100,6 +101,7 @@ class Agent:
         self.settings = settings
         self.responder = responder
         self.clock: Clock = clock or SystemClock()
+        self._collections = PeriodicCollection(self.clock.monotonic)
         self.imds = imds or ImdsClient(_imds_options(settings))
         self.state_file = state_file or StateStore(settings.state_dir)
         self.store = NoticeStore(self.state_file)
@@ -191,6 +193,7 @@ class Agent:
             return self.shutdown()
         while not self._stop.is_set():
             self.tick()
+            self._collections.tick()
             self.notifier.watchdog()
             self._sleep_until(self._next_poll_at)
             if self._reload_requested:

@@ -1,6 +1,7 @@
 """CycleCollector: a full collection before the first request after a failed connection, spaced
-by at least its interval (fake clock, counted collections)."""
-from nodeagent.cycles import CycleCollector
+by at least its interval; PeriodicCollection: one a minute from the loop (fake clock, counted
+collections)."""
+from nodeagent.cycles import CycleCollector, PeriodicCollection
 
 
 class Clock:
@@ -56,3 +57,26 @@ def test_an_outage_collects_at_most_once_per_interval():
         collector.failed()
         clock.now += 0.1
     assert 9 <= len(runs) <= 11
+
+
+def test_the_loop_collects_once_a_minute_and_not_at_its_first_tick():
+    clock, runs = Clock(), []
+    periodic = PeriodicCollection(clock, collect=lambda: runs.append(clock.now) or 0, every_s=60.0)
+    for _ in range(400):  # 200 s of polls every half second
+        periodic.tick()
+        clock.now += 0.5
+    assert runs == [160.0, 220.0, 280.0]
+
+
+def test_a_long_pause_between_ticks_collects_once_not_to_catch_up():
+    clock, runs = Clock(), []
+    periodic = PeriodicCollection(clock, collect=lambda: runs.append(clock.now) or 0, every_s=60.0)
+    periodic.tick()
+    clock.now += 600.0
+    periodic.tick()
+    periodic.tick()
+    clock.now += 59.0
+    periodic.tick()
+    clock.now += 1.0
+    periodic.tick()
+    assert runs == [700.0, 760.0]
