@@ -60,6 +60,7 @@ from nodeagent.decide_terms import (
     Supersede,
     Uncordon,
     UncordonDone,
+    UncordonFailed,
     UncordonJob,
 )
 from nodeagent.imds import ImdsClient, ImdsError, ImdsOptions
@@ -128,6 +129,7 @@ class Agent:
         # What the worker and the lifecycle hook did, for the loop to apply (it alone writes records).
         self._reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
         self._in_flight: Counter[str] = Counter()  # responses handed to the worker, not yet ended
+        self._failed_uncordons: dict[str, UncordonFailed] = {}  # for the core to decide again
         self._cancel_unreported: set[str] = set()  # cancelled; reported once no response is in flight
         self.lifecycle = _lifecycle_hook(
             settings,
@@ -363,6 +365,7 @@ class Agent:
             spot_label=self._spot_label,
             imds_life_cycle=life_cycle,
             boot_time=self.boot_time,
+            failed_uncordons=dict(self._failed_uncordons),
         )
 
     # ---------------------------------------------------------------- polling
@@ -470,6 +473,7 @@ class Agent:
             elif isinstance(action, Forget):
                 self.store.forget(action.notice_ids)
                 for notice_id in action.notice_ids:
+                    self._failed_uncordons.pop(notice_id, None)
                     for key in decide.said_keys(notice_id):
                         self._once.clear(key)
                 for reporter in self.reporters:
@@ -499,6 +503,7 @@ class Agent:
         self.store.cancel(action.notice_id, action.reason)
         self.worker.cancel(action.notice_id, action.reason)
         if action.undo:
+            self._failed_uncordons.pop(action.notice_id, None)
             self.store.request_uncordon(action.notice_id)
             self.worker.submit(UncordonJob(action.notice_id, action.reason))
         # Reported once its response (if one was handed to the worker) has ended, with how far it got.
@@ -506,6 +511,7 @@ class Agent:
         self._report_cancel_when_settled(action.notice_id)
 
     def _uncordon(self, action: Uncordon) -> None:
+        self._failed_uncordons.pop(action.notice_id, None)
         if action.keep:  # another notice holds the node: only the record lets go
             log.info("notice %s: keeping the node cordoned for %s", action.notice_id, action.held_by)
             self.store.uncordoned(action.notice_id, action.reason, done=False)
@@ -549,7 +555,10 @@ class Agent:
                 self._report_cancel_when_settled(report.notice_id)
                 if self.lifecycle is not None:  # the response is over: the instance may be released now
                     self.lifecycle.poke()
+            elif isinstance(report, UncordonFailed):
+                self._failed_uncordons[report.notice_id] = report
             elif isinstance(report, UncordonDone):
+                self._failed_uncordons.pop(report.notice_id, None)
                 record = self.store.get(report.notice_id)
                 self.store.uncordoned(report.notice_id, report.reason, done=True)
                 for reporter in self.reporters:

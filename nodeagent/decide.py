@@ -73,6 +73,7 @@ ACTING_RESPONSES = ("drain", "cordon")
 # Closed records kept once nothing needs them any more: `nodeagent status` and a person reading the
 # state file see the recent past; older ones are forgotten, so the file stays small under churn.
 KEEP_CLOSED = 20
+UNCORDON_RETRY_S = 30.0
 # What the core says about one notice, by key prefix (the agent forgets these with the record).
 NOTICE_SAY_KEYS = ("note", "back", "over", "vanished", "gone")
 
@@ -313,10 +314,26 @@ def decide_poll(
     for notice_id in list(new_absences):
         if notice_id not in records:
             new_absences.pop(notice_id)
+    actions.extend(uncordon_retries(seen_records, ctx))
     forget = forgettable(records, poll, settings)
     if forget:
         actions.append(Forget(forget))
     return Decision(tuple(actions), new_absences)
+
+
+def uncordon_retries(records: Mapping[str, NoticeRecord], ctx: Context) -> list[Action]:
+    """An uncordon the worker could not carry out (the API did not answer) is decided again
+    UNCORDON_RETRY_S after it failed, for as long as the agent runs: until it is done the node
+    stays cordoned and the record is kept. If another notice holds the node by then, only the
+    record lets go."""
+    actions: list[Action] = []
+    for notice_id, failure in sorted(ctx.failed_uncordons.items()):
+        record = records.get(notice_id)
+        if record is None or not record.uncordon_pending:
+            continue
+        if (ctx.now - failure.at).total_seconds() >= UNCORDON_RETRY_S:
+            actions.append(_uncordon(notice_id, failure.reason, records))
+    return actions
 
 
 def still_needed(record: NoticeRecord, poll: PollResult, settings: Settings) -> bool:

@@ -72,6 +72,8 @@ class Context:
     spot_label: bool | None = None  # lifecycle=Ec2Spot on the Node (None: not known yet)
     imds_life_cycle: str | None = None  # IMDS instance-life-cycle
     boot_time: float = 0.0  # wall-clock seconds
+    # Uncordons the worker could not carry out, not yet tried again (by notice id).
+    failed_uncordons: Mapping[str, UncordonFailed] = field(default_factory=dict)
 
 
 # --- actions ---------------------------------------------------------------------------------
@@ -217,6 +219,15 @@ class UncordonDone:
 
 
 @dataclass(frozen=True)
+class UncordonFailed:
+    """The worker could not lift the cordon (the API did not answer): the record stays pending."""
+
+    notice_id: str
+    reason: str  # why the uncordon was decided, kept for the next attempt
+    at: datetime
+
+
+@dataclass(frozen=True)
 class LifecycleTold:
     """Auto Scaling accepted a lifecycle call: the lifecycle_* fields to record."""
 
@@ -224,7 +235,7 @@ class LifecycleTold:
     fields: Mapping[str, object]
 
 
-Report = Union[KubernetesReady, ResponseStarted, ResponseEnded, UncordonDone, LifecycleTold]
+Report = Union[KubernetesReady, ResponseStarted, ResponseEnded, UncordonDone, UncordonFailed, LifecycleTold]
 
 
 @dataclass(frozen=True)

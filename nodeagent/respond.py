@@ -31,6 +31,7 @@ from nodeagent.decide_terms import (
     ResponseEnded,
     ResponseStarted,
     UncordonDone,
+    UncordonFailed,
     UncordonJob,
 )
 from nodeagent.errors import ExpectedFailure
@@ -259,8 +260,9 @@ class ResponseWorker:
         try:
             self.responder.undo(record, job.reason)
         except Exception as error:
-            log.error("notice %s: could not undo (%s); the node may stay cordoned", record.id, error)
-            return  # stays pending: the next start tries again
+            log.error("notice %s: could not undo (%s); trying again shortly", record.id, error)
+            self.report(UncordonFailed(job.notice_id, job.reason, self.clock.now()))
+            return  # stays pending: the loop decides it again (and a restart would)
         self._set_agent_state("watching")
         self.report(UncordonDone(job.notice_id, job.reason))
 

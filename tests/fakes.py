@@ -107,6 +107,7 @@ class FakeResponder:
     released: threading.Event = field(default_factory=threading.Event)
     holding: threading.Event = field(default_factory=threading.Event)
     node_notice: Optional[NodeNotice] = None
+    undo_failures: int = 0  # the first so many undos fail as if the API were down
 
     def startup(self, identity: Optional[InstanceIdentity]) -> Optional[str]:
         return None
@@ -152,6 +153,10 @@ class FakeResponder:
         record.outcome = f"drained: {record.evicted} evicted"
 
     def undo(self, record: NoticeRecord, reason: str) -> None:
+        if self.undo_failures > 0:
+            self.undo_failures -= 1
+            self.calls.append(("uncordon failed", record.id))
+            raise ConnectionError("the API did not answer")
         self.calls.append(("uncordon", record.id))
 
     def agent_state_changed(self, agent_state: str, timeout_s: Optional[float] = None) -> None:

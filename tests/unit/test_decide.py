@@ -12,7 +12,8 @@ import pytest
 
 from nodeagent import config, decide, decide_terms
 from nodeagent.clock import iso
-from nodeagent.decide_terms import Absence, Accept, Cancel, Context, Expire, PollResult, Reopen, Resume, Say, Supersede, Uncordon
+from nodeagent.decide_terms import (Absence, Accept, Cancel, Context, Expire, PollResult, Reopen, Resume, Say,
+                                    Supersede, Uncordon, UncordonFailed)
 from nodeagent.kube.pod_rules import NEAR_S, retry_delay
 from nodeagent.notices import SOURCES_BY_KIND, Notice
 from nodeagent.state import ACTING, CANCELLED, DONE, SEEN, SUPERSEDED, NoticeRecord
@@ -262,6 +263,30 @@ def test_cancel_keeps_the_cordon_while_a_spot_notice_holds_the_node():
     event = scheduled("x", not_before=T0 + timedelta(days=1), state="canceled")
     d = decide.decide_poll(records, poll(T0, events=[event]), {}, settings(), ctx())
     assert of(d.actions, Cancel) == [Cancel(rid, "scheduled event is now canceled", undo=False)]
+
+
+def test_an_uncordon_that_failed_is_decided_again_after_the_retry_interval():
+    rid = "scheduled-x"
+    pending = record(rid, "scheduled", deadline=T0 + timedelta(days=1), phase=CANCELLED, cordoned=True,
+                     uncordon_pending=True)
+    failed = {rid: UncordonFailed(rid, "scheduled event is now canceled", T0)}
+    retry_s = decide.UNCORDON_RETRY_S
+
+    def uncordons(records, now, failures=failed):
+        return of(decide.decide_poll(records, poll(now), {}, settings(), ctx(now, failed_uncordons=failures)).actions,
+                  Uncordon)
+
+    assert uncordons({rid: pending}, T0 + timedelta(seconds=retry_s - 1)) == []
+    assert uncordons({rid: pending}, T0 + timedelta(seconds=retry_s)) == [
+        Uncordon(rid, "scheduled event is now canceled", keep=False)]
+    # Not before it failed (in flight, or decided at a start), nor once it is no longer pending.
+    assert uncordons({rid: pending}, T0 + timedelta(hours=1), failures={}) == []
+    done = record(rid, "scheduled", deadline=T0 + timedelta(days=1), phase=CANCELLED)
+    assert uncordons({rid: done}, T0 + timedelta(hours=1)) == []
+    # A notice holding the node by then keeps the cordon: only the record lets go.
+    spot = record("spot-itn-1", "spot-itn", deadline=T0 + timedelta(hours=2), phase=ACTING)
+    assert uncordons({rid: pending, spot.id: spot}, T0 + timedelta(seconds=retry_s)) == [
+        Uncordon(rid, "scheduled event is now canceled", keep=True, held_by="spot-itn-1")]
 
 
 def test_cancel_of_a_cancelled_record_is_not_repeated_and_a_return_is_said_once():

@@ -9,7 +9,7 @@ from typing import Optional
 
 import pytest
 
-from nodeagent import config
+from nodeagent import config, decide
 from nodeagent.agent import Agent
 from nodeagent.clock import iso
 from nodeagent.state import AgentState, NoticeRecord
@@ -26,15 +26,18 @@ def gmt(moment) -> str:
 
 
 class RecordingReporter:
-    """Keeps the records it is told were cancelled and the notices it is told were forgotten."""
+    """Keeps the steps and the records it is told were cancelled, and the notices it is told were
+    forgotten."""
 
     def __init__(self) -> None:
+        self.steps: list = []
         self.cancels: list = []
         self.forgotten_ids: list = []
 
     def notice_received(self, notice, record, plan) -> None: ...
 
-    def step(self, record, reason, message) -> None: ...
+    def step(self, record, reason, message) -> None:
+        self.steps.append((record.id, reason))
 
     def finished(self, record) -> None: ...
 
@@ -126,6 +129,29 @@ def test_cancel_mid_drain_stops_the_drain_and_uncordons():
         # Reported once, when the drain had stopped, with how far it got.
         assert [r.outcome for r in engine.reporter.cancels] == [
             "scheduled event is now canceled; stopped after 1 of 3 pods had gone"]
+
+
+def test_an_uncordon_the_api_refused_is_tried_again_while_the_agent_runs():
+    """Without the retry the node stayed cordoned until the agent restarted, and the record was
+    never forgotten."""
+    responder = FakeResponder(pods=1, undo_failures=2)
+    with Engine(responder, ON_SCHEDULED_EVENT="drain") as engine:
+        engine.scheduled(not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick()
+        engine.scheduled(state="canceled", not_before=engine.clock.now() + timedelta(days=2))
+        engine.tick()
+        assert responder.writes_for(EVENT_ID)[-1] == "uncordon failed"
+        assert engine.record(EVENT_ID).uncordon_pending and engine.record(EVENT_ID).cordoned
+        for _ in range(int(decide.UNCORDON_RETRY_S) - 2):
+            engine.tick()
+        assert responder.writes_for(EVENT_ID).count("uncordon failed") == 1
+        for _ in range(int(decide.UNCORDON_RETRY_S) * 2 + 2):
+            engine.tick()
+        assert responder.writes_for(EVENT_ID)[-3:] == ["uncordon failed", "uncordon failed", "uncordon"]
+        record = engine.record(EVENT_ID)
+        assert not record.uncordon_pending and not record.cordoned
+        assert record.outcome.endswith("; node uncordoned")
+        assert engine.reporter.steps.count((EVENT_ID, "Uncordoned")) == 1
 
 
 def test_a_cancel_of_a_response_still_waiting_for_kubernetes_is_reported_at_once():
