@@ -19,8 +19,9 @@ quiet daemon's own full collections are far apart: CPython runs one only when th
 reached the oldest generation since the last are a quarter of those already there, and the
 daemon's modules alone are some 30 thousand. Until one runs, the interpreter's free lists
 (tuples, lists, dicts, floats) keep their blocks, spread over pymalloc's pools, which then stay
-in use; with a notice every 3 s the RSS grew about half as fast with one a minute. Its cost is
-one collection a minute, about 0.01 % of a core.
+in use; with a notice every 3 s the RSS grew about half as fast with one a minute. At its first
+tick it freezes what startup made (`gc.freeze`: the modules, the clients, the settings), which no
+collection then walks: each one takes about 0.1 ms instead of 5-8 ms.
 """
 
 from __future__ import annotations
@@ -66,17 +67,20 @@ class CycleCollector:
 
 
 class PeriodicCollection:
-    """A full collection every `every_s`, the first one `every_s` after the first tick."""
+    """A full collection every `every_s` after the first tick, which collects and freezes what
+    is there."""
 
     def __init__(
         self,
         monotonic: Callable[[], float],
         collect: Callable[[], int] = gc.collect,
         every_s: float = PERIODIC_INTERVAL_S,
+        freeze: Callable[[], None] = gc.freeze,
     ):
         self._monotonic = monotonic
         self._collect = collect
         self._every_s = every_s
+        self._freeze = freeze
         self._next_at: float | None = None
 
     def tick(self) -> None:
@@ -84,6 +88,8 @@ class PeriodicCollection:
         now = self._monotonic()
         if self._next_at is None:
             self._next_at = now + self._every_s
+            self._collect()
+            self._freeze()
         elif now >= self._next_at:
             self._next_at = now + self._every_s
             self._collect()

@@ -59,18 +59,20 @@ def test_an_outage_collects_at_most_once_per_interval():
     assert 9 <= len(runs) <= 11
 
 
-def test_the_loop_collects_once_a_minute_and_not_at_its_first_tick():
+def test_the_loop_collects_and_freezes_at_its_first_tick_then_collects_once_a_minute():
     clock, runs = Clock(), []
-    periodic = PeriodicCollection(clock, collect=lambda: runs.append(clock.now) or 0, every_s=60.0)
+    periodic = PeriodicCollection(clock, collect=lambda: runs.append(clock.now) or 0, every_s=60.0,
+                                  freeze=lambda: runs.append("freeze"))
     for _ in range(400):  # 200 s of polls every half second
         periodic.tick()
         clock.now += 0.5
-    assert runs == [160.0, 220.0, 280.0]
+    assert runs == [100.0, "freeze", 160.0, 220.0, 280.0]
 
 
 def test_a_long_pause_between_ticks_collects_once_not_to_catch_up():
     clock, runs = Clock(), []
-    periodic = PeriodicCollection(clock, collect=lambda: runs.append(clock.now) or 0, every_s=60.0)
+    periodic = PeriodicCollection(clock, collect=lambda: runs.append(clock.now) or 0, every_s=60.0,
+                                  freeze=lambda: None)
     periodic.tick()
     clock.now += 600.0
     periodic.tick()
@@ -79,4 +81,4 @@ def test_a_long_pause_between_ticks_collects_once_not_to_catch_up():
     periodic.tick()
     clock.now += 1.0
     periodic.tick()
-    assert runs == [700.0, 760.0]
+    assert runs == [100.0, 700.0, 760.0]
