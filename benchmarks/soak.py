@@ -173,19 +173,23 @@ def measure(python: str, duration_s: float, *, every_s: float,
         "state_bytes": {"at_warmup": at_warmup[2], "last": last[2], "max": max(s[2] for s in samples)},
         "records": {"at_warmup": at_warmup[3], "last": last[3], "max": max(s[3] for s in samples)},
         "rss_kib": {"at_warmup": at_warmup[1], "last": last[1], "max": max(s[1] for s in samples)},
-        "rss_slope_mib_per_hour": round(slope_per_hour([(s[0], s[1] / 1024) for s in after]), 3),
+        "rss_slope_mib_per_hour": _rss_slope(after),
         "rss_slope_by_third_after_warmup": _slopes_by_third(after, warmup_s, last[0]),
         "state_slope_bytes_per_hour": round(slope_per_hour([(s[0], s[2]) for s in after])),
         "samples": samples,
     }
 
 
+def _rss_slope(samples: Sequence[Sequence[float]]) -> float:
+    """The RSS slope of [t, rss_kib, ...] samples, MiB per hour."""
+    return round(slope_per_hour([(s[0], s[1] / 1024) for s in samples]), 3)
+
+
 def _slopes_by_third(after: Sequence[Sequence[float]], start_s: float, end_s: float) -> List[float]:
     """The RSS slope (MiB per hour) over each third of the span after the warm-up."""
     step = (end_s - start_s) / 3
     bounds = [(start_s + i * step, start_s + (i + 1) * step) for i in range(3)]
-    return [round(slope_per_hour([(s[0], s[1] / 1024) for s in after if lo <= s[0] <= hi]), 3)
-            for lo, hi in bounds]
+    return [_rss_slope([s for s in after if lo <= s[0] <= hi]) for lo, hi in bounds]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

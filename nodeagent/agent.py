@@ -503,21 +503,25 @@ class Agent:
         self.store.cancel(action.notice_id, action.reason)
         self.worker.cancel(action.notice_id, action.reason)
         if action.undo:
-            self._failed_uncordons.pop(action.notice_id, None)
-            self.store.request_uncordon(action.notice_id)
-            self.worker.submit(UncordonJob(action.notice_id, action.reason))
+            self._submit_uncordon(action.notice_id, action.reason)
         # Reported once its response (if one was handed to the worker) has ended, with how far it got.
         self._cancel_unreported.add(action.notice_id)
         self._report_cancel_when_settled(action.notice_id)
 
     def _uncordon(self, action: Uncordon) -> None:
-        self._failed_uncordons.pop(action.notice_id, None)
         if action.keep:  # another notice holds the node: only the record lets go
             log.info("notice %s: keeping the node cordoned for %s", action.notice_id, action.held_by)
+            self._failed_uncordons.pop(action.notice_id, None)
             self.store.uncordoned(action.notice_id, action.reason, done=False)
             return
-        self.store.request_uncordon(action.notice_id)
-        self.worker.submit(UncordonJob(action.notice_id, action.reason))
+        self._submit_uncordon(action.notice_id, action.reason)
+
+    def _submit_uncordon(self, notice_id: str, reason: str) -> None:
+        """Record the uncordon as pending and hand it to the worker; a failure it reports is
+        kept for the core to decide again."""
+        self._failed_uncordons.pop(notice_id, None)
+        self.store.request_uncordon(notice_id)
+        self.worker.submit(UncordonJob(notice_id, reason))
 
     def _report_cancel_when_settled(self, notice_id: str) -> None:
         if notice_id not in self._cancel_unreported or self._in_flight[notice_id] > 0:
